@@ -1,0 +1,65 @@
+// scores: S[b,h,i,j] = scale · Σ_d Q[b,h,i,d] K[b,h/g,j,d] (+ additive bias[b|1,h|1,i|1,j|1])
+// Q and K are read through strides (any layout); S is contiguous [B, Hq, Nq, Nk].
+// All batches and heads in one dispatch: workgroup w handles tile (w % tiles) of
+// head-batch (w / tiles).
+
+#import shared/grid
+#import shared/mask
+#import shared/tile_mm
+
+struct Params {
+    b: u32, hq: u32, group: u32, nq: u32,
+    nk: u32, d: u32, tiles_m: u32, tiles_n: u32,
+    q_off: u32, q_sb: u32, q_sh: u32, q_sn: u32,
+    q_sd: u32, k_off: u32, k_sb: u32, k_sh: u32,
+    k_sn: u32, k_sd: u32, scale: f32, bias_kind: u32,
+    m_sb: u32, m_sh: u32, m_sq: u32, m_sk: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> q: array<f32>;
+@group(0) @binding(2) var<storage, read> k: array<f32>;
+@group(0) @binding(3) var<storage, read> mask_words: array<u32>;
+@group(0) @binding(4) var<storage, read_write> s: array<f32>;
+
+fn load_a(bh: u32, row: u32, kk: u32) -> f32 {
+    let b = bh / p.hq;
+    let h = bh % p.hq;
+    return q[p.q_off + b * p.q_sb + h * p.q_sh + row * p.q_sn + kk * p.q_sd];
+}
+
+fn load_b(bh: u32, kk: u32, col: u32) -> f32 {
+    let b = bh / p.hq;
+    let hk = (bh % p.hq) / p.group;
+    return k[p.k_off + b * p.k_sb + hk * p.k_sh + col * p.k_sn + kk * p.k_sd];
+}
+
+@compute @workgroup_size(8, 8, 1)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_id) lid: vec3<u32>) {
+    let wid = linear_workgroup(wg, nwg);
+    let per_bh = p.tiles_m * p.tiles_n;
+    let bh = wid / per_bh;
+    if (bh >= p.b * p.hq) {
+        return;
+    }
+    let t = wid % per_bh;
+    let row0 = (t / p.tiles_n) * TILE;
+    let col0 = (t % p.tiles_n) * TILE;
+    let acc = mm_block(bh, row0, col0, lid, p.nq, p.nk, p.d);
+    let b = bh / p.hq;
+    let h = bh % p.hq;
+    for (var ii = 0u; ii < 4u; ii++) {
+        let row = row0 + lid.y * 4u + ii;
+        for (var jj = 0u; jj < 4u; jj++) {
+            let col = col0 + lid.x * 4u + jj;
+            if (row < p.nq && col < p.nk) {
+                var v = p.scale * acc[ii][jj];
+                if (p.bias_kind == MASK_ADDITIVE) {
+                    v += mask_additive_at(b * p.m_sb + h * p.m_sh + row * p.m_sq + col * p.m_sk);
+                }
+                s[(bh * p.nq + row) * p.nk + col] = v;
+            }
+        }
+    }
+}

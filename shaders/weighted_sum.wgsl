@@ -1,0 +1,54 @@
+// weighted_sum: O[b,h,i,c] = Σ_j P[b,h,i,j] · V[b,h/g,j,c]
+// P is contiguous [B, Hq, Nq, Nk]; V and O are addressed through strides.
+
+#import shared/grid
+#import shared/tile_mm
+
+struct Params {
+    b: u32, hq: u32, group: u32, nq: u32,
+    nk: u32, d: u32, tiles_m: u32, tiles_n: u32,
+    v_off: u32, v_sb: u32, v_sh: u32, v_sn: u32,
+    v_sd: u32, o_off: u32, o_sb: u32, o_sh: u32,
+    o_sn: u32, o_sd: u32, _pad0: u32, _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> pw: array<f32>;
+@group(0) @binding(2) var<storage, read> v: array<f32>;
+@group(0) @binding(3) var<storage, read_write> o: array<f32>;
+
+fn load_a(bh: u32, row: u32, kk: u32) -> f32 {
+    return pw[(bh * p.nq + row) * p.nk + kk];
+}
+
+fn load_b(bh: u32, kk: u32, col: u32) -> f32 {
+    let b = bh / p.hq;
+    let hk = (bh % p.hq) / p.group;
+    return v[p.v_off + b * p.v_sb + hk * p.v_sh + kk * p.v_sn + col * p.v_sd];
+}
+
+@compute @workgroup_size(8, 8, 1)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_id) lid: vec3<u32>) {
+    let wid = linear_workgroup(wg, nwg);
+    let per_bh = p.tiles_m * p.tiles_n;
+    let bh = wid / per_bh;
+    if (bh >= p.b * p.hq) {
+        return;
+    }
+    let t = wid % per_bh;
+    let row0 = (t / p.tiles_n) * TILE;
+    let col0 = (t % p.tiles_n) * TILE;
+    let acc = mm_block(bh, row0, col0, lid, p.nq, p.d, p.nk);
+    let b = bh / p.hq;
+    let h = bh % p.hq;
+    for (var ii = 0u; ii < 4u; ii++) {
+        let row = row0 + lid.y * 4u + ii;
+        for (var jj = 0u; jj < 4u; jj++) {
+            let col = col0 + lid.x * 4u + jj;
+            if (row < p.nq && col < p.d) {
+                o[p.o_off + b * p.o_sb + h * p.o_sh + row * p.o_sn + col * p.o_sd] = acc[ii][jj];
+            }
+        }
+    }
+}

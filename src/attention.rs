@@ -1,0 +1,81 @@
+//! Attention composed from kernels: options → which kernels, recorded into one
+//! command encoder and submitted once.
+//!
+//! The unfused path: `S = scale·QKᵀ (+ additive mask)` → masked softmax (→ LSE)
+//! → `O = P·V`. It materializes the `[B, Hq, Nq, Nk]` weights, which is what
+//! makes it the path that can return them.
+
+use crate::dispatch::Recorder;
+use crate::error::{Error, Result};
+use crate::kernels::{attn_shape, same_device, scores, softmax, weighted_sum};
+use crate::mask::Masking;
+use crate::mask_tensor::{MaskKind, MaskTensor};
+use crate::tensor::Tensor;
+
+/// What to compute besides `O`, and how to mask.
+#[derive(Clone, Debug, Default)]
+pub struct AttentionOptions<'a> {
+    /// Softmax scale; `None` = `1/sqrt(D)`.
+    pub scale: Option<f32>,
+    /// Causal / sliding-window / key-padding rules.
+    pub masking: Masking,
+    /// A dense bool or additive mask broadcastable to `[B, Hq, Nq, Nk]`.
+    pub mask: Option<&'a MaskTensor>,
+    /// Also return the attention weights `P` `[B, Hq, Nq, Nk]`.
+    pub return_weights: bool,
+    /// Also return the log-sum-exp `[B, Hq, Nq]` (`-inf` for fully masked rows).
+    pub return_lse: bool,
+}
+
+/// Results of [`attention`].
+#[derive(Clone, Debug)]
+pub struct Attention {
+    /// `[B, Hq, Nq, D]`, stored in the same layout as Q.
+    pub o: Tensor,
+    pub lse: Option<Tensor>,
+    pub weights: Option<Tensor>,
+}
+
+/// `softmax(scale·QKᵀ + mask)·V` for `q` `[B, Hq, Nq, D]`, `k` and `v`
+/// `[B, Hkv, Nk, D]` (any strides, `Hq % Hkv == 0`), in one submission.
+///
+/// ```
+/// use wgpu_attention::{attention, AttentionOptions, Gpu, Layout, Tensor};
+/// # fn main() -> wgpu_attention::Result<()> {
+/// let gpu = Gpu::new_blocking(&Default::default())?;
+/// let dims = [1, 2, 5, 4]; // B, H, N, D
+/// let x: Vec<f32> = (0..40).map(|i| (i as f32 * 0.37).sin()).collect();
+/// let q = Tensor::from_bhnd(&gpu, &x, dims, Layout::Bhnd)?;
+/// let mut opts = AttentionOptions::default();
+/// opts.masking.causal = true;
+/// let out = attention(&q, &q, &q, &opts)?;
+/// let o = out.o.to_vec_blocking()?;
+/// // The first query sees only the first key: its output is that key's value.
+/// assert!((o[0] - x[0]).abs() < 1e-6);
+/// # Ok(()) }
+/// ```
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, opts: &AttentionOptions) -> Result<Attention> {
+    let mut rec = q.gpu().recorder();
+    let out = record_attention(&mut rec, q, k, v, opts)?;
+    rec.submit()?;
+    Ok(out)
+}
+
+/// Records [`attention`] without submitting.
+pub fn record_attention(rec: &mut Recorder<'_>, q: &Tensor, k: &Tensor, v: &Tensor, opts: &AttentionOptions) -> Result<Attention> {
+    let sh = attn_shape(q, k)?;
+    same_device(k, v, "K and V")?;
+    let [bv, hv, nv, _] = v.dims4("V")?;
+    if (bv, hv, nv) != (sh.b, sh.hkv, sh.nk) {
+        return Err(Error::Shape(format!("V is [{bv}, {hv}, {nv}, _] but K is [{}, {}, {}, _]: B, Hkv and Nk must match", sh.b, sh.hkv, sh.nk)));
+    }
+    opts.masking.validate(sh.b, sh.nk)?;
+    let (bias, dense) = match opts.mask {
+        Some(m) if m.kind() == MaskKind::Additive => (Some(m), None),
+        other => (None, other),
+    };
+    let s = scores::record_scores(rec, q, k, opts.scale, bias)?;
+    let sm = softmax::record_softmax(rec, &s, &opts.masking, dense, opts.return_lse)?;
+    let o = weighted_sum::record_weighted_sum(rec, &sm.p, v, q.layout())?;
+    Ok(Attention { o, lse: sm.lse, weights: opts.return_weights.then_some(sm.p) })
+}

@@ -1,0 +1,49 @@
+//! Typed errors. Every bad input is reported before anything is dispatched, with a
+//! message that says what to change.
+
+/// Everything that can go wrong in this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No adapter matched the request.
+    #[error("no GPU adapter found ({0}). Without a GPU install Mesa's software drivers: `apt-get install mesa-vulkan-drivers libegl-mesa0 libgl1-mesa-dri` (lavapipe for Vulkan, llvmpipe for GL)")]
+    NoAdapter(String),
+    /// `request_device` failed.
+    #[error("could not open a device on adapter {adapter}: {reason}")]
+    RequestDevice { adapter: String, reason: String },
+    /// A tensor's shape or strides do not fit what the operation needs.
+    #[error("shape mismatch: {0}")]
+    Shape(String),
+    /// A dimension is zero.
+    #[error("zero-sized dimension: {0} must be at least 1")]
+    ZeroSized(String),
+    /// Query heads are not a multiple of key/value heads.
+    #[error("query heads ({hq}) must be a multiple of key/value heads ({hkv}) for grouped-query attention")]
+    Heads { hq: usize, hkv: usize },
+    /// A mask tensor cannot be broadcast to the score shape.
+    #[error("mask of shape {mask:?} does not broadcast to [B={b}, H={h}, Nq={nq}, Nk={nk}]: each of its dims must be 1 or equal to the score dim ([B|1, H|1, Nq|1, Nk|1])")]
+    MaskBroadcast { mask: [usize; 4], b: usize, h: usize, nq: usize, nk: usize },
+    /// Invalid option value (NaN in a mask, key length out of range, ...).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// A buffer would exceed a limit of the device.
+    #[error("{what} needs {bytes} bytes, over the device's {limit_name} of {limit} bytes; use smaller batches or sequence lengths")]
+    BufferTooLarge { what: String, bytes: u64, limit_name: &'static str, limit: u64 },
+    /// The dispatch cannot be expressed within the device's workgroup grid limits.
+    #[error("{what} needs {workgroups} workgroups, more than the device can address ({max} per dimension, 3 dimensions)")]
+    GridTooLarge { what: String, workgroups: u64, max: u64 },
+    /// An optional device feature the operation needs was not granted.
+    #[error("the adapter does not provide feature {0}")]
+    MissingFeature(&'static str),
+    /// wgpu reported a validation or out-of-memory error.
+    #[error("GPU error: {0}")]
+    Gpu(String),
+    /// The device was lost (driver reset, removed adapter, ...).
+    #[error("GPU device lost: {0}")]
+    DeviceLost(String),
+    /// Mapping a buffer for readback failed.
+    #[error("buffer readback failed: {0}")]
+    Readback(String),
+}
+
+/// Result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,319 @@
+//! The GPU context: adapter choice, device with the adapter's real limits and
+//! optional features, error capture, device loss, buffer allocation.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::dispatch::PipelineCache;
+use crate::error::{Error, Result};
+
+/// How to choose the adapter. `Default` honours the usual environment overrides
+/// (`WGPU_BACKEND`, `WGPU_ADAPTER_NAME`, `WGPU_POWER_PREF`) and otherwise picks a
+/// high-performance adapter from any backend.
+#[derive(Clone, Debug, Default)]
+pub struct GpuOptions {
+    /// Backends to consider; `None` = `WGPU_BACKEND` or all.
+    pub backends: Option<wgpu::Backends>,
+    /// Case-insensitive substring of the adapter name; `None` = `WGPU_ADAPTER_NAME` or any.
+    pub adapter_name: Option<String>,
+    /// `None` = `WGPU_POWER_PREF` or high performance.
+    pub power_preference: Option<wgpu::PowerPreference>,
+}
+
+impl GpuOptions {
+    /// Only adapters of the named backend: `vulkan`, `metal`, `dx12`, `gl` or `webgpu`.
+    pub fn backend(name: &str) -> Result<Self> {
+        Ok(Self { backends: Some(parse_backend(name)?), ..Self::default() })
+    }
+
+    fn resolved_backends(&self) -> wgpu::Backends {
+        self.backends.or_else(wgpu::Backends::from_env).unwrap_or(wgpu::Backends::all())
+    }
+}
+
+/// Parses a backend name as used by `WGPU_BACKEND` and the `--backend` flags.
+pub fn parse_backend(name: &str) -> Result<wgpu::Backends> {
+    match name.to_ascii_lowercase().as_str() {
+        "vulkan" | "vk" => Ok(wgpu::Backends::VULKAN),
+        "metal" | "mtl" => Ok(wgpu::Backends::METAL),
+        "dx12" | "d3d12" => Ok(wgpu::Backends::DX12),
+        "gl" | "gles" | "opengl" => Ok(wgpu::Backends::GL),
+        "webgpu" => Ok(wgpu::Backends::BROWSER_WEBGPU),
+        other => Err(Error::InvalidArgument(format!(
+            "unknown backend {other:?}: use vulkan, metal, dx12, gl or webgpu"
+        ))),
+    }
+}
+
+/// Kernel variant choices that depend on the adapter. Chosen from the adapter
+/// type by default, overridable for tests and benchmarks (`WGPU_ATTENTION_STAGED=0|1`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Tuning {
+    /// Stage tiles through workgroup memory (real GPUs profit; CPU drivers such as
+    /// lavapipe run a workgroup on one thread and only pay for the barriers).
+    pub staged: bool,
+    /// Invocations cooperating on one softmax row.
+    pub softmax_workgroup: u32,
+}
+
+impl Tuning {
+    /// The default for an adapter of this type.
+    pub fn for_adapter(info: &wgpu::AdapterInfo) -> Self {
+        let cpu = info.device_type == wgpu::DeviceType::Cpu;
+        let mut t = Tuning { staged: !cpu, softmax_workgroup: if cpu { 8 } else { 128 } };
+        if let Ok(v) = std::env::var("WGPU_ATTENTION_STAGED") {
+            t.staged = v != "0";
+        }
+        t
+    }
+}
+
+pub(crate) struct GpuInner {
+    pub(crate) adapter: wgpu::Adapter,
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
+    pub(crate) info: wgpu::AdapterInfo,
+    pub(crate) features: wgpu::Features,
+    pub(crate) limits: wgpu::Limits,
+    pub(crate) tuning: Mutex<Tuning>,
+    pub(crate) poison: AtomicBool,
+    pub(crate) error: Arc<Mutex<Option<String>>>,
+    pub(crate) lost: Arc<Mutex<Option<String>>>,
+    pub(crate) pipelines: PipelineCache,
+    /// Bound where an optional input is absent.
+    pub(crate) dummy: wgpu::Buffer,
+}
+
+/// A device and queue on one adapter, with its granted features and limits and a
+/// pipeline cache. Cheap to clone (shared handle).
+#[derive(Clone)]
+pub struct Gpu {
+    pub(crate) inner: Arc<GpuInner>,
+}
+
+impl std::fmt::Debug for Gpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Gpu({})", self.describe())
+    }
+}
+
+/// The optional features requested when the adapter has them.
+const OPTIONAL_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
+    .union(wgpu::Features::SUBGROUP)
+    .union(wgpu::Features::TIMESTAMP_QUERY);
+
+fn instance(backends: wgpu::Backends) -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    desc.backends = backends;
+    desc.flags = wgpu::InstanceFlags::from_env_or_default();
+    wgpu::Instance::new(desc)
+}
+
+impl Gpu {
+    /// Opens the adapter chosen by `options` (see [`GpuOptions`]).
+    pub async fn new(options: &GpuOptions) -> Result<Gpu> {
+        let backends = options.resolved_backends();
+        let inst = instance(backends);
+        let name = options.adapter_name.clone().or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok());
+        let adapter = if let Some(name) = name {
+            let adapters = inst.enumerate_adapters(backends).await;
+            let want = name.to_lowercase();
+            let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
+            adapters
+                .into_iter()
+                .find(|a| a.get_info().name.to_lowercase().contains(&want))
+                .ok_or_else(|| Error::NoAdapter(format!("no adapter name contains {name:?}; present: {names:?}")))?
+        } else {
+            let power = options
+                .power_preference
+                .or_else(wgpu::PowerPreference::from_env)
+                .unwrap_or(wgpu::PowerPreference::HighPerformance);
+            inst.request_adapter(&wgpu::RequestAdapterOptions { power_preference: power, ..Default::default() })
+                .await
+                .map_err(|e| Error::NoAdapter(format!("backends {backends:?}: {e}")))?
+        };
+        Self::from_adapter(adapter).await
+    }
+
+    /// Blocking [`Gpu::new`] for native callers.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn new_blocking(options: &GpuOptions) -> Result<Gpu> {
+        pollster::block_on(Self::new(options))
+    }
+
+    /// Opens every adapter of the allowed backends (`WGPU_BACKEND` or all), so the
+    /// same work can be run on each. Adapters that fail to open are returned as errors.
+    pub async fn all(options: &GpuOptions) -> Vec<Result<Gpu>> {
+        let backends = options.resolved_backends();
+        let mut out = Vec::new();
+        for adapter in instance(backends).enumerate_adapters(backends).await {
+            if adapter.get_info().backend == wgpu::Backend::Noop {
+                continue;
+            }
+            out.push(Self::from_adapter(adapter).await);
+        }
+        out
+    }
+
+    /// Blocking [`Gpu::all`].
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn all_blocking(options: &GpuOptions) -> Vec<Result<Gpu>> {
+        pollster::block_on(Self::all(options))
+    }
+
+    /// Opens a device on `adapter` with the adapter's own limits and the optional
+    /// features it has.
+    pub async fn from_adapter(adapter: wgpu::Adapter) -> Result<Gpu> {
+        let info = adapter.get_info();
+        let features = adapter.features() & OPTIONAL_FEATURES;
+        let limits = adapter.limits();
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("wgpu-attention"),
+                required_features: features,
+                required_limits: limits.clone(),
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .map_err(|e| Error::RequestDevice { adapter: info.name.clone(), reason: e.to_string() })?;
+        let error = Arc::new(Mutex::new(None::<String>));
+        let sink = error.clone();
+        // wgpu's default handler panics; record the first error and report it from
+        // the next operation instead.
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            let mut slot = sink.lock().unwrap_or_else(|p| p.into_inner());
+            slot.get_or_insert_with(|| e.to_string());
+        }));
+        let lost = Arc::new(Mutex::new(None::<String>));
+        let lost_sink = lost.clone();
+        device.set_device_lost_callback(move |reason, msg| {
+            if reason != wgpu::DeviceLostReason::Destroyed {
+                *lost_sink.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("{reason:?}: {msg}"));
+            }
+        });
+        let dummy = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("absent binding"),
+            size: 16,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        let tuning = Tuning::for_adapter(&info);
+        Ok(Gpu {
+            inner: Arc::new(GpuInner {
+                adapter,
+                device,
+                queue,
+                features,
+                info,
+                limits,
+                tuning: Mutex::new(tuning),
+                poison: AtomicBool::new(false),
+                error,
+                lost,
+                pipelines: PipelineCache::default(),
+                dummy,
+            }),
+        })
+    }
+
+    /// The adapter's description (name, backend, device type, driver).
+    pub fn info(&self) -> &wgpu::AdapterInfo {
+        &self.inner.info
+    }
+
+    /// The optional features granted (subset of SHADER_F16, SUBGROUP, TIMESTAMP_QUERY).
+    pub fn features(&self) -> wgpu::Features {
+        self.inner.features
+    }
+
+    /// The limits granted (the adapter's own, not wgpu's defaults).
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.inner.limits
+    }
+
+    /// The underlying wgpu objects, for callers that record their own work.
+    pub fn device(&self) -> &wgpu::Device {
+        &self.inner.device
+    }
+
+    /// The queue.
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.inner.queue
+    }
+
+    /// The adapter.
+    pub fn adapter(&self) -> &wgpu::Adapter {
+        &self.inner.adapter
+    }
+
+    /// One line: `name (backend, device type, driver)`.
+    pub fn describe(&self) -> String {
+        let i = &self.inner.info;
+        format!("{} ({:?}, {:?}, {} {})", i.name, i.backend, i.device_type, i.driver, i.driver_info)
+    }
+
+    /// Current kernel variant choices.
+    pub fn tuning(&self) -> Tuning {
+        *self.inner.tuning.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forces kernel variants (tests, benchmarks). Pipelines of each variant are cached.
+    pub fn set_tuning(&self, t: Tuning) {
+        *self.inner.tuning.lock().unwrap_or_else(|p| p.into_inner()) = t;
+    }
+
+    /// When on, every buffer this crate allocates for an output is filled with NaN
+    /// before use, so an element a kernel forgets to write shows up in a comparison.
+    pub fn set_poison_outputs(&self, on: bool) {
+        self.inner.poison.store(on, Ordering::Relaxed);
+    }
+
+    /// Returns the first uncaptured GPU error or device loss since the last check.
+    pub(crate) fn take_error(&self) -> Result<()> {
+        if let Some(msg) = self.inner.lost.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            return Err(Error::DeviceLost(msg));
+        }
+        match self.inner.error.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            Some(msg) => Err(Error::Gpu(msg)),
+            None => Ok(()),
+        }
+    }
+
+    /// Checks a storage buffer size against the device limits.
+    pub(crate) fn check_storage_size(&self, what: &str, bytes: u64) -> Result<()> {
+        let l = &self.inner.limits;
+        if bytes > l.max_buffer_size {
+            return Err(Error::BufferTooLarge { what: what.into(), bytes, limit_name: "max_buffer_size", limit: l.max_buffer_size });
+        }
+        if bytes > l.max_storage_buffer_binding_size as u64 {
+            return Err(Error::BufferTooLarge {
+                what: what.into(),
+                bytes,
+                limit_name: "max_storage_buffer_binding_size",
+                limit: l.max_storage_buffer_binding_size as u64,
+            });
+        }
+        Ok(())
+    }
+
+    /// Allocates a storage buffer of `bytes` (rounded up to 4), checked against the
+    /// limits, NaN-filled when poisoning is on.
+    pub(crate) fn alloc(&self, what: &str, bytes: u64) -> Result<wgpu::Buffer> {
+        let bytes = bytes.max(4).div_ceil(4) * 4;
+        self.check_storage_size(what, bytes)?;
+        let buf = self.inner.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(what),
+            size: bytes,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        if self.inner.poison.load(Ordering::Relaxed) {
+            let nan = f32::NAN.to_bits().to_le_bytes();
+            let fill: Vec<u8> = nan.iter().copied().cycle().take(bytes as usize).collect();
+            self.inner.queue.write_buffer(&buf, 0, &fill);
+        }
+        Ok(buf)
+    }
+}

@@ -1,0 +1,53 @@
+//! One host module per WGSL kernel: parameter block, checks, dispatch.
+//!
+//! Each kernel has a `record_*` function that adds its dispatch to a
+//! [`Recorder`](crate::Recorder) (so several kernels go out in one submission) and
+//! a convenience function that records and submits.
+
+pub mod posenc;
+pub mod scores;
+pub mod softmax;
+pub mod weighted_sum;
+
+use crate::error::{Error, Result};
+use crate::shape::AttnShape;
+use crate::tensor::Tensor;
+
+/// Offset and strides of a tensor, as the u32 the shaders take. Storage bindings
+/// are limited to 4 GiB, so every in-bounds element index fits.
+pub(crate) fn addressing(t: &Tensor) -> (u32, [u32; 4]) {
+    let mut s = [0u32; 4];
+    for (d, &v) in s.iter_mut().zip(t.strides()) {
+        *d = v as u32;
+    }
+    (t.offset() as u32, s)
+}
+
+pub(crate) fn same_device(a: &Tensor, b: &Tensor, what: &str) -> Result<()> {
+    if std::sync::Arc::ptr_eq(&a.gpu().inner, &b.gpu().inner) {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!("{what}: tensors live on different devices")))
+    }
+}
+
+/// The attention shape of `q` (`[B, Hq, Nq, D]`) against `k` (`[B, Hkv, Nk, D]`).
+pub(crate) fn attn_shape(q: &Tensor, k: &Tensor) -> Result<AttnShape> {
+    same_device(q, k, "Q and K")?;
+    let [b, hq, nq, d] = q.dims4("Q")?;
+    let [bk, hkv, nk, dk] = k.dims4("K")?;
+    if b != bk {
+        return Err(Error::Shape(format!("Q has batch {b} but K has batch {bk}")));
+    }
+    if d != dk {
+        return Err(Error::Shape(format!("head dim differs: Q has D = {d}, K has D = {dk}")));
+    }
+    let shape = AttnShape { b, hq, hkv, nq, nk, d };
+    shape.validate()?;
+    Ok(shape)
+}
+
+/// Number of 32-wide tiles covering `n`.
+pub(crate) fn tiles(n: usize) -> u32 {
+    n.div_ceil(32) as u32
+}

@@ -1,0 +1,78 @@
+//! `S = scale · QKᵀ (+ bias)` for all batches and heads in one dispatch
+//! (`shaders/scores.wgsl`, CPU twin [`crate::reference::scores`]).
+
+use super::{addressing, attn_shape, tiles};
+use crate::dispatch::{KernelSpec, Recorder};
+use crate::error::Result;
+use crate::mask_tensor::{MaskKind, MaskTensor};
+use crate::tensor::Tensor;
+
+const SPEC: KernelSpec = KernelSpec { name: "scores", storage_read_only: &[true, true, true, false] };
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    b: u32,
+    hq: u32,
+    group: u32,
+    nq: u32,
+    nk: u32,
+    d: u32,
+    tiles_m: u32,
+    tiles_n: u32,
+    q_off: u32,
+    q_s: [u32; 4],
+    k_off: u32,
+    k_s: [u32; 4],
+    scale: f32,
+    bias_kind: u32,
+    m_s: [u32; 4],
+}
+
+/// Scores `[B, Hq, Nq, Nk]` of `q` `[B, Hq, Nq, D]` against `k` `[B, Hkv, Nk, D]`
+/// (any strides; `Hq % Hkv == 0`). `scale` defaults to `1/sqrt(D)`; `bias` is an
+/// additive mask broadcastable to the scores.
+pub fn scores(q: &Tensor, k: &Tensor, scale: Option<f32>, bias: Option<&MaskTensor>) -> Result<Tensor> {
+    let mut rec = q.gpu().recorder();
+    let s = record_scores(&mut rec, q, k, scale, bias)?;
+    rec.submit()?;
+    Ok(s)
+}
+
+/// Records [`scores`] without submitting.
+pub fn record_scores(rec: &mut Recorder<'_>, q: &Tensor, k: &Tensor, scale: Option<f32>, bias: Option<&MaskTensor>) -> Result<Tensor> {
+    let sh = attn_shape(q, k)?;
+    let gpu = q.gpu();
+    let m_s = match bias {
+        Some(m) => {
+            m.check_device(gpu)?;
+            m.expect_kind(MaskKind::Additive, "scores bias")?;
+            m.broadcast_strides(sh.b, sh.hq, sh.nq, sh.nk)?
+        }
+        None => [0; 4],
+    };
+    let (q_off, q_s) = addressing(q);
+    let (k_off, k_s) = addressing(k);
+    let params = Params {
+        b: sh.b as u32,
+        hq: sh.hq as u32,
+        group: sh.group() as u32,
+        nq: sh.nq as u32,
+        nk: sh.nk as u32,
+        d: sh.d as u32,
+        tiles_m: tiles(sh.nq),
+        tiles_n: tiles(sh.nk),
+        q_off,
+        q_s,
+        k_off,
+        k_s,
+        scale: scale.unwrap_or(sh.default_scale() as f32),
+        bias_kind: bias.is_some() as u32,
+        m_s,
+    };
+    let out = Tensor::output(gpu, "scores", &[sh.b, sh.hq, sh.nq, sh.nk], None)?;
+    let kernel = gpu.kernel(&SPEC, &[("STAGED", gpu.tuning().staged as u32 as f64)])?;
+    let total = (sh.b * sh.hq) as u64 * params.tiles_m as u64 * params.tiles_n as u64;
+    rec.dispatch(&kernel, "scores", &params, &[Some(q.buffer()), Some(k.buffer()), bias.map(|m| &*m.buffer), Some(out.buffer())], total)?;
+    Ok(out)
+}

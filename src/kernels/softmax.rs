@@ -1,0 +1,111 @@
+//! Masked, stable, row-wise softmax with optional LSE (`shaders/softmax.wgsl`,
+//! CPU twin [`crate::reference::softmax`]).
+
+use wgpu::util::DeviceExt;
+
+use crate::dispatch::{KernelSpec, Recorder};
+use crate::error::{Error, Result};
+use crate::mask::Masking;
+use crate::mask_tensor::{MaskKind, MaskTensor};
+use crate::tensor::Tensor;
+
+const SPEC: KernelSpec = KernelSpec { name: "softmax", storage_read_only: &[true, true, true, false, false] };
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    b: u32,
+    h: u32,
+    nq: u32,
+    nk: u32,
+    causal: u32,
+    window: u32,
+    left: u32,
+    right: u32,
+    diag_off: i32,
+    has_lengths: u32,
+    mask_kind: u32,
+    write_lse: u32,
+    m_s: [u32; 4],
+    neg_inf_bits: u32,
+    _pad: [u32; 3],
+}
+
+/// Weights (and optionally LSE) of [`softmax`].
+#[derive(Clone, Debug)]
+pub struct SoftmaxOutput {
+    /// `[B, H, Nq, Nk]`, contiguous; zero on masked keys and fully masked rows.
+    pub p: Tensor,
+    /// `[B, H, Nq]`; `-inf` on fully masked rows.
+    pub lse: Option<Tensor>,
+}
+
+/// Row-wise softmax of contiguous scores `s` `[B, H, Nq, Nk]` under `masking` and
+/// an optional dense `mask` (bool or additive, broadcastable to the scores).
+pub fn softmax(s: &Tensor, masking: &Masking, mask: Option<&MaskTensor>, want_lse: bool) -> Result<SoftmaxOutput> {
+    let mut rec = s.gpu().recorder();
+    let out = record_softmax(&mut rec, s, masking, mask, want_lse)?;
+    rec.submit()?;
+    Ok(out)
+}
+
+/// Records [`softmax`] without submitting.
+pub fn record_softmax(rec: &mut Recorder<'_>, s: &Tensor, masking: &Masking, mask: Option<&MaskTensor>, want_lse: bool) -> Result<SoftmaxOutput> {
+    let gpu = s.gpu();
+    let [b, h, nq, nk] = s.dims4("scores")?;
+    if s.strides() != [h * nq * nk, nq * nk, nk, 1] || s.offset() != 0 {
+        return Err(Error::Shape("scores must be contiguous [B, H, Nq, Nk]".into()));
+    }
+    masking.validate(b, nk)?;
+    let m_s = match mask {
+        Some(m) => {
+            m.check_device(gpu)?;
+            m.broadcast_strides(b, h, nq, nk)?
+        }
+        None => [0; 4],
+    };
+    let window = masking.window.unwrap_or(crate::mask::Window { left: 0, right: 0 });
+    let params = Params {
+        b: b as u32,
+        h: h as u32,
+        nq: nq as u32,
+        nk: nk as u32,
+        causal: masking.causal as u32,
+        window: masking.window.is_some() as u32,
+        left: window.left.min(i32::MAX as u32),
+        right: window.right.min(i32::MAX as u32),
+        diag_off: masking.diagonal_offset(nq, nk) as i32,
+        has_lengths: masking.key_lengths.is_some() as u32,
+        mask_kind: match mask.map(MaskTensor::kind) {
+            None => 0,
+            Some(MaskKind::Additive) => 1,
+            Some(MaskKind::Bool) => 2,
+        },
+        write_lse: want_lse as u32,
+        m_s,
+        neg_inf_bits: f32::NEG_INFINITY.to_bits(),
+        _pad: [0; 3],
+    };
+    let lengths = masking.key_lengths.as_ref().map(|l| {
+        gpu.device().create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("key lengths"),
+            contents: bytemuck::cast_slice(l),
+            usage: wgpu::BufferUsages::STORAGE,
+        })
+    });
+    let p = Tensor::output(gpu, "attention weights", &[b, h, nq, nk], None)?;
+    let lse = if want_lse { Some(Tensor::output(gpu, "lse", &[b, h, nq], None)?) } else { None };
+    let limits = gpu.limits();
+    let max_wg = limits.max_compute_workgroup_size_x.min(limits.max_compute_invocations_per_workgroup).min(256);
+    let wg = gpu.tuning().softmax_workgroup.clamp(1, max_wg);
+    let wg = 1u32 << (31 - wg.leading_zeros()); // power of two for the tree reduction
+    let kernel = gpu.kernel(&SPEC, &[("WG", wg as f64)])?;
+    rec.dispatch(
+        &kernel,
+        "softmax",
+        &params,
+        &[Some(s.buffer()), mask.map(|m| &*m.buffer), lengths.as_ref(), Some(p.buffer()), lse.as_ref().map(Tensor::buffer)],
+        (b * h * nq) as u64,
+    )?;
+    Ok(SoftmaxOutput { p, lse })
+}

@@ -1,0 +1,76 @@
+//! `O = P·V` for all batches and heads in one dispatch (`shaders/weighted_sum.wgsl`,
+//! CPU twin [`crate::reference::weighted_sum`]).
+
+use super::{addressing, same_device, tiles};
+use crate::dispatch::{KernelSpec, Recorder};
+use crate::error::{Error, Result};
+use crate::shape::AttnShape;
+use crate::tensor::{Layout, Tensor};
+
+const SPEC: KernelSpec = KernelSpec { name: "weighted_sum", storage_read_only: &[true, true, false] };
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    b: u32,
+    hq: u32,
+    group: u32,
+    nq: u32,
+    nk: u32,
+    d: u32,
+    tiles_m: u32,
+    tiles_n: u32,
+    v_off: u32,
+    v_s: [u32; 4],
+    o_off: u32,
+    o_s: [u32; 4],
+    _pad: [u32; 2],
+}
+
+/// `O[b,h] = P[b,h] · V[b, h/g]` with `p` contiguous `[B, Hq, Nq, Nk]` and `v`
+/// `[B, Hkv, Nk, D]` (any strides). O is `[B, Hq, Nq, D]` stored in `out_layout`.
+pub fn weighted_sum(p: &Tensor, v: &Tensor, out_layout: Layout) -> Result<Tensor> {
+    let mut rec = p.gpu().recorder();
+    let o = record_weighted_sum(&mut rec, p, v, out_layout)?;
+    rec.submit()?;
+    Ok(o)
+}
+
+/// Records [`weighted_sum`] without submitting.
+pub fn record_weighted_sum(rec: &mut Recorder<'_>, p: &Tensor, v: &Tensor, out_layout: Layout) -> Result<Tensor> {
+    same_device(p, v, "P and V")?;
+    let [b, hq, nq, nk] = p.dims4("P")?;
+    let [bv, hkv, nkv, d] = v.dims4("V")?;
+    if p.strides() != [hq * nq * nk, nq * nk, nk, 1] || p.offset() != 0 {
+        return Err(Error::Shape("P must be contiguous [B, Hq, Nq, Nk] (as the softmax kernel writes it)".into()));
+    }
+    if bv != b || nkv != nk {
+        return Err(Error::Shape(format!("P is [{b}, {hq}, {nq}, {nk}] but V is [{bv}, {hkv}, {nkv}, {d}]: batch and key count must match")));
+    }
+    let sh = AttnShape { b, hq, hkv, nq, nk, d };
+    sh.validate()?;
+    let gpu = p.gpu();
+    let dims = [b, hq, nq, d];
+    let out = Tensor::output(gpu, "attention output", &dims, Some(out_layout.strides(dims).to_vec()))?;
+    let (v_off, v_s) = addressing(v);
+    let (o_off, o_s) = addressing(&out);
+    let params = Params {
+        b: b as u32,
+        hq: hq as u32,
+        group: sh.group() as u32,
+        nq: nq as u32,
+        nk: nk as u32,
+        d: d as u32,
+        tiles_m: tiles(nq),
+        tiles_n: tiles(d),
+        v_off,
+        v_s,
+        o_off,
+        o_s,
+        _pad: [0; 2],
+    };
+    let kernel = gpu.kernel(&SPEC, &[("STAGED", gpu.tuning().staged as u32 as f64)])?;
+    let total = (b * hq) as u64 * params.tiles_m as u64 * params.tiles_n as u64;
+    rec.dispatch(&kernel, "weighted_sum", &params, &[Some(p.buffer()), Some(v.buffer()), Some(out.buffer())], total)?;
+    Ok(out)
+}

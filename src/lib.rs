@@ -1,0 +1,36 @@
+//! Transformer attention as WGSL compute shaders through `wgpu`, on any Vulkan /
+//! Metal / DX12 / GL adapter or a browser's WebGPU, with an f64 CPU reference to
+//! check every result.
+//!
+//! - [`Gpu`]: adapter choice, device with the adapter's real limits, pipeline cache.
+//! - [`Tensor`]: GPU buffer + shape + strides; BHND and BNHD through strides.
+//! - [`kernels`]: one module per WGSL kernel (`scores`, `softmax`,
+//!   `weighted_sum`, `posenc`), each with a CPU twin of the same name in
+//!   [`reference`].
+//! - [`attention()`]: the kernels composed, with every mask kind and GQA.
+//! - [`verify`]: compare GPU output with the reference.
+//!
+//! See `ARCHITECTURE.md` for the layering and `README.md` for the commands.
+
+pub mod attention;
+mod dispatch;
+pub mod error;
+mod gpu;
+pub mod kernels;
+pub mod mask;
+mod mask_tensor;
+pub mod reference;
+pub mod shaders;
+mod shape;
+mod tensor;
+pub mod verify;
+
+pub use attention::{attention, record_attention, Attention, AttentionOptions};
+pub use dispatch::Recorder;
+pub use error::{Error, Result};
+pub use gpu::{parse_backend, Gpu, GpuOptions, Tuning};
+pub use mask::{Alignment, HostMask, MaskValues, Masking, Window};
+pub use mask_tensor::{MaskKind, MaskTensor};
+pub use shape::AttnShape;
+pub use tensor::{Layout, Tensor};
+pub use wgpu;

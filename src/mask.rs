@@ -1,0 +1,165 @@
+//! Mask semantics shared by the GPU kernels and the CPU reference.
+//!
+//! Rule-based masks (causal, sliding window, key-padding lengths) are described by
+//! [`Masking`]; dense masks are tensors broadcastable to `[B|1, H|1, Nq, Nk]`
+//! ([`HostMask`] on the host, uploaded as a `MaskTensor`). All given masks combine:
+//! a key is attended only if every mask allows it.
+
+use crate::error::{Error, Result};
+
+/// How the causal diagonal (and the sliding window) is aligned when `Nq != Nk`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Alignment {
+    /// Query `i` sees key `j` when `j <= i` (PyTorch `is_causal`).
+    TopLeft,
+    /// Query `i` sees key `j` when `j <= i + (Nk - Nq)` (FlashAttention, KV-cache
+    /// decoding). The default: the last query row sees every key.
+    #[default]
+    BottomRight,
+}
+
+/// A sliding window relative to the aligned diagonal: query `i` (diagonal `d`)
+/// sees keys `d - left ..= d + right`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Window {
+    pub left: u32,
+    pub right: u32,
+}
+
+/// Rule-based masks, evaluated on the fly (no tensor).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Masking {
+    /// Hide keys after the aligned diagonal.
+    pub causal: bool,
+    /// Only keys inside the window around the aligned diagonal are visible.
+    pub window: Option<Window>,
+    /// Alignment of the diagonal for `causal` and `window`.
+    pub alignment: Alignment,
+    /// Per-batch number of valid keys (key padding): key `j` of batch `b` is visible
+    /// when `j < key_lengths[b]`. Length must equal B; values `0..=Nk`.
+    pub key_lengths: Option<Vec<u32>>,
+}
+
+impl Masking {
+    /// Offset of the diagonal: query `i` has diagonal `i + offset`.
+    pub fn diagonal_offset(&self, nq: usize, nk: usize) -> i64 {
+        match self.alignment {
+            Alignment::TopLeft => 0,
+            Alignment::BottomRight => nk as i64 - nq as i64,
+        }
+    }
+
+    /// Whether query `i` of batch `b` may attend to key `j`.
+    pub fn visible(&self, b: usize, i: usize, j: usize, nq: usize, nk: usize) -> bool {
+        let diag = i as i64 + self.diagonal_offset(nq, nk);
+        let j = j as i64;
+        if self.causal && j > diag {
+            return false;
+        }
+        if let Some(w) = self.window {
+            if j < diag - w.left as i64 || j > diag + w.right as i64 {
+                return false;
+            }
+        }
+        if let Some(lens) = &self.key_lengths {
+            if j >= lens[b] as i64 {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Checks `key_lengths` against the batch size and key count.
+    pub fn validate(&self, b: usize, nk: usize) -> Result<()> {
+        if let Some(lens) = &self.key_lengths {
+            if lens.len() != b {
+                return Err(Error::InvalidArgument(format!(
+                    "key_lengths has {} entries, expected one per batch (B = {b})",
+                    lens.len()
+                )));
+            }
+            if let Some(&bad) = lens.iter().find(|&&l| l as usize > nk) {
+                return Err(Error::InvalidArgument(format!(
+                    "key_lengths contains {bad}, more than the {nk} keys"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Additive mask values at or below this are treated as "masked out" (excluded
+/// from the softmax, like `false` in a bool mask). `-inf` is uploaded as `f32::MIN`.
+pub const ADDITIVE_MASKED: f32 = -1.0e30;
+
+/// The values of a dense mask.
+#[derive(Clone, Debug, PartialEq)]
+pub enum MaskValues {
+    /// `true` = attend.
+    Bool(Vec<bool>),
+    /// Added to the scores; values `<= -1e30` (and `-inf`) exclude the key.
+    Additive(Vec<f32>),
+}
+
+/// A dense mask on the host, contiguous over `dims = [B|1, H|1, Nq, Nk]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostMask {
+    pub dims: [usize; 4],
+    pub values: MaskValues,
+}
+
+impl HostMask {
+    /// A bool mask (true = attend) of shape `dims`.
+    pub fn bool(data: Vec<bool>, dims: [usize; 4]) -> Result<Self> {
+        Self::checked(dims, data.len(), MaskValues::Bool(data))
+    }
+
+    /// An additive float mask of shape `dims`. NaN and `+inf` are rejected.
+    pub fn additive(data: Vec<f32>, dims: [usize; 4]) -> Result<Self> {
+        if let Some(pos) = data.iter().position(|v| v.is_nan() || *v == f32::INFINITY) {
+            return Err(Error::InvalidArgument(format!(
+                "additive mask value at flat index {pos} is {}: use finite values or -inf",
+                data[pos]
+            )));
+        }
+        Self::checked(dims, data.len(), MaskValues::Additive(data))
+    }
+
+    fn checked(dims: [usize; 4], len: usize, values: MaskValues) -> Result<Self> {
+        let n: usize = dims.iter().product();
+        if n != len {
+            return Err(Error::Shape(format!(
+                "mask data has {len} elements but dims {dims:?} need {n}"
+            )));
+        }
+        if dims.contains(&0) {
+            return Err(Error::ZeroSized(format!("mask dims {dims:?}")));
+        }
+        Ok(Self { dims, values })
+    }
+
+    /// Checks that the mask broadcasts to `[b, h, nq, nk]`.
+    pub fn check_broadcast(&self, b: usize, h: usize, nq: usize, nk: usize) -> Result<()> {
+        check_mask_broadcast(self.dims, b, h, nq, nk)
+    }
+
+    /// Flat index of element `(b, h, i, j)` with broadcasting.
+    pub fn index(&self, b: usize, h: usize, i: usize, j: usize) -> usize {
+        let [mb, mh, mq, mk] = self.dims;
+        let b = if mb == 1 { 0 } else { b };
+        let h = if mh == 1 { 0 } else { h };
+        let i = if mq == 1 { 0 } else { i };
+        let j = if mk == 1 { 0 } else { j };
+        ((b * mh + h) * mq + i) * mk + j
+    }
+}
+
+/// Shared broadcast rule for dense masks: every dim is 1 or the full size.
+pub(crate) fn check_mask_broadcast(dims: [usize; 4], b: usize, h: usize, nq: usize, nk: usize) -> Result<()> {
+    let ok = dims.iter().zip([b, h, nq, nk]).all(|(&m, full)| m == 1 || m == full);
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::MaskBroadcast { mask: dims, b, h, nq, nk })
+    }
+}

@@ -1,0 +1,32 @@
+use crate::mask::{HostMask, MaskValues};
+use crate::shape::AttnShape;
+
+/// `S[b,h,i,j] = scale · Σ_d Q[b,h,i,d] K[b,h/g,j,d] (+ bias[b,h,i,j])`.
+///
+/// `bias` must be an additive mask; a bool mask here is a caller bug and panics.
+pub fn scores(q: &[f32], k: &[f32], shape: &AttnShape, scale: f64, bias: Option<&HostMask>) -> Vec<f64> {
+    let AttnShape { b, hq, nq, nk, d, .. } = *shape;
+    let g = shape.group();
+    let mut s = vec![0.0f64; shape.scores_len()];
+    for bi in 0..b {
+        for h in 0..hq {
+            let hk = h / g;
+            for i in 0..nq {
+                let qrow = &q[((bi * hq + h) * nq + i) * d..][..d];
+                for j in 0..nk {
+                    let krow = &k[((bi * shape.hkv + hk) * nk + j) * d..][..d];
+                    let dot: f64 = qrow.iter().zip(krow).map(|(&a, &c)| a as f64 * c as f64).sum();
+                    let mut v = scale * dot;
+                    if let Some(m) = bias {
+                        match &m.values {
+                            MaskValues::Additive(a) => v += a[m.index(bi, h, i, j)] as f64,
+                            MaskValues::Bool(_) => panic!("reference::scores takes an additive bias, not a bool mask"),
+                        }
+                    }
+                    s[((bi * hq + h) * nq + i) * nk + j] = v;
+                }
+            }
+        }
+    }
+    s
+}

@@ -1,0 +1,49 @@
+//! WGSL sources, embedded at compile time, with a tiny `#import` step.
+//!
+//! A line `#import shared/NAME` is replaced by `shaders/shared/NAME.wgsl` (once per
+//! module). Everything else is plain WGSL, specialized with `override` constants.
+
+/// Every kernel's WGSL, by kernel name.
+pub const KERNELS: &[(&str, &str)] = &[
+    ("scores", include_str!("../shaders/scores.wgsl")),
+    ("softmax", include_str!("../shaders/softmax.wgsl")),
+    ("weighted_sum", include_str!("../shaders/weighted_sum.wgsl")),
+    ("posenc", include_str!("../shaders/posenc.wgsl")),
+];
+
+const SHARED: &[(&str, &str)] = &[
+    ("grid", include_str!("../shaders/shared/grid.wgsl")),
+    ("tile_mm", include_str!("../shaders/shared/tile_mm.wgsl")),
+    ("mask", include_str!("../shaders/shared/mask.wgsl")),
+];
+
+/// The complete WGSL of kernel `name` with its imports resolved.
+///
+/// # Panics
+/// If `name` is not a kernel of this crate or an import is unknown (both are
+/// build-time facts checked by the test suite).
+pub fn source(name: &str) -> String {
+    let (_, text) = KERNELS.iter().find(|(n, _)| *n == name).unwrap_or_else(|| panic!("no kernel named {name}"));
+    let mut out = String::new();
+    let mut seen = Vec::new();
+    resolve(text, &mut out, &mut seen);
+    out
+}
+
+fn resolve(text: &str, out: &mut String, seen: &mut Vec<&'static str>) {
+    for line in text.lines() {
+        if let Some(path) = line.trim().strip_prefix("#import shared/") {
+            let (name, body) = SHARED
+                .iter()
+                .find(|(n, _)| *n == path.trim())
+                .unwrap_or_else(|| panic!("unknown WGSL import shared/{path}"));
+            if !seen.contains(name) {
+                seen.push(name);
+                resolve(body, out, seen);
+            }
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! Tensors: a GPU buffer plus shape, strides and offset in elements (f32).
+//!
+//! Kernels read through strides, so a logical `[B, H, N, D]` tensor can be stored
+//! as BHND (PyTorch SDPA) or BNHD (what `X·W_Q` produces) without a transpose copy.
+
+use std::sync::Arc;
+
+use wgpu::util::DeviceExt;
+
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+
+/// Physical order of a logical `[B, H, N, D]` tensor.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Layout {
+    /// `[B, H, N, D]` in memory (PyTorch SDPA).
+    #[default]
+    Bhnd,
+    /// `[B, N, H, D]` in memory (FlashAttention; projection outputs).
+    Bnhd,
+}
+
+impl Layout {
+    /// Strides (in elements) of the logical dims `[B, H, N, D]` for this layout.
+    pub fn strides(self, [_, h, n, d]: [usize; 4]) -> [usize; 4] {
+        match self {
+            Layout::Bhnd => [h * n * d, n * d, d, 1],
+            Layout::Bnhd => [n * h * d, d, h * d, 1],
+        }
+    }
+
+    /// Reorders logical BHND data into this layout's memory order.
+    pub fn from_bhnd(self, data: &[f32], dims: [usize; 4]) -> Vec<f32> {
+        let s = self.strides(dims);
+        let mut out = vec![0.0; data.len()];
+        for (i, &v) in data.iter().enumerate() {
+            out[physical_index(i, &dims, &s)] = v;
+        }
+        out
+    }
+}
+
+fn physical_index(mut logical: usize, shape: &[usize], strides: &[usize]) -> usize {
+    let mut off = 0;
+    for (&n, &s) in shape.iter().zip(strides).rev() {
+        off += (logical % n) * s;
+        logical /= n;
+    }
+    off
+}
+
+fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
+    let mut strides = vec![1; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        strides[i] = strides[i + 1] * shape[i + 1];
+    }
+    strides
+}
+
+/// An f32 tensor on the GPU.
+#[derive(Clone, Debug)]
+pub struct Tensor {
+    gpu: Gpu,
+    buffer: Arc<wgpu::Buffer>,
+    shape: Vec<usize>,
+    strides: Vec<usize>,
+    offset: usize,
+}
+
+impl Tensor {
+    /// Uploads `data` as a contiguous (row-major) tensor of `shape`.
+    pub fn from_slice(gpu: &Gpu, data: &[f32], shape: &[usize]) -> Result<Tensor> {
+        Self::from_strided(gpu, data, shape, &contiguous_strides(shape), 0)
+    }
+
+    /// Uploads `data` as the memory of a tensor with explicit `strides` and
+    /// `offset` (elements). Every addressed element must lie inside `data`.
+    pub fn from_strided(gpu: &Gpu, data: &[f32], shape: &[usize], strides: &[usize], offset: usize) -> Result<Tensor> {
+        if shape.len() != strides.len() {
+            return Err(Error::Shape(format!("shape {shape:?} and strides {strides:?} differ in rank")));
+        }
+        if let Some(i) = shape.iter().position(|&n| n == 0) {
+            return Err(Error::ZeroSized(format!("dim {i} of tensor shape {shape:?}")));
+        }
+        let span = offset + shape.iter().zip(strides).map(|(&n, &s)| (n - 1) * s).sum::<usize>() + 1;
+        if span > data.len() {
+            return Err(Error::Shape(format!(
+                "shape {shape:?} with strides {strides:?} and offset {offset} addresses {span} elements but data has {}",
+                data.len()
+            )));
+        }
+        let bytes = std::mem::size_of_val(data) as u64;
+        gpu.check_storage_size("tensor upload", bytes)?;
+        let buffer = gpu.device().create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("tensor"),
+            contents: bytemuck::cast_slice(data),
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+        });
+        Ok(Tensor { gpu: gpu.clone(), buffer: Arc::new(buffer), shape: shape.to_vec(), strides: strides.to_vec(), offset })
+    }
+
+    /// Uploads logical `[B, H, N, D]` data (given in BHND order), stored in `layout`.
+    pub fn from_bhnd(gpu: &Gpu, data: &[f32], dims: [usize; 4], layout: Layout) -> Result<Tensor> {
+        let n: usize = dims.iter().product();
+        if data.len() != n {
+            return Err(Error::Shape(format!("data has {} elements, dims {dims:?} need {n}", data.len())));
+        }
+        Self::from_strided(gpu, &layout.from_bhnd(data, dims), &dims, &layout.strides(dims), 0)
+    }
+
+    /// A new uninitialized (zero, or NaN when poisoning) tensor for kernel output.
+    pub(crate) fn output(gpu: &Gpu, what: &str, shape: &[usize], strides: Option<Vec<usize>>) -> Result<Tensor> {
+        if let Some(i) = shape.iter().position(|&n| n == 0) {
+            return Err(Error::ZeroSized(format!("dim {i} of {what} shape {shape:?}")));
+        }
+        let n: u64 = shape.iter().map(|&v| v as u64).product();
+        let buffer = gpu.alloc(what, n * 4)?;
+        let strides = strides.unwrap_or_else(|| contiguous_strides(shape));
+        Ok(Tensor { gpu: gpu.clone(), buffer: Arc::new(buffer), shape: shape.to_vec(), strides, offset: 0 })
+    }
+
+    /// A view of the same memory with other shape, strides and offset (no copy).
+    /// Used to split or merge heads as stride changes.
+    pub fn view(&self, shape: &[usize], strides: &[usize], offset: usize) -> Result<Tensor> {
+        if shape.len() != strides.len() {
+            return Err(Error::Shape(format!("shape {shape:?} and strides {strides:?} differ in rank")));
+        }
+        if let Some(i) = shape.iter().position(|&n| n == 0) {
+            return Err(Error::ZeroSized(format!("dim {i} of view shape {shape:?}")));
+        }
+        let span = offset + shape.iter().zip(strides).map(|(&n, &s)| (n - 1) * s).sum::<usize>() + 1;
+        if span as u64 * 4 > self.buffer.size() {
+            return Err(Error::Shape(format!("view {shape:?}/{strides:?}+{offset} reaches past the buffer")));
+        }
+        Ok(Tensor { gpu: self.gpu.clone(), buffer: self.buffer.clone(), shape: shape.to_vec(), strides: strides.to_vec(), offset })
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    pub fn strides(&self) -> &[usize] {
+        &self.strides
+    }
+
+    /// Offset of the first element, in elements.
+    pub fn offset(&self) -> usize {
+        self.offset
+    }
+
+    /// Number of logical elements.
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Never true: zero-sized tensors are rejected at creation.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        &self.buffer
+    }
+
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+
+    /// The shape as `[B, H, N, D]`, or a shape error naming `what`.
+    pub fn dims4(&self, what: &str) -> Result<[usize; 4]> {
+        self.shape
+            .as_slice()
+            .try_into()
+            .map_err(|_| Error::Shape(format!("{what} must be 4-D [B, H, N, D], got shape {:?}", self.shape)))
+    }
+
+    /// The layout whose stride order this tensor follows (BNHD when the head
+    /// stride is smaller than the sequence stride).
+    pub fn layout(&self) -> Layout {
+        if self.strides.len() == 4 && self.strides[1] < self.strides[2] {
+            Layout::Bnhd
+        } else {
+            Layout::Bhnd
+        }
+    }
+
+    /// Downloads the logical elements in row-major order of the shape.
+    pub async fn to_vec(&self) -> Result<Vec<f32>> {
+        let span = self.offset + self.shape.iter().zip(&self.strides).map(|(&n, &s)| (n - 1) * s).sum::<usize>() + 1;
+        let raw = read_buffer(&self.gpu, &self.buffer, 0, span as u64 * 4).await?;
+        let words: &[f32] = bytemuck::cast_slice(&raw);
+        Ok((0..self.len()).map(|i| words[self.offset + physical_index(i, &self.shape, &self.strides)]).collect())
+    }
+
+    /// Blocking [`Tensor::to_vec`].
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn to_vec_blocking(&self) -> Result<Vec<f32>> {
+        pollster::block_on(self.to_vec())
+    }
+}
+
+/// Copies `bytes` of `buffer` from `offset` into a mappable buffer and reads them.
+pub(crate) async fn read_buffer(gpu: &Gpu, buffer: &wgpu::Buffer, offset: u64, bytes: u64) -> Result<Vec<u8>> {
+    let bytes = bytes.div_ceil(4) * 4;
+    if bytes > gpu.limits().max_buffer_size {
+        return Err(Error::BufferTooLarge { what: "readback".into(), bytes, limit_name: "max_buffer_size", limit: gpu.limits().max_buffer_size });
+    }
+    let staging = gpu.device().create_buffer(&wgpu::BufferDescriptor {
+        label: Some("readback"),
+        size: bytes,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let mut rec = gpu.recorder();
+    rec.encoder().copy_buffer_to_buffer(buffer, offset, &staging, 0, bytes);
+    rec.submit()?;
+    let (tx, rx) = futures::channel::oneshot::channel();
+    staging.map_async(wgpu::MapMode::Read, .., move |r| {
+        let _ = tx.send(r);
+    });
+    #[cfg(not(target_arch = "wasm32"))]
+    gpu.device().poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::DeviceLost(e.to_string()))?;
+    rx.await
+        .map_err(|_| Error::Readback("mapping callback dropped".into()))?
+        .map_err(|e| Error::Readback(e.to_string()))?;
+    gpu.take_error()?;
+    let data = staging.get_mapped_range(..).map_err(|e| Error::Readback(e.to_string()))?.to_vec();
+    staging.unmap();
+    Ok(data)
+}
