@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use futures::FutureExt;
-use wgpu::util::DeviceExt;
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -46,6 +45,7 @@ impl Gpu {
     /// The pipeline of `spec` specialized with `constants` (WGSL `override`s),
     /// compiled on first use and cached for the life of the device.
     pub(crate) fn kernel(&self, spec: &KernelSpec, constants: &[(&'static str, f64)]) -> Result<Arc<Kernel>> {
+        self.check_alive()?;
         let key = PipelineKey { kernel: spec.name, constants: constants.iter().map(|(n, v)| (*n, v.to_bits())).collect() };
         if let Some(k) = self.inner.pipelines.map.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
             return Ok(k.clone());
@@ -111,25 +111,45 @@ impl Gpu {
     /// Starts recording work into one command encoder.
     pub fn recorder(&self) -> Recorder<'_> {
         let encoder = self.inner.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("wgpu-attention") });
-        Recorder { gpu: self, encoder }
+        Recorder { gpu: self, encoder, timer: None, passes: 0, tuning: self.tuning() }
     }
 
-    /// Splits `total` workgroups into a 3-D grid within the device's per-dimension
-    /// limit. Shaders rebuild the linear index (`shared/grid.wgsl`) and skip the
-    /// surplus.
-    pub(crate) fn grid(&self, what: &str, total: u64) -> Result<[u32; 3]> {
-        let max = self.inner.limits.max_compute_workgroups_per_dimension.max(1) as u64;
-        if total == 0 {
-            return Err(Error::ZeroSized(format!("{what}: empty dispatch")));
+    /// Like [`Gpu::recorder`], but every pass is timed with GPU timestamp queries;
+    /// [`Recorder::submit_timed`] returns the GPU time from the first pass's start
+    /// to the last pass's end. Needs `TIMESTAMP_QUERY`.
+    pub fn timed_recorder(&self) -> Result<Recorder<'_>> {
+        if !self.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
+            return Err(Error::MissingFeature("TIMESTAMP_QUERY (GPU timing)"));
         }
-        let x = total.min(max);
-        let y = total.div_ceil(x).min(max);
-        let z = total.div_ceil(x * y);
-        if z > max || total > u32::MAX as u64 {
-            return Err(Error::GridTooLarge { what: what.into(), workgroups: total, max });
-        }
-        Ok([x as u32, y as u32, z as u32])
+        let mut rec = self.recorder();
+        rec.timer = Some(self.inner.device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("pass timestamps"),
+            ty: wgpu::QueryType::Timestamp,
+            count: 2 * MAX_TIMED_PASSES,
+        }));
+        Ok(rec)
     }
+
+    pub(crate) fn grid(&self, what: &str, total: u64) -> Result<[u32; 3]> {
+        split_grid(what, total, self.inner.limits.max_compute_workgroups_per_dimension)
+    }
+}
+
+/// Splits `total` workgroups into a 3-D grid with at most `max_per_dim` per
+/// dimension. Shaders rebuild the linear index (`shared/grid.wgsl`) and skip the
+/// surplus. Fails only when even three dimensions (or a u32 index) cannot hold it.
+pub fn split_grid(what: &str, total: u64, max_per_dim: u32) -> Result<[u32; 3]> {
+    let max = max_per_dim.max(1) as u64;
+    if total == 0 {
+        return Err(Error::ZeroSized(format!("{what}: empty dispatch")));
+    }
+    let x = total.min(max);
+    let y = total.div_ceil(x).min(max);
+    let z = total.div_ceil(x * y);
+    if z > max || total > u32::MAX as u64 {
+        return Err(Error::GridTooLarge { what: what.into(), workgroups: total, max });
+    }
+    Ok([x as u32, y as u32, z as u32])
 }
 
 /// Records dispatches into one command encoder; [`Recorder::submit`] sends them
@@ -137,9 +157,27 @@ impl Gpu {
 pub struct Recorder<'g> {
     gpu: &'g Gpu,
     encoder: wgpu::CommandEncoder,
+    timer: Option<wgpu::QuerySet>,
+    passes: u32,
+    tuning: crate::gpu::Tuning,
 }
 
+/// Passes one timed recording can hold (two timestamps each).
+const MAX_TIMED_PASSES: u32 = 256;
+
 impl Recorder<'_> {
+    /// Uses the kernel variants `t` for what this recorder records (the device
+    /// default is [`Gpu::tuning`]).
+    pub fn with_tuning(mut self, t: crate::gpu::Tuning) -> Self {
+        self.tuning = t;
+        self
+    }
+
+    /// The kernel variants this recorder uses.
+    pub fn tuning(&self) -> crate::gpu::Tuning {
+        self.tuning
+    }
+
     /// Records one dispatch of `total` workgroups of `kernel` with the parameter
     /// block `params` and the storage `buffers` (`None` binds a placeholder).
     pub(crate) fn dispatch<P: bytemuck::Pod>(
@@ -153,18 +191,26 @@ impl Recorder<'_> {
         debug_assert_eq!(buffers.len(), kernel.storage, "{what}: binding count");
         let grid = self.gpu.grid(what, total)?;
         let device = &self.gpu.inner.device;
-        let uniform = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(what),
-            contents: bytemuck::bytes_of(params),
-            usage: wgpu::BufferUsages::UNIFORM,
-        });
+        let uniform = self.gpu.upload(what, bytemuck::bytes_of(params), wgpu::BufferUsages::UNIFORM)?;
         let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
         for (i, b) in buffers.iter().enumerate() {
             let buf = b.unwrap_or(&self.gpu.inner.dummy);
             entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: buf.as_entire_binding() });
         }
         let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(what), layout: &kernel.layout, entries: &entries });
-        let mut pass = self.encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(what), timestamp_writes: None });
+        let timestamp_writes = match &self.timer {
+            Some(_) if self.passes >= MAX_TIMED_PASSES => {
+                return Err(Error::InvalidArgument(format!("a timed recording holds at most {MAX_TIMED_PASSES} passes")));
+            }
+            Some(qs) => Some(wgpu::ComputePassTimestampWrites {
+                query_set: qs,
+                beginning_of_pass_write_index: Some(2 * self.passes),
+                end_of_pass_write_index: Some(2 * self.passes + 1),
+            }),
+            None => None,
+        };
+        self.passes += 1;
+        let mut pass = self.encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(what), timestamp_writes });
         pass.set_pipeline(&kernel.pipeline);
         pass.set_bind_group(0, &bind_group, &[]);
         pass.dispatch_workgroups(grid[0], grid[1], grid[2]);
@@ -176,10 +222,67 @@ impl Recorder<'_> {
         &mut self.encoder
     }
 
+    /// Submits a recording made by [`Gpu::timed_recorder`] and returns the GPU time
+    /// in milliseconds from the start of its first pass to the end of its last.
+    pub async fn submit_timed(mut self) -> Result<f64> {
+        let gpu = self.gpu;
+        let Some(qs) = self.timer.take() else {
+            return Err(Error::InvalidArgument("submit_timed needs a recorder from Gpu::timed_recorder".into()));
+        };
+        let n = self.passes;
+        if n == 0 {
+            return Err(Error::InvalidArgument("nothing was recorded to time".into()));
+        }
+        let resolve = gpu.inner.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("timestamps"),
+            size: 16 * n as u64,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        self.encoder.resolve_query_set(&qs, 0..2 * n, &resolve, 0);
+        self.submit()?;
+        let raw = crate::tensor::read_buffer(gpu, &resolve, 0, 16 * n as u64).await?;
+        let ticks: &[u64] = bytemuck::cast_slice(&raw);
+        let start = ticks.iter().step_by(2).min().copied().unwrap_or(0);
+        let end = ticks.iter().skip(1).step_by(2).max().copied().unwrap_or(0);
+        Ok(end.saturating_sub(start) as f64 * gpu.inner.queue.get_timestamp_period() as f64 / 1e6)
+    }
+
     /// Submits everything recorded, then reports any GPU error it caused.
     pub fn submit(self) -> Result<wgpu::SubmissionIndex> {
         let idx = self.gpu.inner.queue.submit([self.encoder.finish()]);
         self.gpu.take_error()?;
         Ok(idx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_grid;
+    use crate::Error;
+
+    #[test]
+    fn grid_fits_in_one_dimension_when_it_can() {
+        assert_eq!(split_grid("t", 5, 65535).unwrap(), [5, 1, 1]);
+        assert_eq!(split_grid("t", 65535, 65535).unwrap(), [65535, 1, 1]);
+    }
+
+    #[test]
+    fn grid_splits_and_covers_every_workgroup() {
+        for (total, max) in [(65536u64, 65535u32), (70000, 65535), (1_000_001, 1000), (27, 3), (28, 4)] {
+            let [x, y, z] = split_grid("t", total, max).unwrap();
+            assert!(x <= max && y <= max && z <= max, "{total}/{max}: {x} {y} {z}");
+            let cap = x as u64 * y as u64 * z as u64;
+            assert!(cap >= total, "{total}/{max}: grid {x}x{y}x{z} too small");
+            // Surplus is less than one x*y slab: little wasted work.
+            assert!(cap - total < x as u64 * y as u64, "{total}/{max}: {x}x{y}x{z}");
+        }
+    }
+
+    #[test]
+    fn grid_too_large_is_a_typed_error() {
+        assert!(matches!(split_grid("t", 28, 3), Err(Error::GridTooLarge { workgroups: 28, max: 3, .. })));
+        assert!(matches!(split_grid("t", 0, 3), Err(Error::ZeroSized(_))));
+        assert!(matches!(split_grid("t", 1 << 33, 65535), Err(Error::GridTooLarge { .. })));
     }
 }

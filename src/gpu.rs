@@ -189,9 +189,7 @@ impl Gpu {
         let lost = Arc::new(Mutex::new(None::<String>));
         let lost_sink = lost.clone();
         device.set_device_lost_callback(move |reason, msg| {
-            if reason != wgpu::DeviceLostReason::Destroyed {
-                *lost_sink.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("{reason:?}: {msg}"));
-            }
+            *lost_sink.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("{reason:?}: {msg}"));
         });
         let dummy = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("absent binding"),
@@ -259,7 +257,9 @@ impl Gpu {
         *self.inner.tuning.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Forces kernel variants (tests, benchmarks). Pipelines of each variant are cached.
+    /// Sets the default kernel variants for new recorders (see
+    /// [`Recorder::with_tuning`](crate::Recorder::with_tuning) for one recording).
+    /// Pipelines of each variant are cached.
     pub fn set_tuning(&self, t: Tuning) {
         *self.inner.tuning.lock().unwrap_or_else(|p| p.into_inner()) = t;
     }
@@ -279,6 +279,34 @@ impl Gpu {
             Some(msg) => Err(Error::Gpu(msg)),
             None => Ok(()),
         }
+    }
+
+    /// Fails once the device is lost or destroyed, before wgpu is asked for more.
+    pub(crate) fn check_alive(&self) -> Result<()> {
+        match self.inner.lost.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            Some(msg) => Err(Error::DeviceLost(msg)),
+            None => Ok(()),
+        }
+    }
+
+    /// A buffer holding `bytes` (padded to 4), written through the queue (no
+    /// mapping, so a lost device is an error rather than a panic in wgpu).
+    pub(crate) fn upload(&self, what: &str, bytes: &[u8], usage: wgpu::BufferUsages) -> Result<wgpu::Buffer> {
+        self.check_alive()?;
+        let size = (bytes.len() as u64).max(4).div_ceil(4) * 4;
+        if usage.contains(wgpu::BufferUsages::STORAGE) {
+            self.check_storage_size(what, size)?;
+        }
+        let buf = self.inner.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(what),
+            size,
+            usage: usage | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut padded = bytes.to_vec();
+        padded.resize(size as usize, 0);
+        self.inner.queue.write_buffer(&buf, 0, &padded);
+        Ok(buf)
     }
 
     /// Checks a storage buffer size against the device limits.
@@ -301,6 +329,7 @@ impl Gpu {
     /// Allocates a storage buffer of `bytes` (rounded up to 4), checked against the
     /// limits, NaN-filled when poisoning is on.
     pub(crate) fn alloc(&self, what: &str, bytes: u64) -> Result<wgpu::Buffer> {
+        self.check_alive()?;
         let bytes = bytes.max(4).div_ceil(4) * 4;
         self.check_storage_size(what, bytes)?;
         let buf = self.inner.device.create_buffer(&wgpu::BufferDescriptor {

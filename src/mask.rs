@@ -92,6 +92,21 @@ impl Masking {
 /// from the softmax, like `false` in a bool mask). `-inf` is uploaded as `f32::MIN`.
 pub const ADDITIVE_MASKED: f32 = -1.0e30;
 
+/// Value that stands for an excluded additive entry once uploaded (and in the
+/// reference's scores): far below [`ADDITIVE_MASKED`], yet far from overflowing
+/// when a score is added to it.
+pub const ADDITIVE_FLOOR: f32 = -1.0e38;
+
+/// The additive value as the kernels see it: entries at or below
+/// [`ADDITIVE_MASKED`] (including `-inf`) become [`ADDITIVE_FLOOR`].
+pub fn additive_floor(v: f32) -> f32 {
+    if v <= ADDITIVE_MASKED {
+        ADDITIVE_FLOOR
+    } else {
+        v
+    }
+}
+
 /// The values of a dense mask.
 #[derive(Clone, Debug, PartialEq)]
 pub enum MaskValues {

@@ -2,11 +2,9 @@
 
 use std::sync::Arc;
 
-use wgpu::util::DeviceExt;
-
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::mask::{HostMask, MaskValues, ADDITIVE_MASKED};
+use crate::mask::{additive_floor, HostMask, MaskValues};
 
 /// Kind of a dense mask.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -26,10 +24,6 @@ pub struct MaskTensor {
     kind: MaskKind,
 }
 
-/// Value uploaded for additive entries at or below [`ADDITIVE_MASKED`] (including
-/// `-inf`): far below the threshold, yet far from overflowing when a score is added.
-const ADDITIVE_UPLOAD_FLOOR: f32 = -1.0e38;
-
 impl MaskTensor {
     /// Uploads a host mask.
     pub fn upload(gpu: &Gpu, host: &HostMask) -> Result<MaskTensor> {
@@ -40,16 +34,11 @@ impl MaskTensor {
                 (b, MaskKind::Bool)
             }
             MaskValues::Additive(v) => {
-                let clamped: Vec<f32> = v.iter().map(|&x| if x <= ADDITIVE_MASKED { ADDITIVE_UPLOAD_FLOOR } else { x }).collect();
+                let clamped: Vec<f32> = v.iter().map(|&x| additive_floor(x)).collect();
                 (bytemuck::cast_slice(&clamped).to_vec(), MaskKind::Additive)
             }
         };
-        gpu.check_storage_size("mask", bytes.len() as u64)?;
-        let buffer = gpu.device().create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("mask"),
-            contents: &bytes,
-            usage: wgpu::BufferUsages::STORAGE,
-        });
+        let buffer = gpu.upload("mask", &bytes, wgpu::BufferUsages::STORAGE)?;
         Ok(MaskTensor { gpu: gpu.clone(), buffer: Arc::new(buffer), dims: host.dims, kind })
     }
 

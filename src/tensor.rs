@@ -5,8 +5,6 @@
 
 use std::sync::Arc;
 
-use wgpu::util::DeviceExt;
-
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 
@@ -89,13 +87,7 @@ impl Tensor {
                 data.len()
             )));
         }
-        let bytes = std::mem::size_of_val(data) as u64;
-        gpu.check_storage_size("tensor upload", bytes)?;
-        let buffer = gpu.device().create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("tensor"),
-            contents: bytemuck::cast_slice(data),
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
-        });
+        let buffer = gpu.upload("tensor", bytemuck::cast_slice(data), wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC)?;
         Ok(Tensor { gpu: gpu.clone(), buffer: Arc::new(buffer), shape: shape.to_vec(), strides: strides.to_vec(), offset })
     }
 
@@ -201,6 +193,7 @@ impl Tensor {
 
 /// Copies `bytes` of `buffer` from `offset` into a mappable buffer and reads them.
 pub(crate) async fn read_buffer(gpu: &Gpu, buffer: &wgpu::Buffer, offset: u64, bytes: u64) -> Result<Vec<u8>> {
+    gpu.check_alive()?;
     let bytes = bytes.div_ceil(4) * 4;
     if bytes > gpu.limits().max_buffer_size {
         return Err(Error::BufferTooLarge { what: "readback".into(), bytes, limit_name: "max_buffer_size", limit: gpu.limits().max_buffer_size });

@@ -1,8 +1,6 @@
 //! Sinusoidal positional encoding added to embeddings (`shaders/posenc.wgsl`, CPU
 //! twin [`crate::reference::posenc`]).
 
-use wgpu::util::DeviceExt;
-
 use super::addressing;
 use crate::dispatch::{KernelSpec, Recorder};
 use crate::error::{Error, Result};
@@ -56,11 +54,7 @@ pub fn record_posenc(rec: &mut Recorder<'_>, x: &Tensor, offset: u32) -> Result<
     }
     let (x_off, s) = addressing(x);
     let params = Params { b: b as u32, n: n as u32, dm: dm as u32, offset, x_off, x_s: [s[0], s[1], s[2]] };
-    let table = gpu.device().create_buffer_init(&wgpu::util::BufferInitDescriptor {
-        label: Some("posenc frequencies"),
-        contents: bytemuck::cast_slice(&frequency_table(dm)),
-        usage: wgpu::BufferUsages::STORAGE,
-    });
+    let table = gpu.upload("posenc frequencies", bytemuck::cast_slice(&frequency_table(dm)), wgpu::BufferUsages::STORAGE)?;
     let out = Tensor::output(gpu, "posenc", &[b, n, dm], None)?;
     let kernel = gpu.kernel(&SPEC, &[])?;
     let total = ((b * n * dm) as u64).div_ceil(64);

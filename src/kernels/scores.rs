@@ -71,7 +71,7 @@ pub fn record_scores(rec: &mut Recorder<'_>, q: &Tensor, k: &Tensor, scale: Opti
         m_s,
     };
     let out = Tensor::output(gpu, "scores", &[sh.b, sh.hq, sh.nq, sh.nk], None)?;
-    let kernel = gpu.kernel(&SPEC, &[("STAGED", gpu.tuning().staged as u32 as f64)])?;
+    let kernel = gpu.kernel(&SPEC, &[("STAGED", rec.tuning().staged as u32 as f64)])?;
     let total = (sh.b * sh.hq) as u64 * params.tiles_m as u64 * params.tiles_n as u64;
     rec.dispatch(&kernel, "scores", &params, &[Some(q.buffer()), Some(k.buffer()), bias.map(|m| &*m.buffer), Some(out.buffer())], total)?;
     Ok(out)

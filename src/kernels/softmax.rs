@@ -1,8 +1,6 @@
 //! Masked, stable, row-wise softmax with optional LSE (`shaders/softmax.wgsl`,
 //! CPU twin [`crate::reference::softmax`]).
 
-use wgpu::util::DeviceExt;
-
 use crate::dispatch::{KernelSpec, Recorder};
 use crate::error::{Error, Result};
 use crate::mask::Masking;
@@ -86,18 +84,15 @@ pub fn record_softmax(rec: &mut Recorder<'_>, s: &Tensor, masking: &Masking, mas
         neg_inf_bits: f32::NEG_INFINITY.to_bits(),
         _pad: [0; 3],
     };
-    let lengths = masking.key_lengths.as_ref().map(|l| {
-        gpu.device().create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("key lengths"),
-            contents: bytemuck::cast_slice(l),
-            usage: wgpu::BufferUsages::STORAGE,
-        })
-    });
+    let lengths = match &masking.key_lengths {
+        Some(l) => Some(gpu.upload("key lengths", bytemuck::cast_slice(l), wgpu::BufferUsages::STORAGE)?),
+        None => None,
+    };
     let p = Tensor::output(gpu, "attention weights", &[b, h, nq, nk], None)?;
     let lse = if want_lse { Some(Tensor::output(gpu, "lse", &[b, h, nq], None)?) } else { None };
     let limits = gpu.limits();
     let max_wg = limits.max_compute_workgroup_size_x.min(limits.max_compute_invocations_per_workgroup).min(256);
-    let wg = gpu.tuning().softmax_workgroup.clamp(1, max_wg);
+    let wg = rec.tuning().softmax_workgroup.clamp(1, max_wg);
     let wg = 1u32 << (31 - wg.leading_zeros()); // power of two for the tree reduction
     let kernel = gpu.kernel(&SPEC, &[("WG", wg as f64)])?;
     rec.dispatch(

@@ -69,7 +69,7 @@ pub fn record_weighted_sum(rec: &mut Recorder<'_>, p: &Tensor, v: &Tensor, out_l
         o_s,
         _pad: [0; 2],
     };
-    let kernel = gpu.kernel(&SPEC, &[("STAGED", gpu.tuning().staged as u32 as f64)])?;
+    let kernel = gpu.kernel(&SPEC, &[("STAGED", rec.tuning().staged as u32 as f64)])?;
     let total = (b * hq) as u64 * params.tiles_m as u64 * params.tiles_n as u64;
     rec.dispatch(&kernel, "weighted_sum", &params, &[Some(p.buffer()), Some(v.buffer()), Some(out.buffer())], total)?;
     Ok(out)

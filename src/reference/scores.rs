@@ -1,9 +1,10 @@
-use crate::mask::{HostMask, MaskValues};
+use crate::mask::{additive_floor, HostMask, MaskValues};
 use crate::shape::AttnShape;
 
 /// `S[b,h,i,j] = scale · Σ_d Q[b,h,i,d] K[b,h/g,j,d] (+ bias[b,h,i,j])`.
 ///
-/// `bias` must be an additive mask; a bool mask here is a caller bug and panics.
+/// `bias` must be an additive mask (a bool mask here is a caller bug and panics);
+/// its excluded entries (`<= -1e30`, `-inf`) add [`crate::mask::ADDITIVE_FLOOR`], as on the GPU.
 pub fn scores(q: &[f32], k: &[f32], shape: &AttnShape, scale: f64, bias: Option<&HostMask>) -> Vec<f64> {
     let AttnShape { b, hq, nq, nk, d, .. } = *shape;
     let g = shape.group();
@@ -19,7 +20,7 @@ pub fn scores(q: &[f32], k: &[f32], shape: &AttnShape, scale: f64, bias: Option<
                     let mut v = scale * dot;
                     if let Some(m) = bias {
                         match &m.values {
-                            MaskValues::Additive(a) => v += a[m.index(bi, h, i, j)] as f64,
+                            MaskValues::Additive(a) => v += additive_floor(a[m.index(bi, h, i, j)]) as f64,
                             MaskValues::Bool(_) => panic!("reference::scores takes an additive bias, not a bool mask"),
                         }
                     }

@@ -1,0 +1,78 @@
+//! GPU tests: every test runs on every adapter present (one device per adapter,
+//! shared by the whole binary), with fresh seeded inputs and poisoned outputs.
+//!
+//! Without an adapter the tests print a loud SKIPPED line, or fail when
+//! `WGPU_ATTENTION_REQUIRE_ADAPTER=1` (CI sets it).
+
+mod attention;
+mod errors;
+mod posenc;
+mod scores;
+mod softmax;
+mod weighted_sum;
+
+use std::sync::OnceLock;
+
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use wgpu_attention::{Gpu, GpuOptions, Tuning};
+
+static GPUS: OnceLock<Vec<Gpu>> = OnceLock::new();
+
+fn gpus() -> &'static [Gpu] {
+    GPUS.get_or_init(|| {
+        let mut out = Vec::new();
+        for g in Gpu::all_blocking(&GpuOptions::default()) {
+            match g {
+                Ok(g) => {
+                    g.set_poison_outputs(true);
+                    eprintln!("test adapter: {}", g.describe());
+                    out.push(g);
+                }
+                Err(e) => eprintln!("an adapter failed to open: {e}"),
+            }
+        }
+        out
+    })
+}
+
+/// Runs `f` on every adapter, once per kernel variant (`Tuning::staged` off and on).
+/// `f` gets the variant to pass to `Recorder::with_tuning` and a context string
+/// naming adapter and variant for its failure messages.
+pub fn each_gpu(test: &str, f: impl Fn(&Gpu, Tuning, &str)) {
+    let gpus = gpus();
+    if gpus.is_empty() {
+        let msg = format!(
+            "{test}: no GPU adapter. Install Mesa's software drivers (apt-get install mesa-vulkan-drivers libegl-mesa0 libgl1-mesa-dri)"
+        );
+        if std::env::var("WGPU_ATTENTION_REQUIRE_ADAPTER").is_ok_and(|v| v != "0") {
+            panic!("{msg} (WGPU_ATTENTION_REQUIRE_ADAPTER is set)");
+        }
+        eprintln!("SKIPPED {msg}");
+        return;
+    }
+    for gpu in gpus {
+        let base = Tuning::for_adapter(gpu.info());
+        for staged in [false, true] {
+            let ctx = format!("[{:?}/{}] {test} staged={staged}", gpu.info().backend, gpu.info().name);
+            f(gpu, Tuning { staged, ..base }, &ctx);
+        }
+    }
+}
+
+/// A fresh seed (or `WGPU_ATTENTION_SEED`), and a context string that names it.
+pub fn rng(ctx: &str) -> (StdRng, String) {
+    let seed = std::env::var("WGPU_ATTENTION_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random::<u64>);
+    (StdRng::seed_from_u64(seed), format!("{ctx} seed={seed} (rerun with WGPU_ATTENTION_SEED={seed})"))
+}
+
+pub fn uniform(rng: &mut StdRng, n: usize, scale: f32) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(-1.0f32..1.0) * scale).collect()
+}
+
+/// Records with `f` under tuning `t`, submits once, and returns what `f` made.
+pub fn run<T>(gpu: &Gpu, t: Tuning, f: impl FnOnce(&mut wgpu_attention::Recorder<'_>) -> wgpu_attention::Result<T>) -> T {
+    let mut rec = gpu.recorder().with_tuning(t);
+    let out = f(&mut rec).expect("recording failed");
+    rec.submit().expect("submit failed");
+    out
+}
