@@ -136,3 +136,32 @@ pub fn assert_close(got: &[f32], expected: &[f64], tol: Tolerance, context: &str
     }
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_measures_errors_nans_and_infinities() {
+        let r = verify(&[1.0, 2.0, 3.5], &[1.0, 2.0, 3.0]);
+        assert_eq!((r.max_abs, r.worst_index, r.nan_count), (0.5, 2, 0));
+        assert!((r.rel_l2 - 0.5 / 14f64.sqrt()).abs() < 1e-12);
+        let r = verify(&[f32::NAN, f32::NEG_INFINITY, 0.0], &[1.0, f64::NEG_INFINITY, f64::NEG_INFINITY]);
+        assert_eq!((r.nan_count, r.nonfinite_mismatches, r.worst_index), (1, 1, 0));
+        assert!(!r.passes(1.0));
+    }
+
+    #[test]
+    #[should_panic(expected = "seed=7")]
+    fn assert_close_names_the_context() {
+        assert_close(&[1.0, 2.0], &[1.0, 2.1], Tolerance::F32, "seed=7");
+    }
+
+    #[test]
+    fn assert_close_accepts_f32_rounding() {
+        let want: Vec<f64> = (0..100).map(|i| (i as f64 * 0.1).sin()).collect();
+        let got: Vec<f32> = want.iter().map(|&v| v as f32).collect();
+        let r = assert_close(&got, &want, Tolerance::F32, "rounding");
+        assert!(r.rel_l2 < 1e-7);
+    }
+}
