@@ -14,7 +14,7 @@ use crate::gpu::Gpu;
 pub(crate) struct Kernel {
     pipeline: wgpu::ComputePipeline,
     layout: wgpu::BindGroupLayout,
-    storage: usize,
+    read_only: &'static [bool],
 }
 
 /// What a kernel binds: `true` for each read-only storage buffer, `false` for
@@ -98,7 +98,7 @@ impl Gpu {
             return Err(Error::Gpu(format!("building kernel {}: {e}", spec.name)));
         }
         self.take_error()?;
-        let k = Arc::new(Kernel { pipeline, layout, storage: spec.storage_read_only.len() });
+        let k = Arc::new(Kernel { pipeline, layout, read_only: spec.storage_read_only });
         self.inner.pipelines.map.lock().unwrap_or_else(|p| p.into_inner()).insert(key, k.clone());
         Ok(k)
     }
@@ -179,7 +179,9 @@ impl Recorder<'_> {
     }
 
     /// Records one dispatch of `total` workgroups of `kernel` with the parameter
-    /// block `params` and the storage `buffers` (`None` binds a placeholder).
+    /// block `params` and the storage `buffers`. `None` binds a placeholder: the
+    /// shared read-only one, or a fresh scratch buffer for a read-write binding
+    /// (a buffer may not be bound read-only and read-write in one dispatch).
     pub(crate) fn dispatch<P: bytemuck::Pod>(
         &mut self,
         kernel: &Kernel,
@@ -188,13 +190,21 @@ impl Recorder<'_> {
         buffers: &[Option<&wgpu::Buffer>],
         total: u64,
     ) -> Result<()> {
-        debug_assert_eq!(buffers.len(), kernel.storage, "{what}: binding count");
+        debug_assert_eq!(buffers.len(), kernel.read_only.len(), "{what}: binding count");
         let grid = self.gpu.grid(what, total)?;
         let device = &self.gpu.inner.device;
         let uniform = self.gpu.upload(what, bytemuck::bytes_of(params), wgpu::BufferUsages::UNIFORM)?;
+        let scratch: Vec<Option<wgpu::Buffer>> = buffers
+            .iter()
+            .zip(kernel.read_only)
+            .map(|(b, &ro)| match (b, ro) {
+                (None, false) => self.gpu.alloc("absent output", 16).map(Some),
+                _ => Ok(None),
+            })
+            .collect::<Result<_>>()?;
         let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
-        for (i, b) in buffers.iter().enumerate() {
-            let buf = b.unwrap_or(&self.gpu.inner.dummy);
+        for (i, (b, s)) in buffers.iter().zip(&scratch).enumerate() {
+            let buf = b.or(s.as_ref()).unwrap_or(&self.gpu.inner.dummy);
             entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: buf.as_entire_binding() });
         }
         let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(what), layout: &kernel.layout, entries: &entries });

@@ -30,6 +30,14 @@ fn check(gpu: &Gpu, t: Tuning, ctx: &str, c: &Case) {
     assert_close(&out.o.to_vec_blocking().unwrap(), &want.o, Tolerance::F32, &format!("{ctx} O"));
     assert_close(&out.lse.unwrap().to_vec_blocking().unwrap(), &want.lse, Tolerance::F32, &format!("{ctx} LSE"));
     assert_close(&out.weights.unwrap().to_vec_blocking().unwrap(), &want.p, Tolerance::F32, &format!("{ctx} P"));
+
+    // The plain path (no LSE, no weights) binds placeholders instead.
+    let plain = AttentionOptions { return_weights: false, return_lse: false, ..opts };
+    let mut rec = gpu.recorder().with_tuning(t);
+    let out = record_attention(&mut rec, &qt, &kt, &vt, &plain).unwrap();
+    rec.submit().unwrap();
+    assert!(out.lse.is_none() && out.weights.is_none(), "{ctx}");
+    assert_close(&out.o.to_vec_blocking().unwrap(), &want.o, Tolerance::F32, &format!("{ctx} O without LSE"));
 }
 
 fn shape(b: usize, hq: usize, hkv: usize, nq: usize, nk: usize, d: usize) -> AttnShape {
