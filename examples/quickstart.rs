@@ -16,7 +16,14 @@ use wgpu_attention::{attention, AttentionOptions, AttnShape, Gpu, Layout, Maskin
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let num = |i: usize, default: usize| -> Result<usize, String> {
-        args.get(i).map_or(Ok(default), |s| s.parse().map_err(|_| format!("argument {} ({s:?}) must be a positive integer: B H N D [causal]", i + 1)))
+        args.get(i).map_or(Ok(default), |s| {
+            s.parse().map_err(|_| {
+                format!(
+                    "argument {} ({s:?}) must be a positive integer: B H N D [causal]",
+                    i + 1
+                )
+            })
+        })
     };
     let (b, h, n, d) = (num(0, 2)?, num(1, 8)?, num(2, 512)?, num(3, 64)?);
     let causal = args.get(4).is_some_and(|s| s == "causal");
@@ -27,7 +34,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("shape   : Q, K, V = [B={b}, H={h}, N={n}, D={d}] f32, BHND, causal={causal}");
 
     // 2. Random inputs, uploaded once.
-    let sh = AttnShape { b, hq: h, hkv: h, nq: n, nk: n, d };
+    let sh = AttnShape {
+        b,
+        hq: h,
+        hkv: h,
+        nq: n,
+        nk: n,
+        d,
+    };
     let mut state = 0x9e3779b97f4a7c15u64;
     let mut rand = || {
         state ^= state << 13;
@@ -39,14 +53,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let k: Vec<f32> = (0..sh.kv_len()).map(|_| rand()).collect();
     let v: Vec<f32> = (0..sh.kv_len()).map(|_| rand()).collect();
     let dims = [b, h, n, d];
-    let (qt, kt, vt) = (Tensor::from_bhnd(&gpu, &q, dims, Layout::Bhnd)?, Tensor::from_bhnd(&gpu, &k, dims, Layout::Bhnd)?, Tensor::from_bhnd(&gpu, &v, dims, Layout::Bhnd)?);
-    let opts = AttentionOptions { masking: Masking { causal, ..Default::default() }, ..Default::default() };
+    let (qt, kt, vt) = (
+        Tensor::from_bhnd(&gpu, &q, dims, Layout::Bhnd)?,
+        Tensor::from_bhnd(&gpu, &k, dims, Layout::Bhnd)?,
+        Tensor::from_bhnd(&gpu, &v, dims, Layout::Bhnd)?,
+    );
+    let opts = AttentionOptions {
+        masking: Masking {
+            causal,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
 
     // 3. First run: compiles the pipelines (once per process; the driver caches on disk).
     let t0 = Instant::now();
     let out = attention(&qt, &kt, &vt, &opts)?;
     let o = out.o.to_vec_blocking()?;
-    println!("first run (incl. pipeline compile): {:.1} ms", t0.elapsed().as_secs_f64() * 1e3);
+    println!(
+        "first run (incl. pipeline compile): {:.1} ms",
+        t0.elapsed().as_secs_f64() * 1e3
+    );
 
     // 4. Timed runs: GPU timestamps where the adapter has them, wall clock otherwise.
     let flops = 4.0 * (b * h * n * n * d) as f64 * if causal { 0.5 } else { 1.0 };
@@ -66,14 +93,34 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     times.sort_by(f64::total_cmp);
     let ms = times[times.len() / 2];
-    let clock = if gpu.timed_recorder().is_ok() { "GPU timestamps" } else { "wall clock incl. readback" };
-    println!("time    : {ms:.2} ms median of 5 ({clock}), {:.2} GFLOP/s (4·B·H·N²·D{})", flops / ms / 1e6, if causal { "/2" } else { "" });
+    let clock = if gpu.timed_recorder().is_ok() {
+        "GPU timestamps"
+    } else {
+        "wall clock incl. readback"
+    };
+    println!(
+        "time    : {ms:.2} ms median of 5 ({clock}), {:.2} GFLOP/s (4·B·H·N²·D{})",
+        flops / ms / 1e6,
+        if causal { "/2" } else { "" }
+    );
 
     // 5. The same attention in f64 on the CPU, and the comparison.
     let t = Instant::now();
-    let want = reference::attention(&q, &k, &v, &sh, &ReferenceOptions { masking: opts.masking.clone(), ..Default::default() });
+    let want = reference::attention(
+        &q,
+        &k,
+        &v,
+        &sh,
+        &ReferenceOptions {
+            masking: opts.masking.clone(),
+            ..Default::default()
+        },
+    );
     let report = verify(&o, &want.o);
-    println!("reference (f64 CPU, {:.0} ms): {report}", t.elapsed().as_secs_f64() * 1e3);
+    println!(
+        "reference (f64 CPU, {:.0} ms): {report}",
+        t.elapsed().as_secs_f64() * 1e3
+    );
     let tol = 1e-5;
     if report.passes(tol) {
         println!("PASS: relative L2 error {:.2e} <= {tol:.0e}", report.rel_l2);

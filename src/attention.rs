@@ -62,12 +62,21 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, opts: &AttentionOptions) ->
 }
 
 /// Records [`attention`] without submitting.
-pub fn record_attention(rec: &mut Recorder<'_>, q: &Tensor, k: &Tensor, v: &Tensor, opts: &AttentionOptions) -> Result<Attention> {
+pub fn record_attention(
+    rec: &mut Recorder<'_>,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    opts: &AttentionOptions,
+) -> Result<Attention> {
     let sh = attn_shape(q, k)?;
     same_device(k, v, "K and V")?;
     let [bv, hv, nv, _] = v.dims4("V")?;
     if (bv, hv, nv) != (sh.b, sh.hkv, sh.nk) {
-        return Err(Error::Shape(format!("V is [{bv}, {hv}, {nv}, _] but K is [{}, {}, {}, _]: B, Hkv and Nk must match", sh.b, sh.hkv, sh.nk)));
+        return Err(Error::Shape(format!(
+            "V is [{bv}, {hv}, {nv}, _] but K is [{}, {}, {}, _]: B, Hkv and Nk must match",
+            sh.b, sh.hkv, sh.nk
+        )));
     }
     opts.masking.validate(sh.b, sh.nk)?;
     let (bias, dense) = match opts.mask {
@@ -77,5 +86,9 @@ pub fn record_attention(rec: &mut Recorder<'_>, q: &Tensor, k: &Tensor, v: &Tens
     let s = scores::record_scores(rec, q, k, opts.scale, bias)?;
     let sm = softmax::record_softmax(rec, &s, &opts.masking, dense, opts.return_lse)?;
     let o = weighted_sum::record_weighted_sum(rec, &sm.p, v, q.layout())?;
-    Ok(Attention { o, lse: sm.lse, weights: opts.return_weights.then_some(sm.p) })
+    Ok(Attention {
+        o,
+        lse: sm.lse,
+        weights: opts.return_weights.then_some(sm.p),
+    })
 }

@@ -44,10 +44,24 @@ impl PipelineCache {
 impl Gpu {
     /// The pipeline of `spec` specialized with `constants` (WGSL `override`s),
     /// compiled on first use and cached for the life of the device.
-    pub(crate) fn kernel(&self, spec: &KernelSpec, constants: &[(&'static str, f64)]) -> Result<Arc<Kernel>> {
+    pub(crate) fn kernel(
+        &self,
+        spec: &KernelSpec,
+        constants: &[(&'static str, f64)],
+    ) -> Result<Arc<Kernel>> {
         self.check_alive()?;
-        let key = PipelineKey { kernel: spec.name, constants: constants.iter().map(|(n, v)| (*n, v.to_bits())).collect() };
-        if let Some(k) = self.inner.pipelines.map.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        let key = PipelineKey {
+            kernel: spec.name,
+            constants: constants.iter().map(|(n, v)| (*n, v.to_bits())).collect(),
+        };
+        if let Some(k) = self
+            .inner
+            .pipelines
+            .map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
             return Ok(k.clone());
         }
         let device = &self.inner.device;
@@ -59,7 +73,11 @@ impl Gpu {
         let mut entries = vec![wgpu::BindGroupLayoutEntry {
             binding: 0,
             visibility: wgpu::ShaderStages::COMPUTE,
-            ty: wgpu::BindingType::Buffer { ty: wgpu::BufferBindingType::Uniform, has_dynamic_offset: false, min_binding_size: None },
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Uniform,
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
             count: None,
         }];
         for (i, &read_only) in spec.storage_read_only.iter().enumerate() {
@@ -74,7 +92,10 @@ impl Gpu {
                 count: None,
             });
         }
-        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(spec.name), entries: &entries });
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some(spec.name),
+            entries: &entries,
+        });
         let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
             label: Some(spec.name),
             bind_group_layouts: &[Some(&layout)],
@@ -98,8 +119,17 @@ impl Gpu {
             return Err(Error::Gpu(format!("building kernel {}: {e}", spec.name)));
         }
         self.take_error()?;
-        let k = Arc::new(Kernel { pipeline, layout, read_only: spec.storage_read_only });
-        self.inner.pipelines.map.lock().unwrap_or_else(|p| p.into_inner()).insert(key, k.clone());
+        let k = Arc::new(Kernel {
+            pipeline,
+            layout,
+            read_only: spec.storage_read_only,
+        });
+        self.inner
+            .pipelines
+            .map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, k.clone());
         Ok(k)
     }
 
@@ -110,8 +140,19 @@ impl Gpu {
 
     /// Starts recording work into one command encoder.
     pub fn recorder(&self) -> Recorder<'_> {
-        let encoder = self.inner.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("wgpu-attention") });
-        Recorder { gpu: self, encoder, timer: None, passes: 0, tuning: self.tuning() }
+        let encoder = self
+            .inner
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("wgpu-attention"),
+            });
+        Recorder {
+            gpu: self,
+            encoder,
+            timer: None,
+            passes: 0,
+            tuning: self.tuning(),
+        }
     }
 
     /// Like [`Gpu::recorder`], but every pass is timed with GPU timestamp queries;
@@ -122,16 +163,24 @@ impl Gpu {
             return Err(Error::MissingFeature("TIMESTAMP_QUERY (GPU timing)"));
         }
         let mut rec = self.recorder();
-        rec.timer = Some(self.inner.device.create_query_set(&wgpu::QuerySetDescriptor {
-            label: Some("pass timestamps"),
-            ty: wgpu::QueryType::Timestamp,
-            count: 2 * MAX_TIMED_PASSES,
-        }));
+        rec.timer = Some(
+            self.inner
+                .device
+                .create_query_set(&wgpu::QuerySetDescriptor {
+                    label: Some("pass timestamps"),
+                    ty: wgpu::QueryType::Timestamp,
+                    count: 2 * MAX_TIMED_PASSES,
+                }),
+        );
         Ok(rec)
     }
 
     pub(crate) fn grid(&self, what: &str, total: u64) -> Result<[u32; 3]> {
-        split_grid(what, total, self.inner.limits.max_compute_workgroups_per_dimension)
+        split_grid(
+            what,
+            total,
+            self.inner.limits.max_compute_workgroups_per_dimension,
+        )
     }
 }
 
@@ -147,7 +196,11 @@ pub fn split_grid(what: &str, total: u64, max_per_dim: u32) -> Result<[u32; 3]> 
     let y = total.div_ceil(x).min(max);
     let z = total.div_ceil(x * y);
     if z > max || total > u32::MAX as u64 {
-        return Err(Error::GridTooLarge { what: what.into(), workgroups: total, max });
+        return Err(Error::GridTooLarge {
+            what: what.into(),
+            workgroups: total,
+            max,
+        });
     }
     Ok([x as u32, y as u32, z as u32])
 }
@@ -190,10 +243,18 @@ impl Recorder<'_> {
         buffers: &[Option<&wgpu::Buffer>],
         total: u64,
     ) -> Result<()> {
-        debug_assert_eq!(buffers.len(), kernel.read_only.len(), "{what}: binding count");
+        debug_assert_eq!(
+            buffers.len(),
+            kernel.read_only.len(),
+            "{what}: binding count"
+        );
         let grid = self.gpu.grid(what, total)?;
         let device = &self.gpu.inner.device;
-        let uniform = self.gpu.upload(what, bytemuck::bytes_of(params), wgpu::BufferUsages::UNIFORM)?;
+        let uniform = self.gpu.upload(
+            what,
+            bytemuck::bytes_of(params),
+            wgpu::BufferUsages::UNIFORM,
+        )?;
         let scratch: Vec<Option<wgpu::Buffer>> = buffers
             .iter()
             .zip(kernel.read_only)
@@ -202,15 +263,27 @@ impl Recorder<'_> {
                 _ => Ok(None),
             })
             .collect::<Result<_>>()?;
-        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: uniform.as_entire_binding(),
+        }];
         for (i, (b, s)) in buffers.iter().zip(&scratch).enumerate() {
             let buf = b.or(s.as_ref()).unwrap_or(&self.gpu.inner.dummy);
-            entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: buf.as_entire_binding() });
+            entries.push(wgpu::BindGroupEntry {
+                binding: i as u32 + 1,
+                resource: buf.as_entire_binding(),
+            });
         }
-        let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(what), layout: &kernel.layout, entries: &entries });
+        let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(what),
+            layout: &kernel.layout,
+            entries: &entries,
+        });
         let timestamp_writes = match &self.timer {
             Some(_) if self.passes >= MAX_TIMED_PASSES => {
-                return Err(Error::InvalidArgument(format!("a timed recording holds at most {MAX_TIMED_PASSES} passes")));
+                return Err(Error::InvalidArgument(format!(
+                    "a timed recording holds at most {MAX_TIMED_PASSES} passes"
+                )));
             }
             Some(qs) => Some(wgpu::ComputePassTimestampWrites {
                 query_set: qs,
@@ -220,7 +293,12 @@ impl Recorder<'_> {
             None => None,
         };
         self.passes += 1;
-        let mut pass = self.encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(what), timestamp_writes });
+        let mut pass = self
+            .encoder
+            .begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(what),
+                timestamp_writes,
+            });
         pass.set_pipeline(&kernel.pipeline);
         pass.set_bind_group(0, &bind_group, &[]);
         pass.dispatch_workgroups(grid[0], grid[1], grid[2]);
@@ -237,11 +315,15 @@ impl Recorder<'_> {
     pub async fn submit_timed(mut self) -> Result<f64> {
         let gpu = self.gpu;
         let Some(qs) = self.timer.take() else {
-            return Err(Error::InvalidArgument("submit_timed needs a recorder from Gpu::timed_recorder".into()));
+            return Err(Error::InvalidArgument(
+                "submit_timed needs a recorder from Gpu::timed_recorder".into(),
+            ));
         };
         let n = self.passes;
         if n == 0 {
-            return Err(Error::InvalidArgument("nothing was recorded to time".into()));
+            return Err(Error::InvalidArgument(
+                "nothing was recorded to time".into(),
+            ));
         }
         let resolve = gpu.inner.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("timestamps"),
@@ -279,20 +361,42 @@ mod tests {
 
     #[test]
     fn grid_splits_and_covers_every_workgroup() {
-        for (total, max) in [(65536u64, 65535u32), (70000, 65535), (1_000_001, 1000), (27, 3), (28, 4)] {
+        for (total, max) in [
+            (65536u64, 65535u32),
+            (70000, 65535),
+            (1_000_001, 1000),
+            (27, 3),
+            (28, 4),
+        ] {
             let [x, y, z] = split_grid("t", total, max).unwrap();
-            assert!(x <= max && y <= max && z <= max, "{total}/{max}: {x} {y} {z}");
+            assert!(
+                x <= max && y <= max && z <= max,
+                "{total}/{max}: {x} {y} {z}"
+            );
             let cap = x as u64 * y as u64 * z as u64;
             assert!(cap >= total, "{total}/{max}: grid {x}x{y}x{z} too small");
             // Surplus is less than one x*y slab: little wasted work.
-            assert!(cap - total < x as u64 * y as u64, "{total}/{max}: {x}x{y}x{z}");
+            assert!(
+                cap - total < x as u64 * y as u64,
+                "{total}/{max}: {x}x{y}x{z}"
+            );
         }
     }
 
     #[test]
     fn grid_too_large_is_a_typed_error() {
-        assert!(matches!(split_grid("t", 28, 3), Err(Error::GridTooLarge { workgroups: 28, max: 3, .. })));
+        assert!(matches!(
+            split_grid("t", 28, 3),
+            Err(Error::GridTooLarge {
+                workgroups: 28,
+                max: 3,
+                ..
+            })
+        ));
         assert!(matches!(split_grid("t", 0, 3), Err(Error::ZeroSized(_))));
-        assert!(matches!(split_grid("t", 1 << 33, 65535), Err(Error::GridTooLarge { .. })));
+        assert!(matches!(
+            split_grid("t", 1 << 33, 65535),
+            Err(Error::GridTooLarge { .. })
+        ));
     }
 }

@@ -21,16 +21,31 @@ pub enum Error {
     Heads { hq: usize, hkv: usize },
     /// A mask tensor cannot be broadcast to the score shape.
     #[error("mask of shape {mask:?} does not broadcast to [B={b}, H={h}, Nq={nq}, Nk={nk}]: each of its dims must be 1 or equal to the score dim ([B|1, H|1, Nq|1, Nk|1])")]
-    MaskBroadcast { mask: [usize; 4], b: usize, h: usize, nq: usize, nk: usize },
+    MaskBroadcast {
+        mask: [usize; 4],
+        b: usize,
+        h: usize,
+        nq: usize,
+        nk: usize,
+    },
     /// Invalid option value (NaN in a mask, key length out of range, ...).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
     /// A buffer would exceed a limit of the device.
     #[error("{what} needs {bytes} bytes, over the device's {limit_name} of {limit} bytes; use smaller batches or sequence lengths")]
-    BufferTooLarge { what: String, bytes: u64, limit_name: &'static str, limit: u64 },
+    BufferTooLarge {
+        what: String,
+        bytes: u64,
+        limit_name: &'static str,
+        limit: u64,
+    },
     /// The dispatch cannot be expressed within the device's workgroup grid limits.
     #[error("{what} needs {workgroups} workgroups, more than the device can address ({max} per dimension, 3 dimensions)")]
-    GridTooLarge { what: String, workgroups: u64, max: u64 },
+    GridTooLarge {
+        what: String,
+        workgroups: u64,
+        max: u64,
+    },
     /// An optional device feature the operation needs was not granted.
     #[error("the adapter does not provide feature {0}")]
     MissingFeature(&'static str),

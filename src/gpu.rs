@@ -23,11 +23,16 @@ pub struct GpuOptions {
 impl GpuOptions {
     /// Only adapters of the named backend: `vulkan`, `metal`, `dx12`, `gl` or `webgpu`.
     pub fn backend(name: &str) -> Result<Self> {
-        Ok(Self { backends: Some(parse_backend(name)?), ..Self::default() })
+        Ok(Self {
+            backends: Some(parse_backend(name)?),
+            ..Self::default()
+        })
     }
 
     fn resolved_backends(&self) -> wgpu::Backends {
-        self.backends.or_else(wgpu::Backends::from_env).unwrap_or(wgpu::Backends::all())
+        self.backends
+            .or_else(wgpu::Backends::from_env)
+            .unwrap_or(wgpu::Backends::all())
     }
 }
 
@@ -60,7 +65,10 @@ impl Tuning {
     /// The default for an adapter of this type.
     pub fn for_adapter(info: &wgpu::AdapterInfo) -> Self {
         let cpu = info.device_type == wgpu::DeviceType::Cpu;
-        let mut t = Tuning { staged: !cpu, softmax_workgroup: if cpu { 8 } else { 128 } };
+        let mut t = Tuning {
+            staged: !cpu,
+            softmax_workgroup: if cpu { 8 } else { 128 },
+        };
         if let Ok(v) = std::env::var("WGPU_ATTENTION_STAGED") {
             t.staged = v != "0";
         }
@@ -114,7 +122,10 @@ impl Gpu {
     pub async fn new(options: &GpuOptions) -> Result<Gpu> {
         let backends = options.resolved_backends();
         let inst = instance(backends);
-        let name = options.adapter_name.clone().or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok());
+        let name = options
+            .adapter_name
+            .clone()
+            .or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok());
         let adapter = if let Some(name) = name {
             let adapters = inst.enumerate_adapters(backends).await;
             let want = name.to_lowercase();
@@ -122,15 +133,22 @@ impl Gpu {
             adapters
                 .into_iter()
                 .find(|a| a.get_info().name.to_lowercase().contains(&want))
-                .ok_or_else(|| Error::NoAdapter(format!("no adapter name contains {name:?}; present: {names:?}")))?
+                .ok_or_else(|| {
+                    Error::NoAdapter(format!(
+                        "no adapter name contains {name:?}; present: {names:?}"
+                    ))
+                })?
         } else {
             let power = options
                 .power_preference
                 .or_else(wgpu::PowerPreference::from_env)
                 .unwrap_or(wgpu::PowerPreference::HighPerformance);
-            inst.request_adapter(&wgpu::RequestAdapterOptions { power_preference: power, ..Default::default() })
-                .await
-                .map_err(|e| Error::NoAdapter(format!("backends {backends:?}: {e}")))?
+            inst.request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: power,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::NoAdapter(format!("backends {backends:?}: {e}")))?
         };
         Self::from_adapter(adapter).await
     }
@@ -177,7 +195,10 @@ impl Gpu {
                 trace: wgpu::Trace::Off,
             })
             .await
-            .map_err(|e| Error::RequestDevice { adapter: info.name.clone(), reason: e.to_string() })?;
+            .map_err(|e| Error::RequestDevice {
+                adapter: info.name.clone(),
+                reason: e.to_string(),
+            })?;
         let error = Arc::new(Mutex::new(None::<String>));
         let sink = error.clone();
         // wgpu's default handler panics; record the first error and report it from
@@ -189,7 +210,8 @@ impl Gpu {
         let lost = Arc::new(Mutex::new(None::<String>));
         let lost_sink = lost.clone();
         device.set_device_lost_callback(move |reason, msg| {
-            *lost_sink.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("{reason:?}: {msg}"));
+            *lost_sink.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(format!("{reason:?}: {msg}"));
         });
         let dummy = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("absent binding"),
@@ -249,7 +271,10 @@ impl Gpu {
     /// One line: `name (backend, device type, driver)`.
     pub fn describe(&self) -> String {
         let i = &self.inner.info;
-        format!("{} ({:?}, {:?}, {} {})", i.name, i.backend, i.device_type, i.driver, i.driver_info)
+        format!(
+            "{} ({:?}, {:?}, {} {})",
+            i.name, i.backend, i.device_type, i.driver, i.driver_info
+        )
     }
 
     /// Current kernel variant choices.
@@ -272,10 +297,22 @@ impl Gpu {
 
     /// Returns the first uncaptured GPU error or device loss since the last check.
     pub(crate) fn take_error(&self) -> Result<()> {
-        if let Some(msg) = self.inner.lost.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+        if let Some(msg) = self
+            .inner
+            .lost
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
             return Err(Error::DeviceLost(msg));
         }
-        match self.inner.error.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        match self
+            .inner
+            .error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
             Some(msg) => Err(Error::Gpu(msg)),
             None => Ok(()),
         }
@@ -283,7 +320,13 @@ impl Gpu {
 
     /// Fails once the device is lost or destroyed, before wgpu is asked for more.
     pub(crate) fn check_alive(&self) -> Result<()> {
-        match self.inner.lost.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+        match self
+            .inner
+            .lost
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
             Some(msg) => Err(Error::DeviceLost(msg)),
             None => Ok(()),
         }
@@ -291,7 +334,12 @@ impl Gpu {
 
     /// A buffer holding `bytes` (padded to 4), written through the queue (no
     /// mapping, so a lost device is an error rather than a panic in wgpu).
-    pub(crate) fn upload(&self, what: &str, bytes: &[u8], usage: wgpu::BufferUsages) -> Result<wgpu::Buffer> {
+    pub(crate) fn upload(
+        &self,
+        what: &str,
+        bytes: &[u8],
+        usage: wgpu::BufferUsages,
+    ) -> Result<wgpu::Buffer> {
         self.check_alive()?;
         let size = (bytes.len() as u64).max(4).div_ceil(4) * 4;
         if usage.contains(wgpu::BufferUsages::STORAGE) {
@@ -313,14 +361,19 @@ impl Gpu {
     pub(crate) fn check_storage_size(&self, what: &str, bytes: u64) -> Result<()> {
         let l = &self.inner.limits;
         if bytes > l.max_buffer_size {
-            return Err(Error::BufferTooLarge { what: what.into(), bytes, limit_name: "max_buffer_size", limit: l.max_buffer_size });
+            return Err(Error::BufferTooLarge {
+                what: what.into(),
+                bytes,
+                limit_name: "max_buffer_size",
+                limit: l.max_buffer_size,
+            });
         }
-        if bytes > l.max_storage_buffer_binding_size as u64 {
+        if bytes > l.max_storage_buffer_binding_size {
             return Err(Error::BufferTooLarge {
                 what: what.into(),
                 bytes,
                 limit_name: "max_storage_buffer_binding_size",
-                limit: l.max_storage_buffer_binding_size as u64,
+                limit: l.max_storage_buffer_binding_size,
             });
         }
         Ok(())
@@ -335,7 +388,9 @@ impl Gpu {
         let buf = self.inner.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(what),
             size: bytes,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
         if self.inner.poison.load(Ordering::Relaxed) {

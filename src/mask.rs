@@ -170,12 +170,27 @@ impl HostMask {
 }
 
 /// Shared broadcast rule for dense masks: every dim is 1 or the full size.
-pub(crate) fn check_mask_broadcast(dims: [usize; 4], b: usize, h: usize, nq: usize, nk: usize) -> Result<()> {
-    let ok = dims.iter().zip([b, h, nq, nk]).all(|(&m, full)| m == 1 || m == full);
+pub(crate) fn check_mask_broadcast(
+    dims: [usize; 4],
+    b: usize,
+    h: usize,
+    nq: usize,
+    nk: usize,
+) -> Result<()> {
+    let ok = dims
+        .iter()
+        .zip([b, h, nq, nk])
+        .all(|(&m, full)| m == 1 || m == full);
     if ok {
         Ok(())
     } else {
-        Err(Error::MaskBroadcast { mask: dims, b, h, nq, nk })
+        Err(Error::MaskBroadcast {
+            mask: dims,
+            b,
+            h,
+            nq,
+            nk,
+        })
     }
 }
 
@@ -184,14 +199,27 @@ mod tests {
     use super::*;
 
     fn grid(m: &Masking, nq: usize, nk: usize) -> Vec<String> {
-        (0..nq).map(|i| (0..nk).map(|j| if m.visible(0, i, j, nq, nk) { '1' } else { '.' }).collect()).collect()
+        (0..nq)
+            .map(|i| {
+                (0..nk)
+                    .map(|j| if m.visible(0, i, j, nq, nk) { '1' } else { '.' })
+                    .collect()
+            })
+            .collect()
     }
 
     #[test]
     fn causal_alignments_follow_pytorch_and_flash_attention() {
-        let tl = Masking { causal: true, alignment: Alignment::TopLeft, ..Default::default() };
+        let tl = Masking {
+            causal: true,
+            alignment: Alignment::TopLeft,
+            ..Default::default()
+        };
         assert_eq!(grid(&tl, 2, 4), ["1...", "11.."]);
-        let br = Masking { causal: true, ..Default::default() };
+        let br = Masking {
+            causal: true,
+            ..Default::default()
+        };
         assert_eq!(grid(&br, 2, 4), ["111.", "1111"]);
         // More queries than keys, bottom-right: the first row sees nothing.
         assert_eq!(grid(&br, 3, 2), ["..", "1.", "11"]);
@@ -199,13 +227,27 @@ mod tests {
 
     #[test]
     fn window_and_key_lengths() {
-        let w = Masking { window: Some(Window { left: 1, right: 1 }), alignment: Alignment::TopLeft, ..Default::default() };
+        let w = Masking {
+            window: Some(Window { left: 1, right: 1 }),
+            alignment: Alignment::TopLeft,
+            ..Default::default()
+        };
         assert_eq!(grid(&w, 3, 4), ["11..", "111.", ".111"]);
-        let k = Masking { key_lengths: Some(vec![2]), ..Default::default() };
+        let k = Masking {
+            key_lengths: Some(vec![2]),
+            ..Default::default()
+        };
         assert_eq!(grid(&k, 1, 4), ["11.."]);
         assert!(k.validate(1, 4).is_ok());
         assert!(matches!(k.validate(2, 4), Err(Error::InvalidArgument(_))));
-        assert!(matches!(Masking { key_lengths: Some(vec![5]), ..Default::default() }.validate(1, 4), Err(Error::InvalidArgument(_))));
+        assert!(matches!(
+            Masking {
+                key_lengths: Some(vec![5]),
+                ..Default::default()
+            }
+            .validate(1, 4),
+            Err(Error::InvalidArgument(_))
+        ));
     }
 
     #[test]
@@ -213,7 +255,10 @@ mod tests {
         let m = HostMask::bool(vec![true; 2 * 3], [2, 1, 1, 3]).unwrap();
         assert_eq!(m.index(1, 5, 7, 2), 5);
         assert!(m.check_broadcast(2, 8, 9, 3).is_ok());
-        assert!(matches!(m.check_broadcast(3, 8, 9, 3), Err(Error::MaskBroadcast { .. })));
+        assert!(matches!(
+            m.check_broadcast(3, 8, 9, 3),
+            Err(Error::MaskBroadcast { .. })
+        ));
         assert_eq!(additive_floor(f32::NEG_INFINITY), ADDITIVE_FLOOR);
         assert_eq!(additive_floor(-3.0), -3.0);
     }

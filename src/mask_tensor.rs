@@ -39,7 +39,12 @@ impl MaskTensor {
             }
         };
         let buffer = gpu.upload("mask", &bytes, wgpu::BufferUsages::STORAGE)?;
-        Ok(MaskTensor { gpu: gpu.clone(), buffer: Arc::new(buffer), dims: host.dims, kind })
+        Ok(MaskTensor {
+            gpu: gpu.clone(),
+            buffer: Arc::new(buffer),
+            dims: host.dims,
+            kind,
+        })
     }
 
     pub fn dims(&self) -> [usize; 4] {
@@ -52,7 +57,13 @@ impl MaskTensor {
 
     /// Element strides for `[b, h, i, j]`, 0 on broadcast (size-1) dims, after
     /// checking that the mask broadcasts to `[b, h, nq, nk]`.
-    pub(crate) fn broadcast_strides(&self, b: usize, h: usize, nq: usize, nk: usize) -> Result<[u32; 4]> {
+    pub(crate) fn broadcast_strides(
+        &self,
+        b: usize,
+        h: usize,
+        nq: usize,
+        nk: usize,
+    ) -> Result<[u32; 4]> {
         crate::mask::check_mask_broadcast(self.dims, b, h, nq, nk)?;
         let [_, mh, mq, mk] = self.dims;
         let full = [mh * mq * mk, mq * mk, mk, 1];
@@ -67,7 +78,9 @@ impl MaskTensor {
         if std::sync::Arc::ptr_eq(&self.gpu.inner, &gpu.inner) {
             Ok(())
         } else {
-            Err(Error::InvalidArgument("the mask was uploaded to a different device than the tensors".into()))
+            Err(Error::InvalidArgument(
+                "the mask was uploaded to a different device than the tensors".into(),
+            ))
         }
     }
 
@@ -76,7 +89,10 @@ impl MaskTensor {
         if self.kind == kind {
             Ok(())
         } else {
-            Err(Error::InvalidArgument(format!("{what} takes an {kind:?} mask, got a {:?} mask", self.kind)))
+            Err(Error::InvalidArgument(format!(
+                "{what} takes an {kind:?} mask, got a {:?} mask",
+                self.kind
+            )))
         }
     }
 }

@@ -23,7 +23,10 @@ const SHARED: &[(&str, &str)] = &[
 /// If `name` is not a kernel of this crate or an import is unknown (both are
 /// build-time facts checked by the test suite).
 pub fn source(name: &str) -> String {
-    let (_, text) = KERNELS.iter().find(|(n, _)| *n == name).unwrap_or_else(|| panic!("no kernel named {name}"));
+    let (_, text) = KERNELS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .unwrap_or_else(|| panic!("no kernel named {name}"));
     let mut out = String::new();
     let mut seen = Vec::new();
     resolve(text, &mut out, &mut seen);

@@ -37,13 +37,23 @@ impl AttnShape {
 
     /// Rejects zero dims and head counts that do not divide.
     pub fn validate(&self) -> Result<()> {
-        for (name, v) in [("B", self.b), ("Hq", self.hq), ("Hkv", self.hkv), ("Nq", self.nq), ("Nk", self.nk), ("D", self.d)] {
+        for (name, v) in [
+            ("B", self.b),
+            ("Hq", self.hq),
+            ("Hkv", self.hkv),
+            ("Nq", self.nq),
+            ("Nk", self.nk),
+            ("D", self.d),
+        ] {
             if v == 0 {
                 return Err(Error::ZeroSized(name.to_string()));
             }
         }
-        if self.hq % self.hkv != 0 {
-            return Err(Error::Heads { hq: self.hq, hkv: self.hkv });
+        if !self.hq.is_multiple_of(self.hkv) {
+            return Err(Error::Heads {
+                hq: self.hq,
+                hkv: self.hkv,
+            });
         }
         Ok(())
     }

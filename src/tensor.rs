@@ -73,58 +73,122 @@ impl Tensor {
 
     /// Uploads `data` as the memory of a tensor with explicit `strides` and
     /// `offset` (elements). Every addressed element must lie inside `data`.
-    pub fn from_strided(gpu: &Gpu, data: &[f32], shape: &[usize], strides: &[usize], offset: usize) -> Result<Tensor> {
+    pub fn from_strided(
+        gpu: &Gpu,
+        data: &[f32],
+        shape: &[usize],
+        strides: &[usize],
+        offset: usize,
+    ) -> Result<Tensor> {
         if shape.len() != strides.len() {
-            return Err(Error::Shape(format!("shape {shape:?} and strides {strides:?} differ in rank")));
+            return Err(Error::Shape(format!(
+                "shape {shape:?} and strides {strides:?} differ in rank"
+            )));
         }
         if let Some(i) = shape.iter().position(|&n| n == 0) {
-            return Err(Error::ZeroSized(format!("dim {i} of tensor shape {shape:?}")));
+            return Err(Error::ZeroSized(format!(
+                "dim {i} of tensor shape {shape:?}"
+            )));
         }
-        let span = offset + shape.iter().zip(strides).map(|(&n, &s)| (n - 1) * s).sum::<usize>() + 1;
+        let span = offset
+            + shape
+                .iter()
+                .zip(strides)
+                .map(|(&n, &s)| (n - 1) * s)
+                .sum::<usize>()
+            + 1;
         if span > data.len() {
             return Err(Error::Shape(format!(
                 "shape {shape:?} with strides {strides:?} and offset {offset} addresses {span} elements but data has {}",
                 data.len()
             )));
         }
-        let buffer = gpu.upload("tensor", bytemuck::cast_slice(data), wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC)?;
-        Ok(Tensor { gpu: gpu.clone(), buffer: Arc::new(buffer), shape: shape.to_vec(), strides: strides.to_vec(), offset })
+        let buffer = gpu.upload(
+            "tensor",
+            bytemuck::cast_slice(data),
+            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+        )?;
+        Ok(Tensor {
+            gpu: gpu.clone(),
+            buffer: Arc::new(buffer),
+            shape: shape.to_vec(),
+            strides: strides.to_vec(),
+            offset,
+        })
     }
 
     /// Uploads logical `[B, H, N, D]` data (given in BHND order), stored in `layout`.
     pub fn from_bhnd(gpu: &Gpu, data: &[f32], dims: [usize; 4], layout: Layout) -> Result<Tensor> {
         let n: usize = dims.iter().product();
         if data.len() != n {
-            return Err(Error::Shape(format!("data has {} elements, dims {dims:?} need {n}", data.len())));
+            return Err(Error::Shape(format!(
+                "data has {} elements, dims {dims:?} need {n}",
+                data.len()
+            )));
         }
-        Self::from_strided(gpu, &layout.from_bhnd(data, dims), &dims, &layout.strides(dims), 0)
+        Self::from_strided(
+            gpu,
+            &layout.from_bhnd(data, dims),
+            &dims,
+            &layout.strides(dims),
+            0,
+        )
     }
 
     /// A new uninitialized (zero, or NaN when poisoning) tensor for kernel output.
-    pub(crate) fn output(gpu: &Gpu, what: &str, shape: &[usize], strides: Option<Vec<usize>>) -> Result<Tensor> {
+    pub(crate) fn output(
+        gpu: &Gpu,
+        what: &str,
+        shape: &[usize],
+        strides: Option<Vec<usize>>,
+    ) -> Result<Tensor> {
         if let Some(i) = shape.iter().position(|&n| n == 0) {
-            return Err(Error::ZeroSized(format!("dim {i} of {what} shape {shape:?}")));
+            return Err(Error::ZeroSized(format!(
+                "dim {i} of {what} shape {shape:?}"
+            )));
         }
         let n: u64 = shape.iter().map(|&v| v as u64).product();
         let buffer = gpu.alloc(what, n * 4)?;
         let strides = strides.unwrap_or_else(|| contiguous_strides(shape));
-        Ok(Tensor { gpu: gpu.clone(), buffer: Arc::new(buffer), shape: shape.to_vec(), strides, offset: 0 })
+        Ok(Tensor {
+            gpu: gpu.clone(),
+            buffer: Arc::new(buffer),
+            shape: shape.to_vec(),
+            strides,
+            offset: 0,
+        })
     }
 
     /// A view of the same memory with other shape, strides and offset (no copy).
     /// Used to split or merge heads as stride changes.
     pub fn view(&self, shape: &[usize], strides: &[usize], offset: usize) -> Result<Tensor> {
         if shape.len() != strides.len() {
-            return Err(Error::Shape(format!("shape {shape:?} and strides {strides:?} differ in rank")));
+            return Err(Error::Shape(format!(
+                "shape {shape:?} and strides {strides:?} differ in rank"
+            )));
         }
         if let Some(i) = shape.iter().position(|&n| n == 0) {
             return Err(Error::ZeroSized(format!("dim {i} of view shape {shape:?}")));
         }
-        let span = offset + shape.iter().zip(strides).map(|(&n, &s)| (n - 1) * s).sum::<usize>() + 1;
+        let span = offset
+            + shape
+                .iter()
+                .zip(strides)
+                .map(|(&n, &s)| (n - 1) * s)
+                .sum::<usize>()
+            + 1;
         if span as u64 * 4 > self.buffer.size() {
-            return Err(Error::Shape(format!("view {shape:?}/{strides:?}+{offset} reaches past the buffer")));
+            return Err(Error::Shape(format!(
+                "view {shape:?}/{strides:?}+{offset} reaches past the buffer"
+            )));
         }
-        Ok(Tensor { gpu: self.gpu.clone(), buffer: self.buffer.clone(), shape: shape.to_vec(), strides: strides.to_vec(), offset })
+        Ok(Tensor {
+            gpu: self.gpu.clone(),
+            buffer: self.buffer.clone(),
+            shape: shape.to_vec(),
+            strides: strides.to_vec(),
+            offset,
+        })
     }
 
     pub fn shape(&self) -> &[usize] {
@@ -160,10 +224,12 @@ impl Tensor {
 
     /// The shape as `[B, H, N, D]`, or a shape error naming `what`.
     pub fn dims4(&self, what: &str) -> Result<[usize; 4]> {
-        self.shape
-            .as_slice()
-            .try_into()
-            .map_err(|_| Error::Shape(format!("{what} must be 4-D [B, H, N, D], got shape {:?}", self.shape)))
+        self.shape.as_slice().try_into().map_err(|_| {
+            Error::Shape(format!(
+                "{what} must be 4-D [B, H, N, D], got shape {:?}",
+                self.shape
+            ))
+        })
     }
 
     /// The layout whose stride order this tensor follows (BNHD when the head
@@ -178,10 +244,19 @@ impl Tensor {
 
     /// Downloads the logical elements in row-major order of the shape.
     pub async fn to_vec(&self) -> Result<Vec<f32>> {
-        let span = self.offset + self.shape.iter().zip(&self.strides).map(|(&n, &s)| (n - 1) * s).sum::<usize>() + 1;
+        let span = self.offset
+            + self
+                .shape
+                .iter()
+                .zip(&self.strides)
+                .map(|(&n, &s)| (n - 1) * s)
+                .sum::<usize>()
+            + 1;
         let raw = read_buffer(&self.gpu, &self.buffer, 0, span as u64 * 4).await?;
         let words: &[f32] = bytemuck::cast_slice(&raw);
-        Ok((0..self.len()).map(|i| words[self.offset + physical_index(i, &self.shape, &self.strides)]).collect())
+        Ok((0..self.len())
+            .map(|i| words[self.offset + physical_index(i, &self.shape, &self.strides)])
+            .collect())
     }
 
     /// Blocking [`Tensor::to_vec`].
@@ -192,11 +267,21 @@ impl Tensor {
 }
 
 /// Copies `bytes` of `buffer` from `offset` into a mappable buffer and reads them.
-pub(crate) async fn read_buffer(gpu: &Gpu, buffer: &wgpu::Buffer, offset: u64, bytes: u64) -> Result<Vec<u8>> {
+pub(crate) async fn read_buffer(
+    gpu: &Gpu,
+    buffer: &wgpu::Buffer,
+    offset: u64,
+    bytes: u64,
+) -> Result<Vec<u8>> {
     gpu.check_alive()?;
     let bytes = bytes.div_ceil(4) * 4;
     if bytes > gpu.limits().max_buffer_size {
-        return Err(Error::BufferTooLarge { what: "readback".into(), bytes, limit_name: "max_buffer_size", limit: gpu.limits().max_buffer_size });
+        return Err(Error::BufferTooLarge {
+            what: "readback".into(),
+            bytes,
+            limit_name: "max_buffer_size",
+            limit: gpu.limits().max_buffer_size,
+        });
     }
     let staging = gpu.device().create_buffer(&wgpu::BufferDescriptor {
         label: Some("readback"),
@@ -205,19 +290,25 @@ pub(crate) async fn read_buffer(gpu: &Gpu, buffer: &wgpu::Buffer, offset: u64, b
         mapped_at_creation: false,
     });
     let mut rec = gpu.recorder();
-    rec.encoder().copy_buffer_to_buffer(buffer, offset, &staging, 0, bytes);
+    rec.encoder()
+        .copy_buffer_to_buffer(buffer, offset, &staging, 0, bytes);
     rec.submit()?;
     let (tx, rx) = futures::channel::oneshot::channel();
     staging.map_async(wgpu::MapMode::Read, .., move |r| {
         let _ = tx.send(r);
     });
     #[cfg(not(target_arch = "wasm32"))]
-    gpu.device().poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::DeviceLost(e.to_string()))?;
+    gpu.device()
+        .poll(wgpu::PollType::wait_indefinitely())
+        .map_err(|e| Error::DeviceLost(e.to_string()))?;
     rx.await
         .map_err(|_| Error::Readback("mapping callback dropped".into()))?
         .map_err(|e| Error::Readback(e.to_string()))?;
     gpu.take_error()?;
-    let data = staging.get_mapped_range(..).map_err(|e| Error::Readback(e.to_string()))?.to_vec();
+    let data = staging
+        .get_mapped_range(..)
+        .map_err(|e| Error::Readback(e.to_string()))?
+        .to_vec();
     staging.unmap();
     Ok(data)
 }

@@ -55,7 +55,13 @@ impl fmt::Display for Report {
 /// Infinite reference values (the `-inf` LSE of a fully masked row) must be
 /// matched exactly and are left out of the norms.
 pub fn verify(got: &[f32], expected: &[f64]) -> Report {
-    assert_eq!(got.len(), expected.len(), "verify: got {} values, reference has {}", got.len(), expected.len());
+    assert_eq!(
+        got.len(),
+        expected.len(),
+        "verify: got {} values, reference has {}",
+        got.len(),
+        expected.len()
+    );
     let mut r = Report {
         len: got.len(),
         max_abs: 0.0,
@@ -90,7 +96,11 @@ pub fn verify(got: &[f32], expected: &[f64]) -> Report {
             r.worst_index = i;
         }
     }
-    r.rel_l2 = if ref2 > 0.0 { (diff2 / ref2).sqrt() } else { diff2.sqrt() };
+    r.rel_l2 = if ref2 > 0.0 {
+        (diff2 / ref2).sqrt()
+    } else {
+        diff2.sqrt()
+    };
     if let Some(i) = first_bad {
         r.worst_index = i;
     }
@@ -113,7 +123,11 @@ pub struct Tolerance {
 
 impl Tolerance {
     /// f32 storage and arithmetic against the f64 reference.
-    pub const F32: Tolerance = Tolerance { rel_l2: 1e-5, elem_abs: 1e-4, elem_rel: 1e-4 };
+    pub const F32: Tolerance = Tolerance {
+        rel_l2: 1e-5,
+        elem_abs: 1e-4,
+        elem_rel: 1e-4,
+    };
 }
 
 /// Panics with a full report (and `context`, e.g. the seed and adapter) unless
@@ -122,16 +136,19 @@ pub fn assert_close(got: &[f32], expected: &[f64], tol: Tolerance, context: &str
     let r = verify(got, expected);
     let finite: Vec<f64> = expected.iter().copied().filter(|e| e.is_finite()).collect();
     let rms = (finite.iter().map(|e| e * e).sum::<f64>() / finite.len().max(1) as f64).sqrt();
-    let bad = got
-        .iter()
-        .zip(expected)
-        .enumerate()
-        .find(|&(_, (&g, &e))| {
-            e.is_finite()
-                && !approx::relative_eq!(g as f64, e, epsilon = tol.elem_abs * rms.max(f64::MIN_POSITIVE), max_relative = tol.elem_rel)
-        });
+    let bad = got.iter().zip(expected).enumerate().find(|&(_, (&g, &e))| {
+        e.is_finite()
+            && !approx::relative_eq!(
+                g as f64,
+                e,
+                epsilon = tol.elem_abs * rms.max(f64::MIN_POSITIVE),
+                max_relative = tol.elem_rel
+            )
+    });
     if !r.passes(tol.rel_l2) || bad.is_some() {
-        let elem = bad.map_or(String::new(), |(i, (g, e))| format!("\n  first element out of tolerance: [{i}] got {g} expected {e}"));
+        let elem = bad.map_or(String::new(), |(i, (g, e))| {
+            format!("\n  first element out of tolerance: [{i}] got {g} expected {e}")
+        });
         panic!("{context}: result differs from the f64 reference ({tol:?})\n  {r}{elem}");
     }
     r
@@ -146,8 +163,14 @@ mod tests {
         let r = verify(&[1.0, 2.0, 3.5], &[1.0, 2.0, 3.0]);
         assert_eq!((r.max_abs, r.worst_index, r.nan_count), (0.5, 2, 0));
         assert!((r.rel_l2 - 0.5 / 14f64.sqrt()).abs() < 1e-12);
-        let r = verify(&[f32::NAN, f32::NEG_INFINITY, 0.0], &[1.0, f64::NEG_INFINITY, f64::NEG_INFINITY]);
-        assert_eq!((r.nan_count, r.nonfinite_mismatches, r.worst_index), (1, 1, 0));
+        let r = verify(
+            &[f32::NAN, f32::NEG_INFINITY, 0.0],
+            &[1.0, f64::NEG_INFINITY, f64::NEG_INFINITY],
+        );
+        assert_eq!(
+            (r.nan_count, r.nonfinite_mismatches, r.worst_index),
+            (1, 1, 0)
+        );
         assert!(!r.passes(1.0));
     }
 

@@ -18,7 +18,8 @@ fn every_shader_parses_validates_and_specializes() {
     assert!(!wgpu_attention::shaders::KERNELS.is_empty());
     for (name, _) in wgpu_attention::shaders::KERNELS {
         let src = wgpu_attention::shaders::source(name);
-        let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| panic!("{name}.wgsl:\n{}", e.emit_to_string_with_path(&src, name)));
+        let module = naga::front::wgsl::parse_str(&src)
+            .unwrap_or_else(|e| panic!("{name}.wgsl:\n{}", e.emit_to_string_with_path(&src, name)));
         let info = Validator::new(ValidationFlags::all(), Capabilities::all())
             .validate(&module)
             .unwrap_or_else(|e| panic!("{name}.wgsl:\n{}", e.emit_to_string_with_path(&src, name)));
@@ -27,10 +28,16 @@ fn every_shader_parses_validates_and_specializes() {
             for (k, v) in &spec {
                 constants.insert(k.to_string(), *v);
             }
-            let (m, i) = naga::back::pipeline_constants::process_overrides(&module, &info, Some((naga::ShaderStage::Compute, "main")), &constants)
-                .unwrap_or_else(|e| panic!("{name} with {spec:?}: {e}"));
-            let words = naga::back::spv::write_vec(&m, &i, &naga::back::spv::Options::default(), None)
-                .unwrap_or_else(|e| panic!("{name} with {spec:?} to SPIR-V: {e}"));
+            let (m, i) = naga::back::pipeline_constants::process_overrides(
+                &module,
+                &info,
+                Some((naga::ShaderStage::Compute, "main")),
+                &constants,
+            )
+            .unwrap_or_else(|e| panic!("{name} with {spec:?}: {e}"));
+            let words =
+                naga::back::spv::write_vec(&m, &i, &naga::back::spv::Options::default(), None)
+                    .unwrap_or_else(|e| panic!("{name} with {spec:?} to SPIR-V: {e}"));
             assert!(words.len() > 5, "{name}: empty SPIR-V");
         }
     }

@@ -27,7 +27,9 @@ pub(crate) fn same_device(a: &Tensor, b: &Tensor, what: &str) -> Result<()> {
     if std::sync::Arc::ptr_eq(&a.gpu().inner, &b.gpu().inner) {
         Ok(())
     } else {
-        Err(Error::InvalidArgument(format!("{what}: tensors live on different devices")))
+        Err(Error::InvalidArgument(format!(
+            "{what}: tensors live on different devices"
+        )))
     }
 }
 
@@ -37,12 +39,23 @@ pub(crate) fn attn_shape(q: &Tensor, k: &Tensor) -> Result<AttnShape> {
     let [b, hq, nq, d] = q.dims4("Q")?;
     let [bk, hkv, nk, dk] = k.dims4("K")?;
     if b != bk {
-        return Err(Error::Shape(format!("Q has batch {b} but K has batch {bk}")));
+        return Err(Error::Shape(format!(
+            "Q has batch {b} but K has batch {bk}"
+        )));
     }
     if d != dk {
-        return Err(Error::Shape(format!("head dim differs: Q has D = {d}, K has D = {dk}")));
+        return Err(Error::Shape(format!(
+            "head dim differs: Q has D = {d}, K has D = {dk}"
+        )));
     }
-    let shape = AttnShape { b, hq, hkv, nq, nk, d };
+    let shape = AttnShape {
+        b,
+        hq,
+        hkv,
+        nq,
+        nk,
+        d,
+    };
     shape.validate()?;
     Ok(shape)
 }

@@ -7,7 +7,10 @@ use crate::error::Result;
 use crate::mask_tensor::{MaskKind, MaskTensor};
 use crate::tensor::Tensor;
 
-const SPEC: KernelSpec = KernelSpec { name: "scores", storage_read_only: &[true, true, true, false] };
+const SPEC: KernelSpec = KernelSpec {
+    name: "scores",
+    storage_read_only: &[true, true, true, false],
+};
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -32,7 +35,12 @@ struct Params {
 /// Scores `[B, Hq, Nq, Nk]` of `q` `[B, Hq, Nq, D]` against `k` `[B, Hkv, Nk, D]`
 /// (any strides; `Hq % Hkv == 0`). `scale` defaults to `1/sqrt(D)`; `bias` is an
 /// additive mask broadcastable to the scores.
-pub fn scores(q: &Tensor, k: &Tensor, scale: Option<f32>, bias: Option<&MaskTensor>) -> Result<Tensor> {
+pub fn scores(
+    q: &Tensor,
+    k: &Tensor,
+    scale: Option<f32>,
+    bias: Option<&MaskTensor>,
+) -> Result<Tensor> {
     let mut rec = q.gpu().recorder();
     let s = record_scores(&mut rec, q, k, scale, bias)?;
     rec.submit()?;
@@ -40,7 +48,13 @@ pub fn scores(q: &Tensor, k: &Tensor, scale: Option<f32>, bias: Option<&MaskTens
 }
 
 /// Records [`scores`] without submitting.
-pub fn record_scores(rec: &mut Recorder<'_>, q: &Tensor, k: &Tensor, scale: Option<f32>, bias: Option<&MaskTensor>) -> Result<Tensor> {
+pub fn record_scores(
+    rec: &mut Recorder<'_>,
+    q: &Tensor,
+    k: &Tensor,
+    scale: Option<f32>,
+    bias: Option<&MaskTensor>,
+) -> Result<Tensor> {
     let sh = attn_shape(q, k)?;
     let gpu = q.gpu();
     let m_s = match bias {
@@ -73,6 +87,17 @@ pub fn record_scores(rec: &mut Recorder<'_>, q: &Tensor, k: &Tensor, scale: Opti
     let out = Tensor::output(gpu, "scores", &[sh.b, sh.hq, sh.nq, sh.nk], None)?;
     let kernel = gpu.kernel(&SPEC, &[("STAGED", rec.tuning().staged as u32 as f64)])?;
     let total = (sh.b * sh.hq) as u64 * params.tiles_m as u64 * params.tiles_n as u64;
-    rec.dispatch(&kernel, "scores", &params, &[Some(q.buffer()), Some(k.buffer()), bias.map(|m| &*m.buffer), Some(out.buffer())], total)?;
+    rec.dispatch(
+        &kernel,
+        "scores",
+        &params,
+        &[
+            Some(q.buffer()),
+            Some(k.buffer()),
+            bias.map(|m| &*m.buffer),
+            Some(out.buffer()),
+        ],
+        total,
+    )?;
     Ok(out)
 }

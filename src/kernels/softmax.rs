@@ -7,7 +7,10 @@ use crate::mask::Masking;
 use crate::mask_tensor::{MaskKind, MaskTensor};
 use crate::tensor::Tensor;
 
-const SPEC: KernelSpec = KernelSpec { name: "softmax", storage_read_only: &[true, true, true, false, false] };
+const SPEC: KernelSpec = KernelSpec {
+    name: "softmax",
+    storage_read_only: &[true, true, true, false, false],
+};
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -40,7 +43,12 @@ pub struct SoftmaxOutput {
 
 /// Row-wise softmax of contiguous scores `s` `[B, H, Nq, Nk]` under `masking` and
 /// an optional dense `mask` (bool or additive, broadcastable to the scores).
-pub fn softmax(s: &Tensor, masking: &Masking, mask: Option<&MaskTensor>, want_lse: bool) -> Result<SoftmaxOutput> {
+pub fn softmax(
+    s: &Tensor,
+    masking: &Masking,
+    mask: Option<&MaskTensor>,
+    want_lse: bool,
+) -> Result<SoftmaxOutput> {
     let mut rec = s.gpu().recorder();
     let out = record_softmax(&mut rec, s, masking, mask, want_lse)?;
     rec.submit()?;
@@ -48,11 +56,19 @@ pub fn softmax(s: &Tensor, masking: &Masking, mask: Option<&MaskTensor>, want_ls
 }
 
 /// Records [`softmax`] without submitting.
-pub fn record_softmax(rec: &mut Recorder<'_>, s: &Tensor, masking: &Masking, mask: Option<&MaskTensor>, want_lse: bool) -> Result<SoftmaxOutput> {
+pub fn record_softmax(
+    rec: &mut Recorder<'_>,
+    s: &Tensor,
+    masking: &Masking,
+    mask: Option<&MaskTensor>,
+    want_lse: bool,
+) -> Result<SoftmaxOutput> {
     let gpu = s.gpu();
     let [b, h, nq, nk] = s.dims4("scores")?;
     if s.strides() != [h * nq * nk, nq * nk, nk, 1] || s.offset() != 0 {
-        return Err(Error::Shape("scores must be contiguous [B, H, Nq, Nk]".into()));
+        return Err(Error::Shape(
+            "scores must be contiguous [B, H, Nq, Nk]".into(),
+        ));
     }
     masking.validate(b, nk)?;
     let m_s = match mask {
@@ -62,7 +78,9 @@ pub fn record_softmax(rec: &mut Recorder<'_>, s: &Tensor, masking: &Masking, mas
         }
         None => [0; 4],
     };
-    let window = masking.window.unwrap_or(crate::mask::Window { left: 0, right: 0 });
+    let window = masking
+        .window
+        .unwrap_or(crate::mask::Window { left: 0, right: 0 });
     let params = Params {
         b: b as u32,
         h: h as u32,
@@ -85,13 +103,24 @@ pub fn record_softmax(rec: &mut Recorder<'_>, s: &Tensor, masking: &Masking, mas
         _pad: [0; 3],
     };
     let lengths = match &masking.key_lengths {
-        Some(l) => Some(gpu.upload("key lengths", bytemuck::cast_slice(l), wgpu::BufferUsages::STORAGE)?),
+        Some(l) => Some(gpu.upload(
+            "key lengths",
+            bytemuck::cast_slice(l),
+            wgpu::BufferUsages::STORAGE,
+        )?),
         None => None,
     };
     let p = Tensor::output(gpu, "attention weights", &[b, h, nq, nk], None)?;
-    let lse = if want_lse { Some(Tensor::output(gpu, "lse", &[b, h, nq], None)?) } else { None };
+    let lse = if want_lse {
+        Some(Tensor::output(gpu, "lse", &[b, h, nq], None)?)
+    } else {
+        None
+    };
     let limits = gpu.limits();
-    let max_wg = limits.max_compute_workgroup_size_x.min(limits.max_compute_invocations_per_workgroup).min(256);
+    let max_wg = limits
+        .max_compute_workgroup_size_x
+        .min(limits.max_compute_invocations_per_workgroup)
+        .min(256);
     let wg = rec.tuning().softmax_workgroup.clamp(1, max_wg);
     let wg = 1u32 << (31 - wg.leading_zeros()); // power of two for the tree reduction
     let kernel = gpu.kernel(&SPEC, &[("WG", wg as f64)])?;
@@ -99,7 +128,13 @@ pub fn record_softmax(rec: &mut Recorder<'_>, s: &Tensor, masking: &Masking, mas
         &kernel,
         "softmax",
         &params,
-        &[Some(s.buffer()), mask.map(|m| &*m.buffer), lengths.as_ref(), Some(p.buffer()), lse.as_ref().map(Tensor::buffer)],
+        &[
+            Some(s.buffer()),
+            mask.map(|m| &*m.buffer),
+            lengths.as_ref(),
+            Some(p.buffer()),
+            lse.as_ref().map(Tensor::buffer),
+        ],
         (b * h * nq) as u64,
     )?;
     Ok(SoftmaxOutput { p, lse })

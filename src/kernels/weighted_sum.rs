@@ -7,7 +7,10 @@ use crate::error::{Error, Result};
 use crate::shape::AttnShape;
 use crate::tensor::{Layout, Tensor};
 
-const SPEC: KernelSpec = KernelSpec { name: "weighted_sum", storage_read_only: &[true, true, false] };
+const SPEC: KernelSpec = KernelSpec {
+    name: "weighted_sum",
+    storage_read_only: &[true, true, false],
+};
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -37,21 +40,40 @@ pub fn weighted_sum(p: &Tensor, v: &Tensor, out_layout: Layout) -> Result<Tensor
 }
 
 /// Records [`weighted_sum`] without submitting.
-pub fn record_weighted_sum(rec: &mut Recorder<'_>, p: &Tensor, v: &Tensor, out_layout: Layout) -> Result<Tensor> {
+pub fn record_weighted_sum(
+    rec: &mut Recorder<'_>,
+    p: &Tensor,
+    v: &Tensor,
+    out_layout: Layout,
+) -> Result<Tensor> {
     same_device(p, v, "P and V")?;
     let [b, hq, nq, nk] = p.dims4("P")?;
     let [bv, hkv, nkv, d] = v.dims4("V")?;
     if p.strides() != [hq * nq * nk, nq * nk, nk, 1] || p.offset() != 0 {
-        return Err(Error::Shape("P must be contiguous [B, Hq, Nq, Nk] (as the softmax kernel writes it)".into()));
+        return Err(Error::Shape(
+            "P must be contiguous [B, Hq, Nq, Nk] (as the softmax kernel writes it)".into(),
+        ));
     }
     if bv != b || nkv != nk {
         return Err(Error::Shape(format!("P is [{b}, {hq}, {nq}, {nk}] but V is [{bv}, {hkv}, {nkv}, {d}]: batch and key count must match")));
     }
-    let sh = AttnShape { b, hq, hkv, nq, nk, d };
+    let sh = AttnShape {
+        b,
+        hq,
+        hkv,
+        nq,
+        nk,
+        d,
+    };
     sh.validate()?;
     let gpu = p.gpu();
     let dims = [b, hq, nq, d];
-    let out = Tensor::output(gpu, "attention output", &dims, Some(out_layout.strides(dims).to_vec()))?;
+    let out = Tensor::output(
+        gpu,
+        "attention output",
+        &dims,
+        Some(out_layout.strides(dims).to_vec()),
+    )?;
     let (v_off, v_s) = addressing(v);
     let (o_off, o_s) = addressing(&out);
     let params = Params {
@@ -71,6 +93,12 @@ pub fn record_weighted_sum(rec: &mut Recorder<'_>, p: &Tensor, v: &Tensor, out_l
     };
     let kernel = gpu.kernel(&SPEC, &[("STAGED", rec.tuning().staged as u32 as f64)])?;
     let total = (b * hq) as u64 * params.tiles_m as u64 * params.tiles_n as u64;
-    rec.dispatch(&kernel, "weighted_sum", &params, &[Some(p.buffer()), Some(v.buffer()), Some(out.buffer())], total)?;
+    rec.dispatch(
+        &kernel,
+        "weighted_sum",
+        &params,
+        &[Some(p.buffer()), Some(v.buffer()), Some(out.buffer())],
+        total,
+    )?;
     Ok(out)
 }

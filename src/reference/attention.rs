@@ -24,14 +24,29 @@ pub struct AttentionOutput {
 }
 
 /// `softmax(scale·QKᵀ + mask) · V` in f64.
-pub fn attention(q: &[f32], k: &[f32], v: &[f32], shape: &AttnShape, opts: &ReferenceOptions) -> AttentionOutput {
+pub fn attention(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    shape: &AttnShape,
+    opts: &ReferenceOptions,
+) -> AttentionOutput {
     let scale = opts.scale.unwrap_or_else(|| shape.default_scale());
     let (bias, dense) = match opts.mask {
         Some(m) if matches!(m.values, MaskValues::Additive(_)) => (Some(m), None),
         other => (None, other),
     };
     let s = scores(q, k, shape, scale, bias);
-    let sm = softmax(&s, [shape.b, shape.hq, shape.nq, shape.nk], &opts.masking, dense);
+    let sm = softmax(
+        &s,
+        [shape.b, shape.hq, shape.nq, shape.nk],
+        &opts.masking,
+        dense,
+    );
     let o = weighted_sum(&sm.p, v, shape);
-    AttentionOutput { o, lse: sm.lse, p: sm.p }
+    AttentionOutput {
+        o,
+        lse: sm.lse,
+        p: sm.p,
+    }
 }

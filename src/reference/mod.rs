@@ -26,7 +26,11 @@ mod tests {
     #[test]
     fn softmax_rows_sum_to_one_and_masked_rows_are_zero() {
         let s = [1.0, 2.0, 3.0, 1e4, -1e4, 0.5];
-        let m = Masking { causal: true, alignment: Alignment::BottomRight, ..Default::default() };
+        let m = Masking {
+            causal: true,
+            alignment: Alignment::BottomRight,
+            ..Default::default()
+        };
         // Nq = 3 > Nk = 2 bottom-right: row 0 sees nothing.
         let out = softmax(&s, [1, 1, 3, 2], &m, None);
         assert_eq!(&out.p[..2], &[0.0, 0.0]);
@@ -41,26 +45,59 @@ mod tests {
     #[test]
     fn additive_neg_inf_excludes_and_large_negative_does_not() {
         let mask = HostMask::additive(vec![f32::NEG_INFINITY, -1e9, 0.0], [1, 1, 1, 3]).unwrap();
-        let out = softmax(&[0.0, 0.0, 0.0], [1, 1, 1, 3], &Masking::default(), Some(&mask));
+        let out = softmax(
+            &[0.0, 0.0, 0.0],
+            [1, 1, 1, 3],
+            &Masking::default(),
+            Some(&mask),
+        );
         assert_eq!(out.p, vec![0.0, 0.0, 1.0]);
         let all_big = HostMask::additive(vec![-1e9, -1e9], [1, 1, 1, 2]).unwrap();
-        let out = softmax(&[0.0, 0.0], [1, 1, 1, 2], &Masking::default(), Some(&all_big));
+        let out = softmax(
+            &[0.0, 0.0],
+            [1, 1, 1, 2],
+            &Masking::default(),
+            Some(&all_big),
+        );
         assert_eq!(out.p, vec![0.5, 0.5]);
     }
 
     #[test]
     fn attention_with_one_key_copies_its_value_and_gqa_shares_kv() {
-        let sh = AttnShape { b: 1, hq: 2, hkv: 1, nq: 2, nk: 1, d: 2 };
+        let sh = AttnShape {
+            b: 1,
+            hq: 2,
+            hkv: 1,
+            nq: 2,
+            nk: 1,
+            d: 2,
+        };
         let q = [0.3, -0.2, 1.0, 2.0, -1.0, 0.0, 5.0, 5.0];
-        let out = attention(&q, &[0.1, 0.2], &[7.0, -3.0], &sh, &ReferenceOptions::default());
+        let out = attention(
+            &q,
+            &[0.1, 0.2],
+            &[7.0, -3.0],
+            &sh,
+            &ReferenceOptions::default(),
+        );
         assert_eq!(out.o, vec![7.0, -3.0, 7.0, -3.0, 7.0, -3.0, 7.0, -3.0]);
         assert!(out.p.iter().all(|&p| p == 1.0));
     }
 
     #[test]
     fn scores_scale_and_posenc_values() {
-        let sh = AttnShape { b: 1, hq: 1, hkv: 1, nq: 1, nk: 1, d: 4 };
-        assert_eq!(scores(&[1.0, 2.0, 3.0, 4.0], &[1.0, 1.0, 1.0, 1.0], &sh, 0.5, None), vec![5.0]);
+        let sh = AttnShape {
+            b: 1,
+            hq: 1,
+            hkv: 1,
+            nq: 1,
+            nk: 1,
+            d: 4,
+        };
+        assert_eq!(
+            scores(&[1.0, 2.0, 3.0, 4.0], &[1.0, 1.0, 1.0, 1.0], &sh, 0.5, None),
+            vec![5.0]
+        );
         assert_eq!(posenc_value(0, 0, 8), 0.0);
         assert_eq!(posenc_value(0, 1, 8), 1.0);
         assert_eq!(posenc_value(3, 0, 8), 3f64.sin());

@@ -3,7 +3,7 @@
 pub fn posenc_value(pos: usize, c: usize, d_model: usize) -> f64 {
     let i = (c / 2) as f64;
     let angle = pos as f64 / 10000f64.powf(2.0 * i / d_model as f64);
-    if c % 2 == 0 {
+    if c.is_multiple_of(2) {
         angle.sin()
     } else {
         angle.cos()

@@ -5,8 +5,16 @@ use crate::shape::AttnShape;
 ///
 /// `bias` must be an additive mask (a bool mask here is a caller bug and panics);
 /// its excluded entries (`<= -1e30`, `-inf`) add [`crate::mask::ADDITIVE_FLOOR`], as on the GPU.
-pub fn scores(q: &[f32], k: &[f32], shape: &AttnShape, scale: f64, bias: Option<&HostMask>) -> Vec<f64> {
-    let AttnShape { b, hq, nq, nk, d, .. } = *shape;
+pub fn scores(
+    q: &[f32],
+    k: &[f32],
+    shape: &AttnShape,
+    scale: f64,
+    bias: Option<&HostMask>,
+) -> Vec<f64> {
+    let AttnShape {
+        b, hq, nq, nk, d, ..
+    } = *shape;
     let g = shape.group();
     let mut s = vec![0.0f64; shape.scores_len()];
     for bi in 0..b {
@@ -16,12 +24,20 @@ pub fn scores(q: &[f32], k: &[f32], shape: &AttnShape, scale: f64, bias: Option<
                 let qrow = &q[((bi * hq + h) * nq + i) * d..][..d];
                 for j in 0..nk {
                     let krow = &k[((bi * shape.hkv + hk) * nk + j) * d..][..d];
-                    let dot: f64 = qrow.iter().zip(krow).map(|(&a, &c)| a as f64 * c as f64).sum();
+                    let dot: f64 = qrow
+                        .iter()
+                        .zip(krow)
+                        .map(|(&a, &c)| a as f64 * c as f64)
+                        .sum();
                     let mut v = scale * dot;
                     if let Some(m) = bias {
                         match &m.values {
-                            MaskValues::Additive(a) => v += additive_floor(a[m.index(bi, h, i, j)]) as f64,
-                            MaskValues::Bool(_) => panic!("reference::scores takes an additive bias, not a bool mask"),
+                            MaskValues::Additive(a) => {
+                                v += additive_floor(a[m.index(bi, h, i, j)]) as f64
+                            }
+                            MaskValues::Bool(_) => {
+                                panic!("reference::scores takes an additive bias, not a bool mask")
+                            }
                         }
                     }
                     s[((bi * hq + h) * nq + i) * nk + j] = v;

@@ -1,4 +1,4 @@
-use crate::mask::{HostMask, Masking, MaskValues, ADDITIVE_MASKED};
+use crate::mask::{HostMask, MaskValues, Masking, ADDITIVE_MASKED};
 
 /// Weights and log-sum-exp of a masked softmax.
 #[derive(Clone, Debug)]
@@ -14,7 +14,12 @@ pub struct SoftmaxOutput {
 /// A key is excluded when a rule of `masking` hides it, when a bool `mask` is
 /// false there, or when its score (after adding an additive `mask`) is at or
 /// below [`ADDITIVE_MASKED`].
-pub fn softmax(scores: &[f64], dims: [usize; 4], masking: &Masking, mask: Option<&HostMask>) -> SoftmaxOutput {
+pub fn softmax(
+    scores: &[f64],
+    dims: [usize; 4],
+    masking: &Masking,
+    mask: Option<&HostMask>,
+) -> SoftmaxOutput {
     let [b, h, nq, nk] = dims;
     let mut p = vec![0.0f64; b * h * nq * nk];
     let mut lse = vec![f64::NEG_INFINITY; b * h * nq];

@@ -2,7 +2,14 @@ use crate::shape::AttnShape;
 
 /// `O[b,h,i,:] = Σ_j P[b,h,i,j] · V[b,h/g,j,:]`.
 pub fn weighted_sum(p: &[f64], v: &[f32], shape: &AttnShape) -> Vec<f64> {
-    let AttnShape { b, hq, hkv, nq, nk, d } = *shape;
+    let AttnShape {
+        b,
+        hq,
+        hkv,
+        nq,
+        nk,
+        d,
+    } = *shape;
     let g = shape.group();
     let mut o = vec![0.0f64; shape.q_len()];
     for bi in 0..b {

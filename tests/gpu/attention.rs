@@ -1,7 +1,10 @@
 use super::{each_gpu, rng, uniform};
 use wgpu_attention::reference::{self, ReferenceOptions};
 use wgpu_attention::verify::{assert_close, Tolerance};
-use wgpu_attention::{record_attention, Alignment, AttentionOptions, AttnShape, Gpu, HostMask, Layout, MaskTensor, Masking, Tensor, Tuning, Window};
+use wgpu_attention::{
+    record_attention, Alignment, AttentionOptions, AttnShape, Gpu, HostMask, Layout, MaskTensor,
+    Masking, Tensor, Tuning, Window,
+};
 
 struct Case {
     sh: AttnShape,
@@ -13,7 +16,13 @@ struct Case {
 
 fn check(gpu: &Gpu, t: Tuning, ctx: &str, c: &Case) {
     let sh = c.sh;
-    let (mut r, ctx) = rng(&format!("{ctx} {sh:?} {:?} {:?} mask={:?} scale={:?}", c.layout, c.masking, c.mask.as_ref().map(|m| m.dims), c.scale));
+    let (mut r, ctx) = rng(&format!(
+        "{ctx} {sh:?} {:?} {:?} mask={:?} scale={:?}",
+        c.layout,
+        c.masking,
+        c.mask.as_ref().map(|m| m.dims),
+        c.scale
+    ));
     let q = uniform(&mut r, sh.q_len(), 1.0);
     let k = uniform(&mut r, sh.kv_len(), 1.0);
     let v = uniform(&mut r, sh.kv_len(), 1.0);
@@ -21,35 +30,106 @@ fn check(gpu: &Gpu, t: Tuning, ctx: &str, c: &Case) {
     let kt = Tensor::from_bhnd(gpu, &k, [sh.b, sh.hkv, sh.nk, sh.d], c.layout).unwrap();
     let vt = Tensor::from_bhnd(gpu, &v, [sh.b, sh.hkv, sh.nk, sh.d], c.layout).unwrap();
     let mt = c.mask.as_ref().map(|m| MaskTensor::upload(gpu, m).unwrap());
-    let opts = AttentionOptions { scale: c.scale, masking: c.masking.clone(), mask: mt.as_ref(), return_weights: true, return_lse: true };
+    let opts = AttentionOptions {
+        scale: c.scale,
+        masking: c.masking.clone(),
+        mask: mt.as_ref(),
+        return_weights: true,
+        return_lse: true,
+    };
     let mut rec = gpu.recorder().with_tuning(t);
     let out = record_attention(&mut rec, &qt, &kt, &vt, &opts).unwrap();
     rec.submit().unwrap();
     assert_eq!(out.o.layout(), c.layout, "{ctx}: O keeps Q's layout");
-    let want = reference::attention(&q, &k, &v, &sh, &ReferenceOptions { scale: c.scale.map(f64::from), masking: c.masking.clone(), mask: c.mask.as_ref() });
-    assert_close(&out.o.to_vec_blocking().unwrap(), &want.o, Tolerance::F32, &format!("{ctx} O"));
-    assert_close(&out.lse.unwrap().to_vec_blocking().unwrap(), &want.lse, Tolerance::F32, &format!("{ctx} LSE"));
-    assert_close(&out.weights.unwrap().to_vec_blocking().unwrap(), &want.p, Tolerance::F32, &format!("{ctx} P"));
+    let want = reference::attention(
+        &q,
+        &k,
+        &v,
+        &sh,
+        &ReferenceOptions {
+            scale: c.scale.map(f64::from),
+            masking: c.masking.clone(),
+            mask: c.mask.as_ref(),
+        },
+    );
+    assert_close(
+        &out.o.to_vec_blocking().unwrap(),
+        &want.o,
+        Tolerance::F32,
+        &format!("{ctx} O"),
+    );
+    assert_close(
+        &out.lse.unwrap().to_vec_blocking().unwrap(),
+        &want.lse,
+        Tolerance::F32,
+        &format!("{ctx} LSE"),
+    );
+    assert_close(
+        &out.weights.unwrap().to_vec_blocking().unwrap(),
+        &want.p,
+        Tolerance::F32,
+        &format!("{ctx} P"),
+    );
 
     // The plain path (no LSE, no weights) binds placeholders instead.
-    let plain = AttentionOptions { return_weights: false, return_lse: false, ..opts };
+    let plain = AttentionOptions {
+        return_weights: false,
+        return_lse: false,
+        ..opts
+    };
     let mut rec = gpu.recorder().with_tuning(t);
     let out = record_attention(&mut rec, &qt, &kt, &vt, &plain).unwrap();
     rec.submit().unwrap();
     assert!(out.lse.is_none() && out.weights.is_none(), "{ctx}");
-    assert_close(&out.o.to_vec_blocking().unwrap(), &want.o, Tolerance::F32, &format!("{ctx} O without LSE"));
+    assert_close(
+        &out.o.to_vec_blocking().unwrap(),
+        &want.o,
+        Tolerance::F32,
+        &format!("{ctx} O without LSE"),
+    );
 }
 
 fn shape(b: usize, hq: usize, hkv: usize, nq: usize, nk: usize, d: usize) -> AttnShape {
-    AttnShape { b, hq, hkv, nq, nk, d }
+    AttnShape {
+        b,
+        hq,
+        hkv,
+        nq,
+        nk,
+        d,
+    }
 }
 
 #[test]
 fn attention_plain_and_gqa_in_both_layouts() {
     each_gpu("attention", |gpu, t, ctx| {
-        for (i, sh) in [shape(1, 1, 1, 1, 1, 1), shape(2, 4, 2, 17, 33, 64), shape(1, 6, 2, 33, 17, 7), shape(1, 2, 1, 257, 257, 32), shape(2, 2, 2, 1, 33, 256)].into_iter().enumerate() {
-            let layout = if i % 2 == 0 { Layout::Bhnd } else { Layout::Bnhd };
-            check(gpu, t, ctx, &Case { sh, layout, masking: Masking::default(), mask: None, scale: None });
+        for (i, sh) in [
+            shape(1, 1, 1, 1, 1, 1),
+            shape(2, 4, 2, 17, 33, 64),
+            shape(1, 6, 2, 33, 17, 7),
+            shape(1, 2, 1, 257, 257, 32),
+            shape(2, 2, 2, 1, 33, 256),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let layout = if i % 2 == 0 {
+                Layout::Bhnd
+            } else {
+                Layout::Bnhd
+            };
+            check(
+                gpu,
+                t,
+                ctx,
+                &Case {
+                    sh,
+                    layout,
+                    masking: Masking::default(),
+                    mask: None,
+                    scale: None,
+                },
+            );
         }
     });
 }
@@ -59,22 +139,66 @@ fn attention_with_every_option() {
     each_gpu("attention options", |gpu, t, ctx| {
         let (mut r, _) = rng(ctx);
         let sh = shape(2, 4, 2, 17, 33, 16);
-        let bool_mask = HostMask::bool((0..2 * 17 * 33).map(|i| i % 5 != 0).collect(), [2, 1, 17, 33]).unwrap();
+        let bool_mask = HostMask::bool(
+            (0..2 * 17 * 33).map(|i| i % 5 != 0).collect(),
+            [2, 1, 17, 33],
+        )
+        .unwrap();
         let mut add = uniform(&mut r, 4 * 17 * 33, 2.0);
         add[..33].iter_mut().for_each(|v| *v = f32::NEG_INFINITY);
         let additive = HostMask::additive(add, [1, 4, 17, 33]).unwrap();
         let cases = [
-            Masking { causal: true, alignment: Alignment::TopLeft, ..Default::default() },
-            Masking { causal: true, alignment: Alignment::BottomRight, ..Default::default() },
-            Masking { window: Some(Window { left: 4, right: 1 }), ..Default::default() },
-            Masking { key_lengths: Some(vec![0, 20]), ..Default::default() },
+            Masking {
+                causal: true,
+                alignment: Alignment::TopLeft,
+                ..Default::default()
+            },
+            Masking {
+                causal: true,
+                alignment: Alignment::BottomRight,
+                ..Default::default()
+            },
+            Masking {
+                window: Some(Window { left: 4, right: 1 }),
+                ..Default::default()
+            },
+            Masking {
+                key_lengths: Some(vec![0, 20]),
+                ..Default::default()
+            },
         ];
         for (i, masking) in cases.into_iter().enumerate() {
-            let layout = if i % 2 == 0 { Layout::Bnhd } else { Layout::Bhnd };
-            check(gpu, t, ctx, &Case { sh, layout, masking, mask: None, scale: None });
+            let layout = if i % 2 == 0 {
+                Layout::Bnhd
+            } else {
+                Layout::Bhnd
+            };
+            check(
+                gpu,
+                t,
+                ctx,
+                &Case {
+                    sh,
+                    layout,
+                    masking,
+                    mask: None,
+                    scale: None,
+                },
+            );
         }
         for mask in [bool_mask, additive] {
-            check(gpu, t, ctx, &Case { sh, layout: Layout::Bhnd, masking: Masking::default(), mask: Some(mask), scale: Some(0.3) });
+            check(
+                gpu,
+                t,
+                ctx,
+                &Case {
+                    sh,
+                    layout: Layout::Bhnd,
+                    masking: Masking::default(),
+                    mask: Some(mask),
+                    scale: Some(0.3),
+                },
+            );
         }
     });
 }
@@ -84,6 +208,17 @@ fn attention_over_65535_heads_splits_the_grid() {
     each_gpu("attention split grid", |gpu, t, ctx| {
         // B·Hq = 70 000 (one workgroup per head and per softmax row): more than one
         // grid dimension holds; GQA 10:1 on top.
-        check(gpu, t, ctx, &Case { sh: shape(2, 35_000, 3_500, 1, 2, 1), layout: Layout::Bhnd, masking: Masking::default(), mask: None, scale: None });
+        check(
+            gpu,
+            t,
+            ctx,
+            &Case {
+                sh: shape(2, 35_000, 3_500, 1, 2, 1),
+                layout: Layout::Bhnd,
+                masking: Masking::default(),
+                mask: None,
+                scale: None,
+            },
+        );
     });
 }

@@ -1,8 +1,13 @@
 //! One test per error kind: bad input is a typed error before any dispatch.
 
 use super::each_gpu;
-use wgpu_attention::kernels::{posenc::posenc, scores::scores, softmax::softmax, weighted_sum::weighted_sum};
-use wgpu_attention::{attention, AttentionOptions, Error, Gpu, GpuOptions, HostMask, Layout, MaskTensor, Masking, Tensor};
+use wgpu_attention::kernels::{
+    posenc::posenc, scores::scores, softmax::softmax, weighted_sum::weighted_sum,
+};
+use wgpu_attention::{
+    attention, AttentionOptions, Error, Gpu, GpuOptions, HostMask, Layout, MaskTensor, Masking,
+    Tensor,
+};
 
 fn t(gpu: &Gpu, dims: [usize; 4]) -> Tensor {
     Tensor::from_slice(gpu, &vec![0.5; dims.iter().product()], &dims).unwrap()
@@ -12,18 +17,51 @@ fn t(gpu: &Gpu, dims: [usize; 4]) -> Tensor {
 fn shape_and_head_dim_mismatches() {
     each_gpu("errors shape", |gpu, _, ctx| {
         let q = t(gpu, [1, 2, 3, 4]);
-        assert!(matches!(scores(&q, &t(gpu, [1, 2, 3, 5]), None, None), Err(Error::Shape(m)) if m.contains("head dim")), "{ctx}");
-        assert!(matches!(scores(&q, &t(gpu, [2, 2, 3, 4]), None, None), Err(Error::Shape(m)) if m.contains("batch")), "{ctx}");
+        assert!(
+            matches!(scores(&q, &t(gpu, [1, 2, 3, 5]), None, None), Err(Error::Shape(m)) if m.contains("head dim")),
+            "{ctx}"
+        );
+        assert!(
+            matches!(scores(&q, &t(gpu, [2, 2, 3, 4]), None, None), Err(Error::Shape(m)) if m.contains("batch")),
+            "{ctx}"
+        );
         let three_d = Tensor::from_slice(gpu, &[0.0; 6], &[1, 2, 3]).unwrap();
-        assert!(matches!(scores(&three_d, &q, None, None), Err(Error::Shape(m)) if m.contains("4-D")), "{ctx}");
+        assert!(
+            matches!(scores(&three_d, &q, None, None), Err(Error::Shape(m)) if m.contains("4-D")),
+            "{ctx}"
+        );
         let kv = t(gpu, [1, 2, 3, 4]);
-        assert!(matches!(attention(&q, &kv, &t(gpu, [1, 2, 4, 4]), &AttentionOptions::default()), Err(Error::Shape(_))), "{ctx}");
+        assert!(
+            matches!(
+                attention(&q, &kv, &t(gpu, [1, 2, 4, 4]), &AttentionOptions::default()),
+                Err(Error::Shape(_))
+            ),
+            "{ctx}"
+        );
         // Strides that address past the data.
-        assert!(matches!(Tensor::from_strided(gpu, &[0.0; 8], &[2, 4], &[5, 1], 0), Err(Error::Shape(_))), "{ctx}");
-        assert!(matches!(Tensor::from_strided(gpu, &[0.0; 8], &[2, 4], &[4], 0), Err(Error::Shape(_))), "{ctx}");
+        assert!(
+            matches!(
+                Tensor::from_strided(gpu, &[0.0; 8], &[2, 4], &[5, 1], 0),
+                Err(Error::Shape(_))
+            ),
+            "{ctx}"
+        );
+        assert!(
+            matches!(
+                Tensor::from_strided(gpu, &[0.0; 8], &[2, 4], &[4], 0),
+                Err(Error::Shape(_))
+            ),
+            "{ctx}"
+        );
         // P must be what softmax writes: contiguous.
         let p = q.view(&[1, 2, 3, 3], &[18, 9, 1, 3], 0).unwrap();
-        assert!(matches!(weighted_sum(&p, &t(gpu, [1, 2, 3, 4]), Layout::Bhnd), Err(Error::Shape(_))), "{ctx}");
+        assert!(
+            matches!(
+                weighted_sum(&p, &t(gpu, [1, 2, 3, 4]), Layout::Bhnd),
+                Err(Error::Shape(_))
+            ),
+            "{ctx}"
+        );
         let x2 = Tensor::from_slice(gpu, &[0.0; 4], &[2, 2]).unwrap();
         assert!(matches!(posenc(&x2, 0), Err(Error::Shape(_))), "{ctx}");
     });
@@ -33,15 +71,30 @@ fn shape_and_head_dim_mismatches() {
 fn heads_that_do_not_divide() {
     each_gpu("errors heads", |gpu, _, ctx| {
         let r = scores(&t(gpu, [1, 3, 2, 4]), &t(gpu, [1, 2, 2, 4]), None, None);
-        assert!(matches!(r, Err(Error::Heads { hq: 3, hkv: 2 })), "{ctx}: {r:?}");
+        assert!(
+            matches!(r, Err(Error::Heads { hq: 3, hkv: 2 })),
+            "{ctx}: {r:?}"
+        );
     });
 }
 
 #[test]
 fn zero_sized_dims() {
     each_gpu("errors zero", |gpu, _, ctx| {
-        assert!(matches!(Tensor::from_slice(gpu, &[], &[1, 0, 2, 2]), Err(Error::ZeroSized(_))), "{ctx}");
-        assert!(matches!(HostMask::bool(vec![], [1, 1, 0, 3]), Err(Error::ZeroSized(_))), "{ctx}");
+        assert!(
+            matches!(
+                Tensor::from_slice(gpu, &[], &[1, 0, 2, 2]),
+                Err(Error::ZeroSized(_))
+            ),
+            "{ctx}"
+        );
+        assert!(
+            matches!(
+                HostMask::bool(vec![], [1, 1, 0, 3]),
+                Err(Error::ZeroSized(_))
+            ),
+            "{ctx}"
+        );
     });
 }
 
@@ -49,20 +102,71 @@ fn zero_sized_dims() {
 fn masks_that_do_not_broadcast_or_are_invalid() {
     each_gpu("errors mask", |gpu, _, ctx| {
         let q = t(gpu, [3, 2, 4, 4]);
-        let m = MaskTensor::upload(gpu, &HostMask::bool(vec![true; 2 * 4 * 4], [2, 1, 4, 4]).unwrap()).unwrap();
-        let opts = AttentionOptions { mask: Some(&m), ..Default::default() };
+        let m = MaskTensor::upload(
+            gpu,
+            &HostMask::bool(vec![true; 2 * 4 * 4], [2, 1, 4, 4]).unwrap(),
+        )
+        .unwrap();
+        let opts = AttentionOptions {
+            mask: Some(&m),
+            ..Default::default()
+        };
         let r = attention(&q, &q, &q, &opts);
-        assert!(matches!(r, Err(Error::MaskBroadcast { mask: [2, 1, 4, 4], b: 3, .. })), "{ctx}: {r:?}");
+        assert!(
+            matches!(
+                r,
+                Err(Error::MaskBroadcast {
+                    mask: [2, 1, 4, 4],
+                    b: 3,
+                    ..
+                })
+            ),
+            "{ctx}: {r:?}"
+        );
         // A bool mask is no additive bias.
-        let m1 = MaskTensor::upload(gpu, &HostMask::bool(vec![true; 16], [1, 1, 4, 4]).unwrap()).unwrap();
-        assert!(matches!(scores(&q, &q, None, Some(&m1)), Err(Error::InvalidArgument(_))), "{ctx}");
-        assert!(matches!(HostMask::additive(vec![f32::NAN; 16], [1, 1, 4, 4]), Err(Error::InvalidArgument(m)) if m.contains("NaN")), "{ctx}");
-        assert!(matches!(HostMask::bool(vec![true; 15], [1, 1, 4, 4]), Err(Error::Shape(_))), "{ctx}");
+        let m1 = MaskTensor::upload(gpu, &HostMask::bool(vec![true; 16], [1, 1, 4, 4]).unwrap())
+            .unwrap();
+        assert!(
+            matches!(
+                scores(&q, &q, None, Some(&m1)),
+                Err(Error::InvalidArgument(_))
+            ),
+            "{ctx}"
+        );
+        assert!(
+            matches!(HostMask::additive(vec![f32::NAN; 16], [1, 1, 4, 4]), Err(Error::InvalidArgument(m)) if m.contains("NaN")),
+            "{ctx}"
+        );
+        assert!(
+            matches!(
+                HostMask::bool(vec![true; 15], [1, 1, 4, 4]),
+                Err(Error::Shape(_))
+            ),
+            "{ctx}"
+        );
         let s = t(gpu, [3, 2, 4, 4]);
-        let bad_len = Masking { key_lengths: Some(vec![1, 2]), ..Default::default() };
-        assert!(matches!(softmax(&s, &bad_len, None, false), Err(Error::InvalidArgument(_))), "{ctx}");
-        let too_long = Masking { key_lengths: Some(vec![1, 2, 5]), ..Default::default() };
-        assert!(matches!(softmax(&s, &too_long, None, false), Err(Error::InvalidArgument(_))), "{ctx}");
+        let bad_len = Masking {
+            key_lengths: Some(vec![1, 2]),
+            ..Default::default()
+        };
+        assert!(
+            matches!(
+                softmax(&s, &bad_len, None, false),
+                Err(Error::InvalidArgument(_))
+            ),
+            "{ctx}"
+        );
+        let too_long = Masking {
+            key_lengths: Some(vec![1, 2, 5]),
+            ..Default::default()
+        };
+        assert!(
+            matches!(
+                softmax(&s, &too_long, None, false),
+                Err(Error::InvalidArgument(_))
+            ),
+            "{ctx}"
+        );
     });
 }
 
@@ -70,11 +174,17 @@ fn masks_that_do_not_broadcast_or_are_invalid() {
 fn buffers_over_the_binding_limit() {
     each_gpu("errors buffer size", |gpu, _, ctx| {
         // Scores of n×n f32 just over max_storage_buffer_binding_size, from tiny Q/K.
-        let limit = gpu.limits().max_storage_buffer_binding_size.min(gpu.limits().max_buffer_size);
+        let limit = gpu
+            .limits()
+            .max_storage_buffer_binding_size
+            .min(gpu.limits().max_buffer_size);
         let n = ((limit / 4) as f64).sqrt() as usize + 1;
         let q = Tensor::from_slice(gpu, &vec![0.0; n], &[1, 1, n, 1]).unwrap();
         let r = scores(&q, &q, None, None);
-        assert!(matches!(r, Err(Error::BufferTooLarge { .. })), "{ctx}: n={n}: {r:?}");
+        assert!(
+            matches!(r, Err(Error::BufferTooLarge { .. })),
+            "{ctx}: n={n}: {r:?}"
+        );
     });
 }
 
@@ -86,7 +196,8 @@ fn missing_feature_is_reported_or_feature_works() {
             Ok(mut rec) => {
                 assert!(has, "{ctx}");
                 let q = t(gpu, [1, 1, 5, 4]);
-                wgpu_attention::kernels::scores::record_scores(&mut rec, &q, &q, None, None).unwrap();
+                wgpu_attention::kernels::scores::record_scores(&mut rec, &q, &q, None, None)
+                    .unwrap();
                 let ms = pollster::block_on(rec.submit_timed()).unwrap();
                 assert!(ms.is_finite() && ms >= 0.0, "{ctx}: {ms}");
             }
@@ -97,8 +208,13 @@ fn missing_feature_is_reported_or_feature_works() {
 
 #[test]
 fn unknown_backend_and_adapter_names() {
-    assert!(matches!(GpuOptions::backend("vulkann"), Err(Error::InvalidArgument(m)) if m.contains("vulkan")));
-    let opts = GpuOptions { adapter_name: Some("no such adapter 4711".into()), ..Default::default() };
+    assert!(
+        matches!(GpuOptions::backend("vulkann"), Err(Error::InvalidArgument(m)) if m.contains("vulkan"))
+    );
+    let opts = GpuOptions {
+        adapter_name: Some("no such adapter 4711".into()),
+        ..Default::default()
+    };
     assert!(matches!(Gpu::new_blocking(&opts), Err(Error::NoAdapter(m)) if m.contains("4711")));
 }
 
@@ -113,6 +229,42 @@ fn device_loss_surfaces_as_an_error() {
         let q = self::t(&own, [1, 1, 3, 4]);
         own.device().destroy();
         let r = scores(&q, &q, None, None).and_then(|s| s.to_vec_blocking());
-        assert!(matches!(r, Err(Error::Gpu(_) | Error::DeviceLost(_) | Error::Readback(_))), "{ctx}: {r:?}");
+        assert!(
+            matches!(
+                r,
+                Err(Error::Gpu(_) | Error::DeviceLost(_) | Error::Readback(_))
+            ),
+            "{ctx}: {r:?}"
+        );
+    });
+}
+
+#[test]
+fn pipelines_are_compiled_once_not_per_shape() {
+    each_gpu("pipeline cache", |gpu, tuning, ctx| {
+        if tuning.staged {
+            return;
+        }
+        // A private device, so concurrent tests do not add pipelines to the count.
+        let own = pollster::block_on(Gpu::from_adapter(gpu.adapter().clone())).unwrap();
+        let run = |n: usize, d: usize| {
+            let q = self::t(&own, [1, 2, n, d]);
+            attention(&q, &q, &q, &AttentionOptions::default())
+                .unwrap()
+                .o
+                .to_vec_blocking()
+                .unwrap();
+        };
+        run(5, 3);
+        let after_first = own.cached_pipelines();
+        assert_eq!(after_first, 3, "{ctx}: scores, softmax, weighted_sum");
+        for (n, d) in [(17, 3), (33, 64), (1, 1)] {
+            run(n, d);
+        }
+        assert_eq!(
+            own.cached_pipelines(),
+            after_first,
+            "{ctx}: a new shape compiled a new pipeline"
+        );
     });
 }

@@ -31,6 +31,17 @@ fn gpus() -> &'static [Gpu] {
                 Err(e) => eprintln!("an adapter failed to open: {e}"),
             }
         }
+        // CI lists the backends it installed; a missing one is a failure, not a skip.
+        if let Ok(want) = std::env::var("WGPU_ATTENTION_REQUIRE_BACKENDS") {
+            for name in want.split(',').filter(|s| !s.is_empty()) {
+                let backend = wgpu_attention::parse_backend(name).expect("WGPU_ATTENTION_REQUIRE_BACKENDS");
+                assert!(
+                    out.iter().any(|g| backend.contains(wgpu::Backends::from(g.info().backend))),
+                    "WGPU_ATTENTION_REQUIRE_BACKENDS names {name}, but no such adapter opened; present: {:?}",
+                    out.iter().map(Gpu::describe).collect::<Vec<_>>()
+                );
+            }
+        }
         out
     })
 }
@@ -53,7 +64,11 @@ pub fn each_gpu(test: &str, f: impl Fn(&Gpu, Tuning, &str)) {
     for gpu in gpus {
         let base = Tuning::for_adapter(gpu.info());
         for staged in [false, true] {
-            let ctx = format!("[{:?}/{}] {test} staged={staged}", gpu.info().backend, gpu.info().name);
+            let ctx = format!(
+                "[{:?}/{}] {test} staged={staged}",
+                gpu.info().backend,
+                gpu.info().name
+            );
             f(gpu, Tuning { staged, ..base }, &ctx);
         }
     }
@@ -61,16 +76,28 @@ pub fn each_gpu(test: &str, f: impl Fn(&Gpu, Tuning, &str)) {
 
 /// A fresh seed (or `WGPU_ATTENTION_SEED`), and a context string that names it.
 pub fn rng(ctx: &str) -> (StdRng, String) {
-    let seed = std::env::var("WGPU_ATTENTION_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random::<u64>);
-    (StdRng::seed_from_u64(seed), format!("{ctx} seed={seed} (rerun with WGPU_ATTENTION_SEED={seed})"))
+    let seed = std::env::var("WGPU_ATTENTION_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random::<u64>);
+    (
+        StdRng::seed_from_u64(seed),
+        format!("{ctx} seed={seed} (rerun with WGPU_ATTENTION_SEED={seed})"),
+    )
 }
 
 pub fn uniform(rng: &mut StdRng, n: usize, scale: f32) -> Vec<f32> {
-    (0..n).map(|_| rng.random_range(-1.0f32..1.0) * scale).collect()
+    (0..n)
+        .map(|_| rng.random_range(-1.0f32..1.0) * scale)
+        .collect()
 }
 
 /// Records with `f` under tuning `t`, submits once, and returns what `f` made.
-pub fn run<T>(gpu: &Gpu, t: Tuning, f: impl FnOnce(&mut wgpu_attention::Recorder<'_>) -> wgpu_attention::Result<T>) -> T {
+pub fn run<T>(
+    gpu: &Gpu,
+    t: Tuning,
+    f: impl FnOnce(&mut wgpu_attention::Recorder<'_>) -> wgpu_attention::Result<T>,
+) -> T {
     let mut rec = gpu.recorder().with_tuning(t);
     let out = f(&mut rec).expect("recording failed");
     rec.submit().expect("submit failed");

@@ -6,7 +6,13 @@ use wgpu_attention::{reference, Tensor};
 #[test]
 fn posenc_matches_reference_with_offsets_and_odd_widths() {
     each_gpu("posenc", |gpu, t, ctx| {
-        for (b, n, dm, offset) in [(1, 1, 1, 0), (2, 17, 7, 0), (1, 257, 64, 5), (2, 33, 255, 100_000), (1, 9, 512, 3_000_000)] {
+        for (b, n, dm, offset) in [
+            (1, 1, 1, 0),
+            (2, 17, 7, 0),
+            (1, 257, 64, 5),
+            (2, 33, 255, 100_000),
+            (1, 9, 512, 3_000_000),
+        ] {
             let (mut r, ctx) = rng(&format!("{ctx} b={b} n={n} d_model={dm} offset={offset}"));
             let x = uniform(&mut r, b * n * dm, 1.0);
             let xt = Tensor::from_slice(gpu, &x, &[b, n, dm]).unwrap();

@@ -16,8 +16,18 @@ pub const SHAPES: &[(usize, usize, usize, usize, usize, usize)] = &[
     (1, 2, 2, 257, 1, 7),
 ];
 
-fn check(gpu: &wgpu_attention::Gpu, t: wgpu_attention::Tuning, ctx: &str, sh: AttnShape, layouts: (Layout, Layout), magnitude: f32, with_bias: bool) {
-    let (mut r, ctx) = rng(&format!("{ctx} {sh:?} {layouts:?} magnitude={magnitude} bias={with_bias}"));
+fn check(
+    gpu: &wgpu_attention::Gpu,
+    t: wgpu_attention::Tuning,
+    ctx: &str,
+    sh: AttnShape,
+    layouts: (Layout, Layout),
+    magnitude: f32,
+    with_bias: bool,
+) {
+    let (mut r, ctx) = rng(&format!(
+        "{ctx} {sh:?} {layouts:?} magnitude={magnitude} bias={with_bias}"
+    ));
     let q = uniform(&mut r, sh.q_len(), magnitude);
     let k = uniform(&mut r, sh.kv_len(), magnitude);
     let bias = with_bias.then(|| {
@@ -29,7 +39,9 @@ fn check(gpu: &wgpu_attention::Gpu, t: wgpu_attention::Tuning, ctx: &str, sh: At
     let qt = Tensor::from_bhnd(gpu, &q, [sh.b, sh.hq, sh.nq, sh.d], layouts.0).unwrap();
     let kt = Tensor::from_bhnd(gpu, &k, [sh.b, sh.hkv, sh.nk, sh.d], layouts.1).unwrap();
     let bt = bias.as_ref().map(|m| MaskTensor::upload(gpu, m).unwrap());
-    let s = run(gpu, t, |rec| record_scores(rec, &qt, &kt, None, bt.as_ref()));
+    let s = run(gpu, t, |rec| {
+        record_scores(rec, &qt, &kt, None, bt.as_ref())
+    });
     assert_eq!(s.shape(), [sh.b, sh.hq, sh.nq, sh.nk]);
     let got = s.to_vec_blocking().unwrap();
     let want = reference::scores(&q, &k, &sh, sh.default_scale(), bias.as_ref());
@@ -40,8 +52,20 @@ fn check(gpu: &wgpu_attention::Gpu, t: wgpu_attention::Tuning, ctx: &str, sh: At
 fn scores_match_reference_across_shapes_and_layouts() {
     each_gpu("scores", |gpu, t, ctx| {
         for (i, &(b, hq, hkv, nq, nk, d)) in SHAPES.iter().enumerate() {
-            let sh = AttnShape { b, hq, hkv, nq, nk, d };
-            let layouts = [(Layout::Bhnd, Layout::Bhnd), (Layout::Bnhd, Layout::Bhnd), (Layout::Bhnd, Layout::Bnhd), (Layout::Bnhd, Layout::Bnhd)][i % 4];
+            let sh = AttnShape {
+                b,
+                hq,
+                hkv,
+                nq,
+                nk,
+                d,
+            };
+            let layouts = [
+                (Layout::Bhnd, Layout::Bhnd),
+                (Layout::Bnhd, Layout::Bhnd),
+                (Layout::Bhnd, Layout::Bnhd),
+                (Layout::Bnhd, Layout::Bnhd),
+            ][i % 4];
             check(gpu, t, ctx, sh, layouts, 1.0, false);
         }
     });
@@ -50,7 +74,22 @@ fn scores_match_reference_across_shapes_and_layouts() {
 #[test]
 fn scores_with_additive_bias() {
     each_gpu("scores bias", |gpu, t, ctx| {
-        check(gpu, t, ctx, AttnShape { b: 2, hq: 2, hkv: 1, nq: 17, nk: 33, d: 9 }, (Layout::Bnhd, Layout::Bhnd), 1.0, true);
+        check(
+            gpu,
+            t,
+            ctx,
+            AttnShape {
+                b: 2,
+                hq: 2,
+                hkv: 1,
+                nq: 17,
+                nk: 33,
+                d: 9,
+            },
+            (Layout::Bnhd, Layout::Bhnd),
+            1.0,
+            true,
+        );
     });
 }
 
@@ -58,6 +97,21 @@ fn scores_with_additive_bias() {
 fn scores_of_magnitude_1e4_stay_finite_and_accurate() {
     each_gpu("scores 1e4", |gpu, t, ctx| {
         // |q|,|k| <= 300 with D = 64: scores reach ~1e4.
-        check(gpu, t, ctx, AttnShape { b: 1, hq: 2, hkv: 2, nq: 33, nk: 17, d: 64 }, (Layout::Bhnd, Layout::Bhnd), 300.0, false);
+        check(
+            gpu,
+            t,
+            ctx,
+            AttnShape {
+                b: 1,
+                hq: 2,
+                hkv: 2,
+                nq: 33,
+                nk: 17,
+                d: 64,
+            },
+            (Layout::Bhnd, Layout::Bhnd),
+            300.0,
+            false,
+        );
     });
 }

@@ -1,14 +1,29 @@
 use super::{each_gpu, rng, run, uniform};
 use wgpu_attention::kernels::softmax::record_softmax;
 use wgpu_attention::verify::{assert_close, Tolerance};
-use wgpu_attention::{reference, Alignment, Gpu, HostMask, MaskTensor, Masking, Tensor, Tuning, Window};
+use wgpu_attention::{
+    reference, Alignment, Gpu, HostMask, MaskTensor, Masking, Tensor, Tuning, Window,
+};
 
-fn check(gpu: &Gpu, t: Tuning, ctx: &str, dims: [usize; 4], masking: &Masking, mask: Option<&HostMask>, magnitude: f32) {
-    let (mut r, ctx) = rng(&format!("{ctx} dims={dims:?} {masking:?} mask={:?} magnitude={magnitude}", mask.map(|m| m.dims)));
+fn check(
+    gpu: &Gpu,
+    t: Tuning,
+    ctx: &str,
+    dims: [usize; 4],
+    masking: &Masking,
+    mask: Option<&HostMask>,
+    magnitude: f32,
+) {
+    let (mut r, ctx) = rng(&format!(
+        "{ctx} dims={dims:?} {masking:?} mask={:?} magnitude={magnitude}",
+        mask.map(|m| m.dims)
+    ));
     let s = uniform(&mut r, dims.iter().product(), magnitude);
     let st = Tensor::from_slice(gpu, &s, &dims).unwrap();
     let mt = mask.map(|m| MaskTensor::upload(gpu, m).unwrap());
-    let out = run(gpu, t, |rec| record_softmax(rec, &st, masking, mt.as_ref(), true));
+    let out = run(gpu, t, |rec| {
+        record_softmax(rec, &st, masking, mt.as_ref(), true)
+    });
     let s64: Vec<f64> = s.iter().map(|&v| v as f64).collect();
     let want = reference::softmax(&s64, dims, masking, mask);
     let p = out.p.to_vec_blocking().unwrap();
@@ -17,7 +32,13 @@ fn check(gpu: &Gpu, t: Tuning, ctx: &str, dims: [usize; 4], masking: &Masking, m
     assert_close(&lse, &want.lse, Tolerance::F32, &format!("{ctx} LSE"));
 }
 
-const DIMS: &[[usize; 4]] = &[[1, 1, 1, 1], [2, 2, 17, 33], [1, 3, 33, 17], [1, 1, 257, 257], [2, 1, 1, 257]];
+const DIMS: &[[usize; 4]] = &[
+    [1, 1, 1, 1],
+    [2, 2, 17, 33],
+    [1, 3, 33, 17],
+    [1, 1, 257, 257],
+    [2, 1, 1, 257],
+];
 
 #[test]
 fn softmax_unmasked_matches_reference() {
@@ -30,14 +51,28 @@ fn softmax_unmasked_matches_reference() {
 
 #[test]
 fn softmax_of_scores_near_1e4_is_stable() {
-    each_gpu("softmax 1e4", |gpu, t, ctx| check(gpu, t, ctx, [1, 2, 17, 257], &Masking::default(), None, 1.0e4));
+    each_gpu("softmax 1e4", |gpu, t, ctx| {
+        check(
+            gpu,
+            t,
+            ctx,
+            [1, 2, 17, 257],
+            &Masking::default(),
+            None,
+            1.0e4,
+        )
+    });
 }
 
 #[test]
 fn softmax_causal_both_alignments() {
     each_gpu("softmax causal", |gpu, t, ctx| {
         for alignment in [Alignment::TopLeft, Alignment::BottomRight] {
-            let m = Masking { causal: true, alignment, ..Default::default() };
+            let m = Masking {
+                causal: true,
+                alignment,
+                ..Default::default()
+            };
             // Nq > Nk bottom-right leaves the first rows with no key: fully masked rows.
             for dims in [[1, 2, 17, 33], [2, 1, 33, 17], [1, 1, 257, 257]] {
                 check(gpu, t, ctx, dims, &m, None, 3.0);
@@ -50,8 +85,17 @@ fn softmax_causal_both_alignments() {
 fn softmax_sliding_window() {
     each_gpu("softmax window", |gpu, t, ctx| {
         for alignment in [Alignment::TopLeft, Alignment::BottomRight] {
-            for (w, causal) in [(Window { left: 3, right: 2 }, false), (Window { left: 5, right: 0 }, true), (Window { left: 0, right: 0 }, false)] {
-                let m = Masking { causal, window: Some(w), alignment, ..Default::default() };
+            for (w, causal) in [
+                (Window { left: 3, right: 2 }, false),
+                (Window { left: 5, right: 0 }, true),
+                (Window { left: 0, right: 0 }, false),
+            ] {
+                let m = Masking {
+                    causal,
+                    window: Some(w),
+                    alignment,
+                    ..Default::default()
+                };
                 check(gpu, t, ctx, [1, 2, 33, 17], &m, None, 3.0);
             }
         }
@@ -61,7 +105,10 @@ fn softmax_sliding_window() {
 #[test]
 fn softmax_key_padding_lengths_with_an_empty_batch() {
     each_gpu("softmax key lengths", |gpu, t, ctx| {
-        let m = Masking { key_lengths: Some(vec![5, 0, 33]), ..Default::default() };
+        let m = Masking {
+            key_lengths: Some(vec![5, 0, 33]),
+            ..Default::default()
+        };
         check(gpu, t, ctx, [3, 2, 17, 33], &m, None, 3.0);
     });
 }
@@ -78,7 +125,15 @@ fn softmax_bool_mask_broadcast_with_fully_masked_row() {
                 vals[..mdims[3]].iter_mut().for_each(|v| *v = false);
             }
             let mask = HostMask::bool(vals, mdims).unwrap();
-            check(gpu, t, ctx, [2, 2, 17, 33], &Masking::default(), Some(&mask), 3.0);
+            check(
+                gpu,
+                t,
+                ctx,
+                [2, 2, 17, 33],
+                &Masking::default(),
+                Some(&mask),
+                3.0,
+            );
         }
     });
 }
@@ -95,7 +150,15 @@ fn softmax_additive_mask_with_neg_inf() {
             }
         }
         let mask = HostMask::additive(vals, mdims).unwrap();
-        check(gpu, t, ctx, [2, 2, 17, 33], &Masking::default(), Some(&mask), 3.0);
+        check(
+            gpu,
+            t,
+            ctx,
+            [2, 2, 17, 33],
+            &Masking::default(),
+            Some(&mask),
+            3.0,
+        );
     });
 }
 
@@ -104,7 +167,9 @@ fn softmax_every_mask_at_once() {
     each_gpu("softmax all masks", |gpu, t, ctx| {
         let (mut r, _) = rng(ctx);
         let mdims = [2, 1, 33, 17];
-        let vals: Vec<bool> = (0..mdims.iter().product()).map(|_| r.random_bool(0.8)).collect();
+        let vals: Vec<bool> = (0..mdims.iter().product())
+            .map(|_| r.random_bool(0.8))
+            .collect();
         let mask = HostMask::bool(vals, mdims).unwrap();
         let m = Masking {
             causal: true,
