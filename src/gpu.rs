@@ -18,6 +18,9 @@ pub struct GpuOptions {
     pub adapter_name: Option<String>,
     /// `None` = `WGPU_POWER_PREF` or high performance.
     pub power_preference: Option<wgpu::PowerPreference>,
+    /// Optional features not to request even if the adapter has them, to test
+    /// fallback paths. Added to `WGPU_ATTENTION_DISABLE_FEATURES=f16,subgroup,timestamp`.
+    pub disabled_features: wgpu::Features,
 }
 
 impl GpuOptions {
@@ -27,6 +30,25 @@ impl GpuOptions {
             backends: Some(parse_backend(name)?),
             ..Self::default()
         })
+    }
+
+    fn resolved_disabled_features(&self) -> Result<wgpu::Features> {
+        let mut off = self.disabled_features;
+        if let Ok(list) = std::env::var("WGPU_ATTENTION_DISABLE_FEATURES") {
+            for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                off |= match name {
+                    "f16" => wgpu::Features::SHADER_F16,
+                    "subgroup" | "subgroups" => wgpu::Features::SUBGROUP,
+                    "timestamp" | "timestamps" => wgpu::Features::TIMESTAMP_QUERY,
+                    other => {
+                        return Err(Error::InvalidArgument(format!(
+                            "WGPU_ATTENTION_DISABLE_FEATURES: unknown feature {other:?}; use f16, subgroup or timestamp"
+                        )))
+                    }
+                };
+            }
+        }
+        Ok(off)
     }
 
     fn resolved_backends(&self) -> wgpu::Backends {
@@ -150,7 +172,7 @@ impl Gpu {
             .await
             .map_err(|e| Error::NoAdapter(format!("backends {backends:?}: {e}")))?
         };
-        Self::from_adapter(adapter).await
+        Self::from_adapter_with(adapter, options).await
     }
 
     /// Blocking [`Gpu::new`] for native callers.
@@ -168,7 +190,7 @@ impl Gpu {
             if adapter.get_info().backend == wgpu::Backend::Noop {
                 continue;
             }
-            out.push(Self::from_adapter(adapter).await);
+            out.push(Self::from_adapter_with(adapter, options).await);
         }
         out
     }
@@ -182,8 +204,15 @@ impl Gpu {
     /// Opens a device on `adapter` with the adapter's own limits and the optional
     /// features it has.
     pub async fn from_adapter(adapter: wgpu::Adapter) -> Result<Gpu> {
+        Self::from_adapter_with(adapter, &GpuOptions::default()).await
+    }
+
+    /// [`Gpu::from_adapter`] without the features `options.disabled_features`
+    /// (and `WGPU_ATTENTION_DISABLE_FEATURES`) withhold.
+    pub async fn from_adapter_with(adapter: wgpu::Adapter, options: &GpuOptions) -> Result<Gpu> {
         let info = adapter.get_info();
-        let features = adapter.features() & OPTIONAL_FEATURES;
+        let features =
+            adapter.features() & (OPTIONAL_FEATURES - options.resolved_disabled_features()?);
         let limits = adapter.limits();
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {

@@ -47,6 +47,32 @@ fn physical_index(mut logical: usize, shape: &[usize], strides: &[usize]) -> usi
     off
 }
 
+/// Elements from the start of the buffer to one past the last addressed element.
+fn span(shape: &[usize], strides: &[usize], offset: usize) -> usize {
+    offset
+        + shape
+            .iter()
+            .zip(strides)
+            .map(|(&n, &s)| (n - 1) * s)
+            .sum::<usize>()
+        + 1
+}
+
+/// [`span`] after checking that shape and strides agree in rank and no dim is zero.
+fn checked_span(what: &str, shape: &[usize], strides: &[usize], offset: usize) -> Result<usize> {
+    if shape.len() != strides.len() {
+        return Err(Error::Shape(format!(
+            "{what}: shape {shape:?} and strides {strides:?} differ in rank"
+        )));
+    }
+    if let Some(i) = shape.iter().position(|&n| n == 0) {
+        return Err(Error::ZeroSized(format!(
+            "dim {i} of {what} shape {shape:?}"
+        )));
+    }
+    Ok(span(shape, strides, offset))
+}
+
 fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
     let mut strides = vec![1; shape.len()];
     for i in (0..shape.len().saturating_sub(1)).rev() {
@@ -80,23 +106,7 @@ impl Tensor {
         strides: &[usize],
         offset: usize,
     ) -> Result<Tensor> {
-        if shape.len() != strides.len() {
-            return Err(Error::Shape(format!(
-                "shape {shape:?} and strides {strides:?} differ in rank"
-            )));
-        }
-        if let Some(i) = shape.iter().position(|&n| n == 0) {
-            return Err(Error::ZeroSized(format!(
-                "dim {i} of tensor shape {shape:?}"
-            )));
-        }
-        let span = offset
-            + shape
-                .iter()
-                .zip(strides)
-                .map(|(&n, &s)| (n - 1) * s)
-                .sum::<usize>()
-            + 1;
+        let span = checked_span("tensor", shape, strides, offset)?;
         if span > data.len() {
             return Err(Error::Shape(format!(
                 "shape {shape:?} with strides {strides:?} and offset {offset} addresses {span} elements but data has {}",
@@ -162,21 +172,7 @@ impl Tensor {
     /// A view of the same memory with other shape, strides and offset (no copy).
     /// Used to split or merge heads as stride changes.
     pub fn view(&self, shape: &[usize], strides: &[usize], offset: usize) -> Result<Tensor> {
-        if shape.len() != strides.len() {
-            return Err(Error::Shape(format!(
-                "shape {shape:?} and strides {strides:?} differ in rank"
-            )));
-        }
-        if let Some(i) = shape.iter().position(|&n| n == 0) {
-            return Err(Error::ZeroSized(format!("dim {i} of view shape {shape:?}")));
-        }
-        let span = offset
-            + shape
-                .iter()
-                .zip(strides)
-                .map(|(&n, &s)| (n - 1) * s)
-                .sum::<usize>()
-            + 1;
+        let span = checked_span("view", shape, strides, offset)?;
         if span as u64 * 4 > self.buffer.size() {
             return Err(Error::Shape(format!(
                 "view {shape:?}/{strides:?}+{offset} reaches past the buffer"
@@ -244,14 +240,7 @@ impl Tensor {
 
     /// Downloads the logical elements in row-major order of the shape.
     pub async fn to_vec(&self) -> Result<Vec<f32>> {
-        let span = self.offset
-            + self
-                .shape
-                .iter()
-                .zip(&self.strides)
-                .map(|(&n, &s)| (n - 1) * s)
-                .sum::<usize>()
-            + 1;
+        let span = span(&self.shape, &self.strides, self.offset);
         let raw = read_buffer(&self.gpu, &self.buffer, 0, span as u64 * 4).await?;
         let words: &[f32] = bytemuck::cast_slice(&raw);
         Ok((0..self.len())

@@ -203,6 +203,21 @@ fn missing_feature_is_reported_or_feature_works() {
             }
             Err(e) => assert!(!has && matches!(e, Error::MissingFeature(_)), "{ctx}: {e}"),
         }
+        // The same adapter with timestamps withheld: always the typed error.
+        let opts = GpuOptions {
+            disabled_features: wgpu::Features::TIMESTAMP_QUERY,
+            ..Default::default()
+        };
+        let without =
+            pollster::block_on(Gpu::from_adapter_with(gpu.adapter().clone(), &opts)).unwrap();
+        assert!(
+            !without.features().contains(wgpu::Features::TIMESTAMP_QUERY),
+            "{ctx}"
+        );
+        assert!(
+            matches!(without.timed_recorder(), Err(Error::MissingFeature(f)) if f.contains("TIMESTAMP")),
+            "{ctx}"
+        );
     });
 }
 
