@@ -6,7 +6,7 @@
 //! - [`Tensor`]: GPU buffer + shape + strides; BHND and BNHD through strides.
 //! - [`kernels`]: one module per WGSL kernel (`scores`, `softmax`,
 //!   `weighted_sum`, `posenc`), each with a CPU twin of the same name in
-//!   [`reference`].
+//!   [`reference`](mod@reference).
 //! - [`attention()`]: the kernels composed, with every mask kind and GQA.
 //! - [`verify`]: compare GPU output with the reference.
 //!
