@@ -27,7 +27,7 @@ fn load_b(bh: u32, kk: u32, col: u32) -> f32 {
     return v[p.v_off + b * p.v_sb + hk * p.v_sh + kk * p.v_sn + col * p.v_sd];
 }
 
-@compute @workgroup_size(8, 8, 1)
+@compute @workgroup_size(8, WG_Y, 1)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_id) lid: vec3<u32>) {
     let wid = linear_workgroup(wg, nwg);
@@ -37,15 +37,16 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         return;
     }
     let t = wid % per_bh;
-    let row0 = (t / p.tiles_n) * TILE;
-    let col0 = (t % p.tiles_n) * TILE;
+    let row0 = (t / p.tiles_n) * tile_m();
+    let col0 = (t % p.tiles_n) * TILE_N;
     let acc = mm_block(bh, row0, col0, lid, p.nq, p.d, p.nk);
     let b = bh / p.hq;
     let h = bh % p.hq;
-    for (var ii = 0u; ii < 4u; ii++) {
-        let row = row0 + lid.y * 4u + ii;
+    let rpi = rows_per_invocation();
+    for (var ii = 0u; ii < rpi; ii++) {
+        let row = row0 + lid.y * rpi + ii;
         for (var jj = 0u; jj < 4u; jj++) {
-            let col = col0 + lid.x * 4u + jj;
+            let col = col0 + lid.x + 8u * jj;
             if (row < p.nq && col < p.d) {
                 o[p.o_off + b * p.o_sb + h * p.o_sh + row * p.o_sn + col * p.o_sd] = acc[ii][jj];
             }

@@ -65,6 +65,7 @@ impl Gpu {
             return Ok(k.clone());
         }
         let device = &self.inner.device;
+        let _serial = self.exclusive();
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some(spec.name),
@@ -342,7 +343,10 @@ impl Recorder<'_> {
 
     /// Submits everything recorded, then reports any GPU error it caused.
     pub fn submit(self) -> Result<wgpu::SubmissionIndex> {
-        let idx = self.gpu.inner.queue.submit([self.encoder.finish()]);
+        let idx = {
+            let _serial = self.gpu.exclusive();
+            self.gpu.inner.queue.submit([self.encoder.finish()])
+        };
         self.gpu.take_error()?;
         Ok(idx)
     }

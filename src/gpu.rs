@@ -51,10 +51,35 @@ impl GpuOptions {
         Ok(off)
     }
 
+    #[cfg(not(target_arch = "wasm32"))]
     fn resolved_backends(&self) -> wgpu::Backends {
         self.backends
             .or_else(wgpu::Backends::from_env)
             .unwrap_or(wgpu::Backends::all())
+    }
+
+    /// In a browser only WebGPU is used, whatever `backends` says: a missing
+    /// WebGPU is an [`Error::NoAdapter`] rather than a silent WebGL2 fallback.
+    #[cfg(target_arch = "wasm32")]
+    fn resolved_backends(&self) -> wgpu::Backends {
+        wgpu::Backends::BROWSER_WEBGPU
+    }
+}
+
+/// Fails with a clear [`Error::NoAdapter`] when the page has no usable WebGPU
+/// (`navigator.gpu` missing, or `requestAdapter()` giving no adapter).
+#[cfg(target_arch = "wasm32")]
+async fn require_browser_webgpu() -> Result<()> {
+    if wgpu::util::is_browser_webgpu_supported().await {
+        Ok(())
+    } else {
+        Err(Error::NoAdapter(
+            "this browser exposes no WebGPU: navigator.gpu is missing or requestAdapter() \
+             returned no adapter. Use a WebGPU-capable browser on a secure context \
+             (https:// or http://localhost / 127.0.0.1); Chromium on Linux needs \
+             --enable-unsafe-webgpu (WebGL is never used as a fallback)"
+                .into(),
+        ))
     }
 }
 
@@ -112,6 +137,11 @@ pub(crate) struct GpuInner {
     pub(crate) pipelines: PipelineCache,
     /// Bound where an optional input is absent.
     pub(crate) dummy: wgpu::Buffer,
+    /// GL only: wgpu's GL backend shares one context per device behind a lock it
+    /// waits on for at most 6 s and then panics. A shader compile or a fence wait
+    /// on a busy CPU driver can hold it that long, so calls from several threads
+    /// queue here first (without a time limit).
+    serial: Option<Mutex<()>>,
 }
 
 /// A device and queue on one adapter, with its granted features and limits and a
@@ -142,6 +172,8 @@ fn instance(backends: wgpu::Backends) -> wgpu::Instance {
 impl Gpu {
     /// Opens the adapter chosen by `options` (see [`GpuOptions`]).
     pub async fn new(options: &GpuOptions) -> Result<Gpu> {
+        #[cfg(target_arch = "wasm32")]
+        require_browser_webgpu().await?;
         let backends = options.resolved_backends();
         let inst = instance(backends);
         let name = options
@@ -184,6 +216,10 @@ impl Gpu {
     /// Opens every adapter of the allowed backends (`WGPU_BACKEND` or all), so the
     /// same work can be run on each. Adapters that fail to open are returned as errors.
     pub async fn all(options: &GpuOptions) -> Vec<Result<Gpu>> {
+        #[cfg(target_arch = "wasm32")]
+        if let Err(e) = require_browser_webgpu().await {
+            return vec![Err(e)];
+        }
         let backends = options.resolved_backends();
         let mut out = Vec::new();
         for adapter in instance(backends).enumerate_adapters(backends).await {
@@ -249,6 +285,7 @@ impl Gpu {
             mapped_at_creation: false,
         });
         let tuning = Tuning::for_adapter(&info);
+        let serial = (info.backend == wgpu::Backend::Gl).then(|| Mutex::new(()));
         Ok(Gpu {
             inner: Arc::new(GpuInner {
                 adapter,
@@ -263,6 +300,7 @@ impl Gpu {
                 lost,
                 pipelines: PipelineCache::default(),
                 dummy,
+                serial,
             }),
         })
     }
@@ -347,6 +385,15 @@ impl Gpu {
         }
     }
 
+    /// Holds the device for one wgpu call on backends that need it (GL); see
+    /// `GpuInner::serial`. Never held across an `.await`.
+    pub(crate) fn exclusive(&self) -> Option<std::sync::MutexGuard<'_, ()>> {
+        self.inner
+            .serial
+            .as_ref()
+            .map(|m| m.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
     /// Fails once the device is lost or destroyed, before wgpu is asked for more.
     pub(crate) fn check_alive(&self) -> Result<()> {
         match self
@@ -382,6 +429,7 @@ impl Gpu {
         });
         let mut padded = bytes.to_vec();
         padded.resize(size as usize, 0);
+        let _serial = self.exclusive();
         self.inner.queue.write_buffer(&buf, 0, &padded);
         Ok(buf)
     }
@@ -425,6 +473,7 @@ impl Gpu {
         if self.inner.poison.load(Ordering::Relaxed) {
             let nan = f32::NAN.to_bits().to_le_bytes();
             let fill: Vec<u8> = nan.iter().copied().cycle().take(bytes as usize).collect();
+            let _serial = self.exclusive();
             self.inner.queue.write_buffer(&buf, 0, &fill);
         }
         Ok(buf)

@@ -294,6 +294,7 @@ pub(crate) async fn read_buffer(
         .map_err(|_| Error::Readback("mapping callback dropped".into()))?
         .map_err(|e| Error::Readback(e.to_string()))?;
     gpu.take_error()?;
+    let _serial = gpu.exclusive();
     let data = staging
         .get_mapped_range(..)
         .map_err(|e| Error::Readback(e.to_string()))?

@@ -7,7 +7,10 @@ use naga::valid::{Capabilities, ValidationFlags, Validator};
 /// The `override` values the host modules pass, per kernel.
 fn specializations(kernel: &str) -> Vec<Vec<(&'static str, f64)>> {
     match kernel {
-        "scores" | "weighted_sum" => vec![vec![("STAGED", 0.0)], vec![("STAGED", 1.0)]],
+        "scores" | "weighted_sum" | "matmul" => vec![
+            vec![("STAGED", 0.0), ("WG_Y", 1.0)],
+            vec![("STAGED", 1.0), ("WG_Y", 8.0)],
+        ],
         "softmax" => (0..=8).map(|p| vec![("WG", (1u32 << p) as f64)]).collect(),
         _ => vec![vec![]],
     }

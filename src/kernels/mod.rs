@@ -60,7 +60,32 @@ pub(crate) fn attn_shape(q: &Tensor, k: &Tensor) -> Result<AttnShape> {
     Ok(shape)
 }
 
-/// Number of 32-wide tiles covering `n`.
-pub(crate) fn tiles(n: usize) -> u32 {
-    n.div_ceil(32) as u32
+/// The shared output-tile routine (`shaders/shared/tile_mm.wgsl`) in the variant
+/// `tuning` asks for: tile rows, and the `override` constants selecting it.
+pub(crate) struct TileConfig {
+    pub rows: usize,
+    pub constants: [(&'static str, f64); 2],
+}
+
+impl TileConfig {
+    pub(crate) const COLS: usize = 32;
+
+    pub(crate) fn new(tuning: crate::gpu::Tuning) -> Self {
+        if tuning.staged {
+            TileConfig {
+                rows: 32,
+                constants: [("STAGED", 1.0), ("WG_Y", 8.0)],
+            }
+        } else {
+            TileConfig {
+                rows: 8,
+                constants: [("STAGED", 0.0), ("WG_Y", 1.0)],
+            }
+        }
+    }
+
+    /// Tiles covering an `m × n` output, as (rows of tiles, columns of tiles).
+    pub(crate) fn tiles(&self, m: usize, n: usize) -> (u32, u32) {
+        (m.div_ceil(self.rows) as u32, n.div_ceil(Self::COLS) as u32)
+    }
 }

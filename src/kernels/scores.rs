@@ -1,7 +1,7 @@
 //! `S = scale · QKᵀ (+ bias)` for all batches and heads in one dispatch
 //! (`shaders/scores.wgsl`, CPU twin [`crate::reference::scores`]).
 
-use super::{addressing, attn_shape, tiles};
+use super::{addressing, attn_shape, TileConfig};
 use crate::dispatch::{KernelSpec, Recorder};
 use crate::error::Result;
 use crate::mask_tensor::{MaskKind, MaskTensor};
@@ -67,6 +67,8 @@ pub fn record_scores(
     };
     let (q_off, q_s) = addressing(q);
     let (k_off, k_s) = addressing(k);
+    let tile = TileConfig::new(rec.tuning());
+    let (tiles_m, tiles_n) = tile.tiles(sh.nq, sh.nk);
     let params = Params {
         b: sh.b as u32,
         hq: sh.hq as u32,
@@ -74,8 +76,8 @@ pub fn record_scores(
         nq: sh.nq as u32,
         nk: sh.nk as u32,
         d: sh.d as u32,
-        tiles_m: tiles(sh.nq),
-        tiles_n: tiles(sh.nk),
+        tiles_m,
+        tiles_n,
         q_off,
         q_s,
         k_off,
@@ -85,7 +87,7 @@ pub fn record_scores(
         m_s,
     };
     let out = Tensor::output(gpu, "scores", &[sh.b, sh.hq, sh.nq, sh.nk], None)?;
-    let kernel = gpu.kernel(&SPEC, &[("STAGED", rec.tuning().staged as u32 as f64)])?;
+    let kernel = gpu.kernel(&SPEC, &tile.constants)?;
     let total = (sh.b * sh.hq) as u64 * params.tiles_m as u64 * params.tiles_n as u64;
     rec.dispatch(
         &kernel,

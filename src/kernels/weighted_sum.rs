@@ -1,7 +1,7 @@
 //! `O = P·V` for all batches and heads in one dispatch (`shaders/weighted_sum.wgsl`,
 //! CPU twin [`crate::reference::weighted_sum`]).
 
-use super::{addressing, same_device, tiles};
+use super::{addressing, same_device, TileConfig};
 use crate::dispatch::{KernelSpec, Recorder};
 use crate::error::{Error, Result};
 use crate::shape::AttnShape;
@@ -76,6 +76,8 @@ pub fn record_weighted_sum(
     )?;
     let (v_off, v_s) = addressing(v);
     let (o_off, o_s) = addressing(&out);
+    let tile = TileConfig::new(rec.tuning());
+    let (tiles_m, tiles_n) = tile.tiles(nq, d);
     let params = Params {
         b: b as u32,
         hq: hq as u32,
@@ -83,15 +85,15 @@ pub fn record_weighted_sum(
         nq: nq as u32,
         nk: nk as u32,
         d: d as u32,
-        tiles_m: tiles(nq),
-        tiles_n: tiles(d),
+        tiles_m,
+        tiles_n,
         v_off,
         v_s,
         o_off,
         o_s,
         _pad: [0; 2],
     };
-    let kernel = gpu.kernel(&SPEC, &[("STAGED", rec.tuning().staged as u32 as f64)])?;
+    let kernel = gpu.kernel(&SPEC, &tile.constants)?;
     let total = (b * hq) as u64 * params.tiles_m as u64 * params.tiles_n as u64;
     rec.dispatch(
         &kernel,

@@ -11,14 +11,17 @@ mod scores;
 mod softmax;
 mod weighted_sum;
 
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use wgpu_attention::{Gpu, GpuOptions, Tuning};
 
-static GPUS: OnceLock<Vec<Gpu>> = OnceLock::new();
+static GPUS: OnceLock<Vec<(Gpu, Mutex<()>)>> = OnceLock::new();
 
-fn gpus() -> &'static [Gpu] {
+/// Every adapter once, each with a lock: tests take turns on one device (wgpu's GL
+/// backend panics when its context lock waits over 6 s, which a busy 2-core CI
+/// machine can cause), while different adapters run in parallel.
+fn gpus() -> &'static [(Gpu, Mutex<()>)] {
     GPUS.get_or_init(|| {
         let mut out = Vec::new();
         for g in Gpu::all_blocking(&GpuOptions::default()) {
@@ -26,7 +29,7 @@ fn gpus() -> &'static [Gpu] {
                 Ok(g) => {
                     g.set_poison_outputs(true);
                     eprintln!("test adapter: {}", g.describe());
-                    out.push(g);
+                    out.push((g, Mutex::new(())));
                 }
                 Err(e) => eprintln!("an adapter failed to open: {e}"),
             }
@@ -36,9 +39,9 @@ fn gpus() -> &'static [Gpu] {
             for name in want.split(',').filter(|s| !s.is_empty()) {
                 let backend = wgpu_attention::parse_backend(name).expect("WGPU_ATTENTION_REQUIRE_BACKENDS");
                 assert!(
-                    out.iter().any(|g| backend.contains(wgpu::Backends::from(g.info().backend))),
+                    out.iter().any(|(g, _)| backend.contains(wgpu::Backends::from(g.info().backend))),
                     "WGPU_ATTENTION_REQUIRE_BACKENDS names {name}, but no such adapter opened; present: {:?}",
-                    out.iter().map(Gpu::describe).collect::<Vec<_>>()
+                    out.iter().map(|(g, _)| g.describe()).collect::<Vec<_>>()
                 );
             }
         }
@@ -61,7 +64,8 @@ pub fn each_gpu(test: &str, f: impl Fn(&Gpu, Tuning, &str)) {
         eprintln!("SKIPPED {msg}");
         return;
     }
-    for gpu in gpus {
+    for (gpu, turn) in gpus {
+        let _turn = turn.lock().unwrap_or_else(|p| p.into_inner());
         let base = Tuning::for_adapter(gpu.info());
         for staged in [false, true] {
             let ctx = format!(
