@@ -1,4 +1,5 @@
-// scores: S[b,h,i,j] = scale · Σ_d Q[b,h,i,d] K[b,h/g,j,d] (+ additive bias[b|1,h|1,i|1,j|1])
+// scores: S[b,h,i,j] = scale · Σ_d Q[b,h,i,d] K[b,h/g,j,d]
+//                      (+ additive bias[b|1,h|1,i|1,j|1]) (− slope[h]·|i + diag_off − j| for ALiBi)
 // Q and K are read through strides (any layout); S is contiguous [B, Hq, Nq, Nk].
 // All batches and heads in one dispatch: workgroup w handles tile (w % tiles) of
 // head-batch (w / tiles).
@@ -14,25 +15,23 @@ struct Params {
     q_sd: u32, k_off: u32, k_sb: u32, k_sh: u32,
     k_sn: u32, k_sd: u32, scale: f32, bias_kind: u32,
     m_sb: u32, m_sh: u32, m_sq: u32, m_sk: u32,
+    alibi: u32, diag_off: i32, _pad0: u32, _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
 @group(0) @binding(2) var<storage, read> k: array<f32>;
 @group(0) @binding(3) var<storage, read> mask_words: array<u32>;
-@group(0) @binding(4) var<storage, read_write> s: array<f32>;
+@group(0) @binding(4) var<storage, read> slopes: array<f32>;
+@group(0) @binding(5) var<storage, read_write> s: array<f32>;
 
-fn load_a(bh: u32, row: u32, kk: u32) -> f32 {
-    let b = bh / p.hq;
-    let h = bh % p.hq;
-    return q[p.q_off + b * p.q_sb + h * p.q_sh + row * p.q_sn + kk * p.q_sd];
-}
-
-fn load_b(bh: u32, kk: u32, col: u32) -> f32 {
-    let b = bh / p.hq;
-    let hk = (bh % p.hq) / p.group;
-    return k[p.k_off + b * p.k_sb + hk * p.k_sh + col * p.k_sn + kk * p.k_sd];
-}
+// A = Q[b, h] (rows i, k = d); B = K[b, h/g]ᵀ (k = d, cols j).
+fn a_base(bh: u32, row: u32) -> u32 { return p.q_off + (bh / p.hq) * p.q_sb + (bh % p.hq) * p.q_sh + row * p.q_sn; }
+fn a_kstride() -> u32 { return p.q_sd; }
+fn a_at(i: u32) -> f32 { return q[i]; }
+fn b_base(bh: u32, col: u32) -> u32 { return p.k_off + (bh / p.hq) * p.k_sb + ((bh % p.hq) / p.group) * p.k_sh + col * p.k_sn; }
+fn b_kstride() -> u32 { return p.k_sd; }
+fn b_at(i: u32) -> f32 { return k[i]; }
 
 @compute @workgroup_size(8, WG_Y, 1)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -58,6 +57,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
                 var v = p.scale * acc[ii][jj];
                 if (p.bias_kind == MASK_ADDITIVE) {
                     v += mask_additive_at(b * p.m_sb + h * p.m_sh + row * p.m_sq + col * p.m_sk);
+                }
+                if (p.alibi != 0u) {
+                    v -= slopes[h] * abs(f32(i32(row) + p.diag_off - i32(col)));
                 }
                 s[(bh * p.nq + row) * p.nk + col] = v;
             }

@@ -17,15 +17,13 @@ struct Params {
 @group(0) @binding(2) var<storage, read> v: array<f32>;
 @group(0) @binding(3) var<storage, read_write> o: array<f32>;
 
-fn load_a(bh: u32, row: u32, kk: u32) -> f32 {
-    return pw[(bh * p.nq + row) * p.nk + kk];
-}
-
-fn load_b(bh: u32, kk: u32, col: u32) -> f32 {
-    let b = bh / p.hq;
-    let hk = (bh % p.hq) / p.group;
-    return v[p.v_off + b * p.v_sb + hk * p.v_sh + kk * p.v_sn + col * p.v_sd];
-}
+// A = P[b, h] (rows i, k = j, contiguous); B = V[b, h/g] (k = j, cols d).
+fn a_base(bh: u32, row: u32) -> u32 { return (bh * p.nq + row) * p.nk; }
+fn a_kstride() -> u32 { return 1u; }
+fn a_at(i: u32) -> f32 { return pw[i]; }
+fn b_base(bh: u32, col: u32) -> u32 { return p.v_off + (bh / p.hq) * p.v_sb + ((bh % p.hq) / p.group) * p.v_sh + col * p.v_sd; }
+fn b_kstride() -> u32 { return p.v_sn; }
+fn b_at(i: u32) -> f32 { return v[i]; }
 
 @compute @workgroup_size(8, WG_Y, 1)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

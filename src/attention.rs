@@ -21,6 +21,9 @@ pub struct AttentionOptions<'a> {
     pub masking: Masking,
     /// A dense bool or additive mask broadcastable to `[B, Hq, Nq, Nk]`.
     pub mask: Option<&'a MaskTensor>,
+    /// ALiBi slopes, one per query head ([`crate::alibi_slopes`] gives the paper's):
+    /// `− slope·|i + offset − j|`, distance from the diagonal aligned as `masking.alignment`.
+    pub alibi: Option<&'a [f32]>,
     /// Also return the attention weights `P` `[B, Hq, Nq, Nk]`.
     pub return_weights: bool,
     /// Also return the log-sum-exp `[B, Hq, Nq]` (`-inf` for fully masked rows).
@@ -83,7 +86,11 @@ pub fn record_attention(
         Some(m) if m.kind() == MaskKind::Additive => (Some(m), None),
         other => (None, other),
     };
-    let s = scores::record_scores(rec, q, k, opts.scale, bias)?;
+    let alibi = opts.alibi.map(|slopes| scores::AlibiBias {
+        slopes,
+        diag_off: opts.masking.diagonal_offset(sh.nq, sh.nk),
+    });
+    let s = scores::record_scores(rec, q, k, opts.scale, bias, alibi)?;
     let sm = softmax::record_softmax(rec, &s, &opts.masking, dense, opts.return_lse)?;
     let o = weighted_sum::record_weighted_sum(rec, &sm.p, v, q.layout())?;
     Ok(Attention {

@@ -9,12 +9,15 @@ pub const KERNELS: &[(&str, &str)] = &[
     ("softmax", include_str!("../shaders/softmax.wgsl")),
     ("weighted_sum", include_str!("../shaders/weighted_sum.wgsl")),
     ("posenc", include_str!("../shaders/posenc.wgsl")),
+    ("matmul", include_str!("../shaders/matmul.wgsl")),
+    ("rope", include_str!("../shaders/rope.wgsl")),
 ];
 
 const SHARED: &[(&str, &str)] = &[
     ("grid", include_str!("../shaders/shared/grid.wgsl")),
     ("tile_mm", include_str!("../shaders/shared/tile_mm.wgsl")),
     ("mask", include_str!("../shaders/shared/mask.wgsl")),
+    ("trig", include_str!("../shaders/shared/trig.wgsl")),
 ];
 
 /// The complete WGSL of kernel `name` with its imports resolved.

@@ -187,6 +187,20 @@ impl Tensor {
         })
     }
 
+    /// The same memory with dims `d0` and `d1` swapped (a transpose as a view).
+    pub fn transpose(&self, d0: usize, d1: usize) -> Result<Tensor> {
+        let rank = self.shape.len();
+        if d0 >= rank || d1 >= rank {
+            return Err(Error::Shape(format!(
+                "transpose({d0}, {d1}) of a rank-{rank} tensor"
+            )));
+        }
+        let mut t = self.clone();
+        t.shape.swap(d0, d1);
+        t.strides.swap(d0, d1);
+        Ok(t)
+    }
+
     pub fn shape(&self) -> &[usize] {
         &self.shape
     }

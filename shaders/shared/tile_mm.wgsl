@@ -1,10 +1,12 @@
 // One output tile of a batched product C[bh] = A[bh] · B[bh], in two variants
 // chosen by the host per adapter (override STAGED; workgroup size (8, WG_Y, 1)).
 //
-// The importing shader defines
-//   fn load_a(bh: u32, row: u32, k: u32) -> f32   // A[bh][row][k]
-//   fn load_b(bh: u32, k: u32, col: u32) -> f32   // B[bh][k][col]
-// which are only called with row < m, col < n, k < kdim.
+// The importing shader defines element addressing that is linear in k:
+//   fn a_base(bh: u32, row: u32) -> u32   fn a_kstride() -> u32   fn a_at(i: u32) -> f32
+//   fn b_base(bh: u32, col: u32) -> u32   fn b_kstride() -> u32   fn b_at(i: u32) -> f32
+// so A[bh][row][k] = a_at(a_base(bh, row) + k * a_kstride()), likewise B[bh][k][col];
+// only called with row < m, col < n, k < kdim. Bases are computed once per tile,
+// not per k-step.
 //
 // Columns: invocation x of a row of 8 owns columns col0 + x + 8t, t = 0..3 (32
 // columns per tile), so the 8 lanes of a SIMD batch read 8 consecutive B elements.
@@ -51,12 +53,12 @@ fn mm_block(bh: u32, row0: u32, col0: u32, lid: vec3<u32>, m: u32, n: u32, kdim:
                 let kg = k0 + kk;
                 var va = 0.0;
                 if (row0 + rr < m && kg < kdim) {
-                    va = load_a(bh, row0 + rr, kg);
+                    va = a_at(a_base(bh, row0 + rr) + kg * a_kstride());
                 }
                 stage_a[e] = va;
                 var vb = 0.0;
                 if (col0 + rr < n && kg < kdim) {
-                    vb = load_b(bh, kg, col0 + rr);
+                    vb = b_at(b_base(bh, col0 + rr) + kg * b_kstride());
                 }
                 stage_b[e] = vb;
             }
@@ -75,24 +77,29 @@ fn mm_block(bh: u32, row0: u32, col0: u32, lid: vec3<u32>, m: u32, n: u32, kdim:
         // Rows/cols past the edge read the last valid one; the caller skips storing them.
         let c = min(vec4(col0 + lid.x) + vec4(0u, 8u, 16u, 24u), vec4(n - 1u));
         let last = m - 1u;
-        let r0 = min(row0, last);
-        let r1 = min(row0 + 1u, last);
-        let r2 = min(row0 + 2u, last);
-        let r3 = min(row0 + 3u, last);
-        let r4 = min(row0 + 4u, last);
-        let r5 = min(row0 + 5u, last);
-        let r6 = min(row0 + 6u, last);
-        let r7 = min(row0 + 7u, last);
+        let a0 = a_base(bh, min(row0, last));
+        let a1 = a_base(bh, min(row0 + 1u, last));
+        let a2 = a_base(bh, min(row0 + 2u, last));
+        let a3 = a_base(bh, min(row0 + 3u, last));
+        let a4 = a_base(bh, min(row0 + 4u, last));
+        let a5 = a_base(bh, min(row0 + 5u, last));
+        let a6 = a_base(bh, min(row0 + 6u, last));
+        let a7 = a_base(bh, min(row0 + 7u, last));
+        let bb = vec4(b_base(bh, c.x), b_base(bh, c.y), b_base(bh, c.z), b_base(bh, c.w));
+        let sa = a_kstride();
+        let sb = b_kstride();
         for (var k = 0u; k < kdim; k++) {
-            let b = vec4(load_b(bh, k, c.x), load_b(bh, k, c.y), load_b(bh, k, c.z), load_b(bh, k, c.w));
-            acc[0] += load_a(bh, r0, k) * b;
-            acc[1] += load_a(bh, r1, k) * b;
-            acc[2] += load_a(bh, r2, k) * b;
-            acc[3] += load_a(bh, r3, k) * b;
-            acc[4] += load_a(bh, r4, k) * b;
-            acc[5] += load_a(bh, r5, k) * b;
-            acc[6] += load_a(bh, r6, k) * b;
-            acc[7] += load_a(bh, r7, k) * b;
+            let ka = k * sa;
+            let kb = bb + vec4(k * sb);
+            let b = vec4(b_at(kb.x), b_at(kb.y), b_at(kb.z), b_at(kb.w));
+            acc[0] += a_at(a0 + ka) * b;
+            acc[1] += a_at(a1 + ka) * b;
+            acc[2] += a_at(a2 + ka) * b;
+            acc[3] += a_at(a3 + ka) * b;
+            acc[4] += a_at(a4 + ka) * b;
+            acc[5] += a_at(a5 + ka) * b;
+            acc[6] += a_at(a6 + ka) * b;
+            acc[7] += a_at(a7 + ka) * b;
         }
     }
     return acc;

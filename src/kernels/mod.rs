@@ -4,7 +4,9 @@
 //! [`Recorder`](crate::Recorder) (so several kernels go out in one submission) and
 //! a convenience function that records and submits.
 
+pub mod matmul;
 pub mod posenc;
+pub mod rope;
 pub mod scores;
 pub mod softmax;
 pub mod weighted_sum;

@@ -4,6 +4,7 @@
 use super::addressing;
 use crate::dispatch::{KernelSpec, Recorder};
 use crate::error::{Error, Result};
+use crate::positional::frequency_table;
 use crate::tensor::Tensor;
 
 const SPEC: KernelSpec = KernelSpec {
@@ -20,21 +21,6 @@ struct Params {
     offset: u32,
     x_off: u32,
     x_s: [u32; 3],
-}
-
-/// `ω_i / 2π` for each channel pair as 0.64 fixed point `[hi, lo]`, so the shader
-/// can reduce `pos · ω_i` modulo a turn exactly with integer arithmetic.
-fn frequency_table(d_model: usize) -> Vec<[u32; 2]> {
-    (0..d_model.div_ceil(2))
-        .map(|i| {
-            let turns =
-                1.0 / (std::f64::consts::TAU * 10000f64.powf(2.0 * i as f64 / d_model as f64));
-            let scaled = turns * 4294967296.0;
-            let hi = scaled.floor();
-            let lo = ((scaled - hi) * 4294967296.0).round().min(4294967295.0);
-            [hi as u32, lo as u32]
-        })
-        .collect()
 }
 
 /// `x + PE` for embeddings `x` `[B, N, d_model]` (any strides), positions
@@ -71,7 +57,9 @@ pub fn record_posenc(rec: &mut Recorder<'_>, x: &Tensor, offset: u32) -> Result<
     };
     let table = gpu.upload(
         "posenc frequencies",
-        bytemuck::cast_slice(&frequency_table(dm)),
+        bytemuck::cast_slice(&frequency_table(
+            (0..dm.div_ceil(2)).map(|i| 10000f64.powf(-2.0 * i as f64 / dm as f64)),
+        )),
         wgpu::BufferUsages::STORAGE,
     )?;
     let out = Tensor::output(gpu, "posenc", &[b, n, dm], None)?;

@@ -1,15 +1,15 @@
-//! `S = scale · QKᵀ (+ bias)` for all batches and heads in one dispatch
+//! `S = scale · QKᵀ (+ bias) (+ ALiBi)` for all batches and heads in one dispatch
 //! (`shaders/scores.wgsl`, CPU twin [`crate::reference::scores`]).
 
 use super::{addressing, attn_shape, TileConfig};
 use crate::dispatch::{KernelSpec, Recorder};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::mask_tensor::{MaskKind, MaskTensor};
 use crate::tensor::Tensor;
 
 const SPEC: KernelSpec = KernelSpec {
     name: "scores",
-    storage_read_only: &[true, true, true, false],
+    storage_read_only: &[true, true, true, true, false],
 };
 
 #[repr(C)]
@@ -30,19 +30,32 @@ struct Params {
     scale: f32,
     bias_kind: u32,
     m_s: [u32; 4],
+    alibi: u32,
+    diag_off: i32,
+    _pad: [u32; 2],
+}
+
+/// ALiBi inside the score path: `− slopes[h] · |i + diag_off − j|`, the distance
+/// from the aligned diagonal (see [`crate::Masking::diagonal_offset`]).
+#[derive(Clone, Copy, Debug)]
+pub struct AlibiBias<'a> {
+    /// One slope per query head (e.g. [`crate::alibi_slopes`]).
+    pub slopes: &'a [f32],
+    pub diag_off: i64,
 }
 
 /// Scores `[B, Hq, Nq, Nk]` of `q` `[B, Hq, Nq, D]` against `k` `[B, Hkv, Nk, D]`
 /// (any strides; `Hq % Hkv == 0`). `scale` defaults to `1/sqrt(D)`; `bias` is an
-/// additive mask broadcastable to the scores.
+/// additive mask broadcastable to the scores; `alibi` adds the ALiBi distance bias.
 pub fn scores(
     q: &Tensor,
     k: &Tensor,
     scale: Option<f32>,
     bias: Option<&MaskTensor>,
+    alibi: Option<AlibiBias<'_>>,
 ) -> Result<Tensor> {
     let mut rec = q.gpu().recorder();
-    let s = record_scores(&mut rec, q, k, scale, bias)?;
+    let s = record_scores(&mut rec, q, k, scale, bias, alibi)?;
     rec.submit()?;
     Ok(s)
 }
@@ -54,6 +67,7 @@ pub fn record_scores(
     k: &Tensor,
     scale: Option<f32>,
     bias: Option<&MaskTensor>,
+    alibi: Option<AlibiBias<'_>>,
 ) -> Result<Tensor> {
     let sh = attn_shape(q, k)?;
     let gpu = q.gpu();
@@ -64,6 +78,24 @@ pub fn record_scores(
             m.broadcast_strides(sh.b, sh.hq, sh.nq, sh.nk)?
         }
         None => [0; 4],
+    };
+    let slopes = match alibi {
+        Some(a) if a.slopes.len() != sh.hq => {
+            return Err(Error::InvalidArgument(format!(
+                "ALiBi has {} slopes for {} query heads: give one per query head",
+                a.slopes.len(),
+                sh.hq
+            )));
+        }
+        Some(a) if a.slopes.iter().any(|s| !s.is_finite()) => {
+            return Err(Error::InvalidArgument("ALiBi slopes must be finite".into()));
+        }
+        Some(a) => Some(gpu.upload(
+            "alibi slopes",
+            bytemuck::cast_slice(a.slopes),
+            wgpu::BufferUsages::STORAGE,
+        )?),
+        None => None,
     };
     let (q_off, q_s) = addressing(q);
     let (k_off, k_s) = addressing(k);
@@ -85,6 +117,9 @@ pub fn record_scores(
         scale: scale.unwrap_or(sh.default_scale() as f32),
         bias_kind: bias.is_some() as u32,
         m_s,
+        alibi: alibi.is_some() as u32,
+        diag_off: alibi.map_or(0, |a| a.diag_off as i32),
+        _pad: [0; 2],
     };
     let out = Tensor::output(gpu, "scores", &[sh.b, sh.hq, sh.nq, sh.nk], None)?;
     let kernel = gpu.kernel(&SPEC, &tile.constants)?;
@@ -97,6 +132,7 @@ pub fn record_scores(
             Some(q.buffer()),
             Some(k.buffer()),
             bias.map(|m| &*m.buffer),
+            slopes.as_ref(),
             Some(out.buffer()),
         ],
         total,

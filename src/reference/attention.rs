@@ -10,6 +10,8 @@ pub struct ReferenceOptions<'a> {
     pub masking: Masking,
     /// Dense mask over `[B|1, Hq|1, Nq|1, Nk|1]`.
     pub mask: Option<&'a HostMask>,
+    /// ALiBi slopes, one per query head (distance from the aligned diagonal).
+    pub alibi: Option<&'a [f32]>,
 }
 
 /// Everything the reference attention computes.
@@ -36,7 +38,8 @@ pub fn attention(
         Some(m) if matches!(m.values, MaskValues::Additive(_)) => (Some(m), None),
         other => (None, other),
     };
-    let s = scores(q, k, shape, scale, bias);
+    let diag_off = opts.masking.diagonal_offset(shape.nq, shape.nk);
+    let s = scores(q, k, shape, scale, bias, opts.alibi.map(|a| (a, diag_off)));
     let sm = softmax(
         &s,
         [shape.b, shape.hq, shape.nq, shape.nk],

@@ -6,13 +6,17 @@
 //! the GPU.
 
 mod attention;
+mod matmul;
 mod posenc;
+mod rope;
 mod scores;
 mod softmax;
 mod weighted_sum;
 
 pub use attention::{attention, AttentionOutput, ReferenceOptions};
+pub use matmul::matmul;
 pub use posenc::{posenc, posenc_value};
+pub use rope::rope;
 pub use scores::scores;
 pub use softmax::{softmax, SoftmaxOutput};
 pub use weighted_sum::weighted_sum;
@@ -95,7 +99,14 @@ mod tests {
             d: 4,
         };
         assert_eq!(
-            scores(&[1.0, 2.0, 3.0, 4.0], &[1.0, 1.0, 1.0, 1.0], &sh, 0.5, None),
+            scores(
+                &[1.0, 2.0, 3.0, 4.0],
+                &[1.0, 1.0, 1.0, 1.0],
+                &sh,
+                0.5,
+                None,
+                None
+            ),
             vec![5.0]
         );
         assert_eq!(posenc_value(0, 0, 8), 0.0);

@@ -1,7 +1,8 @@
 use crate::mask::{additive_floor, HostMask, MaskValues};
 use crate::shape::AttnShape;
 
-/// `S[b,h,i,j] = scale · Σ_d Q[b,h,i,d] K[b,h/g,j,d] (+ bias[b,h,i,j])`.
+/// `S[b,h,i,j] = scale · Σ_d Q[b,h,i,d] K[b,h/g,j,d] (+ bias[b,h,i,j])
+/// (− slopes[h]·|i + diag_off − j|)` with `alibi = Some((slopes, diag_off))`.
 ///
 /// `bias` must be an additive mask (a bool mask here is a caller bug and panics);
 /// its excluded entries (`<= -1e30`, `-inf`) add [`crate::mask::ADDITIVE_FLOOR`], as on the GPU.
@@ -11,6 +12,7 @@ pub fn scores(
     shape: &AttnShape,
     scale: f64,
     bias: Option<&HostMask>,
+    alibi: Option<(&[f32], i64)>,
 ) -> Vec<f64> {
     let AttnShape {
         b, hq, nq, nk, d, ..
@@ -39,6 +41,9 @@ pub fn scores(
                                 panic!("reference::scores takes an additive bias, not a bool mask")
                             }
                         }
+                    }
+                    if let Some((slopes, off)) = alibi {
+                        v -= slopes[h] as f64 * (i as i64 + off - j as i64).abs() as f64;
                     }
                     s[((bi * hq + h) * nq + i) * nk + j] = v;
                 }

@@ -12,17 +12,21 @@ struct Case {
     masking: Masking,
     mask: Option<HostMask>,
     scale: Option<f32>,
+    alibi: bool,
 }
 
 fn check(gpu: &Gpu, t: Tuning, ctx: &str, c: &Case) {
     let sh = c.sh;
     let (mut r, ctx) = rng(&format!(
-        "{ctx} {sh:?} {:?} {:?} mask={:?} scale={:?}",
+        "{ctx} {sh:?} {:?} {:?} mask={:?} scale={:?} alibi={}",
         c.layout,
         c.masking,
         c.mask.as_ref().map(|m| m.dims),
-        c.scale
+        c.scale,
+        c.alibi
     ));
+    let slopes = wgpu_attention::alibi_slopes(sh.hq);
+    let alibi = c.alibi.then_some(&slopes[..]);
     let q = uniform(&mut r, sh.q_len(), 1.0);
     let k = uniform(&mut r, sh.kv_len(), 1.0);
     let v = uniform(&mut r, sh.kv_len(), 1.0);
@@ -34,6 +38,7 @@ fn check(gpu: &Gpu, t: Tuning, ctx: &str, c: &Case) {
         scale: c.scale,
         masking: c.masking.clone(),
         mask: mt.as_ref(),
+        alibi,
         return_weights: true,
         return_lse: true,
     };
@@ -50,6 +55,7 @@ fn check(gpu: &Gpu, t: Tuning, ctx: &str, c: &Case) {
             scale: c.scale.map(f64::from),
             masking: c.masking.clone(),
             mask: c.mask.as_ref(),
+            alibi,
         },
     );
     assert_close(
@@ -128,6 +134,7 @@ fn attention_plain_and_gqa_in_both_layouts() {
                     masking: Masking::default(),
                     mask: None,
                     scale: None,
+                    alibi: false,
                 },
             );
         }
@@ -183,6 +190,7 @@ fn attention_with_every_option() {
                     masking,
                     mask: None,
                     scale: None,
+                    alibi: false,
                 },
             );
         }
@@ -197,6 +205,7 @@ fn attention_with_every_option() {
                     masking: Masking::default(),
                     mask: Some(mask),
                     scale: Some(0.3),
+                    alibi: false,
                 },
             );
         }
@@ -218,7 +227,37 @@ fn attention_over_65535_heads_splits_the_grid() {
                 masking: Masking::default(),
                 mask: None,
                 scale: None,
+                alibi: false,
             },
         );
+    });
+}
+
+#[test]
+fn attention_with_alibi_for_4_6_and_12_heads() {
+    each_gpu("attention alibi", |gpu, t, ctx| {
+        for (hq, hkv, causal, alignment) in [
+            (4, 4, false, Alignment::BottomRight),
+            (6, 3, true, Alignment::BottomRight),
+            (12, 4, true, Alignment::TopLeft),
+        ] {
+            check(
+                gpu,
+                t,
+                ctx,
+                &Case {
+                    sh: shape(1, hq, hkv, 17, 33, 8),
+                    layout: Layout::Bnhd,
+                    masking: Masking {
+                        causal,
+                        alignment,
+                        ..Default::default()
+                    },
+                    mask: None,
+                    scale: None,
+                    alibi: true,
+                },
+            );
+        }
     });
 }

@@ -6,7 +6,9 @@
 
 mod attention;
 mod errors;
+mod matmul;
 mod posenc;
+mod rope;
 mod scores;
 mod softmax;
 mod weighted_sum;

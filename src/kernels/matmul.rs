@@ -1,0 +1,135 @@
+//! `C = A·B (+ bias)`, batched, any sizes, operands through strides
+//! (`shaders/matmul.wgsl`, CPU twin [`crate::reference::matmul`]).
+
+use super::{same_device, TileConfig};
+use crate::dispatch::{KernelSpec, Recorder};
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+const SPEC: KernelSpec = KernelSpec {
+    name: "matmul",
+    storage_read_only: &[true, true, true, false],
+};
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    batch: u32,
+    m: u32,
+    n: u32,
+    k: u32,
+    tiles_m: u32,
+    tiles_n: u32,
+    has_bias: u32,
+    bias_off: u32,
+    a: [u32; 4],
+    b: [u32; 4],
+}
+
+/// (batch, rows, cols) and (offset, batch stride, row stride, col stride) of a 2-D
+/// or 3-D operand; a 2-D operand has batch stride 0 (broadcast).
+fn operand(t: &Tensor, what: &str) -> Result<([usize; 3], [u32; 4])> {
+    let (s, st) = (t.shape(), t.strides());
+    let off = t.offset() as u32;
+    match s.len() {
+        2 => Ok(([1, s[0], s[1]], [off, 0, st[0] as u32, st[1] as u32])),
+        3 => Ok((
+            [s[0], s[1], s[2]],
+            [off, st[0] as u32, st[1] as u32, st[2] as u32],
+        )),
+        _ => Err(Error::Shape(format!(
+            "{what} must be 2-D [rows, cols] or 3-D [batch, rows, cols], got {s:?}"
+        ))),
+    }
+}
+
+/// `a` `[M, K]` or `[batch, M, K]` times `b` `[K, N]` (shared by every batch) or
+/// `[batch, K, N]`, plus `bias` `[N]`. Any strides: pass a transposed view for
+/// `Aᵀ` or `Bᵀ`. The result is contiguous, `[M, N]` or `[batch, M, N]`.
+pub fn matmul(a: &Tensor, b: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let mut rec = a.gpu().recorder();
+    let c = record_matmul(&mut rec, a, b, bias)?;
+    rec.submit()?;
+    Ok(c)
+}
+
+/// Records [`matmul`] without submitting.
+pub fn record_matmul(
+    rec: &mut Recorder<'_>,
+    a: &Tensor,
+    b: &Tensor,
+    bias: Option<&Tensor>,
+) -> Result<Tensor> {
+    same_device(a, b, "matmul operands")?;
+    let ([ba, m, k], a_s) = operand(a, "A")?;
+    let ([bb, kb, n], mut b_s) = operand(b, "B")?;
+    if k != kb {
+        return Err(Error::Shape(format!(
+            "A is {:?} and B is {:?}: inner dimensions {k} and {kb} differ",
+            a.shape(),
+            b.shape()
+        )));
+    }
+    if b.shape().len() == 3 && a.shape().len() == 2 {
+        return Err(Error::Shape(
+            "a 3-D B needs a 3-D A with the same batch".into(),
+        ));
+    }
+    if b.shape().len() == 3 && bb != ba {
+        return Err(Error::Shape(format!(
+            "batch of A ({ba}) and B ({bb}) differ"
+        )));
+    }
+    if b.shape().len() == 2 {
+        b_s[1] = 0;
+    }
+    let bias_off = match bias {
+        Some(t) => {
+            same_device(a, t, "matmul bias")?;
+            if t.shape() != [n] || t.strides() != [1] {
+                return Err(Error::Shape(format!(
+                    "bias must be contiguous [N = {n}], got shape {:?}",
+                    t.shape()
+                )));
+            }
+            t.offset() as u32
+        }
+        None => 0,
+    };
+    let gpu = a.gpu();
+    let out_shape: Vec<usize> = if a.shape().len() == 3 {
+        vec![ba, m, n]
+    } else {
+        vec![m, n]
+    };
+    let c = Tensor::output(gpu, "matmul output", &out_shape, None)?;
+    let tile = TileConfig::new(rec.tuning());
+    let (tiles_m, tiles_n) = tile.tiles(m, n);
+    let params = Params {
+        batch: ba as u32,
+        m: m as u32,
+        n: n as u32,
+        k: k as u32,
+        tiles_m,
+        tiles_n,
+        has_bias: bias.is_some() as u32,
+        bias_off,
+        a: a_s,
+        b: b_s,
+    };
+    let kernel = gpu.kernel(&SPEC, &tile.constants)?;
+    let total = ba as u64 * tiles_m as u64 * tiles_n as u64;
+    rec.dispatch(
+        &kernel,
+        "matmul",
+        &params,
+        &[
+            Some(a.buffer()),
+            Some(b.buffer()),
+            bias.map(Tensor::buffer),
+            Some(c.buffer()),
+        ],
+        total,
+    )?;
+    Ok(c)
+}
