@@ -41,7 +41,7 @@ impl Rope {
     /// The rotated channel count for head dim `d`, checked.
     pub fn rotary(&self, d: usize) -> Result<usize> {
         let r = self.rotary_dims.unwrap_or(d - d % 2);
-        if r % 2 != 0 || r > d {
+        if !r.is_multiple_of(2) || r > d {
             return Err(Error::InvalidArgument(format!(
                 "RoPE rotary_dims = {r} must be even and at most the head dim {d}"
             )));
