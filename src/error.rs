@@ -55,6 +55,15 @@ pub enum Error {
     /// The device was lost (driver reset, removed adapter, ...).
     #[error("GPU device lost: {0}")]
     DeviceLost(String),
+    /// A layer configuration that cannot work (e.g. `d_model % num_heads != 0`).
+    #[error("invalid layer configuration: {0}")]
+    Config(String),
+    /// A weight tensor is missing, has the wrong shape or an unsupported dtype.
+    #[error("weights: {0}")]
+    Weights(String),
+    /// Reading or writing a file failed.
+    #[error("{path}: {reason}")]
+    Io { path: String, reason: String },
     /// Mapping a buffer for readback failed.
     #[error("buffer readback failed: {0}")]
     Readback(String),

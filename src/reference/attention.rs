@@ -26,10 +26,10 @@ pub struct AttentionOutput {
 }
 
 /// `softmax(scale·QKᵀ + mask) · V` in f64.
-pub fn attention(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
+pub fn attention<T: Copy + Into<f64>>(
+    q: &[T],
+    k: &[T],
+    v: &[T],
     shape: &AttnShape,
     opts: &ReferenceOptions,
 ) -> AttentionOutput {

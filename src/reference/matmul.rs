@@ -2,10 +2,10 @@
 /// `b_batched`, else `[k, n]` shared by every batch; `bias` `[n]`. Contiguous in,
 /// contiguous `[batch, m, n]` out.
 #[allow(clippy::too_many_arguments)]
-pub fn matmul(
-    a: &[f32],
-    b: &[f32],
-    bias: Option<&[f32]>,
+pub fn matmul<T: Copy + Into<f64>>(
+    a: &[T],
+    b: &[T],
+    bias: Option<&[T]>,
     batch: usize,
     m: usize,
     k: usize,
@@ -22,12 +22,12 @@ pub fn matmul(
         for i in 0..m {
             let row = &mut c[(bi * m + i) * n..][..n];
             if let Some(bias) = bias {
-                row.iter_mut().zip(bias).for_each(|(r, &v)| *r = v as f64);
+                row.iter_mut().zip(bias).for_each(|(r, &v)| *r = v.into());
             }
             for kk in 0..k {
-                let av = a[(bi * m + i) * k + kk] as f64;
+                let av: f64 = a[(bi * m + i) * k + kk].into();
                 for (r, &bv) in row.iter_mut().zip(&bm[kk * n..][..n]) {
-                    *r += av * bv as f64;
+                    *r += av * bv.into();
                 }
             }
         }

@@ -7,6 +7,7 @@
 
 mod attention;
 mod matmul;
+mod mha;
 mod posenc;
 mod rope;
 mod scores;
@@ -15,6 +16,7 @@ mod weighted_sum;
 
 pub use attention::{attention, AttentionOutput, ReferenceOptions};
 pub use matmul::matmul;
+pub use mha::{multi_head_attention, MhaReferenceOptions};
 pub use posenc::{posenc, posenc_value};
 pub use rope::rope;
 pub use scores::scores;

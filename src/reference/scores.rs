@@ -6,9 +6,9 @@ use crate::shape::AttnShape;
 ///
 /// `bias` must be an additive mask (a bool mask here is a caller bug and panics);
 /// its excluded entries (`<= -1e30`, `-inf`) add [`crate::mask::ADDITIVE_FLOOR`], as on the GPU.
-pub fn scores(
-    q: &[f32],
-    k: &[f32],
+pub fn scores<T: Copy + Into<f64>>(
+    q: &[T],
+    k: &[T],
     shape: &AttnShape,
     scale: f64,
     bias: Option<&HostMask>,
@@ -29,7 +29,7 @@ pub fn scores(
                     let dot: f64 = qrow
                         .iter()
                         .zip(krow)
-                        .map(|(&a, &c)| a as f64 * c as f64)
+                        .map(|(&a, &c)| a.into() * c.into())
                         .sum();
                     let mut v = scale * dot;
                     if let Some(m) = bias {

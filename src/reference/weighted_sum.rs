@@ -1,7 +1,7 @@
 use crate::shape::AttnShape;
 
 /// `O[b,h,i,:] = Σ_j P[b,h,i,j] · V[b,h/g,j,:]`.
-pub fn weighted_sum(p: &[f64], v: &[f32], shape: &AttnShape) -> Vec<f64> {
+pub fn weighted_sum<T: Copy + Into<f64>>(p: &[f64], v: &[T], shape: &AttnShape) -> Vec<f64> {
     let AttnShape {
         b,
         hq,
@@ -20,7 +20,7 @@ pub fn weighted_sum(p: &[f64], v: &[f32], shape: &AttnShape) -> Vec<f64> {
                 for (j, &pj) in prow.iter().enumerate() {
                     let vrow = &v[((bi * hkv + h / g) * nk + j) * d..][..d];
                     for (oc, &vc) in orow.iter_mut().zip(vrow) {
-                        *oc += pj * vc as f64;
+                        *oc += pj * vc.into();
                     }
                 }
             }

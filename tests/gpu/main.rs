@@ -7,6 +7,7 @@
 mod attention;
 mod errors;
 mod matmul;
+mod mha;
 mod posenc;
 mod rope;
 mod scores;

@@ -1,0 +1,164 @@
+//! The multi-head attention layer `MultiHead(Q,K,V) = Concat(head_1..head_h)·W^O`
+//! with `head_i = Attention(X_q W_i^Q, X_kv W_i^K, X_kv W_i^V)`.
+//!
+//! Data flow (one command encoder, one submission):
+//!
+//! ```text
+//! X_q [B,Nq,d_model] ─matmul W_Qᵀ(+b)─▶ [B,Nq,Hq·D] ═view═▶ Q [B,Hq,Nq,D] (BNHD strides) ─rope─┐
+//! X_kv [B,Nk,d_model] ─matmul W_Kᵀ─▶ K [B,Hkv,Nk,D] ─rope─┐   ─matmul W_Vᵀ─▶ V                  │
+//!                                   attention(Q, K, V; masks, ALiBi, GQA) ◀──────────────────────┘
+//!  O [B,Hq,Nq,D] in BNHD = [B,Nq,Hq·D] ═view═▶ ─matmul W_Oᵀ(+b)─▶ Y [B,Nq,d_model]
+//! ```
+//! Heads are split and merged by strides only: no transpose kernel.
+
+use crate::attention::{record_attention, AttentionOptions};
+use crate::dispatch::Recorder;
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::kernels::{matmul::record_matmul, rope::record_rope};
+use crate::mask::Masking;
+use crate::mask_tensor::MaskTensor;
+use crate::positional::{alibi_slopes, Rope};
+use crate::tensor::Tensor;
+use crate::weights::{Linear, MhaConfig, MhaWeights};
+
+/// Per-call options of [`MultiHeadAttention::forward`].
+#[derive(Clone, Debug, Default)]
+pub struct MhaOptions<'a> {
+    /// Causal / window / key-padding rules.
+    pub masking: Masking,
+    /// Dense mask broadcastable to `[B, Hq, Nq, Nk]`.
+    pub mask: Option<&'a MaskTensor>,
+    /// Rotary embedding of Q and K (rows at positions `offset + n`).
+    pub rope: Option<Rope>,
+    /// ALiBi with the paper's slopes for `num_heads`.
+    pub alibi: bool,
+    /// Softmax scale; `None` = `1/sqrt(head_dim)`.
+    pub scale: Option<f32>,
+}
+
+struct GpuLinear {
+    /// `[in, out]`: `x·Wᵀ` with the weight stored transposed once at upload, so
+    /// the GEMM reads it row-major.
+    weight_t: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl GpuLinear {
+    fn upload(gpu: &Gpu, lin: &Linear) -> Result<GpuLinear> {
+        Ok(GpuLinear {
+            weight_t: Tensor::from_slice(
+                gpu,
+                &lin.weight_t(),
+                &[lin.in_features, lin.out_features],
+            )?,
+            bias: lin
+                .bias
+                .as_ref()
+                .map(|b| Tensor::from_slice(gpu, b, &[b.len()]))
+                .transpose()?,
+        })
+    }
+
+    fn record(&self, rec: &mut Recorder<'_>, x: &Tensor) -> Result<Tensor> {
+        record_matmul(rec, x, &self.weight_t, self.bias.as_ref())
+    }
+}
+
+/// A multi-head (or grouped-/multi-query) attention layer with its weights on the GPU.
+pub struct MultiHeadAttention {
+    cfg: MhaConfig,
+    gpu: Gpu,
+    q: GpuLinear,
+    k: GpuLinear,
+    v: GpuLinear,
+    o: GpuLinear,
+    slopes: Vec<f32>,
+}
+
+impl MultiHeadAttention {
+    /// Uploads `weights` (checked against `cfg`).
+    pub fn new(gpu: &Gpu, cfg: MhaConfig, weights: &MhaWeights) -> Result<Self> {
+        weights.check(&cfg)?;
+        Ok(MultiHeadAttention {
+            cfg,
+            gpu: gpu.clone(),
+            q: GpuLinear::upload(gpu, &weights.q)?,
+            k: GpuLinear::upload(gpu, &weights.k)?,
+            v: GpuLinear::upload(gpu, &weights.v)?,
+            o: GpuLinear::upload(gpu, &weights.o)?,
+            slopes: alibi_slopes(cfg.num_heads),
+        })
+    }
+
+    pub fn config(&self) -> &MhaConfig {
+        &self.cfg
+    }
+
+    /// Self-attention when `x_kv` is `None`, cross-attention otherwise:
+    /// `x_q` `[B, Nq, d_model]`, `x_kv` `[B, Nk, d_model]` → `[B, Nq, d_model]`.
+    pub fn forward(
+        &self,
+        x_q: &Tensor,
+        x_kv: Option<&Tensor>,
+        opts: &MhaOptions,
+    ) -> Result<Tensor> {
+        let mut rec = self.gpu.recorder();
+        let y = self.record_forward(&mut rec, x_q, x_kv, opts)?;
+        rec.submit()?;
+        Ok(y)
+    }
+
+    /// Records [`MultiHeadAttention::forward`] without submitting.
+    pub fn record_forward(
+        &self,
+        rec: &mut Recorder<'_>,
+        x_q: &Tensor,
+        x_kv: Option<&Tensor>,
+        opts: &MhaOptions,
+    ) -> Result<Tensor> {
+        let c = &self.cfg;
+        let x_kv = x_kv.unwrap_or(x_q);
+        let (b, nq) = self.input_dims(x_q, "x_q")?;
+        let (bk, nk) = self.input_dims(x_kv, "x_kv")?;
+        if b != bk {
+            return Err(Error::Shape(format!(
+                "x_q has batch {b} but x_kv has batch {bk}"
+            )));
+        }
+        let (h, hkv, d) = (c.num_heads, c.num_kv_heads, c.head_dim);
+        // [B, N, H·D] seen as [B, H, N, D]: the BNHD strides of a projection output.
+        let heads =
+            |t: &Tensor, n: usize, h: usize| t.view(&[b, h, n, d], &[n * h * d, d, h * d, 1], 0);
+        let mut q = heads(&self.q.record(rec, x_q)?, nq, h)?;
+        let mut k = heads(&self.k.record(rec, x_kv)?, nk, hkv)?;
+        let v = heads(&self.v.record(rec, x_kv)?, nk, hkv)?;
+        if let Some(rope) = &opts.rope {
+            q = record_rope(rec, &q, rope)?;
+            k = record_rope(rec, &k, rope)?;
+        }
+        let attn = AttentionOptions {
+            scale: opts.scale,
+            masking: opts.masking.clone(),
+            mask: opts.mask,
+            alibi: opts.alibi.then_some(&self.slopes[..]),
+            return_weights: false,
+            return_lse: false,
+        };
+        let o = record_attention(rec, &q, &k, &v, &attn)?.o;
+        // O keeps Q's BNHD layout, so its buffer is [B, Nq, H·D]: the merge is a view.
+        let merged = o.view(&[b, nq, h * d], &[nq * h * d, h * d, 1], 0)?;
+        self.o.record(rec, &merged)
+    }
+
+    fn input_dims(&self, x: &Tensor, what: &str) -> Result<(usize, usize)> {
+        match *x.shape() {
+            [b, n, dm] if dm == self.cfg.d_model => Ok((b, n)),
+            _ => Err(Error::Shape(format!(
+                "{what} must be [B, N, d_model = {}], got {:?}",
+                self.cfg.d_model,
+                x.shape()
+            ))),
+        }
+    }
+}

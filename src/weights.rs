@@ -1,0 +1,426 @@
+//! The multi-head layer's configuration and weights on the host: random
+//! initialization from a seed, and loading/saving `.safetensors` by tensor name.
+//! No GPU here: the reference uses these directly.
+
+use rand::{Rng, SeedableRng};
+use safetensors::{tensor::TensorView, Dtype, SafeTensors};
+
+use crate::error::{Error, Result};
+
+/// Shape of a multi-head attention layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MhaConfig {
+    pub d_model: usize,
+    /// Query heads.
+    pub num_heads: usize,
+    /// Key/value heads (`num_heads` for MHA, fewer for GQA, 1 for MQA).
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+    /// Whether the four projections have biases.
+    pub bias: bool,
+}
+
+impl MhaConfig {
+    /// The classic layer: `head_dim = d_model / num_heads`, as many KV heads as
+    /// query heads, with biases.
+    pub fn new(d_model: usize, num_heads: usize) -> Result<Self> {
+        if num_heads == 0 || d_model % num_heads != 0 {
+            return Err(Error::Config(format!(
+                "d_model ({d_model}) must be a multiple of num_heads ({num_heads}); or set head_dim explicitly"
+            )));
+        }
+        let cfg = MhaConfig {
+            d_model,
+            num_heads,
+            num_kv_heads: num_heads,
+            head_dim: d_model / num_heads,
+            bias: true,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Grouped-query (or, with 1, multi-query) attention.
+    pub fn with_kv_heads(mut self, num_kv_heads: usize) -> Result<Self> {
+        self.num_kv_heads = num_kv_heads;
+        self.validate()?;
+        Ok(self)
+    }
+
+    /// Checks that every size is positive and the head counts divide.
+    pub fn validate(&self) -> Result<()> {
+        for (name, v) in [
+            ("d_model", self.d_model),
+            ("num_heads", self.num_heads),
+            ("num_kv_heads", self.num_kv_heads),
+            ("head_dim", self.head_dim),
+        ] {
+            if v == 0 {
+                return Err(Error::Config(format!("{name} must be at least 1")));
+            }
+        }
+        if self.num_heads % self.num_kv_heads != 0 {
+            return Err(Error::Config(format!(
+                "num_heads ({}) must be a multiple of num_kv_heads ({})",
+                self.num_heads, self.num_kv_heads
+            )));
+        }
+        Ok(())
+    }
+
+    /// Width of the query projection (`num_heads · head_dim`).
+    pub fn q_dim(&self) -> usize {
+        self.num_heads * self.head_dim
+    }
+
+    /// Width of the key and value projections.
+    pub fn kv_dim(&self) -> usize {
+        self.num_kv_heads * self.head_dim
+    }
+}
+
+/// A linear map `y = x·Wᵀ + b` stored as PyTorch does: `weight` `[out, in]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Linear {
+    pub out_features: usize,
+    pub in_features: usize,
+    pub weight: Vec<f32>,
+    pub bias: Option<Vec<f32>>,
+}
+
+impl Linear {
+    /// PyTorch's default init: uniform in `±1/sqrt(in)` for weight and bias.
+    fn random(rng: &mut impl Rng, out_features: usize, in_features: usize, bias: bool) -> Linear {
+        let bound = 1.0 / (in_features as f32).sqrt();
+        let mut draw = |n: usize| {
+            (0..n)
+                .map(|_| rng.random_range(-bound..bound))
+                .collect::<Vec<f32>>()
+        };
+        let weight = draw(out_features * in_features);
+        let bias = bias.then(|| draw(out_features));
+        Linear {
+            out_features,
+            in_features,
+            weight,
+            bias,
+        }
+    }
+
+    /// The weight transposed to `[in, out]` (what `x·Wᵀ` multiplies by).
+    pub fn weight_t(&self) -> Vec<f32> {
+        let mut t = vec![0.0; self.weight.len()];
+        for o in 0..self.out_features {
+            for i in 0..self.in_features {
+                t[i * self.out_features + o] = self.weight[o * self.in_features + i];
+            }
+        }
+        t
+    }
+}
+
+/// Weights of a multi-head layer: projections `q`, `k`, `v` from `d_model` and the
+/// output projection `o` back to `d_model`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MhaWeights {
+    pub q: Linear,
+    pub k: Linear,
+    pub v: Linear,
+    pub o: Linear,
+}
+
+/// Tensor names in a `.safetensors` file, after a caller-chosen prefix
+/// (e.g. `"model.layers.0.self_attn."`): `{q,k,v,o}_proj.{weight,bias}`.
+pub const PROJECTIONS: [&str; 4] = ["q_proj", "k_proj", "v_proj", "o_proj"];
+
+impl MhaWeights {
+    /// Random weights (PyTorch's `nn.Linear` init) from `seed`; the same seed gives
+    /// the same weights on every platform (ChaCha8).
+    pub fn random(cfg: &MhaConfig, seed: u64) -> Result<MhaWeights> {
+        cfg.validate()?;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let (d, qd, kvd) = (cfg.d_model, cfg.q_dim(), cfg.kv_dim());
+        Ok(MhaWeights {
+            q: Linear::random(&mut rng, qd, d, cfg.bias),
+            k: Linear::random(&mut rng, kvd, d, cfg.bias),
+            v: Linear::random(&mut rng, kvd, d, cfg.bias),
+            o: Linear::random(&mut rng, d, qd, cfg.bias),
+        })
+    }
+
+    fn all(&self) -> [&Linear; 4] {
+        [&self.q, &self.k, &self.v, &self.o]
+    }
+
+    /// Checks every shape against `cfg`.
+    pub fn check(&self, cfg: &MhaConfig) -> Result<()> {
+        cfg.validate()?;
+        let want = [
+            (cfg.q_dim(), cfg.d_model),
+            (cfg.kv_dim(), cfg.d_model),
+            (cfg.kv_dim(), cfg.d_model),
+            (cfg.d_model, cfg.q_dim()),
+        ];
+        for ((lin, name), (out, inp)) in self.all().into_iter().zip(PROJECTIONS).zip(want) {
+            if (lin.out_features, lin.in_features) != (out, inp) || lin.weight.len() != out * inp {
+                return Err(Error::Weights(format!(
+                    "{name}.weight is [{}, {}] with {} values, the config needs [{out}, {inp}]",
+                    lin.out_features,
+                    lin.in_features,
+                    lin.weight.len()
+                )));
+            }
+            match (&lin.bias, cfg.bias) {
+                (Some(b), true) if b.len() == out => {}
+                (None, false) => {}
+                (Some(b), true) => {
+                    return Err(Error::Weights(format!(
+                        "{name}.bias has {} values, the config needs {out}",
+                        b.len()
+                    )))
+                }
+                (None, true) => {
+                    return Err(Error::Weights(format!(
+                        "{name}.bias is missing but the config has bias = true"
+                    )))
+                }
+                (Some(_), false) => {
+                    return Err(Error::Weights(format!(
+                        "{name}.bias is present but the config has bias = false"
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the weights from `.safetensors` bytes: `{prefix}{q,k,v,o}_proj.weight`
+    /// `[out, in]` and, when `cfg.bias`, `.bias` `[out]`, as f32, f16 or bf16.
+    pub fn from_safetensors(bytes: &[u8], cfg: &MhaConfig, prefix: &str) -> Result<MhaWeights> {
+        cfg.validate()?;
+        let st = SafeTensors::deserialize(bytes)
+            .map_err(|e| Error::Weights(format!("not a safetensors file: {e}")))?;
+        let read = |name: String, shape: &[usize]| -> Result<Vec<f32>> {
+            let t = st.tensor(&name).map_err(|_| {
+                let mut names = st.names();
+                names.sort();
+                Error::Weights(format!("tensor {name:?} not found; the file has {names:?}"))
+            })?;
+            if t.shape() != shape {
+                return Err(Error::Weights(format!(
+                    "{name} has shape {:?}, expected {shape:?}",
+                    t.shape()
+                )));
+            }
+            to_f32(&name, t.dtype(), t.data())
+        };
+        let (d, qd, kvd) = (cfg.d_model, cfg.q_dim(), cfg.kv_dim());
+        let lin = |p: &str, out: usize, inp: usize| -> Result<Linear> {
+            Ok(Linear {
+                out_features: out,
+                in_features: inp,
+                weight: read(format!("{prefix}{p}.weight"), &[out, inp])?,
+                bias: if cfg.bias {
+                    Some(read(format!("{prefix}{p}.bias"), &[out])?)
+                } else {
+                    None
+                },
+            })
+        };
+        Ok(MhaWeights {
+            q: lin("q_proj", qd, d)?,
+            k: lin("k_proj", kvd, d)?,
+            v: lin("v_proj", kvd, d)?,
+            o: lin("o_proj", d, qd)?,
+        })
+    }
+
+    /// [`MhaWeights::from_safetensors`] from a file.
+    pub fn load(
+        path: impl AsRef<std::path::Path>,
+        cfg: &MhaConfig,
+        prefix: &str,
+    ) -> Result<MhaWeights> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|e| Error::Io {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        Self::from_safetensors(&bytes, cfg, prefix)
+    }
+
+    /// The weights as `.safetensors` bytes (f32), named as [`MhaWeights::from_safetensors`] reads them.
+    pub fn to_safetensors(&self, prefix: &str) -> Result<Vec<u8>> {
+        let mut tensors: Vec<(String, Vec<usize>, &[f32])> = Vec::new();
+        for (lin, p) in self.all().into_iter().zip(PROJECTIONS) {
+            tensors.push((
+                format!("{prefix}{p}.weight"),
+                vec![lin.out_features, lin.in_features],
+                &lin.weight,
+            ));
+            if let Some(b) = &lin.bias {
+                tensors.push((format!("{prefix}{p}.bias"), vec![lin.out_features], b));
+            }
+        }
+        let views = tensors
+            .iter()
+            .map(|(name, shape, data)| {
+                TensorView::new(Dtype::F32, shape.clone(), bytemuck::cast_slice(data))
+                    .map(|v| (name.clone(), v))
+                    .map_err(|e| Error::Weights(format!("{name}: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        safetensors::serialize(views, None).map_err(|e| Error::Weights(e.to_string()))
+    }
+
+    /// [`MhaWeights::to_safetensors`] into a file (written to a temporary name, then renamed).
+    pub fn save(&self, path: impl AsRef<std::path::Path>, prefix: &str) -> Result<()> {
+        let path = path.as_ref();
+        let io = |e: std::io::Error| Error::Io {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        };
+        let tmp = path.with_extension("safetensors.tmp");
+        std::fs::write(&tmp, self.to_safetensors(prefix)?).map_err(io)?;
+        std::fs::rename(&tmp, path).map_err(io)
+    }
+}
+
+/// Little-endian f32 / f16 / bf16 bytes as f32.
+fn to_f32(name: &str, dtype: Dtype, data: &[u8]) -> Result<Vec<f32>> {
+    let words = |n: usize| data.chunks_exact(n);
+    Ok(match dtype {
+        Dtype::F32 => words(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::F16 => words(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => words(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        other => {
+            return Err(Error::Weights(format!(
+                "{name} has dtype {other:?}; supported: F32, F16, BF16"
+            )))
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_errors() {
+        assert!(matches!(MhaConfig::new(10, 3), Err(Error::Config(m)) if m.contains("multiple")));
+        assert!(matches!(
+            MhaConfig::new(12, 4).unwrap().with_kv_heads(3),
+            Err(Error::Config(_))
+        ));
+        assert_eq!(
+            MhaConfig::new(12, 4)
+                .unwrap()
+                .with_kv_heads(2)
+                .unwrap()
+                .kv_dim(),
+            6
+        );
+    }
+
+    #[test]
+    fn random_is_seeded_and_in_torch_bounds() {
+        let cfg = MhaConfig::new(16, 4).unwrap();
+        let a = MhaWeights::random(&cfg, 7).unwrap();
+        assert_eq!(a, MhaWeights::random(&cfg, 7).unwrap());
+        assert_ne!(a, MhaWeights::random(&cfg, 8).unwrap());
+        assert!(a.q.weight.iter().all(|w| w.abs() <= 0.25));
+        a.check(&cfg).unwrap();
+    }
+
+    #[test]
+    fn safetensors_round_trip_and_f16_conversion() {
+        let cfg = MhaConfig::new(8, 2).unwrap().with_kv_heads(1).unwrap();
+        let w = MhaWeights::random(&cfg, 1).unwrap();
+        let bytes = w.to_safetensors("layer.").unwrap();
+        assert_eq!(
+            MhaWeights::from_safetensors(&bytes, &cfg, "layer.").unwrap(),
+            w
+        );
+        // The same tensors stored as f16 come back rounded to f16.
+        let halves: Vec<(String, Vec<usize>, Vec<u8>)> = [
+            ("q_proj", &w.q),
+            ("k_proj", &w.k),
+            ("v_proj", &w.v),
+            ("o_proj", &w.o),
+        ]
+        .iter()
+        .flat_map(|(p, l)| {
+            let enc = |v: &[f32]| {
+                v.iter()
+                    .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
+                    .collect::<Vec<u8>>()
+            };
+            [
+                (
+                    format!("{p}.weight"),
+                    vec![l.out_features, l.in_features],
+                    enc(&l.weight),
+                ),
+                (
+                    format!("{p}.bias"),
+                    vec![l.out_features],
+                    enc(l.bias.as_ref().unwrap()),
+                ),
+            ]
+        })
+        .collect();
+        let views: Vec<_> = halves
+            .iter()
+            .map(|(n, s, d)| {
+                (
+                    n.clone(),
+                    TensorView::new(Dtype::F16, s.clone(), d).unwrap(),
+                )
+            })
+            .collect();
+        let f16_bytes = safetensors::serialize(views, None).unwrap();
+        let back = MhaWeights::from_safetensors(&f16_bytes, &cfg, "").unwrap();
+        for (a, b) in back.q.weight.iter().zip(&w.q.weight) {
+            assert_eq!(*a, half::f16::from_f32(*b).to_f32());
+        }
+    }
+
+    #[test]
+    fn safetensors_errors_name_the_tensor() {
+        let cfg = MhaConfig::new(8, 2).unwrap();
+        let bytes = MhaWeights::random(&cfg, 1)
+            .unwrap()
+            .to_safetensors("")
+            .unwrap();
+        let other = MhaConfig::new(16, 2).unwrap();
+        assert!(
+            matches!(MhaWeights::from_safetensors(&bytes, &other, ""), Err(Error::Weights(m)) if m.contains("q_proj.weight") && m.contains("[16, 16]"))
+        );
+        assert!(
+            matches!(MhaWeights::from_safetensors(&bytes, &cfg, "x."), Err(Error::Weights(m)) if m.contains("not found"))
+        );
+        assert!(matches!(
+            MhaWeights::from_safetensors(b"garbage", &cfg, ""),
+            Err(Error::Weights(_))
+        ));
+        let ints: Vec<u8> = vec![0; 8 * 8 * 4];
+        let views = vec![(
+            "q_proj.weight".to_string(),
+            TensorView::new(Dtype::I32, vec![8, 8], &ints).unwrap(),
+        )];
+        let st = safetensors::serialize(views, None).unwrap();
+        assert!(
+            matches!(MhaWeights::from_safetensors(&st, &cfg, ""), Err(Error::Weights(m)) if m.contains("I32"))
+        );
+        assert!(matches!(
+            MhaWeights::load("/nonexistent/w.safetensors", &cfg, ""),
+            Err(Error::Io { .. })
+        ));
+    }
+}
