@@ -24,7 +24,7 @@ impl MhaConfig {
     /// The classic layer: `head_dim = d_model / num_heads`, as many KV heads as
     /// query heads, with biases.
     pub fn new(d_model: usize, num_heads: usize) -> Result<Self> {
-        if num_heads == 0 || d_model % num_heads != 0 {
+        if num_heads == 0 || !d_model.is_multiple_of(num_heads) {
             return Err(Error::Config(format!(
                 "d_model ({d_model}) must be a multiple of num_heads ({num_heads}); or set head_dim explicitly"
             )));
@@ -59,7 +59,7 @@ impl MhaConfig {
                 return Err(Error::Config(format!("{name} must be at least 1")));
             }
         }
-        if self.num_heads % self.num_kv_heads != 0 {
+        if !self.num_heads.is_multiple_of(self.num_kv_heads) {
             return Err(Error::Config(format!(
                 "num_heads ({}) must be a multiple of num_kv_heads ({})",
                 self.num_heads, self.num_kv_heads

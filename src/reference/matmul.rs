@@ -1,7 +1,10 @@
 /// `C[b] = A[b]·B(b) (+ bias)` with `a` `[batch, m, k]`, `b` `[batch, k, n]` when
 /// `b_batched`, else `[k, n]` shared by every batch; `bias` `[n]`. Contiguous in,
 /// contiguous `[batch, m, n]` out.
-#[allow(clippy::too_many_arguments)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "mirrors the kernel's parameter block; a struct would hide the sizes"
+)]
 pub fn matmul<T: Copy + Into<f64>>(
     a: &[T],
     b: &[T],

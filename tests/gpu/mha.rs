@@ -127,7 +127,7 @@ fn layer_matches_reference() {
                 ..Default::default()
             };
             let want =
-                multi_head_attention(&xq, kv, b, nq, nk.unwrap_or(nq), &cfg, &weights, &ropts);
+                multi_head_attention(&xq, kv, [b, nq, nk.unwrap_or(nq)], &cfg, &weights, &ropts);
             assert_close(&y.to_vec_blocking().unwrap(), &want, Tolerance::F32, &ctx);
         }
     });
