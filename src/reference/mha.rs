@@ -51,9 +51,9 @@ fn split_heads(x: &[f64], b: usize, n: usize, h: usize, d: usize) -> Vec<f64> {
 /// The whole multi-head layer in f64: projections, heads, RoPE, attention,
 /// merge, output projection. `x_q` `[B, Nq, d_model]`, `x_kv` `[B, Nk, d_model]`
 /// (pass `x_q` again for self-attention), sizes `[B, Nq, Nk]`. Returns `[B, Nq, d_model]`.
-pub fn multi_head_attention(
-    x_q: &[f32],
-    x_kv: &[f32],
+pub fn multi_head_attention<T: Copy + Into<f64>>(
+    x_q: &[T],
+    x_kv: &[T],
     [b, nq, nk]: [usize; 3],
     cfg: &MhaConfig,
     w: &MhaWeights,
