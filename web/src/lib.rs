@@ -1,0 +1,614 @@
+//! Browser demo of `wgpu-attention`: the library compiled to `wasm32-unknown-unknown`,
+//! running the unfused attention path on the browser's WebGPU and checking every
+//! result against the f64 CPU reference (also compiled to wasm) in the same page.
+//!
+//! Exports (called from `www/app.js`):
+//! - [`adapter_info`]: the adapter, its features and limits (JSON).
+//! - [`run_attention`]: one attention with weights and LSE, timed, verified (JSON +
+//!   the (batch 0, head 0) weights for the heatmap).
+//! - [`validation_cases`]: the in-page case matrix (JSON list of configs, each run
+//!   with [`run_attention`]).
+//! - [`check_shaders`]: every kernel's WGSL through the browser's own compiler.
+//! - [`disable_features`]: open the device without some optional features.
+//!
+//! Only async readback is used (`Tensor::to_vec().await`, `Recorder::submit_timed().await`):
+//! nothing blocks the browser's main thread.
+
+use std::cell::RefCell;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use wasm_bindgen::prelude::*;
+use wgpu_attention::reference::{self, ReferenceOptions};
+use wgpu_attention::verify::{verify, Report};
+use wgpu_attention::wgpu;
+use wgpu_attention::{
+    attention, record_attention, AttentionOptions, AttnShape, Gpu, GpuOptions, HostMask, Layout,
+    MaskTensor, Masking, Tensor, Tuning,
+};
+
+/// The bound every result must meet against the f64 reference (relative L2).
+pub const REL_L2_TOL: f64 = 1e-5;
+
+thread_local! {
+    static GPU: RefCell<Option<Gpu>> = const { RefCell::new(None) };
+    static DISABLED: RefCell<wgpu::Features> = const { RefCell::new(wgpu::Features::empty()) };
+}
+
+/// Optional features the device is opened without (`"f16,subgroup,timestamp"`, any
+/// subset), to see the fallbacks (e.g. wall-clock timing) on an adapter that has
+/// them. Only before the device is first used (page URL `?disable=timestamp`).
+#[wasm_bindgen]
+pub fn disable_features(list: &str) -> Result<(), JsValue> {
+    if GPU.with(|c| c.borrow().is_some()) {
+        return Err(err("disable_features: the device is already open"));
+    }
+    let mut off = wgpu::Features::empty();
+    for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        off |= match name {
+            "f16" => wgpu::Features::SHADER_F16,
+            "subgroup" | "subgroups" => wgpu::Features::SUBGROUP,
+            "timestamp" | "timestamps" => wgpu::Features::TIMESTAMP_QUERY,
+            other => {
+                return Err(err(format!(
+                    "unknown feature {other:?}: use f16, subgroup or timestamp"
+                )))
+            }
+        };
+    }
+    DISABLED.with(|d| *d.borrow_mut() = off);
+    Ok(())
+}
+
+#[wasm_bindgen(start)]
+pub fn start() {
+    // panic = abort in wasm: print the message before the trap, so a failure says why.
+    std::panic::set_hook(Box::new(|info| {
+        web_sys::console::error_1(&format!("wgpu-attention-web panicked: {info}").into());
+    }));
+}
+
+fn err(e: impl std::fmt::Display) -> JsValue {
+    JsValue::from_str(&e.to_string())
+}
+
+fn now_ms() -> f64 {
+    web_sys::window()
+        .and_then(|w| w.performance())
+        .map_or(0.0, |p| p.now())
+}
+
+/// The page's one device, opened on first use (WebGPU only; see `Gpu::new`).
+async fn gpu() -> Result<Gpu, JsValue> {
+    if let Some(g) = GPU.with(|c| c.borrow().clone()) {
+        return Ok(g);
+    }
+    let options = GpuOptions {
+        disabled_features: DISABLED.with(|d| *d.borrow()),
+        ..Default::default()
+    };
+    let g = Gpu::new(&options).await.map_err(err)?;
+    // Outputs start as NaN, so an element a kernel forgets to write fails the check.
+    g.set_poison_outputs(true);
+    GPU.with(|c| *c.borrow_mut() = Some(g.clone()));
+    Ok(g)
+}
+
+fn feature_flags(f: wgpu::Features) -> serde_json::Value {
+    json!({
+        "f16": f.contains(wgpu::Features::SHADER_F16),
+        "subgroups": f.contains(wgpu::Features::SUBGROUP),
+        "timestamps": f.contains(wgpu::Features::TIMESTAMP_QUERY),
+    })
+}
+
+/// The adapter as wgpu sees it: name, backend, optional features (the adapter's and
+/// those granted to the device), the limits that matter to the kernels, and the
+/// kernel variant chosen for it. JSON.
+#[wasm_bindgen]
+pub async fn adapter_info() -> Result<String, JsValue> {
+    let g = gpu().await?;
+    let i = g.info();
+    let l = g.limits();
+    let t = g.tuning();
+    Ok(json!({
+        "name": i.name,
+        "backend": format!("{:?}", i.backend),
+        "device_type": format!("{:?}", i.device_type),
+        "driver": format!("{} {}", i.driver, i.driver_info).trim(),
+        "describe": g.describe(),
+        "adapter_features": feature_flags(g.adapter().features()),
+        "granted_features": feature_flags(g.features()),
+        "limits": {
+            "max_buffer_size": l.max_buffer_size,
+            "max_storage_buffer_binding_size": l.max_storage_buffer_binding_size,
+            "max_compute_workgroup_storage_size": l.max_compute_workgroup_storage_size,
+            "max_compute_invocations_per_workgroup": l.max_compute_invocations_per_workgroup,
+            "max_compute_workgroup_size_x": l.max_compute_workgroup_size_x,
+            "max_compute_workgroups_per_dimension": l.max_compute_workgroups_per_dimension,
+            "max_storage_buffers_per_shader_stage": l.max_storage_buffers_per_shader_stage,
+        },
+        "subgroup_size": { "min": i.subgroup_min_size, "max": i.subgroup_max_size },
+        "tuning": { "staged": t.staged, "softmax_workgroup": t.softmax_workgroup },
+    })
+    .to_string())
+}
+
+/// Compiles every kernel's WGSL (`wgpu_attention::shaders`) with the browser's own
+/// shader compiler and reports its messages. The library builds pipelines inside an
+/// error scope it cannot await in a browser, so a shader the browser rejects shows up
+/// later only as "invalid pipeline"; this says which kernel and why. JSON list of
+/// `{kernel, ok, messages, scope_error}`.
+#[wasm_bindgen]
+pub async fn check_shaders() -> Result<String, JsValue> {
+    let g = gpu().await?;
+    let device = g.device();
+    let mut out = Vec::new();
+    for (name, _) in wgpu_attention::shaders::KERNELS {
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(name),
+            source: wgpu::ShaderSource::Wgsl(wgpu_attention::shaders::source(name).into()),
+        });
+        let info = module.get_compilation_info().await;
+        let scope_error = scope.pop().await.map(|e| e.to_string());
+        let messages: Vec<_> = info
+            .messages
+            .iter()
+            .map(|m| {
+                json!({
+                    "type": format!("{:?}", m.message_type),
+                    "line": m.location.map(|l| l.line_number),
+                    "column": m.location.map(|l| l.line_position),
+                    "message": m.message,
+                })
+            })
+            .collect();
+        let has_error = info
+            .messages
+            .iter()
+            .any(|m| m.message_type == wgpu::CompilationMessageType::Error);
+        out.push(json!({
+            "kernel": name,
+            "ok": !has_error && scope_error.is_none(),
+            "messages": messages,
+            "scope_error": scope_error,
+        }));
+    }
+    Ok(serde_json::Value::Array(out).to_string())
+}
+
+/// One attention problem as the page describes it.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default)]
+pub struct RunConfig {
+    /// Label (validation table).
+    pub name: String,
+    pub b: usize,
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads (GQA when < heads); 0 = heads.
+    pub kv_heads: usize,
+    /// Query length.
+    pub n: usize,
+    /// Key length; 0 = n.
+    pub nk: usize,
+    pub d: usize,
+    /// The causal rule (`Masking::causal`, bottom-right aligned).
+    pub causal: bool,
+    /// Extra mask: "none", "causal" (dense additive float mask, −inf above the
+    /// diagonal), "key-padding" (`Masking::key_lengths`), "bool" (dense random bool
+    /// mask broadcast over heads).
+    pub mask: String,
+    /// "bhnd" or "bnhd" (memory order of Q, K, V; O follows Q).
+    pub layout: String,
+    /// Kernel variant: `None` = the adapter's default.
+    pub staged: Option<bool>,
+    pub seed: u64,
+    /// Timed repetitions after the verified run (0 = none).
+    pub repeats: usize,
+    /// Return the (batch 0, head 0) weights for the heatmap.
+    pub heatmap: bool,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            name: String::new(),
+            b: 2,
+            heads: 4,
+            kv_heads: 0,
+            n: 128,
+            nk: 0,
+            d: 64,
+            causal: false,
+            mask: "none".into(),
+            layout: "bhnd".into(),
+            staged: None,
+            seed: 1,
+            repeats: 5,
+            heatmap: true,
+        }
+    }
+}
+
+/// What [`run_attention`] returns: a JSON report and the heatmap weights.
+#[wasm_bindgen]
+pub struct RunOutput {
+    json: String,
+    heat: Vec<f32>,
+    heat_rows: usize,
+    heat_cols: usize,
+}
+
+#[wasm_bindgen]
+impl RunOutput {
+    /// The report (shape, timings, errors against the reference, pass).
+    pub fn json(&self) -> String {
+        self.json.clone()
+    }
+    /// Weights of (batch 0, head 0), `heat_rows × heat_cols` row-major (empty
+    /// unless asked for).
+    pub fn heat(&self) -> Vec<f32> {
+        self.heat.clone()
+    }
+    pub fn heat_rows(&self) -> usize {
+        self.heat_rows
+    }
+    pub fn heat_cols(&self) -> usize {
+        self.heat_cols
+    }
+}
+
+/// xorshift64*: reproducible inputs from the seed, uniform in [-1, 1).
+struct Rng(u64);
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+    fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn uniform(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    }
+}
+
+fn report_json(r: &Report) -> serde_json::Value {
+    json!({
+        "len": r.len,
+        "max_abs": r.max_abs,
+        "rel_l2": r.rel_l2,
+        "nan": r.nan_count,
+        "inf_mismatch": r.nonfinite_mismatches,
+        "worst_index": r.worst_index,
+        "pass": r.passes(REL_L2_TOL),
+        "text": r.to_string(),
+    })
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied()
+}
+
+/// Runs one attention (`attention()` with weights and LSE) on the page's WebGPU
+/// device, downloads O, weights and LSE, compares each with the f64 reference, and
+/// times `repeats` more runs (GPU timestamps when the device has them, else wall
+/// clock including readback). `config_json` is a [`RunConfig`] (missing fields take
+/// their defaults).
+#[wasm_bindgen]
+pub async fn run_attention(config_json: String) -> Result<RunOutput, JsValue> {
+    let cfg: RunConfig =
+        serde_json::from_str(&config_json).map_err(|e| err(format!("bad config: {e}")))?;
+    let g = gpu().await?;
+    let default_tuning = g.tuning();
+    if let Some(staged) = cfg.staged {
+        g.set_tuning(Tuning {
+            staged,
+            ..default_tuning
+        });
+    }
+    let out = run_inner(&g, &cfg).await;
+    g.set_tuning(default_tuning);
+    out.map_err(err)
+}
+
+async fn run_inner(g: &Gpu, cfg: &RunConfig) -> Result<RunOutput, String> {
+    let t_start = now_ms();
+    let hkv = if cfg.kv_heads == 0 {
+        cfg.heads
+    } else {
+        cfg.kv_heads
+    };
+    let nk = if cfg.nk == 0 { cfg.n } else { cfg.nk };
+    let sh = AttnShape {
+        b: cfg.b,
+        hq: cfg.heads,
+        hkv,
+        nq: cfg.n,
+        nk,
+        d: cfg.d,
+    };
+    sh.validate().map_err(|e| e.to_string())?;
+    let layout = match cfg.layout.to_ascii_lowercase().as_str() {
+        "bhnd" => Layout::Bhnd,
+        "bnhd" => Layout::Bnhd,
+        other => return Err(format!("unknown layout {other:?}: use bhnd or bnhd")),
+    };
+
+    // Inputs (logical BHND order), reproducible from the seed.
+    let mut rng = Rng::new(cfg.seed);
+    let q: Vec<f32> = (0..sh.q_len()).map(|_| rng.uniform()).collect();
+    let k: Vec<f32> = (0..sh.kv_len()).map(|_| rng.uniform()).collect();
+    let v: Vec<f32> = (0..sh.kv_len()).map(|_| rng.uniform()).collect();
+
+    // Masks: the causal rule from the checkbox, plus the chosen extra mask.
+    let mut masking = Masking {
+        causal: cfg.causal,
+        ..Default::default()
+    };
+    let offset = nk as i64 - sh.nq as i64; // bottom-right diagonal, as the rule
+    let host_mask = match cfg.mask.as_str() {
+        "none" | "" => None,
+        "causal" => {
+            let vals: Vec<f32> = (0..sh.nq * nk)
+                .map(|x| {
+                    let (i, j) = ((x / nk) as i64, (x % nk) as i64);
+                    if j > i + offset {
+                        f32::NEG_INFINITY
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            Some(HostMask::additive(vals, [1, 1, sh.nq, nk]).map_err(|e| e.to_string())?)
+        }
+        "key-padding" => {
+            // Batch 0 sees every key, later batches fewer (down to none for Nk = 1).
+            let lens = (0..sh.b)
+                .map(|b| (nk - (b * (nk + 1)) / sh.b.max(1)) as u32)
+                .collect();
+            masking.key_lengths = Some(lens);
+            None
+        }
+        "bool" => {
+            // Random, 3 in 4 keys visible, per batch, broadcast over heads: some
+            // rows (always at N = 1) are fully masked.
+            let vals: Vec<bool> = (0..sh.b * sh.nq * nk)
+                .map(|_| rng.next_u64() % 4 != 0)
+                .collect();
+            Some(HostMask::bool(vals, [sh.b, 1, sh.nq, nk]).map_err(|e| e.to_string())?)
+        }
+        other => {
+            return Err(format!(
+                "unknown mask kind {other:?}: use none, causal, key-padding or bool"
+            ))
+        }
+    };
+
+    let e = |e: wgpu_attention::Error| e.to_string();
+    let qt = Tensor::from_bhnd(g, &q, [sh.b, sh.hq, sh.nq, sh.d], layout).map_err(e)?;
+    let kt = Tensor::from_bhnd(g, &k, [sh.b, sh.hkv, nk, sh.d], layout).map_err(e)?;
+    let vt = Tensor::from_bhnd(g, &v, [sh.b, sh.hkv, nk, sh.d], layout).map_err(e)?;
+    let mask_t = match &host_mask {
+        Some(m) => Some(MaskTensor::upload(g, m).map_err(e)?),
+        None => None,
+    };
+    let opts = AttentionOptions {
+        masking: masking.clone(),
+        mask: mask_t.as_ref(),
+        return_weights: true,
+        return_lse: true,
+        ..Default::default()
+    };
+
+    // 1. The verified run: the unfused path, everything downloaded asynchronously.
+    let t0 = now_ms();
+    let out = attention(&qt, &kt, &vt, &opts).map_err(e)?;
+    let o = out.o.to_vec().await.map_err(e)?;
+    let p = out
+        .weights
+        .as_ref()
+        .ok_or("no weights returned")?
+        .to_vec()
+        .await
+        .map_err(e)?;
+    let lse = out
+        .lse
+        .as_ref()
+        .ok_or("no LSE returned")?
+        .to_vec()
+        .await
+        .map_err(e)?;
+    let first_ms = now_ms() - t0;
+
+    // 2. The f64 reference on the CPU (in wasm), and the comparison.
+    let t0 = now_ms();
+    let want = reference::attention(
+        &q,
+        &k,
+        &v,
+        &sh,
+        &ReferenceOptions {
+            masking: masking.clone(),
+            mask: host_mask.as_ref(),
+            ..Default::default()
+        },
+    );
+    let reference_ms = now_ms() - t0;
+    let (ro, rp, rl) = (
+        verify(&o, &want.o),
+        verify(&p, &want.p),
+        verify(&lse, &want.lse),
+    );
+    let mut pass = ro.passes(REL_L2_TOL) && rp.passes(REL_L2_TOL) && rl.passes(REL_L2_TOL);
+
+    // 3. Timed repetitions: GPU timestamps (first pass start to last pass end) where
+    //    the device has them, else wall clock of attention + readback of O. The
+    //    output of the last timed run is verified too.
+    let mut times = Vec::new();
+    let mut clock = "none";
+    let mut timed_check = None;
+    if cfg.repeats > 0 {
+        let mut last_o = None;
+        if g.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
+            clock = "gpu-timestamps";
+            for _ in 0..cfg.repeats {
+                let mut rec = g.timed_recorder().map_err(e)?;
+                let a = record_attention(&mut rec, &qt, &kt, &vt, &opts).map_err(e)?;
+                times.push(rec.submit_timed().await.map_err(e)?);
+                last_o = Some(a.o);
+            }
+        } else {
+            clock = "wall-clock (performance.now, incl. readback of O)";
+            for _ in 0..cfg.repeats {
+                let t = now_ms();
+                let a = attention(&qt, &kt, &vt, &opts).map_err(e)?;
+                a.o.to_vec().await.map_err(e)?;
+                times.push(now_ms() - t);
+                last_o = Some(a.o);
+            }
+        }
+        if let Some(o2) = last_o {
+            let r = verify(&o2.to_vec().await.map_err(e)?, &want.o);
+            pass &= r.passes(REL_L2_TOL);
+            timed_check = Some(report_json(&r));
+        }
+    }
+    let flops = 4.0 * (sh.b * sh.hq * sh.nq * nk * sh.d) as f64;
+    let med = median(times.clone());
+
+    let (heat, heat_rows, heat_cols) = if cfg.heatmap {
+        (p[..sh.nq * nk].to_vec(), sh.nq, nk)
+    } else {
+        (Vec::new(), 0, 0)
+    };
+    let tuning = g.tuning();
+    let json = json!({
+        "config": cfg,
+        "shape": { "b": sh.b, "hq": sh.hq, "hkv": sh.hkv, "nq": sh.nq, "nk": nk, "d": sh.d },
+        "layout": format!("{layout:?}"),
+        "tuning": { "staged": tuning.staged, "softmax_workgroup": tuning.softmax_workgroup },
+        "masking": format!("{masking:?}"),
+        "key_lengths": masking.key_lengths,
+        "dense_mask": host_mask.as_ref().map(|m| json!({
+            "dims": m.dims,
+            "kind": match m.values { wgpu_attention::MaskValues::Bool(_) => "bool", _ => "additive" },
+        })),
+        "adapter": g.describe(),
+        "timings": {
+            "first_run_ms": first_ms,
+            "reference_ms": reference_ms,
+            "clock": clock,
+            "repeats_ms": times,
+            "median_ms": med,
+            "gflops": med.filter(|&m| m > 0.0).map(|m| flops / m / 1e6),
+            "total_ms": now_ms() - t_start,
+        },
+        "errors": { "o": report_json(&ro), "weights": report_json(&rp), "lse": report_json(&rl) },
+        "timed_run_o": timed_check,
+        "tolerance_rel_l2": REL_L2_TOL,
+        "pass": pass,
+    })
+    .to_string();
+    Ok(RunOutput {
+        json,
+        heat,
+        heat_rows,
+        heat_cols,
+    })
+}
+
+/// The in-page validation matrix: every N in {1, 17, 33} × D in {1, 7, 64} × mask
+/// kind × layout × kernel variant (direct and staged), with plain, GQA and MQA head
+/// counts and the causal rule rotated through the cases, plus cases with Nq ≠ Nk
+/// (decoding, and more queries than keys so bottom-right causal masks whole rows).
+/// JSON list of [`RunConfig`]s.
+#[wasm_bindgen]
+pub fn validation_cases() -> String {
+    let heads = [(2usize, 2usize), (4, 2), (4, 1)];
+    let mut cases = Vec::new();
+    let mut i = 0usize;
+    for staged in [false, true] {
+        for n in [1usize, 17, 33] {
+            for d in [1usize, 7, 64] {
+                for mask in ["none", "causal", "key-padding", "bool"] {
+                    for layout in ["bhnd", "bnhd"] {
+                        let (hq, hkv) = heads[i % 3];
+                        cases.push(RunConfig {
+                            name: String::new(),
+                            b: 2,
+                            heads: hq,
+                            kv_heads: hkv,
+                            n,
+                            nk: n,
+                            d,
+                            causal: (i / 2) % 3 == 1,
+                            mask: mask.into(),
+                            layout: layout.into(),
+                            staged: Some(staged),
+                            seed: 1000 + i as u64,
+                            repeats: 0,
+                            heatmap: false,
+                        });
+                        i += 1;
+                    }
+                }
+            }
+        }
+    }
+    // Nq != Nk (bottom-right alignment for the causal rule and the additive causal mask).
+    for staged in [false, true] {
+        for (nq, nk, d, mask, causal) in [
+            (1usize, 33usize, 64usize, "none", true),
+            (1, 17, 7, "key-padding", false),
+            (17, 33, 64, "causal", false),
+            (33, 17, 7, "none", true),
+            (33, 17, 64, "bool", true),
+        ] {
+            for layout in ["bhnd", "bnhd"] {
+                cases.push(RunConfig {
+                    name: String::new(),
+                    b: 2,
+                    heads: 4,
+                    kv_heads: 2,
+                    n: nq,
+                    nk,
+                    d,
+                    causal,
+                    mask: mask.into(),
+                    layout: layout.into(),
+                    staged: Some(staged),
+                    seed: 1000 + i as u64,
+                    repeats: 0,
+                    heatmap: false,
+                });
+                i += 1;
+            }
+        }
+    }
+    for c in &mut cases {
+        c.name = format!(
+            "B{} H{}/{} N{}x{} D{} {} mask={}{} {}",
+            c.b,
+            c.heads,
+            c.kv_heads,
+            c.n,
+            c.nk,
+            c.d,
+            c.layout,
+            c.mask,
+            if c.causal { " +causal" } else { "" },
+            if c.staged == Some(true) {
+                "staged"
+            } else {
+                "direct"
+            }
+        );
+    }
+    serde_json::to_string(&cases).expect("configs serialize")
+}
