@@ -9,8 +9,8 @@
 #
 # From a fresh Debian 12 machine as root: installs what is missing (apt packages, a
 # wasm-bindgen-cli of the version in web/Cargo.lock, puppeteer-core via `npm ci`).
-# Cold: about 5-8 minutes (wasm-bindgen-cli build ~4 min, wasm build ~2 min on 2 cores);
-# warm: a few seconds.
+# Cold (apt packages present): ~4 min on 2 cores (wasm-bindgen-cli build ~3 min, once; wasm
+# build ~1-1.3 min), plus apt downloads on a fresh machine. Warm: ~4 s.
 #
 # env: SCREENSHOT=path (default web/screenshot.png)  SKIP_APT=1 (never call apt-get)
 #      TEST_TIMEOUT_MS (browser, default 300000)  EXTRA_CHROME_FLAGS  CHROME_FLAGS  CHROMIUM
