@@ -1,11 +1,12 @@
-//! GEMM throughput of the `matmul` kernel, both variants, on the default adapter.
+//! GEMM throughput of the `matmul` kernel in every variant, on the default adapter.
 //!
 //! ```text
 //! cargo run --release --example bench_matmul            # 1024³
 //! cargo run --release --example bench_matmul -- 512 2048 768
 //! ```
-//! Prints median GPU time of 10 runs after a warm-up (timestamp queries; wall clock
-//! where the adapter has none) and GFLOP/s = 2·M·N·K / time.
+//! Variants run round-robin (so machine noise hits all alike), 10 timed rounds
+//! after a warm-up; GPU timestamps where the adapter has them, wall clock
+//! otherwise. GFLOP/s = 2·M·N·K / median time.
 
 use std::time::Instant;
 
@@ -27,47 +28,36 @@ fn time_once(gpu: &Gpu, t: Tuning, a: &Tensor, b: &Tensor) -> wgpu_attention::Re
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<usize> = std::env::args()
-        .skip(1)
-        .map(|s| s.parse())
-        .collect::<Result<_, _>>()
-        .map_err(|_| "arguments: M [N K] as integers")?;
+    let args: Vec<usize> = std::env::args().skip(1).map(|s| s.parse()).collect::<Result<_, _>>().map_err(|_| "arguments: M [N K] as integers")?;
     let m = args.first().copied().unwrap_or(1024);
-    let (n, k) = (
-        args.get(1).copied().unwrap_or(m),
-        args.get(2).copied().unwrap_or(m),
-    );
+    let (n, k) = (args.get(1).copied().unwrap_or(m), args.get(2).copied().unwrap_or(m));
     let gpu = Gpu::new_blocking(&Default::default())?;
     println!("adapter: {}", gpu.describe());
-    let a: Vec<f32> = (0..m * k)
-        .map(|i| ((i * 7 % 13) as f32 - 6.0) / 13.0)
-        .collect();
-    let b: Vec<f32> = (0..k * n)
-        .map(|i| ((i * 5 % 11) as f32 - 5.0) / 11.0)
-        .collect();
-    let (at, bt) = (
-        Tensor::from_slice(&gpu, &a, &[m, k])?,
-        Tensor::from_slice(&gpu, &b, &[k, n])?,
-    );
+    let a: Vec<f32> = (0..m * k).map(|i| ((i * 7 % 13) as f32 - 6.0) / 13.0).collect();
+    let b: Vec<f32> = (0..k * n).map(|i| ((i * 5 % 11) as f32 - 5.0) / 11.0).collect();
+    let (at, bt) = (Tensor::from_slice(&gpu, &a, &[m, k])?, Tensor::from_slice(&gpu, &b, &[k, n])?);
     let base = Tuning::for_adapter(gpu.info());
-    let mut results = Vec::new();
-    for staged in [false, true] {
-        let t = Tuning { staged, ..base };
+    let variants: Vec<(String, Tuning)> = [8, 16, 32]
+        .into_iter()
+        .map(|r| (format!("unstaged {r}x{}", 32 / r), Tuning { staged: false, cpu_rows: r, ..base }))
+        .chain([("staged 4x4".to_string(), Tuning { staged: true, ..base })])
+        .collect();
+    for (name, t) in &variants {
         let cold = Instant::now();
-        time_once(&gpu, t, &at, &bt)?;
-        let first_ms = cold.elapsed().as_secs_f64() * 1e3;
-        let mut times: Vec<f64> = (0..10)
-            .map(|_| time_once(&gpu, t, &at, &bt))
-            .collect::<Result<_, _>>()?;
-        times.sort_by(f64::total_cmp);
-        let ms = (times[4] + times[5]) / 2.0;
-        let gflops = 2.0 * (m * n * k) as f64 / ms / 1e6;
-        println!("matmul {m}x{n}x{k} staged={staged:<5} median {ms:8.2} ms  {gflops:7.2} GFLOP/s  (first run incl. compile {first_ms:.0} ms)");
-        results.push(gflops);
+        time_once(&gpu, *t, &at, &bt)?;
+        println!("{name:<14} first run incl. compile {:.0} ms", cold.elapsed().as_secs_f64() * 1e3);
     }
-    println!(
-        "unstaged/staged throughput ratio: {:.2}",
-        results[0] / results[1]
-    );
+    let mut times = vec![Vec::new(); variants.len()];
+    for _ in 0..10 {
+        for (i, (_, t)) in variants.iter().enumerate() {
+            times[i].push(time_once(&gpu, *t, &at, &bt)?);
+        }
+    }
+    let flop = 2.0 * (m * n * k) as f64;
+    for ((name, _), ts) in variants.iter().zip(&mut times) {
+        ts.sort_by(f64::total_cmp);
+        let med = (ts[4] + ts[5]) / 2.0;
+        println!("matmul {m}x{n}x{k} {name:<14} median {med:8.2} ms {:7.2} GFLOP/s   min {:8.2} ms {:7.2} GFLOP/s", flop / med / 1e6, ts[0], flop / ts[0] / 1e6);
+    }
     Ok(())
 }

@@ -36,15 +36,16 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     }
     let t = wid % per_batch;
     let row0 = (t / p.tiles_n) * tile_m();
-    let col0 = (t % p.tiles_n) * TILE_N;
+    let col0 = (t % p.tiles_n) * tile_n();
     let acc = mm_block(bi, row0, col0, lid, p.m, p.n, p.k);
+    var accv = acc;
     let rpi = rows_per_invocation();
     for (var ii = 0u; ii < rpi; ii++) {
         let row = row0 + lid.y * rpi + ii;
-        for (var jj = 0u; jj < 4u; jj++) {
+        for (var jj = 0u; jj < cols_per_invocation(); jj++) {
             let col = col0 + lid.x + 8u * jj;
             if (row < p.m && col < p.n) {
-                var v = acc[ii][jj];
+                var v = acc_at(&accv, ii, jj);
                 if (p.has_bias != 0u) {
                     v += bias[p.bias_off + col];
                 }

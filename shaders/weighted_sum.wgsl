@@ -36,17 +36,18 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     }
     let t = wid % per_bh;
     let row0 = (t / p.tiles_n) * tile_m();
-    let col0 = (t % p.tiles_n) * TILE_N;
+    let col0 = (t % p.tiles_n) * tile_n();
     let acc = mm_block(bh, row0, col0, lid, p.nq, p.d, p.nk);
     let b = bh / p.hq;
     let h = bh % p.hq;
+    var accv = acc;
     let rpi = rows_per_invocation();
     for (var ii = 0u; ii < rpi; ii++) {
         let row = row0 + lid.y * rpi + ii;
-        for (var jj = 0u; jj < 4u; jj++) {
+        for (var jj = 0u; jj < cols_per_invocation(); jj++) {
             let col = col0 + lid.x + 8u * jj;
             if (row < p.nq && col < p.d) {
-                o[p.o_off + b * p.o_sb + h * p.o_sh + row * p.o_sn + col * p.o_sd] = acc[ii][jj];
+                o[p.o_off + b * p.o_sb + h * p.o_sh + row * p.o_sn + col * p.o_sd] = acc_at(&accv, ii, jj);
             }
         }
     }

@@ -106,6 +106,9 @@ pub struct Tuning {
     pub staged: bool,
     /// Invocations cooperating on one softmax row.
     pub softmax_workgroup: u32,
+    /// Unstaged tiles (CPU drivers): rows shared by the 8 lanes of a workgroup,
+    /// 8, 16 or 32 (with 32/rows columns per lane). `WGPU_ATTENTION_CPU_ROWS`.
+    pub cpu_rows: u32,
 }
 
 impl Tuning {
@@ -115,9 +118,16 @@ impl Tuning {
         let mut t = Tuning {
             staged: !cpu,
             softmax_workgroup: if cpu { 8 } else { 128 },
+            cpu_rows: 8,
         };
         if let Ok(v) = std::env::var("WGPU_ATTENTION_STAGED") {
             t.staged = v != "0";
+        }
+        if let Some(r) = std::env::var("WGPU_ATTENTION_CPU_ROWS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            t.cpu_rows = r;
         }
         t
     }

@@ -8,8 +8,10 @@ use naga::valid::{Capabilities, ValidationFlags, Validator};
 fn specializations(kernel: &str) -> Vec<Vec<(&'static str, f64)>> {
     match kernel {
         "scores" | "weighted_sum" | "matmul" => vec![
-            vec![("STAGED", 0.0), ("WG_Y", 1.0)],
-            vec![("STAGED", 1.0), ("WG_Y", 8.0)],
+            vec![("STAGED", 0.0), ("WG_Y", 1.0), ("CPU_ROWS", 8.0)],
+            vec![("STAGED", 0.0), ("WG_Y", 1.0), ("CPU_ROWS", 16.0)],
+            vec![("STAGED", 0.0), ("WG_Y", 1.0), ("CPU_ROWS", 32.0)],
+            vec![("STAGED", 1.0), ("WG_Y", 8.0), ("CPU_ROWS", 8.0)],
         ],
         "softmax" => (0..=8).map(|p| vec![("WG", (1u32 << p) as f64)]).collect(),
         _ => vec![vec![]],

@@ -63,31 +63,37 @@ pub(crate) fn attn_shape(q: &Tensor, k: &Tensor) -> Result<AttnShape> {
 }
 
 /// The shared output-tile routine (`shaders/shared/tile_mm.wgsl`) in the variant
-/// `tuning` asks for: tile rows, and the `override` constants selecting it.
+/// `tuning` asks for: tile size, and the `override` constants selecting it.
 pub(crate) struct TileConfig {
     pub rows: usize,
-    pub constants: [(&'static str, f64); 2],
+    pub cols: usize,
+    pub constants: [(&'static str, f64); 3],
 }
 
 impl TileConfig {
-    pub(crate) const COLS: usize = 32;
-
-    pub(crate) fn new(tuning: crate::gpu::Tuning) -> Self {
+    pub(crate) fn new(tuning: crate::gpu::Tuning) -> Result<Self> {
         if tuning.staged {
-            TileConfig {
+            return Ok(TileConfig {
                 rows: 32,
-                constants: [("STAGED", 1.0), ("WG_Y", 8.0)],
-            }
-        } else {
-            TileConfig {
-                rows: 8,
-                constants: [("STAGED", 0.0), ("WG_Y", 1.0)],
-            }
+                cols: 32,
+                constants: [("STAGED", 1.0), ("WG_Y", 8.0), ("CPU_ROWS", 8.0)],
+            });
         }
+        let r = tuning.cpu_rows;
+        if ![8, 16, 32].contains(&r) {
+            return Err(Error::InvalidArgument(format!(
+                "Tuning::cpu_rows = {r}: use 8, 16 or 32"
+            )));
+        }
+        Ok(TileConfig {
+            rows: r as usize,
+            cols: 8 * (32 / r as usize),
+            constants: [("STAGED", 0.0), ("WG_Y", 1.0), ("CPU_ROWS", r as f64)],
+        })
     }
 
     /// Tiles covering an `m × n` output, as (rows of tiles, columns of tiles).
     pub(crate) fn tiles(&self, m: usize, n: usize) -> (u32, u32) {
-        (m.div_ceil(self.rows) as u32, n.div_ceil(Self::COLS) as u32)
+        (m.div_ceil(self.rows) as u32, n.div_ceil(self.cols) as u32)
     }
 }

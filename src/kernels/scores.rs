@@ -99,7 +99,7 @@ pub fn record_scores(
     };
     let (q_off, q_s) = addressing(q);
     let (k_off, k_s) = addressing(k);
-    let tile = TileConfig::new(rec.tuning());
+    let tile = TileConfig::new(rec.tuning())?;
     let (tiles_m, tiles_n) = tile.tiles(sh.nq, sh.nk);
     let params = Params {
         b: sh.b as u32,

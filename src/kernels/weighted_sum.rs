@@ -76,7 +76,7 @@ pub fn record_weighted_sum(
     )?;
     let (v_off, v_s) = addressing(v);
     let (o_off, o_s) = addressing(&out);
-    let tile = TileConfig::new(rec.tuning());
+    let tile = TileConfig::new(rec.tuning())?;
     let (tiles_m, tiles_n) = tile.tiles(nq, d);
     let params = Params {
         b: b as u32,

@@ -110,3 +110,16 @@ pub fn run<T>(
     rec.submit().expect("submit failed");
     out
 }
+
+/// The unstaged tile shapes (`Tuning::cpu_rows`) to run besides `t`: every shape
+/// for kernels built on the shared tile routine; just `t` when staged.
+pub fn tile_shapes(t: Tuning) -> Vec<Tuning> {
+    if t.staged {
+        vec![t]
+    } else {
+        [8, 16, 32]
+            .into_iter()
+            .map(|cpu_rows| Tuning { cpu_rows, ..t })
+            .collect()
+    }
+}

@@ -6,78 +6,81 @@ use wgpu_attention::{reference, Error, Tensor};
 #[test]
 fn matmul_matches_reference_for_odd_sizes_batches_transposes_and_bias() {
     each_gpu("matmul", |gpu, t, ctx| {
-        // (batch, M, K, N, B batched, A transposed, B transposed, bias)
-        let cases = [
-            (1, 1, 1, 1, false, false, false, false),
-            (1, 17, 33, 5, false, false, false, true),
-            (3, 33, 257, 17, false, true, false, true),
-            (2, 9, 64, 65, true, false, true, false),
-            (1, 257, 1, 33, false, false, true, true),
-            (2, 5, 255, 257, true, true, true, false),
-        ];
-        for (batch, m, k, n, b_batched, ta, tb, with_bias) in cases {
-            let (mut r, ctx) = rng(&format!("{ctx} batch={batch} M={m} K={k} N={n} b_batched={b_batched} Aᵀ={ta} Bᵀ={tb} bias={with_bias}"));
-            let a = uniform(&mut r, batch * m * k, 1.0);
-            let bn = if b_batched { batch } else { 1 };
-            let b = uniform(&mut r, bn * k * n, 1.0);
-            let bias = uniform(&mut r, n, 1.0);
-            // A transposed: stored [batch, K, M], viewed as [batch, M, K].
-            let at = if ta {
-                let mut stored = vec![0.0; a.len()];
-                for bi in 0..batch {
-                    for i in 0..m {
+        for t in super::tile_shapes(t) {
+            let ctx = &format!("{ctx} cpu_rows={}", t.cpu_rows);
+            // (batch, M, K, N, B batched, A transposed, B transposed, bias)
+            let cases = [
+                (1, 1, 1, 1, false, false, false, false),
+                (1, 17, 33, 5, false, false, false, true),
+                (3, 33, 257, 17, false, true, false, true),
+                (2, 9, 64, 65, true, false, true, false),
+                (1, 257, 1, 33, false, false, true, true),
+                (2, 5, 255, 257, true, true, true, false),
+            ];
+            for (batch, m, k, n, b_batched, ta, tb, with_bias) in cases {
+                let (mut r, ctx) = rng(&format!("{ctx} batch={batch} M={m} K={k} N={n} b_batched={b_batched} Aᵀ={ta} Bᵀ={tb} bias={with_bias}"));
+                let a = uniform(&mut r, batch * m * k, 1.0);
+                let bn = if b_batched { batch } else { 1 };
+                let b = uniform(&mut r, bn * k * n, 1.0);
+                let bias = uniform(&mut r, n, 1.0);
+                // A transposed: stored [batch, K, M], viewed as [batch, M, K].
+                let at = if ta {
+                    let mut stored = vec![0.0; a.len()];
+                    for bi in 0..batch {
+                        for i in 0..m {
+                            for kk in 0..k {
+                                stored[(bi * k + kk) * m + i] = a[(bi * m + i) * k + kk];
+                            }
+                        }
+                    }
+                    Tensor::from_slice(gpu, &stored, &[batch, k, m])
+                        .unwrap()
+                        .transpose(1, 2)
+                        .unwrap()
+                } else {
+                    Tensor::from_slice(gpu, &a, &[batch, m, k]).unwrap()
+                };
+                let b_dims: Vec<usize> = if b_batched {
+                    vec![batch, k, n]
+                } else {
+                    vec![k, n]
+                };
+                let bt = if tb {
+                    let mut stored = vec![0.0; b.len()];
+                    for bi in 0..bn {
                         for kk in 0..k {
-                            stored[(bi * k + kk) * m + i] = a[(bi * m + i) * k + kk];
+                            for j in 0..n {
+                                stored[(bi * n + j) * k + kk] = b[(bi * k + kk) * n + j];
+                            }
                         }
                     }
-                }
-                Tensor::from_slice(gpu, &stored, &[batch, k, m])
-                    .unwrap()
-                    .transpose(1, 2)
-                    .unwrap()
-            } else {
-                Tensor::from_slice(gpu, &a, &[batch, m, k]).unwrap()
-            };
-            let b_dims: Vec<usize> = if b_batched {
-                vec![batch, k, n]
-            } else {
-                vec![k, n]
-            };
-            let bt = if tb {
-                let mut stored = vec![0.0; b.len()];
-                for bi in 0..bn {
-                    for kk in 0..k {
-                        for j in 0..n {
-                            stored[(bi * n + j) * k + kk] = b[(bi * k + kk) * n + j];
-                        }
-                    }
-                }
-                let rank = b_dims.len();
-                let mut sdims = b_dims.clone();
-                sdims.swap(rank - 1, rank - 2);
-                Tensor::from_slice(gpu, &stored, &sdims)
-                    .unwrap()
-                    .transpose(rank - 2, rank - 1)
-                    .unwrap()
-            } else {
-                Tensor::from_slice(gpu, &b, &b_dims).unwrap()
-            };
-            let biast = Tensor::from_slice(gpu, &bias, &[n]).unwrap();
-            let c = run(gpu, t, |rec| {
-                record_matmul(rec, &at, &bt, with_bias.then_some(&biast))
-            });
-            assert_eq!(c.shape(), [batch, m, n], "{ctx}");
-            let want = reference::matmul(
-                &a,
-                &b,
-                with_bias.then_some(&bias[..]),
-                batch,
-                m,
-                k,
-                n,
-                b_batched,
-            );
-            assert_close(&c.to_vec_blocking().unwrap(), &want, Tolerance::F32, &ctx);
+                    let rank = b_dims.len();
+                    let mut sdims = b_dims.clone();
+                    sdims.swap(rank - 1, rank - 2);
+                    Tensor::from_slice(gpu, &stored, &sdims)
+                        .unwrap()
+                        .transpose(rank - 2, rank - 1)
+                        .unwrap()
+                } else {
+                    Tensor::from_slice(gpu, &b, &b_dims).unwrap()
+                };
+                let biast = Tensor::from_slice(gpu, &bias, &[n]).unwrap();
+                let c = run(gpu, t, |rec| {
+                    record_matmul(rec, &at, &bt, with_bias.then_some(&biast))
+                });
+                assert_eq!(c.shape(), [batch, m, n], "{ctx}");
+                let want = reference::matmul(
+                    &a,
+                    &b,
+                    with_bias.then_some(&bias[..]),
+                    batch,
+                    m,
+                    k,
+                    n,
+                    b_batched,
+                );
+                assert_close(&c.to_vec_blocking().unwrap(), &want, Tolerance::F32, &ctx);
+            }
         }
     });
 }

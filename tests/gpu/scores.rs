@@ -51,22 +51,25 @@ fn check(
 #[test]
 fn scores_match_reference_across_shapes_and_layouts() {
     each_gpu("scores", |gpu, t, ctx| {
-        for (i, &(b, hq, hkv, nq, nk, d)) in SHAPES.iter().enumerate() {
-            let sh = AttnShape {
-                b,
-                hq,
-                hkv,
-                nq,
-                nk,
-                d,
-            };
-            let layouts = [
-                (Layout::Bhnd, Layout::Bhnd),
-                (Layout::Bnhd, Layout::Bhnd),
-                (Layout::Bhnd, Layout::Bnhd),
-                (Layout::Bnhd, Layout::Bnhd),
-            ][i % 4];
-            check(gpu, t, ctx, sh, layouts, 1.0, false);
+        for t in super::tile_shapes(t) {
+            let ctx = &format!("{ctx} cpu_rows={}", t.cpu_rows);
+            for (i, &(b, hq, hkv, nq, nk, d)) in SHAPES.iter().enumerate() {
+                let sh = AttnShape {
+                    b,
+                    hq,
+                    hkv,
+                    nq,
+                    nk,
+                    d,
+                };
+                let layouts = [
+                    (Layout::Bhnd, Layout::Bhnd),
+                    (Layout::Bnhd, Layout::Bhnd),
+                    (Layout::Bhnd, Layout::Bnhd),
+                    (Layout::Bnhd, Layout::Bnhd),
+                ][i % 4];
+                check(gpu, t, ctx, sh, layouts, 1.0, false);
+            }
         }
     });
 }
