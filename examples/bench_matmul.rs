@@ -6,7 +6,8 @@
 //! ```
 //! Variants run round-robin (so machine noise hits all alike), 10 timed rounds
 //! after a warm-up; GPU timestamps where the adapter has them, wall clock
-//! otherwise. GFLOP/s = 2·M·N·K / median time.
+//! otherwise. GFLOP/s = 2·M·N·K / median time. `BENCH_ONLY=8x4` keeps only the
+//! variants whose name contains it.
 
 use std::time::Instant;
 
@@ -41,6 +42,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .into_iter()
         .map(|r| (format!("unstaged {r}x{}", 32 / r), Tuning { staged: false, cpu_rows: r, ..base }))
         .chain([("staged 4x4".to_string(), Tuning { staged: true, ..base })])
+        .filter(|(name, _)| std::env::var("BENCH_ONLY").map_or(true, |only| name.contains(&only)))
         .collect();
     for (name, t) in &variants {
         let cold = Instant::now();
