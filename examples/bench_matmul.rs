@@ -29,25 +29,57 @@ fn time_once(gpu: &Gpu, t: Tuning, a: &Tensor, b: &Tensor) -> wgpu_attention::Re
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<usize> = std::env::args().skip(1).map(|s| s.parse()).collect::<Result<_, _>>().map_err(|_| "arguments: M [N K] as integers")?;
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .map(|s| s.parse())
+        .collect::<Result<_, _>>()
+        .map_err(|_| "arguments: M [N K] as integers")?;
     let m = args.first().copied().unwrap_or(1024);
-    let (n, k) = (args.get(1).copied().unwrap_or(m), args.get(2).copied().unwrap_or(m));
+    let (n, k) = (
+        args.get(1).copied().unwrap_or(m),
+        args.get(2).copied().unwrap_or(m),
+    );
     let gpu = Gpu::new_blocking(&Default::default())?;
     println!("adapter: {}", gpu.describe());
-    let a: Vec<f32> = (0..m * k).map(|i| ((i * 7 % 13) as f32 - 6.0) / 13.0).collect();
-    let b: Vec<f32> = (0..k * n).map(|i| ((i * 5 % 11) as f32 - 5.0) / 11.0).collect();
-    let (at, bt) = (Tensor::from_slice(&gpu, &a, &[m, k])?, Tensor::from_slice(&gpu, &b, &[k, n])?);
+    let a: Vec<f32> = (0..m * k)
+        .map(|i| ((i * 7 % 13) as f32 - 6.0) / 13.0)
+        .collect();
+    let b: Vec<f32> = (0..k * n)
+        .map(|i| ((i * 5 % 11) as f32 - 5.0) / 11.0)
+        .collect();
+    let (at, bt) = (
+        Tensor::from_slice(&gpu, &a, &[m, k])?,
+        Tensor::from_slice(&gpu, &b, &[k, n])?,
+    );
     let base = Tuning::for_adapter(gpu.info());
     let variants: Vec<(String, Tuning)> = [8, 16, 32]
         .into_iter()
-        .map(|r| (format!("unstaged {r}x{}", 32 / r), Tuning { staged: false, cpu_rows: r, ..base }))
-        .chain([("staged 4x4".to_string(), Tuning { staged: true, ..base })])
+        .map(|r| {
+            (
+                format!("unstaged {r}x{}", 32 / r),
+                Tuning {
+                    staged: false,
+                    cpu_rows: r,
+                    ..base
+                },
+            )
+        })
+        .chain([(
+            "staged 4x4".to_string(),
+            Tuning {
+                staged: true,
+                ..base
+            },
+        )])
         .filter(|(name, _)| std::env::var("BENCH_ONLY").map_or(true, |only| name.contains(&only)))
         .collect();
     for (name, t) in &variants {
         let cold = Instant::now();
         time_once(&gpu, *t, &at, &bt)?;
-        println!("{name:<14} first run incl. compile {:.0} ms", cold.elapsed().as_secs_f64() * 1e3);
+        println!(
+            "{name:<14} first run incl. compile {:.0} ms",
+            cold.elapsed().as_secs_f64() * 1e3
+        );
     }
     let mut times = vec![Vec::new(); variants.len()];
     for _ in 0..10 {

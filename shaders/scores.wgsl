@@ -1,4 +1,4 @@
-// scores: S[b,h,i,j] = scale · Σ_d Q[b,h,i,d] K[b,h/g,j,d]
+// scores: S[b,h,i,j] = softcap(scale · Σ_d Q[b,h,i,d] K[b,h/g,j,d])
 //                      (+ additive bias[b|1,h|1,i|1,j|1]) (− slope[h]·|i + diag_off − j| for ALiBi)
 // Q and K are read through strides (any layout); S is contiguous [B, Hq, Nq, Nk].
 // All batches and heads in one dispatch: workgroup w handles tile (w % tiles) of
@@ -15,7 +15,7 @@ struct Params {
     q_sd: u32, k_off: u32, k_sb: u32, k_sh: u32,
     k_sn: u32, k_sd: u32, scale: f32, bias_kind: u32,
     m_sb: u32, m_sh: u32, m_sq: u32, m_sk: u32,
-    alibi: u32, diag_off: i32, _pad0: u32, _pad1: u32,
+    alibi: u32, diag_off: i32, softcap: f32, _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -56,6 +56,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             let col = col0 + lid.x + 8u * jj;
             if (row < p.nq && col < p.nk) {
                 var v = p.scale * acc_at(&accv, ii, jj);
+                if (p.softcap > 0.0) {
+                    v = soft_cap(v, p.softcap);
+                }
                 if (p.bias_kind == MASK_ADDITIVE) {
                     v += mask_additive_at(b * p.m_sb + h * p.m_sh + row * p.m_sq + col * p.m_sk);
                 }

@@ -7,7 +7,7 @@
 
 use crate::dispatch::Recorder;
 use crate::error::{Error, Result};
-use crate::kernels::{attn_shape, same_device, scores, softmax, weighted_sum};
+use crate::kernels::{attn_shape, flash_attention, same_device, scores, softmax, weighted_sum};
 use crate::mask::Masking;
 use crate::mask_tensor::{MaskKind, MaskTensor};
 use crate::tensor::Tensor;
@@ -24,10 +24,28 @@ pub struct AttentionOptions<'a> {
     /// ALiBi slopes, one per query head ([`crate::alibi_slopes`] gives the paper's):
     /// `− slope·|i + offset − j|`, distance from the diagonal aligned as `masking.alignment`.
     pub alibi: Option<&'a [f32]>,
-    /// Also return the attention weights `P` `[B, Hq, Nq, Nk]`.
+    /// `c·tanh(s/c)` on the scaled scores before masks and biases (Gemma-2 style).
+    pub softcap: Option<f32>,
+    /// Also return the attention weights `P` `[B, Hq, Nq, Nk]` (unfused path only).
     pub return_weights: bool,
     /// Also return the log-sum-exp `[B, Hq, Nq]` (`-inf` for fully masked rows).
     pub return_lse: bool,
+    /// Which kernels run; [`AttentionPath::Auto`] by default.
+    pub path: AttentionPath,
+}
+
+/// The kernels that compute attention.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum AttentionPath {
+    /// Unfused while its `[B, Hq, Nq, Nk]` score matrix fits one storage binding
+    /// (the first fused kernel is slower on CPU drivers: BENCHMARKS.md), fused
+    /// beyond that; always unfused when the weights are requested.
+    #[default]
+    Auto,
+    /// One fused kernel with an online softmax: O(N) memory, no weights.
+    Fused,
+    /// `scores` → `softmax` → `weighted_sum`: materializes `[B, Hq, Nq, Nk]`.
+    Unfused,
 }
 
 /// Results of [`attention`].
@@ -82,6 +100,37 @@ pub fn record_attention(
         )));
     }
     opts.masking.validate(sh.b, sh.nk)?;
+    let fused = match opts.path {
+        AttentionPath::Fused if opts.return_weights => {
+            return Err(Error::InvalidArgument("the fused path never builds the weights: use AttentionPath::Unfused (or Auto) with return_weights".into()));
+        }
+        AttentionPath::Fused => true,
+        AttentionPath::Unfused => false,
+        AttentionPath::Auto => {
+            let limits = q.gpu().limits();
+            let fits = sh.scores_len() as u64 * 4
+                <= limits
+                    .max_storage_buffer_binding_size
+                    .min(limits.max_buffer_size);
+            !opts.return_weights && !fits
+        }
+    };
+    if fused {
+        let fo = flash_attention::FusedOptions {
+            scale: opts.scale,
+            masking: &opts.masking,
+            mask: opts.mask,
+            alibi: opts.alibi,
+            softcap: opts.softcap,
+            want_lse: opts.return_lse,
+        };
+        let (o, lse) = flash_attention::record_flash_attention(rec, q, k, v, &fo)?;
+        return Ok(Attention {
+            o,
+            lse,
+            weights: None,
+        });
+    }
     let (bias, dense) = match opts.mask {
         Some(m) if m.kind() == MaskKind::Additive => (Some(m), None),
         other => (None, other),
@@ -90,7 +139,7 @@ pub fn record_attention(
         slopes,
         diag_off: opts.masking.diagonal_offset(sh.nq, sh.nk),
     });
-    let s = scores::record_scores(rec, q, k, opts.scale, bias, alibi)?;
+    let s = scores::record_scores(rec, q, k, opts.scale, bias, alibi, opts.softcap)?;
     let sm = softmax::record_softmax(rec, &s, &opts.masking, dense, opts.return_lse)?;
     let o = weighted_sum::record_weighted_sum(rec, &sm.p, v, q.layout())?;
     Ok(Attention {

@@ -28,6 +28,7 @@ pub(crate) struct KernelSpec {
 struct PipelineKey {
     kernel: &'static str,
     constants: Vec<(&'static str, u64)>,
+    source_consts: Vec<(&'static str, u32)>,
 }
 
 #[derive(Default)]
@@ -49,10 +50,22 @@ impl Gpu {
         spec: &KernelSpec,
         constants: &[(&'static str, f64)],
     ) -> Result<Arc<Kernel>> {
+        self.kernel_sized(spec, &[], constants)
+    }
+
+    /// [`Gpu::kernel`] with module `const`s substituted in the source first
+    /// ([`crate::shaders::source_with`]); each distinct set is its own pipeline.
+    pub(crate) fn kernel_sized(
+        &self,
+        spec: &KernelSpec,
+        source_consts: &[(&'static str, u32)],
+        constants: &[(&'static str, f64)],
+    ) -> Result<Arc<Kernel>> {
         self.check_alive()?;
         let key = PipelineKey {
             kernel: spec.name,
             constants: constants.iter().map(|(n, v)| (*n, v.to_bits())).collect(),
+            source_consts: source_consts.to_vec(),
         };
         if let Some(k) = self
             .inner
@@ -69,7 +82,9 @@ impl Gpu {
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some(spec.name),
-            source: wgpu::ShaderSource::Wgsl(crate::shaders::source(spec.name).into()),
+            source: wgpu::ShaderSource::Wgsl(
+                crate::shaders::source_with(spec.name, source_consts).into(),
+            ),
         });
         let mut entries = vec![wgpu::BindGroupLayoutEntry {
             binding: 0,

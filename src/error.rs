@@ -46,6 +46,9 @@ pub enum Error {
         workgroups: u64,
         max: u64,
     },
+    /// The work would exceed a limit of this driver that the API does not report.
+    #[error("{0}")]
+    DriverLimit(String),
     /// An optional device feature the operation needs was not granted.
     #[error("the adapter does not provide feature {0}")]
     MissingFeature(&'static str),

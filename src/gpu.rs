@@ -404,6 +404,33 @@ impl Gpu {
             .map(|m| m.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
+    /// Loop iterations one invocation may run in total on this driver, if capped.
+    ///
+    /// Mesa's llvmpipe (GL) and lavapipe (Vulkan) share gallivm, which counts every
+    /// loop back-edge of an invocation against `LP_MAX_TGSI_LOOP_ITERATIONS` (65535)
+    /// and silently leaves all loops once it is spent: the output is then wrong,
+    /// with no error. Measured here: a fused kernel stopped after ≈65535/(2D+1)
+    /// keys. Kernels check their estimate against this before dispatch.
+    pub fn loop_budget(&self) -> Option<u64> {
+        let i = &self.inner.info;
+        let gallivm = [&i.name, &i.driver, &i.driver_info]
+            .iter()
+            .any(|s| s.to_ascii_lowercase().contains("llvmpipe"));
+        gallivm.then_some(65_535)
+    }
+
+    /// Errors with [`Error::DriverLimit`] when `iterations` (a kernel's estimate of
+    /// loop iterations per invocation) exceeds [`Gpu::loop_budget`], keeping a margin.
+    pub(crate) fn check_loop_budget(&self, what: &str, iterations: u64) -> Result<()> {
+        match self.loop_budget() {
+            Some(budget) if iterations + 256 > budget => Err(Error::DriverLimit(format!(
+                "{what} would run ≈{iterations} loop iterations per invocation, but this driver ({}) stops every loop after {budget} and would return wrong results; use smaller sizes (or another path) on this adapter",
+                self.inner.info.name
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// Fails once the device is lost or destroyed, before wgpu is asked for more.
     pub(crate) fn check_alive(&self) -> Result<()> {
         match self

@@ -28,7 +28,7 @@ mod tensor;
 pub mod verify;
 pub mod weights;
 
-pub use attention::{attention, record_attention, Attention, AttentionOptions};
+pub use attention::{attention, record_attention, Attention, AttentionOptions, AttentionPath};
 pub use dispatch::Recorder;
 pub use error::{Error, Result};
 pub use gpu::{parse_backend, Gpu, GpuOptions, Tuning};

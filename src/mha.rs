@@ -142,8 +142,7 @@ impl MultiHeadAttention {
             masking: opts.masking.clone(),
             mask: opts.mask,
             alibi: opts.alibi.then_some(&self.slopes[..]),
-            return_weights: false,
-            return_lse: false,
+            ..Default::default()
         };
         let o = record_attention(rec, &q, &k, &v, &attn)?.o;
         // O keeps Q's BNHD layout, so its buffer is [B, Nq, H·D]: the merge is a view.

@@ -11,6 +11,10 @@ pub const KERNELS: &[(&str, &str)] = &[
     ("posenc", include_str!("../shaders/posenc.wgsl")),
     ("matmul", include_str!("../shaders/matmul.wgsl")),
     ("rope", include_str!("../shaders/rope.wgsl")),
+    (
+        "flash_attention",
+        include_str!("../shaders/flash_attention.wgsl"),
+    ),
 ];
 
 const SHARED: &[(&str, &str)] = &[
@@ -19,6 +23,26 @@ const SHARED: &[(&str, &str)] = &[
     ("mask", include_str!("../shaders/shared/mask.wgsl")),
     ("trig", include_str!("../shaders/shared/trig.wgsl")),
 ];
+
+/// [`source`] with module constants replaced: each `const NAME: u32 = …;` line
+/// whose NAME is in `consts` gets the given value. Only for what `override` cannot
+/// express (sizes of function-scope arrays); everything else is an `override`.
+///
+/// # Panics
+/// If a named constant is not declared in the kernel (a build-time fact the test
+/// suite checks).
+pub fn source_with(name: &str, consts: &[(&str, u32)]) -> String {
+    let mut src = source(name);
+    for (cname, value) in consts {
+        let prefix = format!("const {cname}: u32 = ");
+        let start = src
+            .find(&prefix)
+            .unwrap_or_else(|| panic!("kernel {name} declares no `const {cname}: u32`"));
+        let end = start + src[start..].find(';').expect("const line ends with ;");
+        src.replace_range(start..end, &format!("{prefix}{value}u"));
+    }
+    src
+}
 
 /// The complete WGSL of kernel `name` with its imports resolved.
 ///

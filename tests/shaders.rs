@@ -14,6 +14,7 @@ fn specializations(kernel: &str) -> Vec<Vec<(&'static str, f64)>> {
             vec![("STAGED", 1.0), ("WG_Y", 8.0), ("CPU_ROWS", 8.0)],
         ],
         "softmax" => (0..=8).map(|p| vec![("WG", (1u32 << p) as f64)]).collect(),
+        "flash_attention" => vec![vec![("R", 4.0), ("WG", 8.0)]],
         _ => vec![vec![]],
     }
 }
@@ -22,29 +23,45 @@ fn specializations(kernel: &str) -> Vec<Vec<(&'static str, f64)>> {
 fn every_shader_parses_validates_and_specializes() {
     assert!(!wgpu_attention::shaders::KERNELS.is_empty());
     for (name, _) in wgpu_attention::shaders::KERNELS {
-        let src = wgpu_attention::shaders::source(name);
-        let module = naga::front::wgsl::parse_str(&src)
-            .unwrap_or_else(|e| panic!("{name}.wgsl:\n{}", e.emit_to_string_with_path(&src, name)));
-        let info = Validator::new(ValidationFlags::all(), Capabilities::all())
-            .validate(&module)
-            .unwrap_or_else(|e| panic!("{name}.wgsl:\n{}", e.emit_to_string_with_path(&src, name)));
-        for spec in specializations(name) {
-            let mut constants = naga::back::PipelineConstants::default();
-            for (k, v) in &spec {
-                constants.insert(k.to_string(), *v);
+        for consts in source_consts(name) {
+            let src = wgpu_attention::shaders::source_with(name, &consts);
+            let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| {
+                panic!("{name}.wgsl:\n{}", e.emit_to_string_with_path(&src, name))
+            });
+            let info = Validator::new(ValidationFlags::all(), Capabilities::all())
+                .validate(&module)
+                .unwrap_or_else(|e| {
+                    panic!("{name}.wgsl:\n{}", e.emit_to_string_with_path(&src, name))
+                });
+            for spec in specializations(name) {
+                let mut constants = naga::back::PipelineConstants::default();
+                for (k, v) in &spec {
+                    constants.insert(k.to_string(), *v);
+                }
+                let (m, i) = naga::back::pipeline_constants::process_overrides(
+                    &module,
+                    &info,
+                    Some((naga::ShaderStage::Compute, "main")),
+                    &constants,
+                )
+                .unwrap_or_else(|e| panic!("{name} with {spec:?}: {e}"));
+                let words =
+                    naga::back::spv::write_vec(&m, &i, &naga::back::spv::Options::default(), None)
+                        .unwrap_or_else(|e| panic!("{name} with {spec:?} to SPIR-V: {e}"));
+                assert!(words.len() > 5, "{name}: empty SPIR-V");
             }
-            let (m, i) = naga::back::pipeline_constants::process_overrides(
-                &module,
-                &info,
-                Some((naga::ShaderStage::Compute, "main")),
-                &constants,
-            )
-            .unwrap_or_else(|e| panic!("{name} with {spec:?}: {e}"));
-            let words =
-                naga::back::spv::write_vec(&m, &i, &naga::back::spv::Options::default(), None)
-                    .unwrap_or_else(|e| panic!("{name} with {spec:?} to SPIR-V: {e}"));
-            assert!(words.len() > 5, "{name}: empty SPIR-V");
         }
+    }
+}
+
+/// The `const` substitutions the host makes, per kernel (sizes of private arrays).
+fn source_consts(kernel: &str) -> Vec<Vec<(&'static str, u32)>> {
+    match kernel {
+        "flash_attention" => [32, 64, 128, 256]
+            .into_iter()
+            .map(|d| vec![("DMAX", d), ("RMAX", 4)])
+            .collect(),
+        _ => vec![vec![]],
     }
 }
 

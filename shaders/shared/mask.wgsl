@@ -33,3 +33,10 @@ fn rule_visible(i: u32, j: u32, causal: u32, window: u32, left: u32, right: u32,
     }
     return j < key_len;
 }
+
+// c·tanh(s/c) without inf: tanh(x) = 1 − 2/(e^{2x} + 1), |x| clamped to 15 where
+// tanh is 1 in f32 anyway.
+fn soft_cap(s: f32, c: f32) -> f32 {
+    let x = clamp(s / c, -15.0, 15.0);
+    return c * (1.0 - 2.0 / (exp(2.0 * x) + 1.0));
+}

@@ -4,6 +4,7 @@
 //! [`Recorder`](crate::Recorder) (so several kernels go out in one submission) and
 //! a convenience function that records and submits.
 
+pub mod flash_attention;
 pub mod matmul;
 pub mod posenc;
 pub mod rope;
@@ -65,6 +66,7 @@ pub(crate) fn attn_shape(q: &Tensor, k: &Tensor) -> Result<AttnShape> {
 /// The shared output-tile routine (`shaders/shared/tile_mm.wgsl`) in the variant
 /// `tuning` asks for: tile size, and the `override` constants selecting it.
 pub(crate) struct TileConfig {
+    pub staged: bool,
     pub rows: usize,
     pub cols: usize,
     pub constants: [(&'static str, f64); 3],
@@ -74,6 +76,7 @@ impl TileConfig {
     pub(crate) fn new(tuning: crate::gpu::Tuning) -> Result<Self> {
         if tuning.staged {
             return Ok(TileConfig {
+                staged: true,
                 rows: 32,
                 cols: 32,
                 constants: [("STAGED", 1.0), ("WG_Y", 8.0), ("CPU_ROWS", 8.0)],
@@ -86,10 +89,21 @@ impl TileConfig {
             )));
         }
         Ok(TileConfig {
+            staged: false,
             rows: r as usize,
             cols: 8 * (32 / r as usize),
             constants: [("STAGED", 0.0), ("WG_Y", 1.0), ("CPU_ROWS", r as f64)],
         })
+    }
+
+    /// Loop iterations per invocation for a reduction of length `kdim`: one per k
+    /// step unstaged; per 16-deep chunk, 8 staging steps + 16 FMA steps + 1 staged.
+    pub(crate) fn loop_iterations(&self, kdim: usize) -> u64 {
+        if self.staged {
+            kdim.div_ceil(16) as u64 * 25
+        } else {
+            kdim as u64
+        }
     }
 
     /// Tiles covering an `m × n` output, as (rows of tiles, columns of tiles).

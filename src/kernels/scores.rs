@@ -32,7 +32,8 @@ struct Params {
     m_s: [u32; 4],
     alibi: u32,
     diag_off: i32,
-    _pad: [u32; 2],
+    softcap: f32,
+    _pad: u32,
 }
 
 /// ALiBi inside the score path: `− slopes[h] · |i + diag_off − j|`, the distance
@@ -46,16 +47,18 @@ pub struct AlibiBias<'a> {
 
 /// Scores `[B, Hq, Nq, Nk]` of `q` `[B, Hq, Nq, D]` against `k` `[B, Hkv, Nk, D]`
 /// (any strides; `Hq % Hkv == 0`). `scale` defaults to `1/sqrt(D)`; `bias` is an
-/// additive mask broadcastable to the scores; `alibi` adds the ALiBi distance bias.
+/// additive mask broadcastable to the scores; `alibi` adds the ALiBi distance bias;
+/// `softcap = Some(c)` maps the scaled dot product to `c·tanh(s/c)` before the biases.
 pub fn scores(
     q: &Tensor,
     k: &Tensor,
     scale: Option<f32>,
     bias: Option<&MaskTensor>,
     alibi: Option<AlibiBias<'_>>,
+    softcap: Option<f32>,
 ) -> Result<Tensor> {
     let mut rec = q.gpu().recorder();
-    let s = record_scores(&mut rec, q, k, scale, bias, alibi)?;
+    let s = record_scores(&mut rec, q, k, scale, bias, alibi, softcap)?;
     rec.submit()?;
     Ok(s)
 }
@@ -68,8 +71,16 @@ pub fn record_scores(
     scale: Option<f32>,
     bias: Option<&MaskTensor>,
     alibi: Option<AlibiBias<'_>>,
+    softcap: Option<f32>,
 ) -> Result<Tensor> {
     let sh = attn_shape(q, k)?;
+    if let Some(c) = softcap {
+        if !(c.is_finite() && c > 0.0) {
+            return Err(Error::InvalidArgument(format!(
+                "softcap must be finite and > 0, got {c}"
+            )));
+        }
+    }
     let gpu = q.gpu();
     let m_s = match bias {
         Some(m) => {
@@ -100,6 +111,7 @@ pub fn record_scores(
     let (q_off, q_s) = addressing(q);
     let (k_off, k_s) = addressing(k);
     let tile = TileConfig::new(rec.tuning())?;
+    gpu.check_loop_budget("scores", tile.loop_iterations(sh.d))?;
     let (tiles_m, tiles_n) = tile.tiles(sh.nq, sh.nk);
     let params = Params {
         b: sh.b as u32,
@@ -119,7 +131,8 @@ pub fn record_scores(
         m_s,
         alibi: alibi.is_some() as u32,
         diag_off: alibi.map_or(0, |a| a.diag_off as i32),
-        _pad: [0; 2],
+        softcap: softcap.unwrap_or(0.0),
+        _pad: 0,
     };
     let out = Tensor::output(gpu, "scores", &[sh.b, sh.hq, sh.nq, sh.nk], None)?;
     let kernel = gpu.kernel(&SPEC, &tile.constants)?;

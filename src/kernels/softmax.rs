@@ -123,6 +123,8 @@ pub fn record_softmax(
         .min(256);
     let wg = rec.tuning().softmax_workgroup.clamp(1, max_wg);
     let wg = 1u32 << (31 - wg.leading_zeros()); // power of two for the tree reduction
+                                                // Two strided passes over the row, plus the reduction tree.
+    gpu.check_loop_budget("softmax", 2 * nk.div_ceil(wg as usize) as u64 + 9)?;
     let kernel = gpu.kernel(&SPEC, &[("WG", wg as f64)])?;
     rec.dispatch(
         &kernel,

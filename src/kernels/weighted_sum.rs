@@ -77,6 +77,7 @@ pub fn record_weighted_sum(
     let (v_off, v_s) = addressing(v);
     let (o_off, o_s) = addressing(&out);
     let tile = TileConfig::new(rec.tuning())?;
+    gpu.check_loop_budget("weighted_sum", tile.loop_iterations(nk))?;
     let (tiles_m, tiles_n) = tile.tiles(nq, d);
     let params = Params {
         b: b as u32,

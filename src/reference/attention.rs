@@ -12,6 +12,8 @@ pub struct ReferenceOptions<'a> {
     pub mask: Option<&'a HostMask>,
     /// ALiBi slopes, one per query head (distance from the aligned diagonal).
     pub alibi: Option<&'a [f32]>,
+    /// `c·tanh(s/c)` on the scaled scores, before masks and biases.
+    pub softcap: Option<f64>,
 }
 
 /// Everything the reference attention computes.
@@ -39,7 +41,15 @@ pub fn attention<T: Copy + Into<f64>>(
         other => (None, other),
     };
     let diag_off = opts.masking.diagonal_offset(shape.nq, shape.nk);
-    let s = scores(q, k, shape, scale, bias, opts.alibi.map(|a| (a, diag_off)));
+    let s = scores(
+        q,
+        k,
+        shape,
+        scale,
+        bias,
+        opts.alibi.map(|a| (a, diag_off)),
+        opts.softcap,
+    );
     let sm = softmax(
         &s,
         [shape.b, shape.hq, shape.nq, shape.nk],

@@ -107,6 +107,7 @@ mod tests {
                 &sh,
                 0.5,
                 None,
+                None,
                 None
             ),
             vec![5.0]

@@ -2,7 +2,8 @@ use crate::mask::{additive_floor, HostMask, MaskValues};
 use crate::shape::AttnShape;
 
 /// `S[b,h,i,j] = scale · Σ_d Q[b,h,i,d] K[b,h/g,j,d] (+ bias[b,h,i,j])
-/// (− slopes[h]·|i + diag_off − j|)` with `alibi = Some((slopes, diag_off))`.
+/// (− slopes[h]·|i + diag_off − j|)` with `alibi = Some((slopes, diag_off))`;
+/// with `softcap = Some(c)` the scaled dot product becomes `c·tanh(s/c)` first.
 ///
 /// `bias` must be an additive mask (a bool mask here is a caller bug and panics);
 /// its excluded entries (`<= -1e30`, `-inf`) add [`crate::mask::ADDITIVE_FLOOR`], as on the GPU.
@@ -13,6 +14,7 @@ pub fn scores<T: Copy + Into<f64>>(
     scale: f64,
     bias: Option<&HostMask>,
     alibi: Option<(&[f32], i64)>,
+    softcap: Option<f64>,
 ) -> Vec<f64> {
     let AttnShape {
         b, hq, nq, nk, d, ..
@@ -32,6 +34,9 @@ pub fn scores<T: Copy + Into<f64>>(
                         .map(|(&a, &c)| a.into() * c.into())
                         .sum();
                     let mut v = scale * dot;
+                    if let Some(c) = softcap {
+                        v = c * (v / c).tanh();
+                    }
                     if let Some(m) = bias {
                         match &m.values {
                             MaskValues::Additive(a) => {

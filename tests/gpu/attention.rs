@@ -2,8 +2,8 @@ use super::{each_gpu, rng, uniform};
 use wgpu_attention::reference::{self, ReferenceOptions};
 use wgpu_attention::verify::{assert_close, Tolerance};
 use wgpu_attention::{
-    record_attention, Alignment, AttentionOptions, AttnShape, Gpu, HostMask, Layout, MaskTensor,
-    Masking, Tensor, Tuning, Window,
+    record_attention, Alignment, AttentionOptions, AttentionPath, AttnShape, Gpu, HostMask, Layout,
+    MaskTensor, Masking, Tensor, Tuning, Window,
 };
 
 struct Case {
@@ -13,17 +13,19 @@ struct Case {
     mask: Option<HostMask>,
     scale: Option<f32>,
     alibi: bool,
+    softcap: Option<f32>,
 }
 
 fn check(gpu: &Gpu, t: Tuning, ctx: &str, c: &Case) {
     let sh = c.sh;
     let (mut r, ctx) = rng(&format!(
-        "{ctx} {sh:?} {:?} {:?} mask={:?} scale={:?} alibi={}",
+        "{ctx} {sh:?} {:?} {:?} mask={:?} scale={:?} alibi={} softcap={:?}",
         c.layout,
         c.masking,
         c.mask.as_ref().map(|m| m.dims),
         c.scale,
-        c.alibi
+        c.alibi,
+        c.softcap
     ));
     let slopes = wgpu_attention::alibi_slopes(sh.hq);
     let alibi = c.alibi.then_some(&slopes[..]);
@@ -39,8 +41,10 @@ fn check(gpu: &Gpu, t: Tuning, ctx: &str, c: &Case) {
         masking: c.masking.clone(),
         mask: mt.as_ref(),
         alibi,
+        softcap: c.softcap,
         return_weights: true,
         return_lse: true,
+        path: AttentionPath::Unfused,
     };
     let mut rec = gpu.recorder().with_tuning(t);
     let out = record_attention(&mut rec, &qt, &kt, &vt, &opts).unwrap();
@@ -56,6 +60,7 @@ fn check(gpu: &Gpu, t: Tuning, ctx: &str, c: &Case) {
             masking: c.masking.clone(),
             mask: c.mask.as_ref(),
             alibi,
+            softcap: c.softcap.map(f64::from),
         },
     );
     assert_close(
@@ -77,22 +82,49 @@ fn check(gpu: &Gpu, t: Tuning, ctx: &str, c: &Case) {
         &format!("{ctx} P"),
     );
 
-    // The plain path (no LSE, no weights) binds placeholders instead.
-    let plain = AttentionOptions {
+    // The fused path, with LSE.
+    let fused = AttentionOptions {
         return_weights: false,
-        return_lse: false,
-        ..opts
+        path: AttentionPath::Fused,
+        ..opts.clone()
     };
     let mut rec = gpu.recorder().with_tuning(t);
-    let out = record_attention(&mut rec, &qt, &kt, &vt, &plain).unwrap();
+    let out = record_attention(&mut rec, &qt, &kt, &vt, &fused).unwrap();
     rec.submit().unwrap();
-    assert!(out.lse.is_none() && out.weights.is_none(), "{ctx}");
+    assert_eq!(out.o.layout(), c.layout, "{ctx}: fused O keeps Q's layout");
+    assert!(out.weights.is_none(), "{ctx}");
     assert_close(
         &out.o.to_vec_blocking().unwrap(),
         &want.o,
         Tolerance::F32,
-        &format!("{ctx} O without LSE"),
+        &format!("{ctx} fused O"),
     );
+    assert_close(
+        &out.lse.unwrap().to_vec_blocking().unwrap(),
+        &want.lse,
+        Tolerance::F32,
+        &format!("{ctx} fused LSE"),
+    );
+
+    // Both paths without LSE or weights bind placeholders instead.
+    for path in [AttentionPath::Unfused, AttentionPath::Auto] {
+        let plain = AttentionOptions {
+            return_weights: false,
+            return_lse: false,
+            path,
+            ..opts.clone()
+        };
+        let mut rec = gpu.recorder().with_tuning(t);
+        let out = record_attention(&mut rec, &qt, &kt, &vt, &plain).unwrap();
+        rec.submit().unwrap();
+        assert!(out.lse.is_none() && out.weights.is_none(), "{ctx}");
+        assert_close(
+            &out.o.to_vec_blocking().unwrap(),
+            &want.o,
+            Tolerance::F32,
+            &format!("{ctx} {path:?} O without LSE"),
+        );
+    }
 }
 
 fn shape(b: usize, hq: usize, hkv: usize, nq: usize, nk: usize, d: usize) -> AttnShape {
@@ -135,6 +167,7 @@ fn attention_plain_and_gqa_in_both_layouts() {
                     mask: None,
                     scale: None,
                     alibi: false,
+                    softcap: None,
                 },
             );
         }
@@ -191,6 +224,7 @@ fn attention_with_every_option() {
                     mask: None,
                     scale: None,
                     alibi: false,
+                    softcap: None,
                 },
             );
         }
@@ -206,6 +240,7 @@ fn attention_with_every_option() {
                     mask: Some(mask),
                     scale: Some(0.3),
                     alibi: false,
+                    softcap: None,
                 },
             );
         }
@@ -228,6 +263,7 @@ fn attention_over_65535_heads_splits_the_grid() {
                 mask: None,
                 scale: None,
                 alibi: false,
+                softcap: None,
             },
         );
     });
@@ -256,8 +292,82 @@ fn attention_with_alibi_for_4_6_and_12_heads() {
                     mask: None,
                     scale: None,
                     alibi: true,
+                    softcap: None,
                 },
             );
         }
+    });
+}
+
+#[test]
+fn attention_with_softcap_scale_and_masks_on_both_paths() {
+    each_gpu("attention softcap", |gpu, t, ctx| {
+        let (mut r, _) = rng(ctx);
+        let mut add = uniform(&mut r, 2 * 33 * 17, 2.0);
+        add[..17].iter_mut().for_each(|v| *v = f32::NEG_INFINITY);
+        let additive = HostMask::additive(add, [1, 2, 33, 17]).unwrap();
+        check(
+            gpu,
+            t,
+            ctx,
+            &Case {
+                sh: shape(2, 2, 1, 33, 17, 24),
+                layout: Layout::Bnhd,
+                masking: Masking {
+                    causal: true,
+                    alignment: Alignment::TopLeft,
+                    ..Default::default()
+                },
+                mask: Some(additive),
+                scale: Some(2.5),
+                alibi: false,
+                softcap: Some(3.0),
+            },
+        );
+    });
+}
+
+#[test]
+fn auto_takes_the_fused_path_when_scores_do_not_fit_a_binding() {
+    each_gpu("attention auto", |gpu, t, ctx| {
+        if t.staged {
+            return;
+        }
+        let limits = gpu.limits();
+        let limit = limits
+            .max_storage_buffer_binding_size
+            .min(limits.max_buffer_size);
+        // 2000 × 2000 f32 scores per head; enough heads to pass the limit.
+        let (n, d) = (2000, 1);
+        let hq = (limit / (n * n * 4) as u64 + 1) as usize;
+        let sh = shape(1, hq, 1, n, n, d);
+        let (mut r, ctx) = rng(&format!("{ctx} {sh:?} limit={limit}"));
+        let (q, k, v) = (
+            uniform(&mut r, sh.q_len(), 1.0),
+            uniform(&mut r, sh.kv_len(), 1.0),
+            uniform(&mut r, sh.kv_len(), 1.0),
+        );
+        let qt = Tensor::from_bhnd(gpu, &q, [1, hq, n, d], Layout::Bhnd).unwrap();
+        let kt = Tensor::from_bhnd(gpu, &k, [1, 1, n, d], Layout::Bhnd).unwrap();
+        let vt = Tensor::from_bhnd(gpu, &v, [1, 1, n, d], Layout::Bhnd).unwrap();
+        // The unfused path cannot hold the scores ...
+        let unfused = AttentionOptions {
+            path: AttentionPath::Unfused,
+            ..Default::default()
+        };
+        let err = wgpu_attention::attention(&qt, &kt, &vt, &unfused).unwrap_err();
+        assert!(
+            matches!(err, wgpu_attention::Error::BufferTooLarge { .. }),
+            "{ctx}: {err}"
+        );
+        // ... Auto goes fused and matches the reference.
+        let out = wgpu_attention::attention(&qt, &kt, &vt, &AttentionOptions::default()).unwrap();
+        let want = reference::attention(&q, &k, &v, &sh, &ReferenceOptions::default());
+        assert_close(
+            &out.o.to_vec_blocking().unwrap(),
+            &want.o,
+            Tolerance::F32,
+            &ctx,
+        );
     });
 }

@@ -18,16 +18,16 @@ fn shape_and_head_dim_mismatches() {
     each_gpu("errors shape", |gpu, _, ctx| {
         let q = t(gpu, [1, 2, 3, 4]);
         assert!(
-            matches!(scores(&q, &t(gpu, [1, 2, 3, 5]), None, None, None), Err(Error::Shape(m)) if m.contains("head dim")),
+            matches!(scores(&q, &t(gpu, [1, 2, 3, 5]), None, None, None, None), Err(Error::Shape(m)) if m.contains("head dim")),
             "{ctx}"
         );
         assert!(
-            matches!(scores(&q, &t(gpu, [2, 2, 3, 4]), None, None, None), Err(Error::Shape(m)) if m.contains("batch")),
+            matches!(scores(&q, &t(gpu, [2, 2, 3, 4]), None, None, None, None), Err(Error::Shape(m)) if m.contains("batch")),
             "{ctx}"
         );
         let three_d = Tensor::from_slice(gpu, &[0.0; 6], &[1, 2, 3]).unwrap();
         assert!(
-            matches!(scores(&three_d, &q, None, None, None), Err(Error::Shape(m)) if m.contains("4-D")),
+            matches!(scores(&three_d, &q, None, None, None, None), Err(Error::Shape(m)) if m.contains("4-D")),
             "{ctx}"
         );
         let kv = t(gpu, [1, 2, 3, 4]);
@@ -73,6 +73,7 @@ fn heads_that_do_not_divide() {
         let r = scores(
             &t(gpu, [1, 3, 2, 4]),
             &t(gpu, [1, 2, 2, 4]),
+            None,
             None,
             None,
             None,
@@ -134,7 +135,7 @@ fn masks_that_do_not_broadcast_or_are_invalid() {
             .unwrap();
         assert!(
             matches!(
-                scores(&q, &q, None, Some(&m1), None),
+                scores(&q, &q, None, Some(&m1), None, None),
                 Err(Error::InvalidArgument(_))
             ),
             "{ctx}"
@@ -186,7 +187,7 @@ fn buffers_over_the_binding_limit() {
             .min(gpu.limits().max_buffer_size);
         let n = ((limit / 4) as f64).sqrt() as usize + 1;
         let q = Tensor::from_slice(gpu, &vec![0.0; n], &[1, 1, n, 1]).unwrap();
-        let r = scores(&q, &q, None, None, None);
+        let r = scores(&q, &q, None, None, None, None);
         assert!(
             matches!(r, Err(Error::BufferTooLarge { .. })),
             "{ctx}: n={n}: {r:?}"
@@ -202,8 +203,10 @@ fn missing_feature_is_reported_or_feature_works() {
             Ok(mut rec) => {
                 assert!(has, "{ctx}");
                 let q = t(gpu, [1, 1, 5, 4]);
-                wgpu_attention::kernels::scores::record_scores(&mut rec, &q, &q, None, None, None)
-                    .unwrap();
+                wgpu_attention::kernels::scores::record_scores(
+                    &mut rec, &q, &q, None, None, None, None,
+                )
+                .unwrap();
                 let ms = pollster::block_on(rec.submit_timed()).unwrap();
                 assert!(ms.is_finite() && ms >= 0.0, "{ctx}: {ms}");
             }
@@ -249,7 +252,7 @@ fn device_loss_surfaces_as_an_error() {
         let own = pollster::block_on(Gpu::from_adapter(gpu.adapter().clone())).unwrap();
         let q = self::t(&own, [1, 1, 3, 4]);
         own.device().destroy();
-        let r = scores(&q, &q, None, None, None).and_then(|s| s.to_vec_blocking());
+        let r = scores(&q, &q, None, None, None, None).and_then(|s| s.to_vec_blocking());
         assert!(
             matches!(
                 r,

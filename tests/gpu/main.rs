@@ -5,6 +5,7 @@
 //! `WGPU_ATTENTION_REQUIRE_ADAPTER=1` (CI sets it).
 
 mod attention;
+mod driver_limits;
 mod errors;
 mod matmul;
 mod mha;

@@ -40,11 +40,11 @@ fn check(
     let kt = Tensor::from_bhnd(gpu, &k, [sh.b, sh.hkv, sh.nk, sh.d], layouts.1).unwrap();
     let bt = bias.as_ref().map(|m| MaskTensor::upload(gpu, m).unwrap());
     let s = run(gpu, t, |rec| {
-        record_scores(rec, &qt, &kt, None, bt.as_ref(), None)
+        record_scores(rec, &qt, &kt, None, bt.as_ref(), None, None)
     });
     assert_eq!(s.shape(), [sh.b, sh.hq, sh.nq, sh.nk]);
     let got = s.to_vec_blocking().unwrap();
-    let want = reference::scores(&q, &k, &sh, sh.default_scale(), bias.as_ref(), None);
+    let want = reference::scores(&q, &k, &sh, sh.default_scale(), bias.as_ref(), None, None);
     assert_close(&got, &want, Tolerance::F32, &ctx);
 }
 
