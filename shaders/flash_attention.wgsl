@@ -20,6 +20,7 @@ override WG: u32 = 8u;  // invocations per workgroup
 
 const RMAX: u32 = 8u;
 const DMAX: u32 = 256u;
+const DV: u32 = DMAX / 4u; // vec4 chunks of a row
 
 struct Params {
     b: u32, hq: u32, group: u32, nq: u32,
@@ -78,30 +79,33 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         key_len = key_lengths[b];
     }
 
-    var qr: array<array<f32, DMAX>, RMAX>;
-    var acc: array<array<f32, DMAX>, RMAX>;
+    var qr: array<array<vec4<f32>, DV>, RMAX>;
+    var acc: array<array<vec4<f32>, DV>, RMAX>;
     var m: array<f32, RMAX>;
     var l: array<f32, RMAX>;
     let qbase = p.q_off + b * p.q_sb + h * p.q_sh;
     for (var r = 0u; r < R; r++) {
         let row = min(row0 + r, p.nq - 1u);
         for (var c = 0u; c < p.d; c++) {
-            qr[r][c] = q[qbase + row * p.q_sn + c * p.q_sd] * p.scale;
-            acc[r][c] = 0.0;
+            qr[r][c / 4u][c % 4u] = q[qbase + row * p.q_sn + c * p.q_sd] * p.scale;
         }
         m[r] = NEG_BIG;
         l[r] = 0.0;
     }
 
+    // Element c of a K/V row, clamped so the zero-padded tail of q reads valid memory.
+    let dl = p.d - 1u;
     let kbase = p.k_off + b * p.k_sb + hk * p.k_sh;
     let vbase = p.v_off + b * p.v_sb + hk * p.v_sh;
     for (var jj = j_lo; jj < j_hi; jj++) {
         let j = u32(jj);
+        let kr = kbase + j * p.k_sn;
         var s: array<f32, RMAX>;
-        for (var c = 0u; c < p.d; c++) {
-            let kv = k[kbase + j * p.k_sn + c * p.k_sd];
+        for (var cv = 0u; cv < DV; cv++) {
+            let c = 4u * cv;
+            let kv = vec4(k[kr + min(c, dl) * p.k_sd], k[kr + min(c + 1u, dl) * p.k_sd], k[kr + min(c + 2u, dl) * p.k_sd], k[kr + min(c + 3u, dl) * p.k_sd]);
             for (var r = 0u; r < R; r++) {
-                s[r] += qr[r][c] * kv;
+                s[r] += dot(qr[r][cv], kv);
             }
         }
         var pr: array<f32, RMAX>;
@@ -129,10 +133,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             l[r] = l[r] * corr[r] + pr[r];
             m[r] = m_new;
         }
-        for (var c = 0u; c < p.d; c++) {
-            let vv = v[vbase + j * p.v_sn + c * p.v_sd];
+        let vr = vbase + j * p.v_sn;
+        for (var cv = 0u; cv < DV; cv++) {
+            let c = 4u * cv;
+            let vv = vec4(v[vr + min(c, dl) * p.v_sd], v[vr + min(c + 1u, dl) * p.v_sd], v[vr + min(c + 2u, dl) * p.v_sd], v[vr + min(c + 3u, dl) * p.v_sd]);
             for (var r = 0u; r < R; r++) {
-                acc[r][c] = acc[r][c] * corr[r] + pr[r] * vv;
+                acc[r][cv] = acc[r][cv] * corr[r] + pr[r] * vv;
             }
         }
     }
@@ -143,7 +149,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         if (row < p.nq) {
             let inv = select(0.0, 1.0 / l[r], l[r] > 0.0);
             for (var c = 0u; c < p.d; c++) {
-                o[obase + row * p.o_sn + c * p.o_sd] = acc[r][c] * inv;
+                o[obase + row * p.o_sn + c * p.o_sd] = acc[r][c / 4u][c % 4u] * inv;
             }
             if (p.write_lse != 0u) {
                 lse[bh * p.nq + row] = select(bitcast<f32>(p.neg_inf_bits), m[r] + log(l[r]), l[r] > 0.0);
