@@ -33,7 +33,8 @@ struct Params {
     causal: u32, window: u32, left: u32, right: u32,
     diag_off: i32, has_lengths: u32, mask_kind: u32, write_lse: u32,
     m_sb: u32, m_sh: u32, m_sq: u32, m_sk: u32,
-    alibi: u32, neg_inf_bits: u32, softcap: f32, _pad: u32,
+    alibi: u32, neg_inf_bits: u32, softcap: f32, splits: u32,
+    split_len: u32, o_ss: u32, lse_ss: u32, _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -50,7 +51,12 @@ struct Params {
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     let wid = linear_workgroup(wg, nwg);
-    let bh = wid / p.blocks_q;
+    // Workgroup = (batch·head, key split, query block). With splits > 1 each split
+    // covers keys [split·split_len, (split+1)·split_len) and writes a partial O and
+    // LSE at split·o_ss / split·lse_ss, merged by decode.wgsl (flash-decoding).
+    let t = wid / p.blocks_q;
+    let split = t % p.splits;
+    let bh = t / p.splits;
     if (bh >= p.b * p.hq) {
         return;
     }
@@ -62,8 +68,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
 
     // Keys any row of this block may see (uniform across the workgroup).
     let block_last = min(block0 + WG * R, p.nq) - 1u;
-    var j_lo = 0i;
-    var j_hi = i32(p.nk);
+    var j_lo = i32(split * p.split_len);
+    var j_hi = min(i32(p.nk), i32((split + 1u) * p.split_len));
     if (p.has_lengths != 0u) {
         j_hi = min(j_hi, i32(key_lengths[b]));
     }
@@ -143,7 +149,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         }
     }
 
-    let obase = p.o_off + b * p.o_sb + h * p.o_sh;
+    let obase = p.o_off + split * p.o_ss + b * p.o_sb + h * p.o_sh;
     for (var r = 0u; r < R; r++) {
         let row = row0 + r;
         if (row < p.nq) {
@@ -152,7 +158,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
                 o[obase + row * p.o_sn + c * p.o_sd] = acc[r][c / 4u][c % 4u] * inv;
             }
             if (p.write_lse != 0u) {
-                lse[bh * p.nq + row] = select(bitcast<f32>(p.neg_inf_bits), m[r] + log(l[r]), l[r] > 0.0);
+                lse[split * p.lse_ss + bh * p.nq + row] = select(bitcast<f32>(p.neg_inf_bits), m[r] + log(l[r]), l[r] > 0.0);
             }
         }
     }

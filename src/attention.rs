@@ -7,9 +7,12 @@
 
 use crate::dispatch::Recorder;
 use crate::error::{Error, Result};
-use crate::kernels::{attn_shape, flash_attention, same_device, scores, softmax, weighted_sum};
+use crate::kernels::{
+    attn_shape, decode, flash_attention, same_device, scores, softmax, weighted_sum,
+};
 use crate::mask::Masking;
 use crate::mask_tensor::{MaskKind, MaskTensor};
+use crate::shape::AttnShape;
 use crate::tensor::Tensor;
 
 /// What to compute besides `O`, and how to mask.
@@ -32,20 +35,28 @@ pub struct AttentionOptions<'a> {
     pub return_lse: bool,
     /// Which kernels run; [`AttentionPath::Auto`] by default.
     pub path: AttentionPath,
+    /// Keys per split of the decode path; `None` = 512, or fewer where the
+    /// driver's loop budget requires.
+    pub kv_split: Option<usize>,
 }
 
 /// The kernels that compute attention.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum AttentionPath {
-    /// Unfused while its `[B, Hq, Nq, Nk]` score matrix fits one storage binding
-    /// (the first fused kernel is slower on CPU drivers: BENCHMARKS.md), fused
-    /// beyond that; always unfused when the weights are requested.
+    /// Unfused when the weights are requested; decode for few queries (≤ 16)
+    /// against 1024 keys or more; else unfused while its `[B, Hq, Nq, Nk]` score
+    /// matrix fits one storage binding (the fused kernel is still slower on CPU
+    /// drivers: BENCHMARKS.md); else fused, or decode where the fused kernel
+    /// would exceed the driver's loop budget.
     #[default]
     Auto,
     /// One fused kernel with an online softmax: O(N) memory, no weights.
     Fused,
     /// `scores` → `softmax` → `weighted_sum`: materializes `[B, Hq, Nq, Nk]`.
     Unfused,
+    /// Split-KV (flash-decoding): the fused kernel over chunks of keys in
+    /// parallel, merged by LSE. For few queries against a long KV.
+    Decode,
 }
 
 /// Results of [`attention`].
@@ -100,22 +111,16 @@ pub fn record_attention(
         )));
     }
     opts.masking.validate(sh.b, sh.nk)?;
-    let fused = match opts.path {
-        AttentionPath::Fused if opts.return_weights => {
-            return Err(Error::InvalidArgument("the fused path never builds the weights: use AttentionPath::Unfused (or Auto) with return_weights".into()));
+    let path = match opts.path {
+        AttentionPath::Fused | AttentionPath::Decode if opts.return_weights => {
+            return Err(Error::InvalidArgument(
+                "only the unfused path builds the weights: use AttentionPath::Unfused (or Auto) with return_weights".into(),
+            ));
         }
-        AttentionPath::Fused => true,
-        AttentionPath::Unfused => false,
-        AttentionPath::Auto => {
-            let limits = q.gpu().limits();
-            let fits = sh.scores_len() as u64 * 4
-                <= limits
-                    .max_storage_buffer_binding_size
-                    .min(limits.max_buffer_size);
-            !opts.return_weights && !fits
-        }
+        AttentionPath::Auto => auto_path(q, &sh, opts),
+        p => p,
     };
-    if fused {
+    if path != AttentionPath::Unfused {
         let fo = flash_attention::FusedOptions {
             scale: opts.scale,
             masking: &opts.masking,
@@ -124,7 +129,11 @@ pub fn record_attention(
             softcap: opts.softcap,
             want_lse: opts.return_lse,
         };
-        let (o, lse) = flash_attention::record_flash_attention(rec, q, k, v, &fo)?;
+        let (o, lse) = if path == AttentionPath::Decode {
+            decode::record_decode(rec, q, k, v, &fo, opts.kv_split)?
+        } else {
+            flash_attention::record_flash_attention(rec, q, k, v, &fo)?
+        };
         return Ok(Attention {
             o,
             lse,
@@ -147,4 +156,31 @@ pub fn record_attention(
         lse: sm.lse,
         weights: opts.return_weights.then_some(sm.p),
     })
+}
+
+/// What [`AttentionPath::Auto`] resolves to for this problem on this device.
+fn auto_path(q: &Tensor, sh: &AttnShape, opts: &AttentionOptions) -> AttentionPath {
+    if opts.return_weights {
+        return AttentionPath::Unfused;
+    }
+    if sh.nq <= 16 && sh.nk >= 1024 {
+        return AttentionPath::Decode;
+    }
+    let gpu = q.gpu();
+    let limits = gpu.limits();
+    if sh.scores_len() as u64 * 4
+        <= limits
+            .max_storage_buffer_binding_size
+            .min(limits.max_buffer_size)
+    {
+        return AttentionPath::Unfused;
+    }
+    let fused_fits = gpu
+        .loop_budget()
+        .is_none_or(|b| flash_attention::loop_iterations(sh.nk, sh.d) + 256 <= b);
+    if fused_fits {
+        AttentionPath::Fused
+    } else {
+        AttentionPath::Decode
+    }
 }

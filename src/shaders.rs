@@ -15,6 +15,7 @@ pub const KERNELS: &[(&str, &str)] = &[
         "flash_attention",
         include_str!("../shaders/flash_attention.wgsl"),
     ),
+    ("decode", include_str!("../shaders/decode.wgsl")),
 ];
 
 const SHARED: &[(&str, &str)] = &[

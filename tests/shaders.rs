@@ -71,3 +71,23 @@ fn imports_resolve_once() {
     assert!(!src.contains("#import"), "unresolved import left in scores");
     assert_eq!(src.matches("fn linear_workgroup").count(), 1);
 }
+
+#[test]
+fn every_shader_file_is_a_registered_kernel() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/shaders");
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter_map(|n| n.strip_suffix(".wgsl").map(str::to_string))
+        .collect();
+    files.sort();
+    let mut registered: Vec<String> = wgpu_attention::shaders::KERNELS
+        .iter()
+        .map(|(n, _)| n.to_string())
+        .collect();
+    registered.sort();
+    assert_eq!(
+        files, registered,
+        "shaders/*.wgsl and shaders::KERNELS differ"
+    );
+}

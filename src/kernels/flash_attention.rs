@@ -50,7 +50,21 @@ struct Params {
     alibi: u32,
     neg_inf_bits: u32,
     softcap: f32,
+    splits: u32,
+    split_len: u32,
+    o_ss: u32,
+    lse_ss: u32,
     _pad: u32,
+}
+
+/// Where split-KV partials go (see [`crate::kernels::decode`]): `splits` chunks of
+/// `split_len` keys, partial O `[S, B, Hq, Nq, D]` and LSE `[S, B·Hq·Nq]`, contiguous;
+/// `o_part` is the `[B, Hq, Nq, D]` view of split 0, `lse_part` the whole LSE buffer.
+pub(crate) struct SplitKv<'a> {
+    pub splits: usize,
+    pub split_len: usize,
+    pub o_part: &'a Tensor,
+    pub lse_part: &'a Tensor,
 }
 
 /// Everything the fused kernel applies besides Q, K, V.
@@ -76,6 +90,34 @@ pub fn record_flash_attention(
     k: &Tensor,
     v: &Tensor,
     opts: &FusedOptions,
+) -> Result<(Tensor, Option<Tensor>)> {
+    record_fused(rec, q, k, v, opts, None)
+}
+
+/// Loop iterations per invocation of the fused kernel for `keys` keys at head dim
+/// `d` (see [`crate::Gpu::loop_budget`]): per key, two loops over the DMAX/4 vec4
+/// chunks of a row (the small R-row loops unroll); before and after, R loops over
+/// D. Pinned from both sides in tests/gpu/driver_limits.rs.
+pub(crate) fn loop_iterations(keys: usize, d: usize) -> u64 {
+    let per_key = 2 * (head_dim_bucket(d) as u64 / 4) + 1;
+    keys as u64 * per_key + 2 * ROWS as u64 * (d as u64 + 1)
+}
+
+/// Private row buffers are sized for the head-dim bucket, not the maximum.
+fn head_dim_bucket(d: usize) -> u32 {
+    [32u32, 64, 128, 256]
+        .into_iter()
+        .find(|&b| b as usize >= d)
+        .unwrap_or(MAX_HEAD_DIM as u32)
+}
+
+pub(crate) fn record_fused(
+    rec: &mut Recorder<'_>,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    opts: &FusedOptions,
+    split: Option<SplitKv<'_>>,
 ) -> Result<(Tensor, Option<Tensor>)> {
     let sh = attn_shape(q, k)?;
     same_device(k, v, "K and V")?;
@@ -137,16 +179,21 @@ pub fn record_flash_attention(
     };
     let dims = [sh.b, sh.hq, sh.nq, sh.d];
     let layout: Layout = q.layout();
-    let out = Tensor::output(
-        gpu,
-        "attention output",
-        &dims,
-        Some(layout.strides(dims).to_vec()),
-    )?;
-    let lse = if opts.want_lse {
-        Some(Tensor::output(gpu, "lse", &[sh.b, sh.hq, sh.nq], None)?)
-    } else {
-        None
+    let (out, lse) = match &split {
+        Some(s) => (s.o_part.clone(), Some(s.lse_part.clone())),
+        None => (
+            Tensor::output(
+                gpu,
+                "attention output",
+                &dims,
+                Some(layout.strides(dims).to_vec()),
+            )?,
+            if opts.want_lse {
+                Some(Tensor::output(gpu, "lse", &[sh.b, sh.hq, sh.nq], None)?)
+            } else {
+                None
+            },
+        ),
     };
     let window = masking
         .window
@@ -184,32 +231,30 @@ pub fn record_flash_attention(
             Some(MaskKind::Additive) => 1,
             Some(MaskKind::Bool) => 2,
         },
-        write_lse: opts.want_lse as u32,
+        write_lse: (opts.want_lse || split.is_some()) as u32,
         m_s,
         alibi: opts.alibi.is_some() as u32,
         neg_inf_bits: f32::NEG_INFINITY.to_bits(),
         softcap: opts.softcap.unwrap_or(0.0),
+        splits: split.as_ref().map_or(1, |s| s.splits as u32),
+        split_len: split.as_ref().map_or(sh.nk as u32, |s| s.split_len as u32),
+        o_ss: split.as_ref().map_or(0, |_| sh.q_len() as u32),
+        lse_ss: split.as_ref().map_or(0, |_| (sh.b * sh.hq * sh.nq) as u32),
         _pad: 0,
     };
-    // Private row buffers sized for the head-dim bucket, not the maximum.
-    let dmax = [32u32, 64, 128, 256]
-        .into_iter()
-        .find(|&b| b as usize >= sh.d)
-        .unwrap_or(MAX_HEAD_DIM as u32);
-    // Loop iterations per invocation (Gpu::loop_budget): per key, two loops over
-    // the DMAX/4 vec4 chunks of a row (the small R-row loops unroll); before and
-    // after, R loops over D. Pinned from both sides in tests/gpu/driver_limits.rs.
-    let per_key = 2 * (dmax as u64 / 4) + 1;
+    let dmax = head_dim_bucket(sh.d);
+    let keys_per_invocation = split.as_ref().map_or(sh.nk, |s| s.split_len);
     gpu.check_loop_budget(
         "flash_attention",
-        sh.nk as u64 * per_key + 2 * ROWS as u64 * (sh.d as u64 + 1),
+        loop_iterations(keys_per_invocation, sh.d),
     )?;
     let kernel = gpu.kernel_sized(
         &SPEC,
         &[("DMAX", dmax), ("RMAX", ROWS)],
         &[("R", ROWS as f64), ("WG", WORKGROUP as f64)],
     )?;
-    let total = (sh.b * sh.hq) as u64 * blocks_q as u64;
+    let splits = split.as_ref().map_or(1, |s| s.splits) as u64;
+    let total = (sh.b * sh.hq) as u64 * splits * blocks_q as u64;
     rec.dispatch(
         &kernel,
         "flash_attention",

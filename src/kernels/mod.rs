@@ -4,6 +4,7 @@
 //! [`Recorder`](crate::Recorder) (so several kernels go out in one submission) and
 //! a convenience function that records and submits.
 
+pub mod decode;
 pub mod flash_attention;
 pub mod matmul;
 pub mod posenc;

@@ -6,6 +6,7 @@
 //! the GPU.
 
 mod attention;
+mod decode;
 mod matmul;
 mod mha;
 mod posenc;
@@ -15,6 +16,7 @@ mod softmax;
 mod weighted_sum;
 
 pub use attention::{attention, AttentionOutput, ReferenceOptions};
+pub use decode::decode_combine;
 pub use matmul::matmul;
 pub use mha::{multi_head_attention, MhaReferenceOptions};
 pub use posenc::{posenc, posenc_value};

@@ -45,6 +45,7 @@ fn check(gpu: &Gpu, t: Tuning, ctx: &str, c: &Case) {
         return_weights: true,
         return_lse: true,
         path: AttentionPath::Unfused,
+        kv_split: None,
     };
     let mut rec = gpu.recorder().with_tuning(t);
     let out = record_attention(&mut rec, &qt, &kt, &vt, &opts).unwrap();
@@ -104,6 +105,30 @@ fn check(gpu: &Gpu, t: Tuning, ctx: &str, c: &Case) {
         &want.lse,
         Tolerance::F32,
         &format!("{ctx} fused LSE"),
+    );
+
+    // The decode path (split-KV), with a split that divides Nk unevenly.
+    let decode = AttentionOptions {
+        return_weights: false,
+        path: AttentionPath::Decode,
+        kv_split: Some(7),
+        ..opts.clone()
+    };
+    let mut rec = gpu.recorder().with_tuning(t);
+    let out = record_attention(&mut rec, &qt, &kt, &vt, &decode).unwrap();
+    rec.submit().unwrap();
+    assert_eq!(out.o.layout(), c.layout, "{ctx}: decode O keeps Q's layout");
+    assert_close(
+        &out.o.to_vec_blocking().unwrap(),
+        &want.o,
+        Tolerance::F32,
+        &format!("{ctx} decode O"),
+    );
+    assert_close(
+        &out.lse.unwrap().to_vec_blocking().unwrap(),
+        &want.lse,
+        Tolerance::F32,
+        &format!("{ctx} decode LSE"),
     );
 
     // Both paths without LSE or weights bind placeholders instead.
@@ -369,5 +394,63 @@ fn auto_takes_the_fused_path_when_scores_do_not_fit_a_binding() {
             Tolerance::F32,
             &ctx,
         );
+    });
+}
+
+#[test]
+fn decode_against_a_long_kv_with_uneven_splits() {
+    each_gpu("decode long kv", |gpu, t, ctx| {
+        if t.staged {
+            return;
+        }
+        // Nq = 1 and 3 against 32 768 keys, GQA 4:2, causal bottom-right and key padding;
+        // the default split (512) and an uneven one (1000).
+        let sh = shape(2, 4, 2, 3, 32_768, 64);
+        let (mut r, ctx) = rng(&format!("{ctx} {sh:?}"));
+        let (q, k, v) = (
+            uniform(&mut r, sh.q_len(), 1.0),
+            uniform(&mut r, sh.kv_len(), 1.0),
+            uniform(&mut r, sh.kv_len(), 1.0),
+        );
+        let qt = Tensor::from_bhnd(gpu, &q, [2, 4, 3, 64], Layout::Bhnd).unwrap();
+        let kt = Tensor::from_bhnd(gpu, &k, [2, 2, 32_768, 64], Layout::Bnhd).unwrap();
+        let vt = Tensor::from_bhnd(gpu, &v, [2, 2, 32_768, 64], Layout::Bnhd).unwrap();
+        let masking = Masking {
+            causal: true,
+            key_lengths: Some(vec![32_768, 20_001]),
+            ..Default::default()
+        };
+        let want = reference::attention(
+            &q,
+            &k,
+            &v,
+            &sh,
+            &ReferenceOptions {
+                masking: masking.clone(),
+                ..Default::default()
+            },
+        );
+        for kv_split in [None, Some(1000)] {
+            let opts = AttentionOptions {
+                masking: masking.clone(),
+                return_lse: true,
+                kv_split,
+                ..Default::default()
+            };
+            let out = wgpu_attention::attention(&qt, &kt, &vt, &opts).unwrap();
+            let ctx = format!("{ctx} split={kv_split:?} (Auto picks decode)");
+            assert_close(
+                &out.o.to_vec_blocking().unwrap(),
+                &want.o,
+                Tolerance::F32,
+                &ctx,
+            );
+            assert_close(
+                &out.lse.unwrap().to_vec_blocking().unwrap(),
+                &want.lse,
+                Tolerance::F32,
+                &ctx,
+            );
+        }
     });
 }

@@ -1,0 +1,67 @@
+// decode: merges the split-KV partials of flash_attention (flash-decoding):
+//   M = max_s LSE_s,  w_s = exp(LSE_s − M),
+//   O = Σ_s w_s·O_s / Σ_s w_s,  LSE = M + log Σ_s w_s.
+// A split that saw no key has LSE_s = −inf (its bits, set by the host) and weight
+// 0; a row no split saw gets O = 0 and LSE = −inf. No arithmetic on infinities.
+// One invocation per query row.
+
+#import shared/grid
+
+struct Params {
+    rows: u32, d: u32, splits: u32, hq: u32,
+    nq: u32, o_off: u32, o_sb: u32, o_sh: u32,
+    o_sn: u32, o_sd: u32, write_lse: u32, neg_inf_bits: u32,
+    part_ss: u32, lse_ss: u32, _pad0: u32, _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> o_part: array<f32>;   // [S, rows, D]
+@group(0) @binding(2) var<storage, read> lse_part: array<f32>; // [S, rows]
+@group(0) @binding(3) var<storage, read_write> o: array<f32>;
+@group(0) @binding(4) var<storage, read_write> lse: array<f32>;
+
+const NEG_BIG: f32 = -3.0e38;
+
+fn seen(x: f32) -> bool {
+    return bitcast<u32>(x) != p.neg_inf_bits;
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let row = linear_workgroup(wg, nwg) * 64u + lid;
+    if (row >= p.rows) {
+        return;
+    }
+    var mx = NEG_BIG;
+    for (var s = 0u; s < p.splits; s++) {
+        let x = lse_part[s * p.lse_ss + row];
+        if (seen(x)) {
+            mx = max(mx, x);
+        }
+    }
+    var wsum = 0.0;
+    for (var s = 0u; s < p.splits; s++) {
+        let x = lse_part[s * p.lse_ss + row];
+        if (seen(x)) {
+            wsum += exp(x - mx);
+        }
+    }
+    let n = row % p.nq;
+    let bh = row / p.nq;
+    let obase = p.o_off + (bh / p.hq) * p.o_sb + (bh % p.hq) * p.o_sh + n * p.o_sn;
+    let inv = select(0.0, 1.0 / wsum, wsum > 0.0);
+    for (var c = 0u; c < p.d; c++) {
+        var acc = 0.0;
+        for (var s = 0u; s < p.splits; s++) {
+            let x = lse_part[s * p.lse_ss + row];
+            if (seen(x)) {
+                acc += exp(x - mx) * o_part[s * p.part_ss + row * p.d + c];
+            }
+        }
+        o[obase + c * p.o_sd] = acc * inv;
+    }
+    if (p.write_lse != 0u) {
+        lse[row] = select(bitcast<f32>(p.neg_inf_bits), mx + log(wsum), wsum > 0.0);
+    }
+}
