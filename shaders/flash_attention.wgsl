@@ -34,7 +34,7 @@ struct Params {
     diag_off: i32, has_lengths: u32, mask_kind: u32, write_lse: u32,
     m_sb: u32, m_sh: u32, m_sq: u32, m_sk: u32,
     alibi: u32, neg_inf_bits: u32, softcap: f32, splits: u32,
-    split_len: u32, o_ss: u32, lse_ss: u32, _pad: u32,
+    split_len: u32, o_ss: u32, lse_ss: u32, lane_splits: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -54,17 +54,35 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     // Workgroup = (batch·head, key split, query block). With splits > 1 each split
     // covers keys [split·split_len, (split+1)·split_len) and writes a partial O and
     // LSE at split·o_ss / split·lse_ss, merged by decode.wgsl (flash-decoding).
-    let t = wid / p.blocks_q;
-    let split = t % p.splits;
-    let bh = t / p.splits;
+    // lane_splits = 1 (few queries, nq <= R): lanes take different key splits and
+    // every lane owns all query rows, instead of lanes over row blocks (which would
+    // leave most rows of a block empty).
+    var split: u32;
+    var bh: u32;
+    if (p.lane_splits != 0u) {
+        let groups = (p.splits + WG - 1u) / WG;
+        split = (wid % groups) * WG + lid;
+        bh = wid / groups;
+        if (split >= p.splits) {
+            return;
+        }
+    } else {
+        let t = wid / p.blocks_q;
+        split = t % p.splits;
+        bh = t / p.splits;
+    }
     if (bh >= p.b * p.hq) {
         return;
     }
     let b = bh / p.hq;
     let h = bh % p.hq;
     let hk = h / p.group;
-    let block0 = (wid % p.blocks_q) * WG * R;
-    let row0 = block0 + lid * R;
+    var block0 = (wid % p.blocks_q) * WG * R;
+    var row0 = block0 + lid * R;
+    if (p.lane_splits != 0u) {
+        block0 = 0u;
+        row0 = 0u;
+    }
 
     // Keys any row of this block may see (uniform across the workgroup).
     let block_last = min(block0 + WG * R, p.nq) - 1u;

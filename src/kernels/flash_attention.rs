@@ -54,7 +54,7 @@ struct Params {
     split_len: u32,
     o_ss: u32,
     lse_ss: u32,
-    _pad: u32,
+    lane_splits: u32,
 }
 
 /// Where split-KV partials go (see [`crate::kernels::decode`]): `splits` chunks of
@@ -122,6 +122,8 @@ pub(crate) fn record_fused(
     let sh = attn_shape(q, k)?;
     same_device(k, v, "K and V")?;
     let gpu = q.gpu();
+    // Few queries and several splits: lanes over splits (see the shader).
+    let lane_splits = split.as_ref().is_some_and(|s| s.splits > 1) && sh.nq <= ROWS as usize;
     let [bv, hv, nv, dv] = v.dims4("V")?;
     if (bv, hv, nv, dv) != (sh.b, sh.hkv, sh.nk, sh.d) {
         return Err(Error::Shape(format!(
@@ -240,7 +242,7 @@ pub(crate) fn record_fused(
         split_len: split.as_ref().map_or(sh.nk as u32, |s| s.split_len as u32),
         o_ss: split.as_ref().map_or(0, |_| sh.q_len() as u32),
         lse_ss: split.as_ref().map_or(0, |_| (sh.b * sh.hq * sh.nq) as u32),
-        _pad: 0,
+        lane_splits: lane_splits as u32,
     };
     let dmax = head_dim_bucket(sh.d);
     let keys_per_invocation = split.as_ref().map_or(sh.nk, |s| s.split_len);
@@ -254,7 +256,11 @@ pub(crate) fn record_fused(
         &[("R", ROWS as f64), ("WG", WORKGROUP as f64)],
     )?;
     let splits = split.as_ref().map_or(1, |s| s.splits) as u64;
-    let total = (sh.b * sh.hq) as u64 * splits * blocks_q as u64;
+    let total = if lane_splits {
+        (sh.b * sh.hq) as u64 * splits.div_ceil(WORKGROUP as u64)
+    } else {
+        (sh.b * sh.hq) as u64 * splits * blocks_q as u64
+    };
     rec.dispatch(
         &kernel,
         "flash_attention",
