@@ -73,9 +73,12 @@ fn time_path(
         out.o.view(&[1], &[1], 0)?.to_vec_blocking()?;
         Ok(t.elapsed().as_secs_f64() * 1e3)
     };
+    let cold = Instant::now();
     once()?; // warm-up (pipeline compile)
+    let first_ms = cold.elapsed().as_secs_f64() * 1e3;
     let mut t: Vec<f64> = (0..reps).map(|_| once()).collect::<Result<_, _>>()?;
     t.sort_by(f64::total_cmp);
+    t.push(first_ms); // last: the first run, compile included
     Ok(t)
 }
 
@@ -156,16 +159,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                             vec![false]
                         } {
                             for name in &args.path {
-                                let path =
-                                    match name.as_str() {
-                                        "fused" => AttentionPath::Fused,
-                                        "unfused" => AttentionPath::Unfused,
-                                        "decode" => AttentionPath::Decode,
-                                        other => return Err(format!(
+                                let path = match name.as_str() {
+                                    "fused" => AttentionPath::Fused,
+                                    "unfused" => AttentionPath::Unfused,
+                                    "decode" => AttentionPath::Decode,
+                                    other => {
+                                        return Err(format!(
                                             "--path: unknown {other:?}; use fused, unfused, decode"
                                         )
-                                        .into()),
-                                    };
+                                        .into())
+                                    }
+                                };
                                 let opts = AttentionOptions {
                                     path,
                                     masking: Masking {
@@ -194,7 +198,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                                 let result = time_path(&gpu, &q, &k, &v, &opts, args.reps.max(10));
                                 let (median, gflops, error) = match &result {
                                     Ok(t) => {
-                                        let m = t[t.len() / 2];
+                                        let m = t[(t.len() - 1) / 2];
                                         (Some(m), Some(flops / m / 1e6), None)
                                     }
                                     Err(e) => (None, None, Some(e.to_string())),
@@ -204,10 +208,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                                         "path": name, "b": b, "hq": h, "hkv": hkv, "nq": nq, "nk": nk, "d": d, "causal": causal,
                                         "dtype": "f32", "median_ms": median, "gflops": gflops, "gemm_gflops": gemm,
                                         "buffer_bytes": (buffers / f32b * 4.0) as u64, "adapter": adapter, "error": error,
+                                        "first_run_ms": result.as_ref().ok().and_then(|t| t.last().copied()),
                                     }));
                                 } else {
                                     match (median, gflops) {
-                                        (Some(m), Some(g)) => println!("{name:<8} {b:>2} {h:>3} {hkv:>3} {nq:>6} {nk:>6} {d:>4} {causal:>6} {m:>10.2} {g:>9.2} {:>8.0}% {buffers:>12.1}", 100.0 * g / gemm),
+                                        (Some(m), Some(g)) => println!(
+                                            "{name:<8} {b:>2} {h:>3} {hkv:>3} {nq:>6} {nk:>6} {d:>4} {causal:>6} {m:>10.2} {g:>9.2} {:>8.0}% {buffers:>12.1} {:>10.0}",
+                                            100.0 * g / gemm,
+                                            result.as_ref().ok().and_then(|t| t.last().copied()).unwrap_or(0.0)
+                                        ),
                                         _ => println!("{name:<8} {b:>2} {h:>3} {hkv:>3} {nq:>6} {nk:>6} {d:>4} {causal:>6}  — {}", error.unwrap_or_default()),
                                     }
                                 }

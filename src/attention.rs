@@ -117,7 +117,7 @@ pub fn record_attention(
                 "only the unfused path builds the weights: use AttentionPath::Unfused (or Auto) with return_weights".into(),
             ));
         }
-        AttentionPath::Auto => auto_path(q, &sh, opts),
+        AttentionPath::Auto => auto_path(q, &sh, opts, rec.tuning()),
         p => p,
     };
     if path != AttentionPath::Unfused {
@@ -159,7 +159,12 @@ pub fn record_attention(
 }
 
 /// What [`AttentionPath::Auto`] resolves to for this problem on this device.
-fn auto_path(q: &Tensor, sh: &AttnShape, opts: &AttentionOptions) -> AttentionPath {
+fn auto_path(
+    q: &Tensor,
+    sh: &AttnShape,
+    opts: &AttentionOptions,
+    tuning: crate::gpu::Tuning,
+) -> AttentionPath {
     if opts.return_weights {
         return AttentionPath::Unfused;
     }
@@ -175,9 +180,10 @@ fn auto_path(q: &Tensor, sh: &AttnShape, opts: &AttentionOptions) -> AttentionPa
     {
         return AttentionPath::Unfused;
     }
-    let fused_fits = gpu
-        .loop_budget()
-        .is_none_or(|b| flash_attention::loop_iterations(sh.nk, sh.d) + 256 <= b);
+    let fused_fits = gpu.loop_budget().is_none_or(|b| {
+        flash_attention::FusedVariant::new(tuning, sh.d)
+            .is_ok_and(|v| v.loop_iterations(sh.nk, sh.d) + 256 <= b)
+    });
     if fused_fits {
         AttentionPath::Fused
     } else {

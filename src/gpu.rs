@@ -109,6 +109,9 @@ pub struct Tuning {
     /// Unstaged tiles (CPU drivers): rows shared by the 8 lanes of a workgroup,
     /// 8, 16 or 32 (with 32/rows columns per lane). `WGPU_ATTENTION_CPU_ROWS`.
     pub cpu_rows: u32,
+    /// Query rows per invocation of the straight-line fused kernel (CPU drivers).
+    /// `WGPU_ATTENTION_FUSED_ROWS`.
+    pub fused_rows: u32,
 }
 
 impl Tuning {
@@ -119,6 +122,7 @@ impl Tuning {
             staged: !cpu,
             softmax_workgroup: if cpu { 8 } else { 128 },
             cpu_rows: 8,
+            fused_rows: 8,
         };
         if let Ok(v) = std::env::var("WGPU_ATTENTION_STAGED") {
             t.staged = v != "0";

@@ -16,6 +16,10 @@ pub const KERNELS: &[(&str, &str)] = &[
         include_str!("../shaders/flash_attention.wgsl"),
     ),
     ("decode", include_str!("../shaders/decode.wgsl")),
+    (
+        "flash_attention_cpu",
+        include_str!("../shaders/flash_attention_cpu.wgsl"),
+    ),
 ];
 
 const SHARED: &[(&str, &str)] = &[
@@ -23,11 +27,20 @@ const SHARED: &[(&str, &str)] = &[
     ("tile_mm", include_str!("../shaders/shared/tile_mm.wgsl")),
     ("mask", include_str!("../shaders/shared/mask.wgsl")),
     ("trig", include_str!("../shaders/shared/trig.wgsl")),
+    (
+        "flash_common",
+        include_str!("../shaders/shared/flash_common.wgsl"),
+    ),
 ];
 
 /// [`source`] with module constants replaced: each `const NAME: u32 = …;` line
 /// whose NAME is in `consts` gets the given value. Only for what `override` cannot
-/// express (sizes of function-scope arrays); everything else is an `override`.
+/// express (sizes of function-scope arrays, straight-line code); everything else
+/// is an `override`.
+///
+/// Straight-line code: when `consts` has `R`, `KB` and `DV`, every line that
+/// contains `@R`, `@T` or `@C` is repeated for each value of those markers (0..R,
+/// 0..KB, 0..DV; nested in that order) with the marker replaced by the number.
 ///
 /// # Panics
 /// If a named constant is not declared in the kernel (a build-time fact the test
@@ -42,7 +55,34 @@ pub fn source_with(name: &str, consts: &[(&str, u32)]) -> String {
         let end = start + src[start..].find(';').expect("const line ends with ;");
         src.replace_range(start..end, &format!("{prefix}{value}u"));
     }
+    let get = |n: &str| consts.iter().find(|(c, _)| *c == n).map(|&(_, v)| v);
+    if let (Some(r), Some(kb), Some(dv)) = (get("R"), get("KB"), get("DV")) {
+        src = expand_markers(&src, [("@R", r), ("@T", kb), ("@C", dv)]);
+    }
     src
+}
+
+fn expand_markers(src: &str, markers: [(&str, u32); 3]) -> String {
+    let mut out = String::with_capacity(src.len() * 4);
+    for line in src.lines() {
+        let present: Vec<(&str, u32)> = markers
+            .iter()
+            .copied()
+            .filter(|(m, _)| line.contains(m))
+            .collect();
+        let mut combos: Vec<String> = vec![line.to_string()];
+        for (marker, count) in present {
+            combos = combos
+                .iter()
+                .flat_map(|l| (0..count).map(move |i| l.replace(marker, &i.to_string())))
+                .collect();
+        }
+        for l in combos {
+            out.push_str(&l);
+            out.push('\n');
+        }
+    }
+    out
 }
 
 /// The complete WGSL of kernel `name` with its imports resolved.

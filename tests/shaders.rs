@@ -14,7 +14,22 @@ fn specializations(kernel: &str) -> Vec<Vec<(&'static str, f64)>> {
             vec![("STAGED", 1.0), ("WG_Y", 8.0), ("CPU_ROWS", 8.0)],
         ],
         "softmax" => (0..=8).map(|p| vec![("WG", (1u32 << p) as f64)]).collect(),
-        "flash_attention" => vec![vec![("R", 4.0), ("WG", 8.0)]],
+        "flash_attention" | "flash_attention_cpu" => [0.0, 1.0]
+            .into_iter()
+            .map(|on| {
+                let mut v = vec![
+                    ("WG", 8.0),
+                    ("USE_RULES", on),
+                    ("USE_MASK", on),
+                    ("USE_ALIBI", on),
+                    ("USE_SOFTCAP", on),
+                ];
+                if kernel == "flash_attention" {
+                    v.push(("R", 4.0));
+                }
+                v
+            })
+            .collect(),
         _ => vec![vec![]],
     }
 }
@@ -54,12 +69,17 @@ fn every_shader_parses_validates_and_specializes() {
     }
 }
 
-/// The `const` substitutions the host makes, per kernel (sizes of private arrays).
+/// The `const` substitutions the host makes, per kernel (sizes of private arrays;
+/// rows, key block and vec4 chunks of the straight-line fused kernel).
 fn source_consts(kernel: &str) -> Vec<Vec<(&'static str, u32)>> {
     match kernel {
         "flash_attention" => [32, 64, 128, 256]
             .into_iter()
             .map(|d| vec![("DMAX", d), ("RMAX", 4)])
+            .collect(),
+        "flash_attention_cpu" => [(8, 8), (16, 8), (8, 16), (4, 32), (1, 16)]
+            .into_iter()
+            .map(|(r, dv)| vec![("R", r), ("KB", 4), ("DV", dv)])
             .collect(),
         _ => vec![vec![]],
     }

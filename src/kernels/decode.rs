@@ -5,7 +5,7 @@
 //! budget of Mesa's CPU drivers, so long KV works there too.
 
 use super::addressing;
-use super::flash_attention::{loop_iterations, record_fused, FusedOptions, SplitKv};
+use super::flash_attention::{record_fused, FusedOptions, FusedVariant, SplitKv};
 use crate::dispatch::{KernelSpec, Recorder};
 use crate::error::Result;
 use crate::tensor::Tensor;
@@ -33,10 +33,16 @@ struct Params {
 }
 
 /// Keys per split: at most `preferred`, and few enough for the driver's loop budget.
-pub fn split_len(gpu: &crate::Gpu, nk: usize, d: usize, preferred: usize) -> usize {
+pub(crate) fn split_len(
+    gpu: &crate::Gpu,
+    variant: &FusedVariant,
+    nk: usize,
+    d: usize,
+    preferred: usize,
+) -> usize {
     let mut len = preferred.clamp(1, nk.max(1));
     if let Some(budget) = gpu.loop_budget() {
-        while len > 1 && loop_iterations(len, d) + 256 > budget {
+        while len > 1 && variant.loop_iterations(len, d) + 256 > budget {
             len /= 2;
         }
     }
@@ -61,8 +67,9 @@ pub fn record_decode(
     // Few queries: many small splits for parallelism; many queries: splits as long
     // as the loop budget allows, to keep the partials (S·B·Hq·Nq·D) small.
     let preferred = if sh.nq <= 16 { DEFAULT_SPLIT } else { sh.nk };
+    let variant = FusedVariant::new(rec.tuning(), sh.d)?;
     let split_len = split
-        .unwrap_or_else(|| split_len(gpu, sh.nk, sh.d, preferred))
+        .unwrap_or_else(|| split_len(gpu, &variant, sh.nk, sh.d, preferred))
         .max(1);
     let splits = sh.nk.div_ceil(split_len);
     let rows = sh.b * sh.hq * sh.nq;

@@ -14,10 +14,97 @@ const SPEC: KernelSpec = KernelSpec {
     storage_read_only: &[true, true, true, true, true, true, false, false],
 };
 
-/// Query rows per invocation and invocations per workgroup (fixed in this first
-/// version; to become a per-adapter family).
-const ROWS: u32 = 4;
+const SPEC_CPU: KernelSpec = KernelSpec {
+    name: "flash_attention_cpu",
+    storage_read_only: &[true, true, true, true, true, true, false, false],
+};
+
+/// Invocations per workgroup (one SIMD batch on CPU drivers).
 const WORKGROUP: u32 = 8;
+
+type SourceConsts = Vec<(&'static str, u32)>;
+type Overrides = Vec<(&'static str, f64)>;
+
+/// Which fused kernel runs, and its shape.
+pub(crate) struct FusedVariant {
+    spec: &'static KernelSpec,
+    /// Query rows per invocation.
+    pub rows: u32,
+    /// Keys per step of the key loop (straight-line variant), 1 otherwise.
+    key_block: u32,
+    bucket: u32,
+}
+
+impl FusedVariant {
+    /// The straight-line variant on adapters that take unstaged tiles (CPU
+    /// drivers), the generic one elsewhere.
+    pub(crate) fn new(tuning: crate::gpu::Tuning, d: usize) -> Result<Self> {
+        let bucket = head_dim_bucket(d);
+        if tuning.staged {
+            return Ok(FusedVariant {
+                spec: &SPEC,
+                rows: 4,
+                key_block: 1,
+                bucket,
+            });
+        }
+        if !(1..=32).contains(&tuning.fused_rows) {
+            return Err(Error::InvalidArgument(format!(
+                "Tuning::fused_rows = {}: use 1 to 32",
+                tuning.fused_rows
+            )));
+        }
+        // The straight-line kernel has R·KB·D/4 lines per update: cap R·D/4 at 128
+        // (about 1000 lines) so a variant compiles in seconds on these drivers; the
+        // D = 256 bucket would need thousands and takes minutes, so it stays generic.
+        if bucket > 128 {
+            return Ok(FusedVariant {
+                spec: &SPEC,
+                rows: 4,
+                key_block: 1,
+                bucket,
+            });
+        }
+        let rows = tuning.fused_rows.min(128 / (bucket / 4)).max(1);
+        Ok(FusedVariant {
+            spec: &SPEC_CPU,
+            rows,
+            key_block: 4,
+            bucket,
+        })
+    }
+
+    /// Loop iterations per invocation for `keys` keys (see [`crate::Gpu::loop_budget`]).
+    /// Generic: per key two loops over the bucket's D/4 chunks (the small row loops
+    /// unroll), R loops over D around them. Straight-line: one per block of keys,
+    /// plus the 4-element store loops. Pinned in tests/gpu/driver_limits.rs.
+    pub(crate) fn loop_iterations(&self, keys: usize, d: usize) -> u64 {
+        let dv = self.bucket as u64 / 4;
+        if self.spec.name == SPEC.name {
+            keys as u64 * (2 * dv + 1) + 2 * self.rows as u64 * (d as u64 + 1)
+        } else {
+            (keys as u64).div_ceil(self.key_block as u64) + self.rows as u64 * (dv * 4 + 1) + 16
+        }
+    }
+
+    fn constants(&self) -> (SourceConsts, Overrides) {
+        if self.spec.name == SPEC.name {
+            (
+                vec![("DMAX", self.bucket), ("RMAX", self.rows)],
+                vec![("R", self.rows as f64), ("WG", WORKGROUP as f64)],
+            )
+        } else {
+            (
+                vec![
+                    ("R", self.rows),
+                    ("KB", self.key_block),
+                    ("DV", self.bucket / 4),
+                ],
+                vec![("WG", WORKGROUP as f64)],
+            )
+        }
+    }
+}
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -94,15 +181,6 @@ pub fn record_flash_attention(
     record_fused(rec, q, k, v, opts, None)
 }
 
-/// Loop iterations per invocation of the fused kernel for `keys` keys at head dim
-/// `d` (see [`crate::Gpu::loop_budget`]): per key, two loops over the DMAX/4 vec4
-/// chunks of a row (the small R-row loops unroll); before and after, R loops over
-/// D. Pinned from both sides in tests/gpu/driver_limits.rs.
-pub(crate) fn loop_iterations(keys: usize, d: usize) -> u64 {
-    let per_key = 2 * (head_dim_bucket(d) as u64 / 4) + 1;
-    keys as u64 * per_key + 2 * ROWS as u64 * (d as u64 + 1)
-}
-
 /// Private row buffers are sized for the head-dim bucket, not the maximum.
 fn head_dim_bucket(d: usize) -> u32 {
     [32u32, 64, 128, 256]
@@ -123,7 +201,9 @@ pub(crate) fn record_fused(
     same_device(k, v, "K and V")?;
     let gpu = q.gpu();
     // Few queries and several splits: lanes over splits (see the shader).
-    let lane_splits = split.as_ref().is_some_and(|s| s.splits > 1) && sh.nq <= ROWS as usize;
+    let variant = FusedVariant::new(rec.tuning(), sh.d)?;
+    let lane_splits =
+        split.as_ref().is_some_and(|s| s.splits > 1) && sh.nq <= variant.rows as usize;
     let [bv, hv, nv, dv] = v.dims4("V")?;
     if (bv, hv, nv, dv) != (sh.b, sh.hkv, sh.nk, sh.d) {
         return Err(Error::Shape(format!(
@@ -200,7 +280,7 @@ pub(crate) fn record_fused(
     let window = masking
         .window
         .unwrap_or(crate::mask::Window { left: 0, right: 0 });
-    let blocks_q = sh.nq.div_ceil((ROWS * WORKGROUP) as usize) as u32;
+    let blocks_q = sh.nq.div_ceil((variant.rows * WORKGROUP) as usize) as u32;
     let (q_off, q_s) = addressing(q);
     let (k_off, k_s) = addressing(k);
     let (v_off, v_s) = addressing(v);
@@ -244,17 +324,23 @@ pub(crate) fn record_fused(
         lse_ss: split.as_ref().map_or(0, |_| (sh.b * sh.hq * sh.nq) as u32),
         lane_splits: lane_splits as u32,
     };
-    let dmax = head_dim_bucket(sh.d);
     let keys_per_invocation = split.as_ref().map_or(sh.nk, |s| s.split_len);
     gpu.check_loop_budget(
         "flash_attention",
-        loop_iterations(keys_per_invocation, sh.d),
+        variant.loop_iterations(keys_per_invocation, sh.d),
     )?;
-    let kernel = gpu.kernel_sized(
-        &SPEC,
-        &[("DMAX", dmax), ("RMAX", ROWS)],
-        &[("R", ROWS as f64), ("WG", WORKGROUP as f64)],
-    )?;
+    let (source_consts, mut overrides) = variant.constants();
+    // Only what this call uses is compiled into the per-key transform.
+    let uses_rules = masking.causal || masking.window.is_some() || masking.key_lengths.is_some();
+    for (name, on) in [
+        ("USE_RULES", uses_rules),
+        ("USE_MASK", opts.mask.is_some()),
+        ("USE_ALIBI", opts.alibi.is_some()),
+        ("USE_SOFTCAP", opts.softcap.is_some()),
+    ] {
+        overrides.push((name, on as u32 as f64));
+    }
+    let kernel = gpu.kernel_sized(variant.spec, &source_consts, &overrides)?;
     let splits = split.as_ref().map_or(1, |s| s.splits) as u64;
     let total = if lane_splits {
         (sh.b * sh.hq) as u64 * splits.div_ceil(WORKGROUP as u64)

@@ -1,0 +1,61 @@
+// flash_attention_cpu: the fused kernel (same semantics and bindings as
+// flash_attention.wgsl, via shared/flash_common.wgsl) written for CPU drivers such
+// as lavapipe/llvmpipe, after ../shared/PERF-NOTES.md:
+//   - a workgroup is one SIMD batch of WG = 8 lanes; each lane owns R query rows,
+//     so each K/V element loaded (same address for every lane) feeds R rows;
+//   - keys go in blocks of KB with one online-softmax update per block;
+//   - straight-line code: every line below containing @R, @T or @C is repeated by
+//     shaders::source_with for r in 0..R, t in 0..KB, c in 0..DV (DV = vec4
+//     chunks of the head-dim bucket), so rows, keys and chunks live in named
+//     registers, not private arrays indexed in loops. The only loop left is the
+//     one over key blocks, which also keeps these drivers' cap of 65535 loop
+//     iterations per invocation (Gpu::loop_budget) at ~65535·KB keys.
+
+#import shared/grid
+#import shared/mask
+#import shared/flash_common
+
+override WG: u32 = 8u;
+
+// Substituted by the host (rows per invocation, keys per block, vec4 chunks of D).
+const R: u32 = 8u;
+const KB: u32 = 4u;
+const DV: u32 = 16u;
+
+@compute @workgroup_size(WG, 1, 1)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let w = flash_work(linear_workgroup(wg, nwg), lid, WG, R);
+    if (!w.valid) {
+        return;
+    }
+    let qbase = p.q_off + w.b * p.q_sb + w.h * p.q_sh;
+    let qr@R = qbase + min(w.row0 + @Ru, p.nq - 1u) * p.q_sn;
+    let q@R_@C = vec4(ld_q(qr@R, 4u * @Cu), ld_q(qr@R, 4u * @Cu + 1u), ld_q(qr@R, 4u * @Cu + 2u), ld_q(qr@R, 4u * @Cu + 3u)) * p.scale;
+    var o@R_@C = vec4(0.0);
+    var m@R = NEG_BIG;
+    var l@R = 0.0;
+    let kbase = p.k_off + w.b * p.k_sb + w.hk * p.k_sh;
+    let vbase = p.v_off + w.b * p.v_sb + w.hk * p.v_sh;
+    for (var j0 = w.j_lo; j0 < w.j_hi; j0 += i32(KB)) {
+        let j@T = u32(j0) + @Tu;
+        let kr@T = kbase + min(j@T, p.nk - 1u) * p.k_sn;
+        let vr@T = vbase + min(j@T, p.nk - 1u) * p.v_sn;
+        let k@T_@C = vec4(ld_k(kr@T, 4u * @Cu), ld_k(kr@T, 4u * @Cu + 1u), ld_k(kr@T, 4u * @Cu + 2u), ld_k(kr@T, 4u * @Cu + 3u));
+        var s@R_@T = 0.0;
+        s@R_@T += dot(q@R_@C, k@T_@C);
+        s@R_@T = flash_score(s@R_@T, w, w.row0 + @Ru, j@T);
+        var mb@R = m@R;
+        mb@R = max(mb@R, s@R_@T);
+        let cr@R = exp(m@R - mb@R);
+        let p@R_@T = select(0.0, exp(s@R_@T - mb@R), s@R_@T > MASKED);
+        l@R = l@R * cr@R;
+        l@R += p@R_@T;
+        m@R = mb@R;
+        let v@T_@C = vec4(ld_v(vr@T, 4u * @Cu), ld_v(vr@T, 4u * @Cu + 1u), ld_v(vr@T, 4u * @Cu + 2u), ld_v(vr@T, 4u * @Cu + 3u));
+        o@R_@C *= cr@R;
+        o@R_@C += p@R_@T * v@T_@C;
+    }
+    flash_store4(w, w.row0 + @Ru, 4u * @Cu, o@R_@C, l@R);
+    flash_store_lse(w, w.row0 + @Ru, m@R, l@R);
+}

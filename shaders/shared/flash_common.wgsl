@@ -1,0 +1,152 @@
+// Shared by the fused kernels (flash_attention.wgsl, flash_attention_cpu.wgsl):
+// parameters, bindings, work decomposition, key range, and the per-key score
+// transform, so both apply exactly the same semantics.
+//
+// Per key: s = scale·q·k → softcap c·tanh(s/c) → + additive mask − ALiBi →
+// excluded (NEG_BIG) by rules / bool mask / s <= MASKED.
+
+// What the per-key score transform must do, fixed per pipeline so the plain case
+// compiles to nothing (the host sets each to what the call uses).
+override USE_RULES: bool = true;    // causal / window / key lengths
+override USE_MASK: bool = true;     // a dense bool or additive mask
+override USE_ALIBI: bool = true;
+override USE_SOFTCAP: bool = true;
+
+struct Params {
+    b: u32, hq: u32, group: u32, nq: u32,
+    nk: u32, d: u32, blocks_q: u32, scale: f32,
+    q_off: u32, q_sb: u32, q_sh: u32, q_sn: u32,
+    q_sd: u32, k_off: u32, k_sb: u32, k_sh: u32,
+    k_sn: u32, k_sd: u32, v_off: u32, v_sb: u32,
+    v_sh: u32, v_sn: u32, v_sd: u32, o_off: u32,
+    o_sb: u32, o_sh: u32, o_sn: u32, o_sd: u32,
+    causal: u32, window: u32, left: u32, right: u32,
+    diag_off: i32, has_lengths: u32, mask_kind: u32, write_lse: u32,
+    m_sb: u32, m_sh: u32, m_sq: u32, m_sk: u32,
+    alibi: u32, neg_inf_bits: u32, softcap: f32, splits: u32,
+    split_len: u32, o_ss: u32, lse_ss: u32, lane_splits: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> q: array<f32>;
+@group(0) @binding(2) var<storage, read> k: array<f32>;
+@group(0) @binding(3) var<storage, read> v: array<f32>;
+@group(0) @binding(4) var<storage, read> mask_words: array<u32>;
+@group(0) @binding(5) var<storage, read> key_lengths: array<u32>;
+@group(0) @binding(6) var<storage, read> slopes: array<f32>;
+@group(0) @binding(7) var<storage, read_write> o: array<f32>;
+@group(0) @binding(8) var<storage, read_write> lse: array<f32>;
+
+struct FlashWork {
+    valid: bool,
+    b: u32, h: u32, hk: u32, bh: u32,
+    split: u32,
+    block0: u32, // first row of the workgroup's block
+    row0: u32,   // first of this invocation's rows
+    j_lo: i32,   // keys any row of the block may see: [j_lo, j_hi)
+    j_hi: i32,
+    key_len: u32,
+}
+
+// Workgroup = (batch·head, key split, query block), `rows` rows per invocation.
+// With splits > 1 each split covers keys [split·split_len, (split+1)·split_len)
+// and writes a partial O and LSE at split·o_ss / split·lse_ss, merged by
+// decode.wgsl (flash-decoding). lane_splits = 1 (few queries, nq <= rows): lanes
+// take different key splits and every lane owns all query rows.
+fn flash_work(wid: u32, lid: u32, lanes: u32, rows: u32) -> FlashWork {
+    var w: FlashWork;
+    if (p.lane_splits != 0u) {
+        let groups = (p.splits + lanes - 1u) / lanes;
+        w.split = (wid % groups) * lanes + lid;
+        w.bh = wid / groups;
+        w.block0 = 0u;
+        w.row0 = 0u;
+    } else {
+        let t = wid / p.blocks_q;
+        w.split = t % p.splits;
+        w.bh = t / p.splits;
+        w.block0 = (wid % p.blocks_q) * lanes * rows;
+        w.row0 = w.block0 + lid * rows;
+    }
+    w.valid = w.bh < p.b * p.hq && w.split < p.splits;
+    w.b = w.bh / p.hq;
+    w.h = w.bh % p.hq;
+    w.hk = w.h / p.group;
+    w.key_len = p.nk;
+    if (p.has_lengths != 0u && w.valid) {
+        w.key_len = key_lengths[w.b];
+    }
+    let block_last = min(w.block0 + lanes * rows, p.nq) - 1u;
+    w.j_lo = i32(w.split * p.split_len);
+    w.j_hi = min(i32(w.key_len), i32((w.split + 1u) * p.split_len));
+    if (p.causal != 0u) {
+        w.j_hi = min(w.j_hi, i32(block_last) + p.diag_off + 1);
+    }
+    if (p.window != 0u) {
+        w.j_hi = min(w.j_hi, i32(block_last) + p.diag_off + i32(p.right) + 1);
+        w.j_lo = max(w.j_lo, i32(w.block0) + p.diag_off - i32(p.left));
+    }
+    return w;
+}
+
+// The score of (row, key j) after softcap, biases and every mask; NEG_BIG when
+// the key is excluded (also for rows past Nq and keys past the block's range).
+fn flash_score(s: f32, w: FlashWork, row: u32, j: u32) -> f32 {
+    var x = s;
+    if (USE_SOFTCAP && p.softcap > 0.0) {
+        x = soft_cap(x, p.softcap);
+    }
+    // Keys from j_hi on are invisible to the whole block (or belong to the next
+    // split), including the tail of a block of keys that runs past it.
+    var visible = row < p.nq && i32(j) < w.j_hi;
+    if (USE_RULES) {
+        visible = visible && rule_visible(row, j, p.causal, p.window, p.left, p.right, p.diag_off, w.key_len);
+    }
+    if (USE_MASK) {
+        let midx = w.b * p.m_sb + w.h * p.m_sh + min(row, p.nq - 1u) * p.m_sq + min(j, p.nk - 1u) * p.m_sk;
+        if (p.mask_kind == MASK_ADDITIVE) {
+            x += mask_additive_at(midx);
+        } else if (p.mask_kind == MASK_BOOL) {
+            visible = visible && mask_bool_at(midx);
+        }
+    }
+    if (USE_ALIBI && p.alibi != 0u) {
+        x -= slopes[w.h] * abs(f32(i32(row) + p.diag_off - i32(j)));
+    }
+    return select(NEG_BIG, x, visible && x > MASKED);
+}
+
+// Element c of row `base` of Q / K / V; Q is zero past D (so padded chunks add
+// nothing), K and V clamp to the last element (valid memory, times zero).
+fn ld_q(base: u32, c: u32) -> f32 {
+    return select(0.0, q[base + min(c, p.d - 1u) * p.q_sd], c < p.d);
+}
+
+fn ld_k(base: u32, c: u32) -> f32 {
+    return k[base + min(c, p.d - 1u) * p.k_sd];
+}
+
+fn ld_v(base: u32, c: u32) -> f32 {
+    return v[base + min(c, p.d - 1u) * p.v_sd];
+}
+
+// Writes the finished row: O = acc / l (0 when no key was seen), LSE = m + log l
+// (−inf bits when none).
+fn flash_store4(w: FlashWork, row: u32, c: u32, acc: vec4<f32>, l: f32) {
+    if (row >= p.nq) {
+        return;
+    }
+    let inv = select(0.0, 1.0 / l, l > 0.0);
+    let base = p.o_off + w.split * p.o_ss + w.b * p.o_sb + w.h * p.o_sh + row * p.o_sn;
+    for (var e = 0u; e < 4u; e++) {
+        if (c + e < p.d) {
+            o[base + (c + e) * p.o_sd] = acc[e] * inv;
+        }
+    }
+}
+
+fn flash_store_lse(w: FlashWork, row: u32, m: f32, l: f32) {
+    if (row < p.nq && p.write_lse != 0u) {
+        lse[w.split * p.lse_ss + w.bh * p.nq + row] = select(bitcast<f32>(p.neg_inf_bits), m + log(l), l > 0.0);
+    }
+}
