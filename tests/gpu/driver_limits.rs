@@ -62,18 +62,30 @@ fn fused_attention_at_the_loop_budget() {
                     assert!(expect_ok, "{ctx}: over the budget but not refused");
                     rec.submit().unwrap();
                     let want = reference::attention(&q, &k, &v, &sh, &ReferenceOptions::default());
-                    assert_close(
-                        &out.o.to_vec_blocking().unwrap(),
-                        &want.o,
-                        Tolerance::F32,
-                        &ctx,
+                    let lse = out.lse.unwrap().to_vec_blocking().unwrap();
+                    let o = out.o.to_vec_blocking().unwrap();
+                    // Tolerance at 250 000 keys: the running sum and accumulators add
+                    // N/4 block terms in f32, a relative error of ≈ sqrt(N/4)·2^-24 ≈
+                    // 1.5e-5, inherent to f32 (measured: O rel L2 0.75–1.15e-5, LSE
+                    // abs ≤ 1.3e-5 over 4 runs on llvmpipe GL). A loop cut short drops
+                    // whole blocks and shifts the LSE by log(N/J): the 1e-4 LSE bound
+                    // catches 25 missing keys. At 1800 keys the usual f32 bound holds.
+                    let tol = if nk > 100_000 {
+                        Tolerance {
+                            rel_l2: 4e-5,
+                            elem_abs: 1e-3,
+                            elem_rel: 1e-4,
+                        }
+                    } else {
+                        Tolerance::F32
+                    };
+                    let r = assert_close(&lse, &want.lse, tol, &ctx);
+                    assert!(
+                        r.max_abs <= 1e-4,
+                        "{ctx}: LSE off by {} (keys lost?)",
+                        r.max_abs
                     );
-                    assert_close(
-                        &out.lse.unwrap().to_vec_blocking().unwrap(),
-                        &want.lse,
-                        Tolerance::F32,
-                        &ctx,
-                    );
+                    assert_close(&o, &want.o, tol, &ctx);
                 }
                 Err(e) => assert!(
                     !expect_ok && matches!(e, Error::DriverLimit(_)),
