@@ -2,11 +2,11 @@
 //! twin is [`crate::reference::attention`], which computes the same O and LSE).
 //! Never materializes the `[B, Hq, Nq, Nk]` matrix.
 
-use super::{addressing, attn_shape, same_device};
+use super::{addressing, attn_shape, mask_setup, same_device, MaskFields};
 use crate::dispatch::{KernelSpec, Recorder};
 use crate::error::{Error, Result};
 use crate::mask::Masking;
-use crate::mask_tensor::{MaskKind, MaskTensor};
+use crate::mask_tensor::MaskTensor;
 use crate::tensor::{Layout, Tensor};
 
 const SPEC: KernelSpec = KernelSpec {
@@ -125,13 +125,7 @@ struct Params {
     v_s: [u32; 4],
     o_off: u32,
     o_s: [u32; 4],
-    causal: u32,
-    window: u32,
-    left: u32,
-    right: u32,
-    diag_off: i32,
-    has_lengths: u32,
-    mask_kind: u32,
+    mask: MaskFields,
     write_lse: u32,
     m_s: [u32; 4],
     alibi: u32,
@@ -219,14 +213,7 @@ pub(crate) fn record_fused(
         )));
     }
     let masking = opts.masking;
-    masking.validate(sh.b, sh.nk)?;
-    let m_s = match opts.mask {
-        Some(m) => {
-            m.check_device(gpu)?;
-            m.broadcast_strides(sh.b, sh.hq, sh.nq, sh.nk)?
-        }
-        None => [0; 4],
-    };
+    let setup = mask_setup(gpu, masking, opts.mask, [sh.b, sh.hq, sh.nq, sh.nk])?;
     if let Some(a) = opts.alibi {
         if a.len() != sh.hq || a.iter().any(|s| !s.is_finite()) {
             return Err(Error::InvalidArgument(format!(
@@ -243,14 +230,6 @@ pub(crate) fn record_fused(
             )));
         }
     }
-    let lengths = match &masking.key_lengths {
-        Some(l) => Some(gpu.upload(
-            "key lengths",
-            bytemuck::cast_slice(l),
-            wgpu::BufferUsages::STORAGE,
-        )?),
-        None => None,
-    };
     let slopes = match opts.alibi {
         Some(a) => Some(gpu.upload(
             "alibi slopes",
@@ -277,9 +256,6 @@ pub(crate) fn record_fused(
             },
         ),
     };
-    let window = masking
-        .window
-        .unwrap_or(crate::mask::Window { left: 0, right: 0 });
     let blocks_q = sh.nq.div_ceil((variant.rows * WORKGROUP) as usize) as u32;
     let (q_off, q_s) = addressing(q);
     let (k_off, k_s) = addressing(k);
@@ -302,19 +278,9 @@ pub(crate) fn record_fused(
         v_s,
         o_off,
         o_s,
-        causal: masking.causal as u32,
-        window: masking.window.is_some() as u32,
-        left: window.left.min(i32::MAX as u32),
-        right: window.right.min(i32::MAX as u32),
-        diag_off: masking.diagonal_offset(sh.nq, sh.nk) as i32,
-        has_lengths: masking.key_lengths.is_some() as u32,
-        mask_kind: match opts.mask.map(MaskTensor::kind) {
-            None => 0,
-            Some(MaskKind::Additive) => 1,
-            Some(MaskKind::Bool) => 2,
-        },
+        mask: setup.fields,
         write_lse: (opts.want_lse || split.is_some()) as u32,
-        m_s,
+        m_s: setup.strides,
         alibi: opts.alibi.is_some() as u32,
         neg_inf_bits: f32::NEG_INFINITY.to_bits(),
         softcap: opts.softcap.unwrap_or(0.0),
@@ -356,7 +322,7 @@ pub(crate) fn record_fused(
             Some(k.buffer()),
             Some(v.buffer()),
             opts.mask.map(|m| &*m.buffer),
-            lengths.as_ref(),
+            setup.lengths.as_ref(),
             slopes.as_ref(),
             Some(out.buffer()),
             lse.as_ref().map(Tensor::buffer),

@@ -112,3 +112,72 @@ impl TileConfig {
         (m.div_ceil(self.rows) as u32, n.div_ceil(self.cols) as u32)
     }
 }
+
+/// The mask fields of a kernel's uniform block (same order in softmax.wgsl and
+/// shared/flash_common.wgsl): rules, then the dense-mask kind.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct MaskFields {
+    causal: u32,
+    window: u32,
+    left: u32,
+    right: u32,
+    diag_off: i32,
+    has_lengths: u32,
+    mask_kind: u32,
+}
+
+/// Everything a masking kernel needs from `masking` and `mask` for scores of
+/// `[b, h, nq, nk]`, checked: the uniform fields, the dense mask's broadcast
+/// strides, and the key lengths uploaded (if any).
+pub(crate) struct MaskSetup {
+    pub fields: MaskFields,
+    pub strides: [u32; 4],
+    pub lengths: Option<wgpu::Buffer>,
+}
+
+pub(crate) fn mask_setup(
+    gpu: &crate::Gpu,
+    masking: &crate::mask::Masking,
+    mask: Option<&crate::mask_tensor::MaskTensor>,
+    [b, h, nq, nk]: [usize; 4],
+) -> Result<MaskSetup> {
+    use crate::mask_tensor::MaskKind;
+    masking.validate(b, nk)?;
+    let strides = match mask {
+        Some(m) => {
+            m.check_device(gpu)?;
+            m.broadcast_strides(b, h, nq, nk)?
+        }
+        None => [0; 4],
+    };
+    let window = masking
+        .window
+        .unwrap_or(crate::mask::Window { left: 0, right: 0 });
+    let fields = MaskFields {
+        causal: masking.causal as u32,
+        window: masking.window.is_some() as u32,
+        left: window.left.min(i32::MAX as u32),
+        right: window.right.min(i32::MAX as u32),
+        diag_off: masking.diagonal_offset(nq, nk) as i32,
+        has_lengths: masking.key_lengths.is_some() as u32,
+        mask_kind: match mask.map(|m| m.kind()) {
+            None => 0,
+            Some(MaskKind::Additive) => 1,
+            Some(MaskKind::Bool) => 2,
+        },
+    };
+    let lengths = match &masking.key_lengths {
+        Some(l) => Some(gpu.upload(
+            "key lengths",
+            bytemuck::cast_slice(l),
+            wgpu::BufferUsages::STORAGE,
+        )?),
+        None => None,
+    };
+    Ok(MaskSetup {
+        fields,
+        strides,
+        lengths,
+    })
+}

@@ -1,10 +1,11 @@
 //! Masked, stable, row-wise softmax with optional LSE (`shaders/softmax.wgsl`,
 //! CPU twin [`crate::reference::softmax`]).
 
+use super::{mask_setup, MaskFields};
 use crate::dispatch::{KernelSpec, Recorder};
 use crate::error::{Error, Result};
 use crate::mask::Masking;
-use crate::mask_tensor::{MaskKind, MaskTensor};
+use crate::mask_tensor::MaskTensor;
 use crate::tensor::Tensor;
 
 const SPEC: KernelSpec = KernelSpec {
@@ -19,13 +20,7 @@ struct Params {
     h: u32,
     nq: u32,
     nk: u32,
-    causal: u32,
-    window: u32,
-    left: u32,
-    right: u32,
-    diag_off: i32,
-    has_lengths: u32,
-    mask_kind: u32,
+    mask: MaskFields,
     write_lse: u32,
     m_s: [u32; 4],
     neg_inf_bits: u32,
@@ -70,45 +65,17 @@ pub fn record_softmax(
             "scores must be contiguous [B, H, Nq, Nk]".into(),
         ));
     }
-    masking.validate(b, nk)?;
-    let m_s = match mask {
-        Some(m) => {
-            m.check_device(gpu)?;
-            m.broadcast_strides(b, h, nq, nk)?
-        }
-        None => [0; 4],
-    };
-    let window = masking
-        .window
-        .unwrap_or(crate::mask::Window { left: 0, right: 0 });
+    let setup = mask_setup(gpu, masking, mask, [b, h, nq, nk])?;
     let params = Params {
         b: b as u32,
         h: h as u32,
         nq: nq as u32,
         nk: nk as u32,
-        causal: masking.causal as u32,
-        window: masking.window.is_some() as u32,
-        left: window.left.min(i32::MAX as u32),
-        right: window.right.min(i32::MAX as u32),
-        diag_off: masking.diagonal_offset(nq, nk) as i32,
-        has_lengths: masking.key_lengths.is_some() as u32,
-        mask_kind: match mask.map(MaskTensor::kind) {
-            None => 0,
-            Some(MaskKind::Additive) => 1,
-            Some(MaskKind::Bool) => 2,
-        },
+        mask: setup.fields,
         write_lse: want_lse as u32,
-        m_s,
+        m_s: setup.strides,
         neg_inf_bits: f32::NEG_INFINITY.to_bits(),
         _pad: [0; 3],
-    };
-    let lengths = match &masking.key_lengths {
-        Some(l) => Some(gpu.upload(
-            "key lengths",
-            bytemuck::cast_slice(l),
-            wgpu::BufferUsages::STORAGE,
-        )?),
-        None => None,
     };
     let p = Tensor::output(gpu, "attention weights", &[b, h, nq, nk], None)?;
     let lse = if want_lse {
@@ -133,7 +100,7 @@ pub fn record_softmax(
         &[
             Some(s.buffer()),
             mask.map(|m| &*m.buffer),
-            lengths.as_ref(),
+            setup.lengths.as_ref(),
             Some(p.buffer()),
             lse.as_ref().map(Tensor::buffer),
         ],
