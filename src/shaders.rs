@@ -38,15 +38,17 @@ const SHARED: &[(&str, &str)] = &[
 /// express (sizes of function-scope arrays, straight-line code); everything else
 /// is an `override`.
 ///
-/// Straight-line code: when `consts` has `R`, `KB` and `DV`, every line that
-/// contains `@R`, `@T` or `@C` is repeated for each value of those markers (0..R,
-/// 0..KB, 0..DV; nested in that order) with the marker replaced by the number.
+/// Straight-line code: in a kernel that declares `const R`, `const KB` and
+/// `const DV`, every line that contains `@R`, `@T` or `@C` is repeated for each
+/// value of those markers (0..R, 0..KB, 0..DV, nested in that order, with the
+/// values the constants hold after substitution) with the marker replaced by the
+/// number. So the result is always plain WGSL.
 ///
 /// # Panics
 /// If a named constant is not declared in the kernel (a build-time fact the test
 /// suite checks).
 pub fn source_with(name: &str, consts: &[(&str, u32)]) -> String {
-    let mut src = source(name);
+    let mut src = resolved(name);
     for (cname, value) in consts {
         let prefix = format!("const {cname}: u32 = ");
         let start = src
@@ -55,11 +57,22 @@ pub fn source_with(name: &str, consts: &[(&str, u32)]) -> String {
         let end = start + src[start..].find(';').expect("const line ends with ;");
         src.replace_range(start..end, &format!("{prefix}{value}u"));
     }
-    let get = |n: &str| consts.iter().find(|(c, _)| *c == n).map(|&(_, v)| v);
-    if let (Some(r), Some(kb), Some(dv)) = (get("R"), get("KB"), get("DV")) {
+    if let (Some(r), Some(kb), Some(dv)) = (
+        const_value(&src, "R"),
+        const_value(&src, "KB"),
+        const_value(&src, "DV"),
+    ) {
         src = expand_markers(&src, [("@R", r), ("@T", kb), ("@C", dv)]);
     }
     src
+}
+
+/// The value of `const NAME: u32 = <n>u;` in `src`, if declared with a literal.
+fn const_value(src: &str, name: &str) -> Option<u32> {
+    let prefix = format!("const {name}: u32 = ");
+    let start = src.find(&prefix)? + prefix.len();
+    let end = start + src[start..].find(';')?;
+    src[start..end].trim().trim_end_matches('u').parse().ok()
 }
 
 fn expand_markers(src: &str, markers: [(&str, u32); 3]) -> String {
@@ -85,12 +98,18 @@ fn expand_markers(src: &str, markers: [(&str, u32); 3]) -> String {
     out
 }
 
-/// The complete WGSL of kernel `name` with its imports resolved.
+/// The complete WGSL of kernel `name`: imports resolved, straight-line template
+/// lines expanded with the kernel's default constants (see [`source_with`]).
 ///
 /// # Panics
 /// If `name` is not a kernel of this crate or an import is unknown (both are
 /// build-time facts checked by the test suite).
 pub fn source(name: &str) -> String {
+    source_with(name, &[])
+}
+
+/// `name`'s WGSL with its imports resolved, nothing else.
+fn resolved(name: &str) -> String {
     let (_, text) = KERNELS
         .iter()
         .find(|(n, _)| *n == name)

@@ -111,3 +111,18 @@ fn every_shader_file_is_a_registered_kernel() {
         "shaders/*.wgsl and shaders::KERNELS differ"
     );
 }
+
+#[test]
+fn default_sources_are_plain_wgsl() {
+    // What a browser or a tool gets from shaders::source must parse as it is.
+    for (name, _) in wgpu_attention::shaders::KERNELS {
+        let src = wgpu_attention::shaders::source(name);
+        assert!(
+            !src.lines()
+                .any(|l| l.contains("@R") || l.contains("@T") || l.contains("@C")),
+            "{name}: markers left"
+        );
+        naga::front::wgsl::parse_str(&src)
+            .unwrap_or_else(|e| panic!("{name}:\n{}", e.emit_to_string_with_path(&src, name)));
+    }
+}
