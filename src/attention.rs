@@ -44,10 +44,9 @@ pub struct AttentionOptions<'a> {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum AttentionPath {
     /// Unfused when the weights are requested; decode for few queries (≤ 16)
-    /// against 1024 keys or more; else unfused while its `[B, Hq, Nq, Nk]` score
-    /// matrix fits one storage binding (the fused kernel is still slower on CPU
-    /// drivers: BENCHMARKS.md); else fused, or decode where the fused kernel
-    /// would exceed the driver's loop budget.
+    /// against 1024 keys or more; otherwise fused (twice the unfused speed on
+    /// lavapipe: BENCHMARKS.md), or decode where the fused kernel would exceed the
+    /// driver's loop budget.
     #[default]
     Auto,
     /// One fused kernel with an online softmax: O(N) memory, no weights.
@@ -172,14 +171,6 @@ fn auto_path(
         return AttentionPath::Decode;
     }
     let gpu = q.gpu();
-    let limits = gpu.limits();
-    if sh.scores_len() as u64 * 4
-        <= limits
-            .max_storage_buffer_binding_size
-            .min(limits.max_buffer_size)
-    {
-        return AttentionPath::Unfused;
-    }
     let fused_fits = gpu.loop_budget().is_none_or(|b| {
         flash_attention::FusedVariant::new(tuning, sh.d)
             .is_ok_and(|v| v.loop_iterations(sh.nk, sh.d) + 256 <= b)

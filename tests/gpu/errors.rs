@@ -5,8 +5,8 @@ use wgpu_attention::kernels::{
     posenc::posenc, scores::scores, softmax::softmax, weighted_sum::weighted_sum,
 };
 use wgpu_attention::{
-    attention, AttentionOptions, Error, Gpu, GpuOptions, HostMask, Layout, MaskTensor, Masking,
-    Tensor,
+    attention, AttentionOptions, AttentionPath, Error, Gpu, GpuOptions, HostMask, Layout,
+    MaskTensor, Masking, Tensor,
 };
 
 fn t(gpu: &Gpu, dims: [usize; 4]) -> Tensor {
@@ -271,24 +271,41 @@ fn pipelines_are_compiled_once_not_per_shape() {
         }
         // A private device, so concurrent tests do not add pipelines to the count.
         let own = pollster::block_on(Gpu::from_adapter(gpu.adapter().clone())).unwrap();
-        let run = |n: usize, d: usize| {
+        let run = |n: usize, d: usize, path: AttentionPath| {
             let q = self::t(&own, [1, 2, n, d]);
-            attention(&q, &q, &q, &AttentionOptions::default())
+            let opts = AttentionOptions {
+                path,
+                ..Default::default()
+            };
+            attention(&q, &q, &q, &opts)
                 .unwrap()
                 .o
                 .to_vec_blocking()
                 .unwrap();
         };
-        run(5, 3);
+        // Unfused: three pipelines, whatever the shape.
+        run(5, 3, AttentionPath::Unfused);
         let after_first = own.cached_pipelines();
         assert_eq!(after_first, 3, "{ctx}: scores, softmax, weighted_sum");
         for (n, d) in [(17, 3), (33, 64), (1, 1)] {
-            run(n, d);
+            run(n, d, AttentionPath::Unfused);
         }
         assert_eq!(
             own.cached_pipelines(),
             after_first,
-            "{ctx}: a new shape compiled a new pipeline"
+            "{ctx}: a new shape compiled a new unfused pipeline"
+        );
+        // Fused: one pipeline per head-dim bucket, none per sequence length.
+        run(5, 24, AttentionPath::Fused);
+        let with_fused = own.cached_pipelines();
+        assert_eq!(with_fused, after_first + 1, "{ctx}: one fused pipeline");
+        for n in [1, 17, 33, 70] {
+            run(n, 31, AttentionPath::Fused);
+        }
+        assert_eq!(
+            own.cached_pipelines(),
+            with_fused,
+            "{ctx}: a new length (same D bucket) compiled a new fused pipeline"
         );
     });
 }
