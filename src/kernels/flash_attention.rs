@@ -2,7 +2,9 @@
 //! twin is [`crate::reference::attention`], which computes the same O and LSE).
 //! Never materializes the `[B, Hq, Nq, Nk]` matrix.
 
-use super::{addressing, attn_shape, mask_setup, same_device, MaskFields};
+use super::{
+    addressing, alibi_buffer, attn_shape, check_softcap, mask_setup, same_device, MaskFields,
+};
 use crate::dispatch::{KernelSpec, Recorder};
 use crate::error::{Error, Result};
 use crate::mask::Masking;
@@ -25,13 +27,15 @@ const WORKGROUP: u32 = 8;
 type SourceConsts = Vec<(&'static str, u32)>;
 type Overrides = Vec<(&'static str, f64)>;
 
+/// Keys per step of the key loop in the straight-line kernel.
+const KEY_BLOCK: u32 = 4;
+
 /// Which fused kernel runs, and its shape.
 pub(crate) struct FusedVariant {
-    spec: &'static KernelSpec,
+    /// `flash_attention_cpu.wgsl` (true) or the generic `flash_attention.wgsl`.
+    straight_line: bool,
     /// Query rows per invocation.
     pub rows: u32,
-    /// Keys per step of the key loop (straight-line variant), 1 otherwise.
-    key_block: u32,
     bucket: u32,
 }
 
@@ -40,13 +44,13 @@ impl FusedVariant {
     /// drivers), the generic one elsewhere.
     pub(crate) fn new(tuning: crate::gpu::Tuning, d: usize) -> Result<Self> {
         let bucket = head_dim_bucket(d);
+        let generic = FusedVariant {
+            straight_line: false,
+            rows: 4,
+            bucket,
+        };
         if tuning.staged {
-            return Ok(FusedVariant {
-                spec: &SPEC,
-                rows: 4,
-                key_block: 1,
-                bucket,
-            });
+            return Ok(generic);
         }
         if !(1..=32).contains(&tuning.fused_rows) {
             return Err(Error::InvalidArgument(format!(
@@ -58,20 +62,22 @@ impl FusedVariant {
         // (about 1000 lines) so a variant compiles in seconds on these drivers; the
         // D = 256 bucket would need thousands and takes minutes, so it stays generic.
         if bucket > 128 {
-            return Ok(FusedVariant {
-                spec: &SPEC,
-                rows: 4,
-                key_block: 1,
-                bucket,
-            });
+            return Ok(generic);
         }
         let rows = tuning.fused_rows.min(128 / (bucket / 4)).max(1);
         Ok(FusedVariant {
-            spec: &SPEC_CPU,
+            straight_line: true,
             rows,
-            key_block: 4,
             bucket,
         })
+    }
+
+    fn spec(&self) -> &'static KernelSpec {
+        if self.straight_line {
+            &SPEC_CPU
+        } else {
+            &SPEC
+        }
     }
 
     /// Loop iterations per invocation for `keys` keys (see [`crate::Gpu::loop_budget`]).
@@ -80,27 +86,23 @@ impl FusedVariant {
     /// plus the 4-element store loops. Pinned in tests/gpu/driver_limits.rs.
     pub(crate) fn loop_iterations(&self, keys: usize, d: usize) -> u64 {
         let dv = self.bucket as u64 / 4;
-        if self.spec.name == SPEC.name {
-            keys as u64 * (2 * dv + 1) + 2 * self.rows as u64 * (d as u64 + 1)
+        if self.straight_line {
+            (keys as u64).div_ceil(KEY_BLOCK as u64) + self.rows as u64 * (dv * 4 + 1) + 16
         } else {
-            (keys as u64).div_ceil(self.key_block as u64) + self.rows as u64 * (dv * 4 + 1) + 16
+            keys as u64 * (2 * dv + 1) + 2 * self.rows as u64 * (d as u64 + 1)
         }
     }
 
     fn constants(&self) -> (SourceConsts, Overrides) {
-        if self.spec.name == SPEC.name {
+        if self.straight_line {
             (
-                vec![("DMAX", self.bucket), ("RMAX", self.rows)],
-                vec![("R", self.rows as f64), ("WG", WORKGROUP as f64)],
+                vec![("R", self.rows), ("KB", KEY_BLOCK), ("DV", self.bucket / 4)],
+                vec![("WG", WORKGROUP as f64)],
             )
         } else {
             (
-                vec![
-                    ("R", self.rows),
-                    ("KB", self.key_block),
-                    ("DV", self.bucket / 4),
-                ],
-                vec![("WG", WORKGROUP as f64)],
+                vec![("DMAX", self.bucket), ("RMAX", self.rows)],
+                vec![("R", self.rows as f64), ("WG", WORKGROUP as f64)],
             )
         }
     }
@@ -214,30 +216,8 @@ pub(crate) fn record_fused(
     }
     let masking = opts.masking;
     let setup = mask_setup(gpu, masking, opts.mask, [sh.b, sh.hq, sh.nq, sh.nk])?;
-    if let Some(a) = opts.alibi {
-        if a.len() != sh.hq || a.iter().any(|s| !s.is_finite()) {
-            return Err(Error::InvalidArgument(format!(
-                "ALiBi needs {} finite slopes (one per query head), got {}",
-                sh.hq,
-                a.len()
-            )));
-        }
-    }
-    if let Some(c) = opts.softcap {
-        if !(c.is_finite() && c > 0.0) {
-            return Err(Error::InvalidArgument(format!(
-                "softcap must be finite and > 0, got {c}"
-            )));
-        }
-    }
-    let slopes = match opts.alibi {
-        Some(a) => Some(gpu.upload(
-            "alibi slopes",
-            bytemuck::cast_slice(a),
-            wgpu::BufferUsages::STORAGE,
-        )?),
-        None => None,
-    };
+    check_softcap(opts.softcap)?;
+    let slopes = alibi_buffer(gpu, opts.alibi, sh.hq)?;
     let dims = [sh.b, sh.hq, sh.nq, sh.d];
     let layout: Layout = q.layout();
     let (out, lse) = match &split {
@@ -306,7 +286,7 @@ pub(crate) fn record_fused(
     ] {
         overrides.push((name, on as u32 as f64));
     }
-    let kernel = gpu.kernel_sized(variant.spec, &source_consts, &overrides)?;
+    let kernel = gpu.kernel_sized(variant.spec(), &source_consts, &overrides)?;
     let splits = split.as_ref().map_or(1, |s| s.splits) as u64;
     let total = if lane_splits {
         (sh.b * sh.hq) as u64 * splits.div_ceil(WORKGROUP as u64)

@@ -181,3 +181,39 @@ pub(crate) fn mask_setup(
         lengths,
     })
 }
+
+/// Rejects a softcap that is not finite and positive.
+pub(crate) fn check_softcap(softcap: Option<f32>) -> Result<()> {
+    match softcap {
+        Some(c) if !(c.is_finite() && c > 0.0) => Err(Error::InvalidArgument(format!(
+            "softcap must be finite and > 0, got {c}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The ALiBi slopes checked (one finite slope per query head) and uploaded.
+pub(crate) fn alibi_buffer(
+    gpu: &crate::Gpu,
+    slopes: Option<&[f32]>,
+    hq: usize,
+) -> Result<Option<wgpu::Buffer>> {
+    let Some(slopes) = slopes else {
+        return Ok(None);
+    };
+    if slopes.len() != hq {
+        return Err(Error::InvalidArgument(format!(
+            "ALiBi has {} slopes for {hq} query heads: give one per query head",
+            slopes.len()
+        )));
+    }
+    if slopes.iter().any(|s| !s.is_finite()) {
+        return Err(Error::InvalidArgument("ALiBi slopes must be finite".into()));
+    }
+    gpu.upload(
+        "alibi slopes",
+        bytemuck::cast_slice(slopes),
+        wgpu::BufferUsages::STORAGE,
+    )
+    .map(Some)
+}

@@ -1,9 +1,9 @@
 //! `S = scale · QKᵀ (+ bias) (+ ALiBi)` for all batches and heads in one dispatch
 //! (`shaders/scores.wgsl`, CPU twin [`crate::reference::scores`]).
 
-use super::{addressing, attn_shape, TileConfig};
+use super::{addressing, alibi_buffer, attn_shape, check_softcap, TileConfig};
 use crate::dispatch::{KernelSpec, Recorder};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::mask_tensor::{MaskKind, MaskTensor};
 use crate::tensor::Tensor;
 
@@ -74,13 +74,7 @@ pub fn record_scores(
     softcap: Option<f32>,
 ) -> Result<Tensor> {
     let sh = attn_shape(q, k)?;
-    if let Some(c) = softcap {
-        if !(c.is_finite() && c > 0.0) {
-            return Err(Error::InvalidArgument(format!(
-                "softcap must be finite and > 0, got {c}"
-            )));
-        }
-    }
+    check_softcap(softcap)?;
     let gpu = q.gpu();
     let m_s = match bias {
         Some(m) => {
@@ -90,24 +84,7 @@ pub fn record_scores(
         }
         None => [0; 4],
     };
-    let slopes = match alibi {
-        Some(a) if a.slopes.len() != sh.hq => {
-            return Err(Error::InvalidArgument(format!(
-                "ALiBi has {} slopes for {} query heads: give one per query head",
-                a.slopes.len(),
-                sh.hq
-            )));
-        }
-        Some(a) if a.slopes.iter().any(|s| !s.is_finite()) => {
-            return Err(Error::InvalidArgument("ALiBi slopes must be finite".into()));
-        }
-        Some(a) => Some(gpu.upload(
-            "alibi slopes",
-            bytemuck::cast_slice(a.slopes),
-            wgpu::BufferUsages::STORAGE,
-        )?),
-        None => None,
-    };
+    let slopes = alibi_buffer(gpu, alibi.map(|a| a.slopes), sh.hq)?;
     let (q_off, q_s) = addressing(q);
     let (k_off, k_s) = addressing(k);
     let tile = TileConfig::new(rec.tuning())?;
