@@ -319,6 +319,11 @@ impl Gpu {
         })
     }
 
+    /// Whether `other` is a handle to this same device.
+    pub(crate) fn is_same(&self, other: &Gpu) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     /// The adapter's description (name, backend, device type, driver).
     pub fn info(&self) -> &wgpu::AdapterInfo {
         &self.inner.info

@@ -75,7 +75,7 @@ impl MaskTensor {
     }
 
     pub(crate) fn check_device(&self, gpu: &Gpu) -> Result<()> {
-        if std::sync::Arc::ptr_eq(&self.gpu.inner, &gpu.inner) {
+        if self.gpu.is_same(gpu) {
             Ok(())
         } else {
             Err(Error::InvalidArgument(

@@ -28,7 +28,7 @@ pub(crate) fn addressing(t: &Tensor) -> (u32, [u32; 4]) {
 }
 
 pub(crate) fn same_device(a: &Tensor, b: &Tensor, what: &str) -> Result<()> {
-    if std::sync::Arc::ptr_eq(&a.gpu().inner, &b.gpu().inner) {
+    if a.gpu().is_same(b.gpu()) {
         Ok(())
     } else {
         Err(Error::InvalidArgument(format!(

@@ -1,4 +1,4 @@
-use super::{each_gpu, rng, uniform};
+use super::{each_gpu, rng, run, uniform};
 use wgpu_attention::reference::{self, ReferenceOptions};
 use wgpu_attention::verify::{assert_close, Tolerance};
 use wgpu_attention::{
@@ -47,9 +47,7 @@ fn check(gpu: &Gpu, t: Tuning, ctx: &str, c: &Case) {
         path: AttentionPath::Unfused,
         kv_split: None,
     };
-    let mut rec = gpu.recorder().with_tuning(t);
-    let out = record_attention(&mut rec, &qt, &kt, &vt, &opts).unwrap();
-    rec.submit().unwrap();
+    let out = run(gpu, t, |rec| record_attention(rec, &qt, &kt, &vt, &opts));
     assert_eq!(out.o.layout(), c.layout, "{ctx}: O keeps Q's layout");
     let want = reference::attention(
         &q,
@@ -89,9 +87,7 @@ fn check(gpu: &Gpu, t: Tuning, ctx: &str, c: &Case) {
         path: AttentionPath::Fused,
         ..opts.clone()
     };
-    let mut rec = gpu.recorder().with_tuning(t);
-    let out = record_attention(&mut rec, &qt, &kt, &vt, &fused).unwrap();
-    rec.submit().unwrap();
+    let out = run(gpu, t, |rec| record_attention(rec, &qt, &kt, &vt, &fused));
     assert_eq!(out.o.layout(), c.layout, "{ctx}: fused O keeps Q's layout");
     assert!(out.weights.is_none(), "{ctx}");
     assert_close(
@@ -114,9 +110,7 @@ fn check(gpu: &Gpu, t: Tuning, ctx: &str, c: &Case) {
         kv_split: Some(7),
         ..opts.clone()
     };
-    let mut rec = gpu.recorder().with_tuning(t);
-    let out = record_attention(&mut rec, &qt, &kt, &vt, &decode).unwrap();
-    rec.submit().unwrap();
+    let out = run(gpu, t, |rec| record_attention(rec, &qt, &kt, &vt, &decode));
     assert_eq!(out.o.layout(), c.layout, "{ctx}: decode O keeps Q's layout");
     assert_close(
         &out.o.to_vec_blocking().unwrap(),
@@ -139,9 +133,7 @@ fn check(gpu: &Gpu, t: Tuning, ctx: &str, c: &Case) {
             path,
             ..opts.clone()
         };
-        let mut rec = gpu.recorder().with_tuning(t);
-        let out = record_attention(&mut rec, &qt, &kt, &vt, &plain).unwrap();
-        rec.submit().unwrap();
+        let out = run(gpu, t, |rec| record_attention(rec, &qt, &kt, &vt, &plain));
         assert!(out.lse.is_none() && out.weights.is_none(), "{ctx}");
         assert_close(
             &out.o.to_vec_blocking().unwrap(),

@@ -1,4 +1,4 @@
-use super::{each_gpu, rng, uniform};
+use super::{each_gpu, rng, run, uniform};
 use wgpu_attention::reference::{multi_head_attention, MhaReferenceOptions};
 use wgpu_attention::verify::{assert_close, Tolerance};
 use wgpu_attention::{
@@ -113,11 +113,9 @@ fn layer_matches_reference() {
                 alibi,
                 ..Default::default()
             };
-            let mut rec = gpu.recorder().with_tuning(t);
-            let y = layer
-                .record_forward(&mut rec, &xq_t, xkv_t.as_ref(), &opts)
-                .unwrap();
-            rec.submit().unwrap();
+            let y = run(gpu, t, |rec| {
+                layer.record_forward(rec, &xq_t, xkv_t.as_ref(), &opts)
+            });
             assert_eq!(y.shape(), [b, nq, d_model], "{ctx}");
             let kv = xkv.as_deref().unwrap_or(&xq);
             let ropts = MhaReferenceOptions {
