@@ -381,6 +381,11 @@ impl Gpu {
         self.inner.poison.store(on, Ordering::Relaxed);
     }
 
+    /// Whether output buffers are poisoned ([`Gpu::set_poison_outputs`]).
+    pub fn poison_outputs(&self) -> bool {
+        self.inner.poison.load(Ordering::Relaxed)
+    }
+
     /// Returns the first uncaptured GPU error or device loss since the last check.
     pub(crate) fn take_error(&self) -> Result<()> {
         if let Some(msg) = self

@@ -25,6 +25,7 @@ pub mod reference;
 pub mod shaders;
 mod shape;
 mod tensor;
+pub mod validation;
 pub mod verify;
 pub mod weights;
 

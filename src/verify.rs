@@ -5,7 +5,7 @@
 use std::fmt;
 
 /// How far a result is from the reference.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
 pub struct Report {
     /// Number of elements compared.
     pub len: usize,

@@ -13,6 +13,7 @@ mod posenc;
 mod rope;
 mod scores;
 mod softmax;
+mod validation;
 mod weighted_sum;
 
 use std::sync::{Mutex, OnceLock};

@@ -1,0 +1,44 @@
+//! The public validation matrix (`wgpu_attention::validation`, also run by `attn
+//! validate` and the browser page) on every adapter and kernel variant, with fresh
+//! seeds.
+
+use crate::each_gpu;
+use wgpu_attention::validation::{matrix, run_case_blocking, Case};
+
+#[test]
+fn default_matrix_passes_with_fresh_seeds() {
+    each_gpu("validation matrix", |gpu, t, ctx| {
+        let base: u64 = std::env::var("WGPU_ATTENTION_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(rand::random::<u64>);
+        let cases = matrix(false);
+        assert!(cases.len() >= 100, "matrix shrank to {} cases", cases.len());
+        let mut failures = Vec::new();
+        for (i, c) in cases.iter().enumerate() {
+            let case = Case {
+                seed: base.wrapping_add(i as u64),
+                staged: Some(t.staged),
+                ..c.clone()
+            };
+            let r = run_case_blocking(gpu, &case);
+            if !r.pass {
+                failures.push(format!(
+                    "{} seed={}: {}",
+                    case.label(),
+                    case.seed,
+                    r.error
+                        .clone()
+                        .unwrap_or_else(|| format!("{:?}", r.reports))
+                ));
+            }
+        }
+        assert!(
+            failures.is_empty(),
+            "{ctx}: {} of {} cases failed (base seed {base}; rerun with WGPU_ATTENTION_SEED={base}):\n{}",
+            failures.len(),
+            cases.len(),
+            failures.join("\n")
+        );
+    });
+}
