@@ -1,0 +1,320 @@
+//! Reading `.npy` / `.safetensors` arrays and writing outputs atomically (a
+//! temporary file in the output's directory, renamed into place once complete).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use npyz::{DType, TypeChar, WriterBuilder};
+
+use crate::error::bad_input;
+
+/// A dense array in C order.
+#[derive(Clone, Debug)]
+pub struct Array<T> {
+    pub shape: Vec<usize>,
+    pub data: Vec<T>,
+}
+
+/// Float or bool contents of a mask file.
+pub enum MaskData {
+    Bool(Vec<bool>),
+    Float(Vec<f32>),
+}
+
+/// A mask file: its shape and values.
+pub struct MaskArray {
+    pub shape: Vec<usize>,
+    pub data: MaskData,
+}
+
+fn open_npy(path: &Path, flag: &str) -> Result<npyz::NpyFile<std::io::BufReader<std::fs::File>>> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| bad_input!("{flag} {}: cannot open: {e}", path.display()))?;
+    let npy = npyz::NpyFile::new(std::io::BufReader::new(file))
+        .map_err(|e| bad_input!("{flag} {}: not a readable .npy file: {e}", path.display()))?;
+    if npy.order() != npyz::Order::C {
+        return Err(bad_input!(
+            "{flag} {}: array is in Fortran order; save it C-contiguous (np.ascontiguousarray)",
+            path.display()
+        ));
+    }
+    Ok(npy)
+}
+
+/// (type char, bytes per element) of a plain dtype.
+fn plain(dtype: &DType) -> Option<(TypeChar, usize)> {
+    match dtype {
+        DType::Plain(ts) => Some((ts.type_char(), ts.num_bytes()?)),
+        _ => None,
+    }
+}
+
+fn dtype_name(dtype: &DType) -> String {
+    match dtype {
+        DType::Plain(ts) => ts.to_string(),
+        _ => "a structured dtype".into(),
+    }
+}
+
+fn shape_of(npy: &npyz::NpyFile<impl std::io::Read>) -> Vec<usize> {
+    npy.shape().iter().map(|&n| n as usize).collect()
+}
+
+fn read_err(flag: &str, path: &Path, e: std::io::Error) -> anyhow::Error {
+    bad_input!("{flag} {}: cannot read the data: {e}", path.display())
+}
+
+/// Reads a float `.npy` (f32, f16 or f64; C order) as f32.
+pub fn read_f32(path: &Path, flag: &str) -> Result<Array<f32>> {
+    let npy = open_npy(path, flag)?;
+    let shape = shape_of(&npy);
+    let dtype = npy.dtype();
+    let data = match plain(&dtype) {
+        Some((TypeChar::Float, 4)) => npy.into_vec::<f32>().map_err(|e| read_err(flag, path, e))?,
+        Some((TypeChar::Float, 2)) => npy
+            .into_vec::<half::f16>()
+            .map_err(|e| read_err(flag, path, e))?
+            .into_iter()
+            .map(f32::from)
+            .collect(),
+        Some((TypeChar::Float, 8)) => npy
+            .into_vec::<f64>()
+            .map_err(|e| read_err(flag, path, e))?
+            .into_iter()
+            .map(|v| v as f32)
+            .collect(),
+        _ => {
+            return Err(bad_input!(
+                "{flag} {}: dtype {} is not supported; expected float32 or float16 (float64 is converted)",
+                path.display(),
+                dtype_name(&dtype)
+            ))
+        }
+    };
+    Ok(Array { shape, data })
+}
+
+/// Reads a mask `.npy`: bool (true = attend) or float (added to the scores).
+pub fn read_mask(path: &Path, flag: &str) -> Result<MaskArray> {
+    let npy = open_npy(path, flag)?;
+    let dtype = npy.dtype();
+    if let Some((TypeChar::Bool, 1)) = plain(&dtype) {
+        let shape = shape_of(&npy);
+        let data = npy
+            .into_vec::<bool>()
+            .map_err(|e| read_err(flag, path, e))?;
+        return Ok(MaskArray {
+            shape,
+            data: MaskData::Bool(data),
+        });
+    }
+    if let Some((TypeChar::Float, _)) = plain(&dtype) {
+        drop(npy);
+        let a = read_f32(path, flag)?;
+        return Ok(MaskArray {
+            shape: a.shape,
+            data: MaskData::Float(a.data),
+        });
+    }
+    Err(bad_input!(
+        "{flag} {}: dtype {} is not a mask; expected bool (true = attend) or float (added to the scores)",
+        path.display(),
+        dtype_name(&dtype)
+    ))
+}
+
+/// Reads a 1-D integer `.npy` (any int width) as u64, rejecting negative values.
+pub fn read_ints(path: &Path, flag: &str) -> Result<Vec<u64>> {
+    let npy = open_npy(path, flag)?;
+    let dtype = npy.dtype();
+    let shape = shape_of(&npy);
+    if shape.len() != 1 {
+        return Err(bad_input!(
+            "{flag} {}: shape {shape:?}; expected a 1-D array with one length per batch",
+            path.display()
+        ));
+    }
+    let signed: Vec<i64> = match plain(&dtype) {
+        Some((TypeChar::Int, 1)) => conv(npy.into_vec::<i8>(), flag, path)?,
+        Some((TypeChar::Int, 2)) => conv(npy.into_vec::<i16>(), flag, path)?,
+        Some((TypeChar::Int, 4)) => conv(npy.into_vec::<i32>(), flag, path)?,
+        Some((TypeChar::Int, 8)) => conv(npy.into_vec::<i64>(), flag, path)?,
+        Some((TypeChar::Uint, 1)) => conv(npy.into_vec::<u8>(), flag, path)?,
+        Some((TypeChar::Uint, 2)) => conv(npy.into_vec::<u16>(), flag, path)?,
+        Some((TypeChar::Uint, 4)) => conv(npy.into_vec::<u32>(), flag, path)?,
+        Some((TypeChar::Uint, 8)) => npy
+            .into_vec::<u64>()
+            .map_err(|e| read_err(flag, path, e))?
+            .into_iter()
+            .map(|v| i64::try_from(v).unwrap_or(i64::MAX))
+            .collect(),
+        _ => {
+            return Err(bad_input!(
+                "{flag} {}: dtype {} is not an integer type",
+                path.display(),
+                dtype_name(&dtype)
+            ))
+        }
+    };
+    signed
+        .into_iter()
+        .map(|v| {
+            u64::try_from(v)
+                .map_err(|_| bad_input!("{flag} {}: negative value {v}", path.display()))
+        })
+        .collect()
+}
+
+fn conv<T: Into<i64>>(v: std::io::Result<Vec<T>>, flag: &str, path: &Path) -> Result<Vec<i64>> {
+    Ok(v.map_err(|e| read_err(flag, path, e))?
+        .into_iter()
+        .map(Into::into)
+        .collect())
+}
+
+/// A `.safetensors` file held in memory.
+pub struct SafeFile {
+    pub path: PathBuf,
+    bytes: Vec<u8>,
+}
+
+impl SafeFile {
+    pub fn open(path: &Path, flag: &str) -> Result<SafeFile> {
+        let bytes = std::fs::read(path)
+            .map_err(|e| bad_input!("{flag} {}: cannot open: {e}", path.display()))?;
+        safetensors::SafeTensors::deserialize(&bytes)
+            .map_err(|e| bad_input!("{flag} {}: not a .safetensors file: {e}", path.display()))?;
+        Ok(SafeFile {
+            path: path.to_path_buf(),
+            bytes,
+        })
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    fn tensors(&self) -> safetensors::SafeTensors<'_> {
+        safetensors::SafeTensors::deserialize(&self.bytes).expect("checked in open")
+    }
+
+    /// Sorted tensor names.
+    pub fn names(&self) -> Vec<String> {
+        let st = self.tensors();
+        let mut names: Vec<String> = st.names().into_iter().map(|s| s.to_string()).collect();
+        names.sort();
+        names
+    }
+
+    /// The shape of tensor `name`, if present.
+    pub fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        self.tensors().tensor(name).ok().map(|t| t.shape().to_vec())
+    }
+
+    /// Tensor `name` as f32 (stored as F32, F16 or BF16). `flag` names the option
+    /// that chose the name, for the error message.
+    pub fn read_f32(&self, name: &str, flag: &str) -> Result<Array<f32>> {
+        let st = self.tensors();
+        let t = st.tensor(name).map_err(|_| {
+            bad_input!(
+                "{flag} {name}: no tensor of that name in {}; it has {:?}",
+                self.path.display(),
+                self.names()
+            )
+        })?;
+        let raw = t.data();
+        use safetensors::Dtype;
+        let data: Vec<f32> = match t.dtype() {
+            Dtype::F32 => raw
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            Dtype::F16 => raw
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => raw
+                .chunks_exact(2)
+                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            other => return Err(bad_input!(
+                "{flag} {name}: dtype {other:?} in {} is not supported; expected F32, F16 or BF16",
+                self.path.display()
+            )),
+        };
+        Ok(Array {
+            shape: t.shape().to_vec(),
+            data,
+        })
+    }
+}
+
+/// An output path checked before any work: its directory must exist, and it may
+/// not name a directory.
+pub fn check_output(path: &Path, flag: &str) -> Result<()> {
+    let dir = parent_dir(path);
+    if !dir.is_dir() {
+        return Err(bad_input!(
+            "{flag} {}: directory {} does not exist",
+            path.display(),
+            dir.display()
+        ));
+    }
+    if path.is_dir() {
+        return Err(bad_input!(
+            "{flag} {}: is a directory; expected a file name",
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same directory, so
+/// the path holds either its old contents or the complete new file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = parent_dir(path);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".attn-")
+        .suffix(".tmp")
+        .tempfile_in(&dir)
+        .with_context(|| format!("{}: cannot create a temporary file", dir.display()))?;
+    tmp.write_all(bytes)
+        .and_then(|_| tmp.as_file().sync_all())
+        .with_context(|| format!("{}: write failed", path.display()))?;
+    tmp.persist(path).map_err(|e| e.error).with_context(|| {
+        format!(
+            "{}: cannot rename the temporary file into place",
+            path.display()
+        )
+    })?;
+    Ok(())
+}
+
+/// `.npy` bytes of an f32 array.
+pub fn npy_f32(shape: &[usize], data: &[f32]) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    {
+        let shape: Vec<u64> = shape.iter().map(|&n| n as u64).collect();
+        let mut w = npyz::WriteOptions::<f32>::new()
+            .default_dtype()
+            .shape(&shape)
+            .writer(&mut buf)
+            .begin_nd()?;
+        w.extend(data.iter().copied())?;
+        w.finish()?;
+    }
+    Ok(buf)
+}
+
+/// Writes an f32 array as `.npy`, atomically.
+pub fn write_npy(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
+    write_atomic(path, &npy_f32(shape, data)?)
+}

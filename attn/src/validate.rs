@@ -1,0 +1,303 @@
+//! `attn validate`: the library's case matrix (`wgpu_attention::validation`) on
+//! every adapter present, with a progress bar, a table per adapter and a JSON report.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Result;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Value};
+use wgpu_attention::validation::{self, Case, CaseResult, REL_L2_TOL};
+use wgpu_attention::Gpu;
+
+use crate::args::DeviceArgs;
+use crate::error::{bad_input, CheckFailed};
+use crate::io;
+
+#[derive(Args)]
+#[command(after_help = "Examples:
+  attn validate
+  attn validate --backend vulkan --json report.json
+  attn validate --full --json > report.json
+  attn validate --filter mask=bool --filter fused
+
+Every case runs Q, K, V drawn uniformly from [-1, 1) (ChaCha8, the case's seed) on
+the GPU with outputs poisoned (NaN) first, and compares O, LSE and, on the
+unfused path, the weights with the f64 CPU reference. A case passes when every
+output has relative L2 error <= 1e-5 (f32 storage and accumulation measure
+1e-7..1e-6; a wrong mask, scale or index gives >= 1e-2), no NaN, and every -inf
+LSE (rows with no visible key) matched exactly. The default matrix: every mask
+kind (none, additive, key-padding, bool, window, alibi, softcap) × fused,
+unfused, decode on six shapes (head dims 1, 7, 64, 80; GQA, MQA; Nq < Nk,
+Nq > Nk; one query against 1100 keys), causal and layout rotated through;
+--full adds head dims 32..256, both layouts and both kernel variants per case.
+Exit 1 when any case fails on any adapter, 2 when no adapter is found.")]
+pub struct ValidateArgs {
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// The full matrix (more head dims, both layouts, both kernel variants).
+    #[arg(long)]
+    pub full: bool,
+    /// Only cases whose name contains this (repeatable: every one must match).
+    #[arg(long, value_name = "SUBSTR")]
+    pub filter: Vec<String>,
+    /// Cases from a JSON file (an array of cases, or a report of this command) instead of the matrix.
+    #[arg(long, value_name = "FILE")]
+    pub cases: Option<PathBuf>,
+    /// List the selected cases and exit.
+    #[arg(long)]
+    pub list: bool,
+    /// Write the JSON report to FILE, or to stdout without a value (the tables then go to stderr).
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
+    pub json: Option<String>,
+}
+
+fn load_cases(path: &PathBuf) -> Result<Vec<Case>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| bad_input!("--cases {}: cannot read: {e}", path.display()))?;
+    let v: Value = serde_json::from_str(&text)
+        .map_err(|e| bad_input!("--cases {}: not JSON: {e}", path.display()))?;
+    let items: Vec<Value> = match v {
+        Value::Array(a) => a,
+        Value::Object(ref o) if o.contains_key("adapters") => o["adapters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|a| a["results"].as_array().cloned().unwrap_or_default())
+            .collect(),
+        _ => {
+            return Err(bad_input!(
+                "--cases {}: expected an array of cases or a report of attn validate",
+                path.display()
+            ))
+        }
+    };
+    let mut cases: Vec<Case> = Vec::new();
+    for item in items {
+        let c = item.get("case").cloned().unwrap_or(item);
+        let case: Case = serde_json::from_value(c)
+            .map_err(|e| bad_input!("--cases {}: not a case: {e}", path.display()))?;
+        if !cases.contains(&case) {
+            cases.push(case);
+        }
+    }
+    Ok(cases)
+}
+
+/// The per-adapter table: mask kinds × paths, "passed/total worst-rel-L2".
+fn table(results: &[CaseResult]) -> String {
+    let mut paths: Vec<String> = Vec::new();
+    let mut masks: Vec<String> = Vec::new();
+    let mut cells: BTreeMap<(String, String), (usize, usize, f64)> = BTreeMap::new();
+    for r in results {
+        let (m, p) = (r.case.mask.clone(), r.case.path.clone());
+        if !paths.contains(&p) {
+            paths.push(p.clone());
+        }
+        if !masks.contains(&m) {
+            masks.push(m.clone());
+        }
+        let e = cells.entry((m, p)).or_insert((0, 0, 0.0));
+        e.0 += r.pass as usize;
+        e.1 += 1;
+        e.2 = e.2.max(r.worst_rel_l2);
+    }
+    let mut s = String::new();
+    let _ = write!(s, "  {:<12}", "mask");
+    for p in &paths {
+        let _ = write!(s, " {:>22}", format!("{p}: passed  worst"));
+    }
+    s.push('\n');
+    for m in &masks {
+        let _ = write!(s, "  {m:<12}");
+        for p in &paths {
+            match cells.get(&(m.clone(), p.clone())) {
+                Some(&(ok, n, worst)) => {
+                    let _ = write!(s, " {:>22}", format!("{ok:>3}/{n:<3} {}", sci(worst)));
+                }
+                None => {
+                    let _ = write!(s, " {:>22}", "—");
+                }
+            }
+        }
+        s.push('\n');
+    }
+    s
+}
+
+fn sci(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x:.1e}")
+    } else {
+        "error".into()
+    }
+}
+
+pub fn main(a: ValidateArgs) -> Result<()> {
+    if let Some(p) = a.json.as_deref().filter(|p| *p != "-") {
+        io::check_output(std::path::Path::new(p), "--json")?;
+    }
+    let all = match &a.cases {
+        Some(p) => load_cases(p)?,
+        None => validation::matrix(a.full),
+    };
+    let cases: Vec<Case> = all
+        .into_iter()
+        .filter(|c| a.filter.iter().all(|f| c.name.contains(f.as_str())))
+        .collect();
+    if cases.is_empty() {
+        return Err(bad_input!(
+            "--filter {}: no case name contains it (see attn validate --list)",
+            a.filter.join(" --filter ")
+        ));
+    }
+    if a.list {
+        for c in &cases {
+            println!("{}", c.name);
+        }
+        return Ok(());
+    }
+    // With the JSON on stdout, the human-readable part goes to stderr.
+    let to_stdout = a.json.as_deref() != Some("-");
+    let say = |s: &str| {
+        if to_stdout {
+            println!("{s}");
+        } else {
+            eprintln!("{s}");
+        }
+    };
+    let opts = a.device.options()?;
+    let mut gpus = Vec::new();
+    let mut open_errors = Vec::new();
+    for g in Gpu::all_blocking(&opts) {
+        match g {
+            Ok(g) => {
+                let keep = a
+                    .device
+                    .adapter
+                    .as_ref()
+                    .is_none_or(|n| g.info().name.to_lowercase().contains(&n.to_lowercase()));
+                if keep {
+                    gpus.push(g);
+                }
+            }
+            Err(e) => open_errors.push(e.to_string()),
+        }
+    }
+    if gpus.is_empty() {
+        let what = match (&a.device.backend, &a.device.adapter) {
+            (Some(b), _) => format!("--backend {b}: "),
+            (None, Some(n)) => format!("--adapter {n}: "),
+            _ => String::new(),
+        };
+        return Err(bad_input!(
+            "{what}no GPU adapter found{}. Without a GPU install Mesa's software drivers: apt-get install mesa-vulkan-drivers libegl-mesa0 libgl1-mesa-dri",
+            if open_errors.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", open_errors.join("; "))
+            }
+        ));
+    }
+    say(&format!(
+        "{} cases{} on {} adapter(s); pass: relative L2 <= {REL_L2_TOL:.0e}, no NaN, -inf matched",
+        cases.len(),
+        if a.full { " (full matrix)" } else { "" },
+        gpus.len()
+    ));
+    let mut reports = Vec::new();
+    let mut failures = Vec::new();
+    for gpu in &gpus {
+        let name = gpu.describe();
+        let bar = ProgressBar::new(cases.len() as u64);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix} [{elapsed_precise}] {bar:30.cyan/blue} {pos}/{len} {wide_msg}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(gpu.info().name.clone());
+        let t0 = Instant::now();
+        let mut results = Vec::with_capacity(cases.len());
+        for c in &cases {
+            bar.set_message(c.name.clone());
+            let r = validation::run_case_blocking(gpu, c);
+            if !r.pass {
+                bar.println(format!(
+                    "FAIL {}: {}",
+                    c.name,
+                    r.error
+                        .clone()
+                        .unwrap_or_else(|| format!("worst rel L2 {}", sci(r.worst_rel_l2)))
+                ));
+            }
+            results.push(r);
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        let secs = t0.elapsed().as_secs_f64();
+        let passed = results.iter().filter(|r| r.pass).count();
+        let worst = results
+            .iter()
+            .map(|r| r.worst_rel_l2)
+            .fold(0.0f64, f64::max);
+        say(&format!("\n{name}"));
+        say(&table(&results));
+        say(&format!(
+            "  {passed}/{} passed, worst relative L2 {}, {secs:.1} s",
+            results.len(),
+            sci(worst)
+        ));
+        for r in results.iter().filter(|r| !r.pass) {
+            let why = r
+                .error
+                .clone()
+                .unwrap_or_else(|| format!("worst rel L2 {}", sci(r.worst_rel_l2)));
+            say(&format!("  FAIL {}: {why}", r.case.name));
+            failures.push(format!("{}: {}", gpu.info().name, r.case.name));
+        }
+        reports.push(json!({
+            "adapter": name,
+            "name": gpu.info().name,
+            "backend": format!("{:?}", gpu.info().backend),
+            "cases": results.len(),
+            "passed": passed,
+            "failed": results.len() - passed,
+            "worst_rel_l2": worst,
+            "seconds": secs,
+            "results": results,
+        }));
+    }
+    let pass = failures.is_empty();
+    if let Some(dest) = &a.json {
+        let report = json!({
+            "tolerance_rel_l2": REL_L2_TOL,
+            "full": a.full,
+            "filter": a.filter,
+            "pass": pass,
+            "adapters": reports,
+            "open_errors": open_errors,
+        });
+        let text = serde_json::to_string_pretty(&report)? + "\n";
+        if dest == "-" {
+            print!("{text}");
+        } else {
+            io::write_atomic(std::path::Path::new(dest), text.as_bytes())?;
+            say(&format!("wrote {dest}"));
+        }
+    }
+    if pass {
+        Ok(())
+    } else {
+        Err(CheckFailed(format!(
+            "validate: {} case(s) failed: {}",
+            failures.len(),
+            failures.join("; ")
+        ))
+        .into())
+    }
+}
