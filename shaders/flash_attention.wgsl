@@ -47,7 +47,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     for (var jj = w.j_lo; jj < w.j_hi; jj++) {
         let j = u32(jj);
         let kr = kbase + j * p.k_sn;
+        // Zeroed explicitly: WGSL zero-initializes a loop-local `var` on every
+        // iteration, but SwiftShader through Chromium's compiler kept the sums of the
+        // previous key (measured: LSE 12.3 instead of 4.8).
         var s: array<f32, RMAX>;
+        for (var r = 0u; r < R; r++) {
+            s[r] = 0.0;
+        }
         for (var cv = 0u; cv < DV; cv++) {
             let c = 4u * cv;
             let kv = vec4(ld_k(kr, c), ld_k(kr, c + 1u), ld_k(kr, c + 2u), ld_k(kr, c + 3u));

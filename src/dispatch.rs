@@ -15,6 +15,28 @@ pub(crate) struct Kernel {
     pipeline: wgpu::ComputePipeline,
     layout: wgpu::BindGroupLayout,
     read_only: &'static [bool],
+    /// In a browser the validation scope around pipeline creation resolves after
+    /// `kernel()` returns: it is kept here and checked at every later lookup and
+    /// readback ([`Gpu::settle_kernels`]), so a rejected shader is reported with the
+    /// compiler's message and dropped from the cache instead of staying there as an
+    /// "invalid pipeline".
+    #[cfg(target_arch = "wasm32")]
+    pending: std::cell::RefCell<Option<PendingScope>>,
+}
+
+#[cfg(target_arch = "wasm32")]
+type PendingScope = std::pin::Pin<Box<dyn std::future::Future<Output = Option<wgpu::Error>>>>;
+
+#[cfg(target_arch = "wasm32")]
+impl Kernel {
+    /// The build error, if the pending scope has resolved with one (polled, not awaited).
+    fn poll_build_error(&self) -> Option<wgpu::Error> {
+        let mut slot = self.pending.borrow_mut();
+        let fut = slot.as_mut()?;
+        let out = fut.as_mut().now_or_never()?;
+        *slot = None;
+        out
+    }
 }
 
 /// What a kernel binds: `true` for each read-only storage buffer, `false` for
@@ -74,8 +96,19 @@ impl Gpu {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&key)
+            .cloned()
         {
-            return Ok(k.clone());
+            #[cfg(target_arch = "wasm32")]
+            if let Some(e) = k.poll_build_error() {
+                self.inner
+                    .pipelines
+                    .map
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&key);
+                return Err(Error::Gpu(format!("building kernel {}: {e}", spec.name)));
+            }
+            return Ok(k);
         }
         let device = &self.inner.device;
         let _serial = self.exclusive();
@@ -130,15 +163,21 @@ impl Gpu {
             cache: None,
         });
         // Native backends report synchronously; in a browser the scope resolves later
-        // and the uncaptured-error handler is the safety net.
-        if let Some(Some(e)) = scope.pop().now_or_never() {
+        // and is kept with the kernel (see `Kernel::pending`).
+        let mut pop = Box::pin(scope.pop());
+        let resolved = (&mut pop).now_or_never();
+        if let Some(Some(e)) = resolved {
             return Err(Error::Gpu(format!("building kernel {}: {e}", spec.name)));
         }
         self.take_error()?;
+        #[cfg(not(target_arch = "wasm32"))]
+        drop(pop);
         let k = Arc::new(Kernel {
             pipeline,
             layout,
             read_only: spec.storage_read_only,
+            #[cfg(target_arch = "wasm32")]
+            pending: std::cell::RefCell::new(resolved.is_none().then_some(pop as PendingScope)),
         });
         self.inner
             .pipelines
@@ -147,6 +186,47 @@ impl Gpu {
             .unwrap_or_else(|p| p.into_inner())
             .insert(key, k.clone());
         Ok(k)
+    }
+
+    /// Waits for the validation of every pipeline built so far and drops those the
+    /// browser rejected from the cache, returning the first such error. Native
+    /// backends validate synchronously (nothing is pending); in a browser readbacks
+    /// call this, so a rejected shader surfaces with its compiler message.
+    pub async fn settle_kernels(&self) -> Result<()> {
+        #[cfg(target_arch = "wasm32")]
+        {
+            let kernels: Vec<(PipelineKey, Arc<Kernel>)> = self
+                .inner
+                .pipelines
+                .map
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let mut first = None;
+            for (key, k) in kernels {
+                let fut = k.pending.borrow_mut().take();
+                if let Some(fut) = fut {
+                    if let Some(e) = fut.await {
+                        self.inner
+                            .pipelines
+                            .map
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .remove(&key);
+                        first.get_or_insert(Error::Gpu(format!(
+                            "building kernel {}: {e}",
+                            key.kernel
+                        )));
+                    }
+                }
+            }
+            if let Some(e) = first {
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 
     /// Number of pipelines compiled so far (each (kernel, specialization) once).

@@ -112,6 +112,12 @@ pub struct Tuning {
     /// Query rows per invocation of the straight-line fused kernel (CPU drivers).
     /// `WGPU_ATTENTION_FUSED_ROWS`.
     pub fused_rows: u32,
+    /// Unstaged fused attention uses the straight-line kernel
+    /// (`flash_attention_cpu.wgsl`); off = the generic one. Off in browsers: on
+    /// Chromium's SwiftShader the first dispatch of the straight-line kernel lost
+    /// the device ("A valid external Instance reference no longer exists"), while
+    /// the generic kernel runs.
+    pub straight_line: bool,
 }
 
 impl Tuning {
@@ -123,6 +129,7 @@ impl Tuning {
             softmax_workgroup: if cpu { 8 } else { 128 },
             cpu_rows: 8,
             fused_rows: 8,
+            straight_line: info.backend != wgpu::Backend::BrowserWebGpu,
         };
         if let Ok(v) = std::env::var("WGPU_ATTENTION_STAGED") {
             t.staged = v != "0";
@@ -132,6 +139,12 @@ impl Tuning {
             .and_then(|v| v.parse().ok())
         {
             t.cpu_rows = r;
+        }
+        if let Some(r) = std::env::var("WGPU_ATTENTION_FUSED_ROWS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            t.fused_rows = r;
         }
         t
     }

@@ -307,6 +307,7 @@ pub(crate) async fn read_buffer(
     rx.await
         .map_err(|_| Error::Readback("mapping callback dropped".into()))?
         .map_err(|e| Error::Readback(e.to_string()))?;
+    gpu.settle_kernels().await?;
     gpu.take_error()?;
     let _serial = gpu.exclusive();
     let data = staging

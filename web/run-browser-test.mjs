@@ -1,5 +1,5 @@
 // Headless-Chromium test of the wgpu-attention browser demo (puppeteer-core + Debian's
-// /usr/bin/chromium; never downloads a browser). Started by run-browser-test.sh.
+// /usr/bin/chromium; never downloads a browser). Started by test.sh.
 //
 // usage: node run-browser-test.mjs <url> [screenshot.png]
 // env:   CHROMIUM (default /usr/bin/chromium), TEST_TIMEOUT_MS (default 300000),
@@ -104,8 +104,10 @@ try {
     console.log(`RUN      B${s.b} H${s.hq}/${s.hkv} N${s.nq}x${s.nk} D${s.d} ${r.layout} ${r.masking}` +
       (r.dense_mask ? ` + dense ${r.dense_mask.kind} ${JSON.stringify(r.dense_mask.dims)}` : '') + ` -> ${r.pass ? 'PASS' : 'FAIL'}`);
     for (const [k, e] of Object.entries(r.errors)) console.log(`         ${pad(k, 8)} max_abs=${sci(e.max_abs)} rel_l2=${sci(e.rel_l2)} nan=${e.nan} ${e.pass ? 'pass' : 'FAIL'}`);
-    console.log(`TIMINGS  first run (compile+dispatch+readback) ${t.first_run_ms.toFixed(1)} ms | attention median ${ms(t.median_ms)} ms of ${t.repeats_ms.length} (${t.clock})` +
-      (t.gflops ? ` ${t.gflops.toFixed(2)} GFLOP/s` : '') + ` | f64 reference ${t.reference_ms.toFixed(1)} ms | validation ${(tVal / 1000).toFixed(1)} s`);
+    for (const [path, p] of Object.entries(t))
+      console.log(`TIMINGS  ${pad(path, 8)} first run (compile+dispatch+readback) ${p.first_run_ms.toFixed(1)} ms | median ${ms(p.median_ms)} ms of ${p.repeats_ms.length} (${p.clock})` +
+        (p.gflops ? ` ${p.gflops.toFixed(2)} GFLOP/s` : ''));
+    console.log(`TIMINGS  fused/unfused speed ${r.fused_speedup_over_unfused ? r.fused_speedup_over_unfused.toFixed(2) + 'x' : '-'} | f64 reference ${r.reference_ms.toFixed(1)} ms | validation ${(tVal / 1000).toFixed(1)} s`);
   } else if (res) {
     console.log(`RUN      error: ${res.error}`);
   }
@@ -126,6 +128,8 @@ try {
   for (const k of (sh || []).filter((k) => !k.ok)) failures.push(`kernel ${k.kernel}: the browser's WGSL compiler rejects it`);
   if (!r) failures.push('the auto-run attention did not complete' + (res && res.error ? `: ${res.error}` : ''));
   else if (!(res.ok && r.pass)) failures.push('the auto-run attention FAILED against the f64 reference');
+  else if (!(r.paths.includes('fused') && r.timings.fused && Object.keys(r.errors).some((k) => k.includes('(fused)'))))
+    failures.push('the auto-run did not run and check the fused path');
   if (!val) failures.push(a ? 'validation did not complete' : 'validation not run (no adapter)');
   else {
     if (!(val.cases > 0 && val.rows.length === val.cases)) failures.push(`validation ran ${val.rows.length} of ${val.cases} cases`);

@@ -41,7 +41,8 @@ pub(crate) struct FusedVariant {
 
 impl FusedVariant {
     /// The straight-line variant on adapters that take unstaged tiles (CPU
-    /// drivers), the generic one elsewhere.
+    /// drivers) unless [`Tuning::straight_line`](crate::Tuning::straight_line) is
+    /// off, the generic one elsewhere.
     pub(crate) fn new(tuning: crate::gpu::Tuning, d: usize) -> Result<Self> {
         let bucket = head_dim_bucket(d);
         let generic = FusedVariant {
@@ -49,7 +50,7 @@ impl FusedVariant {
             rows: 4,
             bucket,
         };
-        if tuning.staged {
+        if tuning.staged || !tuning.straight_line {
             return Ok(generic);
         }
         if !(1..=32).contains(&tuning.fused_rows) {

@@ -1,13 +1,14 @@
 //! Browser demo of `wgpu-attention`: the library compiled to `wasm32-unknown-unknown`,
-//! running the unfused attention path on the browser's WebGPU and checking every
-//! result against the f64 CPU reference (also compiled to wasm) in the same page.
+//! running the fused and unfused attention paths on the browser's WebGPU and checking
+//! every result against the f64 CPU reference (also compiled to wasm) in the same page.
 //!
 //! Exports (called from `www/app.js`):
 //! - [`adapter_info`]: the adapter, its features and limits (JSON).
-//! - [`run_attention`]: one attention with weights and LSE, timed, verified (JSON +
-//!   the (batch 0, head 0) weights for the heatmap).
-//! - [`validation_cases`]: the in-page case matrix (JSON list of configs, each run
-//!   with [`run_attention`]).
+//! - [`run_attention`]: one attention problem on each chosen path (fused: O and LSE;
+//!   unfused: also the weights), timed, verified (JSON + the (batch 0, head 0)
+//!   weights for the heatmap).
+//! - [`validation_cases`] / [`run_case`]: the library's validation matrix, case by
+//!   case.
 //! - [`check_shaders`]: every kernel's WGSL through the browser's own compiler.
 //! - [`disable_features`]: open the device without some optional features.
 //!
@@ -22,13 +23,11 @@ use wasm_bindgen::prelude::*;
 use wgpu_attention::reference::{self, ReferenceOptions};
 use wgpu_attention::verify::{verify, Report};
 use wgpu_attention::wgpu;
+use wgpu_attention::validation::{self, parse_path, REL_L2_TOL};
 use wgpu_attention::{
-    attention, record_attention, AttentionOptions, AttnShape, Gpu, GpuOptions, HostMask, Layout,
-    MaskTensor, Masking, Tensor, Tuning,
+    attention, record_attention, AttentionOptions, AttentionPath, AttnShape, Gpu, GpuOptions,
+    HostMask, Layout, MaskTensor, Masking, Tensor, Tuning,
 };
-
-/// The bound every result must meet against the f64 reference (relative L2).
-pub const REL_L2_TOL: f64 = 1e-5;
 
 thread_local! {
     static GPU: RefCell<Option<Gpu>> = const { RefCell::new(None) };
@@ -202,6 +201,9 @@ pub struct RunConfig {
     pub mask: String,
     /// "bhnd" or "bnhd" (memory order of Q, K, V; O follows Q).
     pub layout: String,
+    /// Paths to run and check ("fused", "unfused", "decode", "auto"); the weights
+    /// (heatmap) come from "unfused".
+    pub paths: Vec<String>,
     /// Kernel variant: `None` = the adapter's default.
     pub staged: Option<bool>,
     pub seed: u64,
@@ -224,6 +226,7 @@ impl Default for RunConfig {
             causal: false,
             mask: "none".into(),
             layout: "bhnd".into(),
+            paths: vec!["fused".into(), "unfused".into()],
             staged: None,
             seed: 1,
             repeats: 5,
@@ -398,35 +401,8 @@ async fn run_inner(g: &Gpu, cfg: &RunConfig) -> Result<RunOutput, String> {
         Some(m) => Some(MaskTensor::upload(g, m).map_err(e)?),
         None => None,
     };
-    let opts = AttentionOptions {
-        masking: masking.clone(),
-        mask: mask_t.as_ref(),
-        return_weights: true,
-        return_lse: true,
-        ..Default::default()
-    };
 
-    // 1. The verified run: the unfused path, everything downloaded asynchronously.
-    let t0 = now_ms();
-    let out = attention(&qt, &kt, &vt, &opts).map_err(e)?;
-    let o = out.o.to_vec().await.map_err(e)?;
-    let p = out
-        .weights
-        .as_ref()
-        .ok_or("no weights returned")?
-        .to_vec()
-        .await
-        .map_err(e)?;
-    let lse = out
-        .lse
-        .as_ref()
-        .ok_or("no LSE returned")?
-        .to_vec()
-        .await
-        .map_err(e)?;
-    let first_ms = now_ms() - t0;
-
-    // 2. The f64 reference on the CPU (in wasm), and the comparison.
+    // The f64 reference on the CPU (in wasm), once for every path.
     let t0 = now_ms();
     let want = reference::attention(
         &q,
@@ -440,53 +416,99 @@ async fn run_inner(g: &Gpu, cfg: &RunConfig) -> Result<RunOutput, String> {
         },
     );
     let reference_ms = now_ms() - t0;
-    let (ro, rp, rl) = (
-        verify(&o, &want.o),
-        verify(&p, &want.p),
-        verify(&lse, &want.lse),
-    );
-    let mut pass = ro.passes(REL_L2_TOL) && rp.passes(REL_L2_TOL) && rl.passes(REL_L2_TOL);
-
-    // 3. Timed repetitions: GPU timestamps (first pass start to last pass end) where
-    //    the device has them, else wall clock of attention + readback of O. The
-    //    output of the last timed run is verified too.
-    let mut times = Vec::new();
-    let mut clock = "none";
-    let mut timed_check = None;
-    if cfg.repeats > 0 {
-        let mut last_o = None;
-        if g.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
-            clock = "gpu-timestamps";
-            for _ in 0..cfg.repeats {
-                let mut rec = g.timed_recorder().map_err(e)?;
-                let a = record_attention(&mut rec, &qt, &kt, &vt, &opts).map_err(e)?;
-                times.push(rec.submit_timed().await.map_err(e)?);
-                last_o = Some(a.o);
-            }
-        } else {
-            clock = "wall-clock (performance.now, incl. readback of O)";
-            for _ in 0..cfg.repeats {
-                let t = now_ms();
-                let a = attention(&qt, &kt, &vt, &opts).map_err(e)?;
-                a.o.to_vec().await.map_err(e)?;
-                times.push(now_ms() - t);
-                last_o = Some(a.o);
-            }
-        }
-        if let Some(o2) = last_o {
-            let r = verify(&o2.to_vec().await.map_err(e)?, &want.o);
-            pass &= r.passes(REL_L2_TOL);
-            timed_check = Some(report_json(&r));
-        }
-    }
     let flops = 4.0 * (sh.b * sh.hq * sh.nq * nk * sh.d) as f64;
-    let med = median(times.clone());
 
-    let (heat, heat_rows, heat_cols) = if cfg.heatmap {
-        (p[..sh.nq * nk].to_vec(), sh.nq, nk)
-    } else {
-        (Vec::new(), 0, 0)
+    let mut pass = true;
+    let mut errors = serde_json::Map::new();
+    let mut timings = serde_json::Map::new();
+    let mut medians = std::collections::HashMap::new();
+    let mut heat = Vec::new();
+    for name in &cfg.paths {
+        let path = parse_path(name).map_err(e)?;
+        let opts = AttentionOptions {
+            masking: masking.clone(),
+            mask: mask_t.as_ref(),
+            return_weights: path == AttentionPath::Unfused,
+            return_lse: true,
+            path,
+            ..Default::default()
+        };
+        // 1. The verified run, everything downloaded asynchronously.
+        let t0 = now_ms();
+        let out = attention(&qt, &kt, &vt, &opts).map_err(e)?;
+        let o = out.o.to_vec().await.map_err(e)?;
+        let lse = match &out.lse {
+            Some(t) => t.to_vec().await.map_err(e)?,
+            None => return Err(format!("{name}: no LSE returned")),
+        };
+        let p = match &out.weights {
+            Some(t) => Some(t.to_vec().await.map_err(e)?),
+            None => None,
+        };
+        let first_ms = now_ms() - t0;
+        let mut check = |what: &str, r: Report| {
+            pass &= r.passes(REL_L2_TOL);
+            errors.insert(format!("{what} ({name})"), report_json(&r));
+        };
+        check("O", verify(&o, &want.o));
+        check("LSE", verify(&lse, &want.lse));
+        if let Some(p) = &p {
+            check("weights P", verify(p, &want.p));
+            if cfg.heatmap && heat.is_empty() {
+                heat = p[..sh.nq * nk].to_vec();
+            }
+        }
+
+        // 2. Timed repetitions: GPU timestamps (first pass start to last pass end)
+        //    where the device has them, else wall clock of attention + readback of O.
+        //    The output of the last timed run is verified too.
+        let mut times = Vec::new();
+        let mut clock = "none";
+        if cfg.repeats > 0 {
+            let mut last_o = None;
+            if g.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
+                clock = "gpu-timestamps";
+                for _ in 0..cfg.repeats {
+                    let mut rec = g.timed_recorder().map_err(e)?;
+                    let a = record_attention(&mut rec, &qt, &kt, &vt, &opts).map_err(e)?;
+                    times.push(rec.submit_timed().await.map_err(e)?);
+                    last_o = Some(a.o);
+                }
+            } else {
+                clock = "wall-clock (performance.now, incl. readback of O)";
+                for _ in 0..cfg.repeats {
+                    let t = now_ms();
+                    let a = attention(&qt, &kt, &vt, &opts).map_err(e)?;
+                    a.o.to_vec().await.map_err(e)?;
+                    times.push(now_ms() - t);
+                    last_o = Some(a.o);
+                }
+            }
+            if let Some(o2) = last_o {
+                check("O last timed", verify(&o2.to_vec().await.map_err(e)?, &want.o));
+            }
+        }
+        let med = median(times.clone());
+        if let Some(m) = med {
+            medians.insert(name.clone(), m);
+        }
+        timings.insert(
+            name.clone(),
+            json!({
+                "first_run_ms": first_ms,
+                "clock": clock,
+                "repeats_ms": times,
+                "median_ms": med,
+                "gflops": med.filter(|&m| m > 0.0).map(|m| flops / m / 1e6),
+            }),
+        );
+    }
+    let speedup = match (medians.get("fused"), medians.get("unfused")) {
+        (Some(f), Some(u)) if *f > 0.0 => Some(u / f),
+        _ => None,
     };
+
+    let (heat_rows, heat_cols) = if heat.is_empty() { (0, 0) } else { (sh.nq, nk) };
     let tuning = g.tuning();
     let json = json!({
         "config": cfg,
@@ -500,17 +522,12 @@ async fn run_inner(g: &Gpu, cfg: &RunConfig) -> Result<RunOutput, String> {
             "kind": match m.values { wgpu_attention::MaskValues::Bool(_) => "bool", _ => "additive" },
         })),
         "adapter": g.describe(),
-        "timings": {
-            "first_run_ms": first_ms,
-            "reference_ms": reference_ms,
-            "clock": clock,
-            "repeats_ms": times,
-            "median_ms": med,
-            "gflops": med.filter(|&m| m > 0.0).map(|m| flops / m / 1e6),
-            "total_ms": now_ms() - t_start,
-        },
-        "errors": { "o": report_json(&ro), "weights": report_json(&rp), "lse": report_json(&rl) },
-        "timed_run_o": timed_check,
+        "paths": cfg.paths,
+        "timings": timings,
+        "fused_speedup_over_unfused": speedup,
+        "reference_ms": reference_ms,
+        "total_ms": now_ms() - t_start,
+        "errors": errors,
         "tolerance_rel_l2": REL_L2_TOL,
         "pass": pass,
     })
@@ -523,92 +540,34 @@ async fn run_inner(g: &Gpu, cfg: &RunConfig) -> Result<RunOutput, String> {
     })
 }
 
-/// The in-page validation matrix: every N in {1, 17, 33} × D in {1, 7, 64} × mask
-/// kind × layout × kernel variant (direct and staged), with plain, GQA and MQA head
-/// counts and the causal rule rotated through the cases, plus cases with Nq ≠ Nk
-/// (decoding, and more queries than keys so bottom-right causal masks whole rows).
-/// JSON list of [`RunConfig`]s.
+/// The in-page validation matrix: the library's default case matrix
+/// (`wgpu_attention::validation::matrix`: every mask kind × fused, unfused and
+/// decode paths on shapes no tile divides, GQA/MQA, Nq ≠ Nk) once per kernel variant
+/// (direct and staged). JSON list of `validation::Case`s, each run with
+/// [`run_case`].
 #[wasm_bindgen]
 pub fn validation_cases() -> String {
-    let heads = [(2usize, 2usize), (4, 2), (4, 1)];
     let mut cases = Vec::new();
-    let mut i = 0usize;
     for staged in [false, true] {
-        for n in [1usize, 17, 33] {
-            for d in [1usize, 7, 64] {
-                for mask in ["none", "causal", "key-padding", "bool"] {
-                    for layout in ["bhnd", "bnhd"] {
-                        let (hq, hkv) = heads[i % 3];
-                        cases.push(RunConfig {
-                            name: String::new(),
-                            b: 2,
-                            heads: hq,
-                            kv_heads: hkv,
-                            n,
-                            nk: n,
-                            d,
-                            causal: (i / 2) % 3 == 1,
-                            mask: mask.into(),
-                            layout: layout.into(),
-                            staged: Some(staged),
-                            seed: 1000 + i as u64,
-                            repeats: 0,
-                            heatmap: false,
-                        });
-                        i += 1;
-                    }
-                }
-            }
+        for c in validation::matrix(false) {
+            let mut c = validation::Case {
+                staged: Some(staged),
+                ..c
+            };
+            c.name = c.label();
+            cases.push(c);
         }
     }
-    // Nq != Nk (bottom-right alignment for the causal rule and the additive causal mask).
-    for staged in [false, true] {
-        for (nq, nk, d, mask, causal) in [
-            (1usize, 33usize, 64usize, "none", true),
-            (1, 17, 7, "key-padding", false),
-            (17, 33, 64, "causal", false),
-            (33, 17, 7, "none", true),
-            (33, 17, 64, "bool", true),
-        ] {
-            for layout in ["bhnd", "bnhd"] {
-                cases.push(RunConfig {
-                    name: String::new(),
-                    b: 2,
-                    heads: 4,
-                    kv_heads: 2,
-                    n: nq,
-                    nk,
-                    d,
-                    causal,
-                    mask: mask.into(),
-                    layout: layout.into(),
-                    staged: Some(staged),
-                    seed: 1000 + i as u64,
-                    repeats: 0,
-                    heatmap: false,
-                });
-                i += 1;
-            }
-        }
-    }
-    for c in &mut cases {
-        c.name = format!(
-            "B{} H{}/{} N{}x{} D{} {} mask={}{} {}",
-            c.b,
-            c.heads,
-            c.kv_heads,
-            c.n,
-            c.nk,
-            c.d,
-            c.layout,
-            c.mask,
-            if c.causal { " +causal" } else { "" },
-            if c.staged == Some(true) {
-                "staged"
-            } else {
-                "direct"
-            }
-        );
-    }
-    serde_json::to_string(&cases).expect("configs serialize")
+    serde_json::to_string(&cases).expect("cases serialize")
+}
+
+/// Runs one `validation::Case` (JSON) on the page's device against the f64
+/// reference; returns the `validation::CaseResult` as JSON.
+#[wasm_bindgen]
+pub async fn run_case(case_json: String) -> Result<String, JsValue> {
+    let case: validation::Case =
+        serde_json::from_str(&case_json).map_err(|e| err(format!("bad case: {e}")))?;
+    let g = gpu().await?;
+    let r = validation::run_case(&g, &case).await;
+    serde_json::to_string(&r).map_err(err)
 }

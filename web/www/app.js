@@ -1,8 +1,8 @@
 // Page logic of the wgpu-attention browser demo. The work is done in wasm (./pkg, built by
-// web/run-browser-test.sh): adapter_info(), run_attention(config JSON), validation_cases().
+// web/test.sh): adapter_info(), run_attention(config JSON), validation_cases() + run_case(case JSON).
 // Results for scripts: window.__result (auto-run on load, then every Run), window.__validation
 // (Validate); body[data-done] is set after the auto-run, body[data-validated] after Validate.
-import init, { adapter_info, check_shaders, disable_features, run_attention, validation_cases } from './pkg/wgpu_attention_web.js';
+import init, { adapter_info, check_shaders, disable_features, run_attention, run_case, validation_cases } from './pkg/wgpu_attention_web.js';
 
 const $ = (id) => document.getElementById(id);
 const fmt = (x, d = 2) => (x === null || x === undefined) ? '–' : Number(x).toFixed(d);
@@ -111,13 +111,13 @@ function showRun(r) {
   const row = (name, e) => `<tr><td class="l">${name}</td><td>${e.len}</td><td>${sci(e.max_abs)}</td><td>${sci(e.rel_l2)}</td>` +
     `<td>${e.nan}</td><td class="${e.pass ? 'PASS' : 'FAIL'}">${e.pass ? 'pass' : 'FAIL'}</td></tr>`;
   $('errors').innerHTML = '<tr><th class="l">vs f64 reference</th><th>elements</th><th>max abs</th><th>rel L2</th><th>NaN</th><th></th></tr>' +
-    row('O', r.errors.o) + row('weights P', r.errors.weights) + row('LSE', r.errors.lse) +
-    (r.timed_run_o ? row('O (last timed run)', r.timed_run_o) : '');
-  const t = r.timings;
-  $('timings').innerHTML = `first run (pipeline compile + dispatch + readback of O, P, LSE): ${fmt(t.first_run_ms, 1)} ms<br>` +
-    `attention ${t.clock}: median ${fmt(t.median_ms, 3)} ms of ${t.repeats_ms.length}` +
-    (t.gflops ? ` (${fmt(t.gflops, 2)} GFLOP/s)` : '') + ` [${t.repeats_ms.map((x) => fmt(x, 3)).join(', ')}]<br>` +
-    `f64 CPU reference (wasm): ${fmt(t.reference_ms, 1)} ms · whole run ${fmt(t.total_ms, 1)} ms`;
+    Object.entries(r.errors).map(([k, e]) => row(k, e)).join('');
+  const lines = Object.entries(r.timings).map(([path, t]) =>
+    `<b>${path}</b>: first run (compile + dispatch + readback) ${fmt(t.first_run_ms, 1)} ms · ${t.clock}: median ${fmt(t.median_ms, 3)} ms of ${t.repeats_ms.length}` +
+    (t.gflops ? ` (${fmt(t.gflops, 2)} GFLOP/s)` : '') + ` [${t.repeats_ms.map((x) => fmt(x, 3)).join(', ')}]`);
+  $('timings').innerHTML = lines.join('<br>') +
+    (r.fused_speedup_over_unfused ? `<br>fused is ${fmt(r.fused_speedup_over_unfused, 2)}× the unfused speed` : '') +
+    `<br>f64 CPU reference (wasm): ${fmt(r.reference_ms, 1)} ms · whole run ${fmt(r.total_ms, 1)} ms`;
 }
 
 function formConfig() {
@@ -125,7 +125,7 @@ function formConfig() {
   return {
     b: num('b'), n: num('n'), d: num('d'), heads: num('heads'), kv_heads: num('kv_heads'),
     layout: $('layout').value, causal: $('causal').checked, mask: $('mask').value, seed: num('seed'),
-    repeats: 5, heatmap: true,
+    paths: [...document.querySelectorAll('input[name=path]:checked')].map((x) => x.value), repeats: 5, heatmap: true,
   };
 }
 
@@ -149,7 +149,7 @@ async function runOnce() {
   }
   setStatus(res.ok ? 'PASS' : 'FAIL', res.ok ? 'PASS' : 'FAIL');
   window.__result = res;
-  console.log('[demo] run ' + (res.ok ? 'PASS' : 'FAIL') + ' ' + JSON.stringify(res.run ? res.run.errors.o.text : res.error));
+  console.log('[demo] run ' + (res.ok ? 'PASS' : 'FAIL') + ' ' + JSON.stringify(res.run ? Object.entries(res.run.errors).map(([k, e]) => `${k}: ${e.text}`) : res.error));
   return res;
 }
 
@@ -165,11 +165,11 @@ async function validate() {
     const row = { case: c.name, max_abs: null, rel_l2: null, rel_l2_weights: null, rel_l2_lse: null, pass: false, error: null };
     const t = performance.now();
     try {
-      const out = await run_attention(JSON.stringify(c));
-      const r = JSON.parse(out.json()); out.free();
-      Object.assign(row, { max_abs: r.errors.o.max_abs, rel_l2: r.errors.o.rel_l2,
-        rel_l2_weights: r.errors.weights.rel_l2, rel_l2_lse: r.errors.lse.rel_l2, pass: r.pass === true });
-      if (!row.pass) row.error = [r.errors.o.text, r.errors.weights.text, r.errors.lse.text].join(' | ');
+      const r = JSON.parse(await run_case(JSON.stringify(c)));
+      const rep = Object.fromEntries(r.reports);
+      Object.assign(row, { max_abs: rep.o && rep.o.max_abs, rel_l2: rep.o && rep.o.rel_l2,
+        rel_l2_weights: rep.weights ? rep.weights.rel_l2 : null, rel_l2_lse: rep.lse && rep.lse.rel_l2, pass: r.pass === true });
+      if (!row.pass) row.error = r.error || JSON.stringify(r.reports);
     } catch (e) {
       row.error = String(e && e.stack || e);
     }
@@ -185,7 +185,7 @@ async function validate() {
   v.ms = performance.now() - t0;
   v.ok = v.cases > 0 && v.passed === v.cases;
   $('vverdict').innerHTML = `<span class="${v.ok ? 'PASS' : 'FAIL'}">${v.ok ? 'PASS' : 'FAIL'}</span>`;
-  $('vsummary').textContent = `${v.passed} / ${v.cases} cases passed in ${fmt(v.ms / 1000, 1)} s (relative L2 ≤ 1e-5 for O, P and LSE, no NaN)`;
+  $('vsummary').textContent = `${v.passed} / ${v.cases} cases passed in ${fmt(v.ms / 1000, 1)} s (relative L2 ≤ 1e-5 for O, LSE and (unfused) P, no NaN)`;
   window.__validation = v;
   console.log(`[demo] validation ${v.ok ? 'PASS' : 'FAIL'} ${v.passed}/${v.cases}`);
   return v;

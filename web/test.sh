@@ -12,10 +12,21 @@
 # Cold (apt packages present): ~4 min on 2 cores (wasm-bindgen-cli build ~3 min, once; wasm
 # build ~1-1.3 min), plus apt downloads on a fresh machine. Warm: ~4 s.
 #
+# `web/test.sh --serve [PORT]` builds the same way, then serves the demo on
+# http://127.0.0.1:PORT/ (default 8000) in the foreground instead of testing it.
+#
 # env: SCREENSHOT=path (default web/screenshot.png)  SKIP_APT=1 (never call apt-get)
 #      TEST_TIMEOUT_MS (browser, default 300000)  EXTRA_CHROME_FLAGS  CHROME_FLAGS  CHROMIUM
 #      (see run-browser-test.mjs)
 set -euo pipefail
+
+SERVE_PORT=
+if [ "${1:-}" = "--serve" ]; then
+  SERVE_PORT=${2:-8000}
+  case "$SERVE_PORT" in *[!0-9]*|'') echo "test.sh: --serve takes a port number, got '$SERVE_PORT'" >&2; exit 2 ;; esac
+elif [ $# -gt 0 ]; then
+  echo "usage: web/test.sh [--serve [PORT]]" >&2; exit 2
+fi
 
 WEB=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SCREENSHOT=${SCREENSHOT:-$WEB/screenshot.png}
@@ -25,7 +36,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 now() { date +%s.%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1fs", b - a }'; }
 step() { echo "==> $*"; }
-die() { echo "run-browser-test: FAILED: $*" >&2; exit 1; }
+die() { echo "test.sh: FAILED: $*" >&2; exit 1; }
 T_ALL=$(now)
 
 # --- 1. Debian packages ---------------------------------------------------------------------
@@ -92,6 +103,11 @@ if [ ! -f "$PKG/wgpu_attention_web_bg.wasm" ] || [ "$WASM" -nt "$PKG/wgpu_attent
 fi
 T_BINDGEN=$(secs "$T" "$(now)")
 
+if [ -n "$SERVE_PORT" ]; then
+  step "serving $WEB/www on http://127.0.0.1:$SERVE_PORT/ (Ctrl-C stops; open it in a browser with WebGPU)"
+  exec python3 -m http.server "$SERVE_PORT" --bind 127.0.0.1 --directory "$WEB/www"
+fi
+
 # --- 4. puppeteer-core (from the committed package-lock.json; never downloads a browser) ----
 if [ ! -f node_modules/puppeteer-core/package.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   step "npm ci (puppeteer-core)"
@@ -123,8 +139,8 @@ T_BROWSER=$(secs "$T" "$(now)")
 
 echo "TIMINGS wasm-build=$T_BUILD wasm-bindgen=$T_BINDGEN browser-test=$T_BROWSER total=$(secs "$T_ALL" "$(now)")"
 case $RC in
-  0) echo "run-browser-test: PASSED (screenshot: $SCREENSHOT)" ;;
-  1) echo "run-browser-test: FAILED: the page's checks failed (see FAIL lines above; screenshot: $SCREENSHOT)" >&2 ;;
-  *) echo "run-browser-test: FAILED: the browser runner could not complete (rc=$RC)" >&2 ;;
+  0) echo "test.sh: PASSED (screenshot: $SCREENSHOT)" ;;
+  1) echo "test.sh: FAILED: the page's checks failed (see FAIL lines above; screenshot: $SCREENSHOT)" >&2 ;;
+  *) echo "test.sh: FAILED: the browser runner could not complete (rc=$RC)" >&2 ;;
 esac
 exit $RC
