@@ -35,8 +35,8 @@ pub struct AttentionOptions<'a> {
     pub return_lse: bool,
     /// Which kernels run; [`AttentionPath::Auto`] by default.
     pub path: AttentionPath,
-    /// Keys per split of the decode path; `None` = 512, or fewer where the
-    /// driver's loop budget requires.
+    /// Keys per split of the decode path; `None` = 512, longer past 256 splits
+    /// (`Nk / 256`), and shorter where the driver's loop budget requires.
     pub kv_split: Option<usize>,
 }
 
@@ -127,6 +127,7 @@ pub fn record_attention(
             alibi: opts.alibi,
             softcap: opts.softcap,
             want_lse: opts.return_lse,
+            diag_offset: None,
         };
         let (o, lse) = if path == AttentionPath::Decode {
             decode::record_decode(rec, q, k, v, &fo, opts.kv_split)?

@@ -17,6 +17,7 @@ mod dispatch;
 pub mod error;
 mod gpu;
 pub mod kernels;
+pub mod kv_cache;
 pub mod mask;
 mod mask_tensor;
 pub mod mha;
@@ -33,6 +34,7 @@ pub use attention::{attention, record_attention, Attention, AttentionOptions, At
 pub use dispatch::Recorder;
 pub use error::{Error, Result};
 pub use gpu::{parse_backend, Gpu, GpuOptions, Tuning};
+pub use kv_cache::KvCache;
 pub use mask::{Alignment, HostMask, MaskValues, Masking, Window};
 pub use mask_tensor::{MaskKind, MaskTensor};
 pub use mha::{MhaOptions, MultiHeadAttention};

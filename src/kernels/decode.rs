@@ -52,6 +52,21 @@ pub(crate) fn split_len(
 /// Default keys per split.
 pub const DEFAULT_SPLIT: usize = 512;
 
+/// Splits the default split length aims at, at most: more adds little parallelism
+/// and lengthens the combine (its loops run ≈ D·splits iterations, which Mesa's
+/// loop budget caps).
+pub const TARGET_SPLITS: usize = 256;
+
+/// The preferred split length for `nq` queries against `nk` keys: few queries get
+/// many short splits (parallelism), many queries one split per loop budget.
+pub(crate) fn preferred_split(nq: usize, nk: usize) -> usize {
+    if nq <= 16 {
+        DEFAULT_SPLIT.max(nk.div_ceil(TARGET_SPLITS))
+    } else {
+        nk
+    }
+}
+
 /// Split-KV attention: same inputs and results as the fused path (O in Q's
 /// layout, LSE if asked), computed as `ceil(Nk / split)` partials and a merge.
 pub fn record_decode(
@@ -66,7 +81,7 @@ pub fn record_decode(
     let sh = super::attn_shape(q, k)?;
     // Few queries: many small splits for parallelism; many queries: splits as long
     // as the loop budget allows, to keep the partials (S·B·Hq·Nq·D) small.
-    let preferred = if sh.nq <= 16 { DEFAULT_SPLIT } else { sh.nk };
+    let preferred = preferred_split(sh.nq, sh.nk);
     let variant = FusedVariant::new(rec.tuning(), sh.d)?;
     let split_len = split
         .unwrap_or_else(|| split_len(gpu, &variant, sh.nk, sh.d, preferred))
@@ -99,14 +114,38 @@ pub fn record_decode(
         }),
     )?;
 
+    record_combine(
+        rec,
+        &o_part,
+        &lse_part,
+        splits,
+        &sh,
+        q.layout(),
+        opts.want_lse,
+    )
+}
+
+/// Merges `splits` partial results (`o_part` `[splits, B, Hq, Nq, D]`, `lse_part`
+/// `[splits, B·Hq·Nq]`) by LSE into O (in `layout`) and, if `want_lse`, the LSE.
+pub(crate) fn record_combine(
+    rec: &mut Recorder<'_>,
+    o_part: &Tensor,
+    lse_part: &Tensor,
+    splits: usize,
+    sh: &crate::AttnShape,
+    layout: crate::Layout,
+    want_lse: bool,
+) -> Result<(Tensor, Option<Tensor>)> {
+    let gpu = o_part.gpu();
+    let rows = sh.b * sh.hq * sh.nq;
     let dims = [sh.b, sh.hq, sh.nq, sh.d];
     let out = Tensor::output(
         gpu,
         "attention output",
         &dims,
-        Some(q.layout().strides(dims).to_vec()),
+        Some(layout.strides(dims).to_vec()),
     )?;
-    let lse = if opts.want_lse {
+    let lse = if want_lse {
         Some(Tensor::output(gpu, "lse", &[sh.b, sh.hq, sh.nq], None)?)
     } else {
         None
@@ -124,7 +163,7 @@ pub fn record_decode(
         nq: sh.nq as u32,
         o_off,
         o_s,
-        write_lse: opts.want_lse as u32,
+        write_lse: want_lse as u32,
         neg_inf_bits: f32::NEG_INFINITY.to_bits(),
         part_ss: sh.q_len() as u32,
         lse_ss: rows as u32,

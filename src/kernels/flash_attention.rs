@@ -162,6 +162,10 @@ pub struct FusedOptions<'a> {
     /// `c·tanh(s/c)` on the scaled scores before masks, when `Some(c)` (c > 0).
     pub softcap: Option<f32>,
     pub want_lse: bool,
+    /// Replaces the aligned diagonal offset (`masking.diagonal_offset`): for keys
+    /// that are a slice of a longer sequence (a page of a KV cache) starting at key
+    /// `p0`, the whole sequence's offset minus `p0`.
+    pub diag_offset: Option<i64>,
 }
 
 /// Largest head dim of this version (private row buffers are sized for it).
@@ -216,7 +220,12 @@ pub(crate) fn record_fused(
         )));
     }
     let masking = opts.masking;
-    let setup = mask_setup(gpu, masking, opts.mask, [sh.b, sh.hq, sh.nq, sh.nk])?;
+    let mut setup = mask_setup(gpu, masking, opts.mask, [sh.b, sh.hq, sh.nq, sh.nk])?;
+    if let Some(off) = opts.diag_offset {
+        setup.fields.set_diag_off(i32::try_from(off).map_err(|_| {
+            Error::InvalidArgument(format!("diagonal offset {off} does not fit in i32"))
+        })?);
+    }
     check_softcap(opts.softcap)?;
     let slopes = alibi_buffer(gpu, opts.alibi, sh.hq)?;
     let dims = [sh.b, sh.hq, sh.nq, sh.d];

@@ -127,6 +127,12 @@ pub(crate) struct MaskFields {
     mask_kind: u32,
 }
 
+impl MaskFields {
+    pub(crate) fn set_diag_off(&mut self, off: i32) {
+        self.diag_off = off;
+    }
+}
+
 /// Everything a masking kernel needs from `masking` and `mask` for scores of
 /// `[b, h, nq, nk]`, checked: the uniform fields, the dense mask's broadcast
 /// strides, and the key lengths uploaded (if any).

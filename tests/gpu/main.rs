@@ -7,6 +7,7 @@
 mod attention;
 mod driver_limits;
 mod errors;
+mod kv_cache;
 mod matmul;
 mod mha;
 mod posenc;

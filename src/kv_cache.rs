@@ -1,0 +1,369 @@
+//! A preallocated K/V cache for autoregressive decoding: append the new keys and
+//! values of each step, attend with the current length.
+//!
+//! The cache is a list of *pages*, each a K and a V buffer of `[B, Hkv, P, D]`
+//! (BHND) holding keys `p·P .. (p+1)·P`. `P` is as large as one storage binding
+//! allows (`max_storage_buffer_binding_size`, 128 MiB on lavapipe), so a cache
+//! longer than one binding is several pages, not an error. While the current
+//! length fits in one page, [`KvCache::attend`] is exactly [`attention`] on views
+//! of that page (every path and option). Past one page it runs the fused kernel
+//! per page as splits (partial O and LSE per chunk of keys, the masking rules
+//! shifted to the page's first key) and merges them by LSE, as the decode path
+//! does: O(N) memory, any length.
+//!
+//! ```
+//! use wgpu_attention::{AttentionOptions, Gpu, KvCache, Layout, Tensor};
+//! # fn main() -> wgpu_attention::Result<()> {
+//! let gpu = Gpu::new_blocking(&Default::default())?;
+//! let (b, h, d) = (1, 2, 8);
+//! let mut cache = KvCache::new(&gpu, b, h, d, 64)?;
+//! // Prompt of 5 tokens, then one token per step.
+//! cache.append(&vec![0.1; b * h * 5 * d], &vec![0.2; b * h * 5 * d], 5)?;
+//! cache.append(&vec![0.3; b * h * d], &vec![0.4; b * h * d], 1)?;
+//! assert_eq!(cache.len(), 6);
+//! let q = Tensor::from_bhnd(&gpu, &vec![0.5; b * h * d], [b, h, 1, d], Layout::Bhnd)?;
+//! let mut opts = AttentionOptions::default();
+//! opts.masking.causal = true; // bottom-right: the query is the newest position
+//! let o = cache.attend(&q, &opts)?.o.to_vec_blocking()?;
+//! assert_eq!(o.len(), b * h * d);
+//! # Ok(()) }
+//! ```
+
+use crate::attention::{attention, record_attention, Attention, AttentionOptions, AttentionPath};
+use crate::dispatch::Recorder;
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::kernels::decode::{self, record_combine};
+use crate::kernels::flash_attention::{record_fused, FusedOptions, FusedVariant, SplitKv};
+use crate::mask::Masking;
+use crate::shape::AttnShape;
+use crate::tensor::Tensor;
+
+/// One page: K and V `[B, Hkv, P, D]`, BHND.
+struct Page {
+    k: Tensor,
+    v: Tensor,
+}
+
+/// A K/V cache of fixed capacity on one device; see the module docs.
+pub struct KvCache {
+    gpu: Gpu,
+    b: usize,
+    hkv: usize,
+    d: usize,
+    page_len: usize,
+    capacity: usize,
+    len: usize,
+    pages: Vec<Page>,
+}
+
+impl KvCache {
+    /// A cache for `capacity` positions of `b` sequences, `hkv` key/value heads of
+    /// dim `d`, with pages as long as one storage binding allows.
+    pub fn new(gpu: &Gpu, b: usize, hkv: usize, d: usize, capacity: usize) -> Result<Self> {
+        let row = (b * hkv * d * 4).max(1) as u64;
+        let limit = gpu
+            .limits()
+            .max_storage_buffer_binding_size
+            .min(gpu.limits().max_buffer_size);
+        let page_len = (limit / row) as usize;
+        if page_len == 0 {
+            return Err(Error::InvalidArgument(format!(
+                "one position of the cache ({row} bytes for B={b}, Hkv={hkv}, D={d}) is over the \
+                 storage binding limit ({limit} bytes): use fewer batches or heads per cache"
+            )));
+        }
+        Self::with_page_len(gpu, b, hkv, d, capacity, page_len)
+    }
+
+    /// [`KvCache::new`] with at most `page_len` positions per page (tests and
+    /// memory tuning; must fit one storage binding).
+    pub fn with_page_len(
+        gpu: &Gpu,
+        b: usize,
+        hkv: usize,
+        d: usize,
+        capacity: usize,
+        page_len: usize,
+    ) -> Result<Self> {
+        if b == 0 || hkv == 0 || d == 0 || capacity == 0 || page_len == 0 {
+            return Err(Error::Shape(format!(
+                "KV cache B={b}, Hkv={hkv}, D={d}, capacity={capacity}, page_len={page_len}: all must be at least 1"
+            )));
+        }
+        let page_len = page_len.min(capacity);
+        let pages = (0..capacity.div_ceil(page_len))
+            .map(|p| {
+                let n = page_len.min(capacity - p * page_len);
+                let dims = [b, hkv, n, d];
+                Ok(Page {
+                    k: Tensor::output(gpu, "KV cache K page", &dims, None)?,
+                    v: Tensor::output(gpu, "KV cache V page", &dims, None)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(KvCache {
+            gpu: gpu.clone(),
+            b,
+            hkv,
+            d,
+            page_len,
+            capacity,
+            len: 0,
+            pages,
+        })
+    }
+
+    /// Positions filled.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Positions the cache can hold.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Positions per page (the last page may be shorter).
+    pub fn page_len(&self) -> usize {
+        self.page_len
+    }
+
+    /// Pages holding the current length.
+    pub fn pages_in_use(&self) -> usize {
+        self.len.div_ceil(self.page_len)
+    }
+
+    /// Forgets every position (the memory stays allocated).
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// Appends `n` positions: `k` and `v` hold `[B, Hkv, n, D]` in logical (BHND)
+    /// order. Written with queue writes, ordered before any later submission.
+    pub fn append(&mut self, k: &[f32], v: &[f32], n: usize) -> Result<()> {
+        let want = self.b * self.hkv * n * self.d;
+        if k.len() != want || v.len() != want {
+            return Err(Error::Shape(format!(
+                "append of {n} positions needs K and V of B·Hkv·n·D = {want} values (B={}, Hkv={}, D={}), got {} and {}",
+                self.b,
+                self.hkv,
+                self.d,
+                k.len(),
+                v.len()
+            )));
+        }
+        if self.len + n > self.capacity {
+            return Err(Error::InvalidArgument(format!(
+                "append of {n} positions to a cache holding {} of {}: over capacity; create the cache with a larger capacity",
+                self.len, self.capacity
+            )));
+        }
+        let queue = self.gpu.queue();
+        // Runs of consecutive positions inside one page, per (batch, head).
+        let mut done = 0;
+        while done < n {
+            let pos = self.len + done;
+            let (page, at) = (pos / self.page_len, pos % self.page_len);
+            let run = (n - done).min(self.page_len - at);
+            let pg = &self.pages[page];
+            let page_rows = pg.k.shape()[2];
+            for bh in 0..self.b * self.hkv {
+                let src = (bh * n + done) * self.d..(bh * n + done + run) * self.d;
+                let dst = ((bh * page_rows + at) * self.d * 4) as u64;
+                queue.write_buffer(pg.k.buffer(), dst, bytemuck::cast_slice(&k[src.clone()]));
+                queue.write_buffer(pg.v.buffer(), dst, bytemuck::cast_slice(&v[src]));
+            }
+            done += run;
+        }
+        self.len += n;
+        Ok(())
+    }
+
+    /// Views of K and V of page `p` over its filled positions.
+    fn page_views(&self, p: usize) -> Result<(Tensor, Tensor, usize)> {
+        let pg = &self.pages[p];
+        let rows = pg.k.shape()[2];
+        let n = (self.len - p * self.page_len).min(rows);
+        let dims = [self.b, self.hkv, n, self.d];
+        let strides = [self.hkv * rows * self.d, rows * self.d, self.d, 1];
+        Ok((
+            pg.k.view(&dims, &strides, 0)?,
+            pg.v.view(&dims, &strides, 0)?,
+            n,
+        ))
+    }
+
+    /// K and V of the current length as tensors `[B, Hkv, len, D]`, when they fit
+    /// in one page (`None` past one page).
+    pub fn kv(&self) -> Result<Option<(Tensor, Tensor)>> {
+        if self.len == 0 || self.pages_in_use() > 1 {
+            return Ok(None);
+        }
+        let (k, v, _) = self.page_views(0)?;
+        Ok(Some((k, v)))
+    }
+
+    /// Attention of `q` `[B, Hq, Nq, D]` against the cached positions
+    /// `0..len` (causal masks align bottom-right by default: the queries are the
+    /// newest positions), in one submission.
+    pub fn attend(&self, q: &Tensor, opts: &AttentionOptions) -> Result<Attention> {
+        if self.pages_in_use() <= 1 {
+            let (k, v) = self.nonempty_kv()?;
+            return attention(q, &k, &v, opts);
+        }
+        let mut rec = q.gpu().recorder();
+        let out = self.record_attend(&mut rec, q, opts)?;
+        rec.submit()?;
+        Ok(out)
+    }
+
+    fn nonempty_kv(&self) -> Result<(Tensor, Tensor)> {
+        self.kv()?.ok_or_else(|| {
+            Error::InvalidArgument("attend on an empty KV cache: append positions first".into())
+        })
+    }
+
+    /// Records [`KvCache::attend`] without submitting.
+    pub fn record_attend(
+        &self,
+        rec: &mut Recorder<'_>,
+        q: &Tensor,
+        opts: &AttentionOptions,
+    ) -> Result<Attention> {
+        if !q.gpu().is_same(&self.gpu) {
+            return Err(Error::InvalidArgument(
+                "Q and the KV cache are on different devices".into(),
+            ));
+        }
+        if self.pages_in_use() <= 1 {
+            let (k, v) = self.nonempty_kv()?;
+            return record_attention(rec, q, &k, &v, opts);
+        }
+        // Several pages: split-KV over pages.
+        if opts.return_weights || opts.path == AttentionPath::Unfused {
+            return Err(Error::InvalidArgument(format!(
+                "the cache holds {} positions in {} pages (one storage binding each): only the fused/decode \
+                 paths run across pages; the weights ([B, Hq, Nq, {}]) cannot be built",
+                self.len,
+                self.pages_in_use(),
+                self.len
+            )));
+        }
+        if opts.mask.is_some() {
+            return Err(Error::InvalidArgument(format!(
+                "the cache holds {} positions in {} pages: dense mask tensors are not supported across pages; \
+                 express the mask with Masking rules (causal, window, key_lengths)",
+                self.len,
+                self.pages_in_use()
+            )));
+        }
+        let [b, hq, nq, d] = q.dims4("Q")?;
+        let sh = AttnShape {
+            b,
+            hq,
+            hkv: self.hkv,
+            nq,
+            nk: self.len,
+            d,
+        };
+        sh.validate()?;
+        if (b, d) != (self.b, self.d) {
+            return Err(Error::Shape(format!(
+                "Q is [{b}, {hq}, {nq}, {d}] but the cache holds B={}, D={}",
+                self.b, self.d
+            )));
+        }
+        opts.masking.validate(b, self.len)?;
+        let gpu = q.gpu();
+        let diag = opts.masking.diagonal_offset(nq, self.len);
+        let variant = FusedVariant::new(rec.tuning(), d)?;
+        let preferred = decode::preferred_split(nq, self.len).min(self.page_len);
+        // Per page: its splits and views.
+        let mut plan = Vec::new();
+        let mut total = 0;
+        for p in 0..self.pages_in_use() {
+            let (k, v, n) = self.page_views(p)?;
+            let split_len = opts
+                .kv_split
+                .unwrap_or_else(|| decode::split_len(gpu, &variant, n, d, preferred))
+                .max(1);
+            let splits = n.div_ceil(split_len);
+            plan.push((p * self.page_len, k, v, split_len, splits, total));
+            total += splits;
+        }
+        let rows = b * hq * nq;
+        let o_part = Tensor::output(gpu, "paged partial O", &[total, b, hq, nq, d], None)?;
+        let lse_part = Tensor::output(gpu, "paged partial LSE", &[total, rows], None)?;
+        for (p0, k, v, split_len, splits, first) in plan {
+            let n = k.shape()[2];
+            let masking = Masking {
+                key_lengths: opts.masking.key_lengths.as_ref().map(|lens| {
+                    lens.iter()
+                        .map(|&l| (l as usize).saturating_sub(p0).min(n) as u32)
+                        .collect()
+                }),
+                ..opts.masking.clone()
+            };
+            let fo = FusedOptions {
+                scale: opts.scale,
+                masking: &masking,
+                mask: None,
+                alibi: opts.alibi,
+                softcap: opts.softcap,
+                want_lse: true,
+                diag_offset: Some(diag - p0 as i64),
+            };
+            // This page's partials go to their own buffers, then into the stack.
+            let o_p = Tensor::output(gpu, "page partial O", &[splits, b, hq, nq, d], None)?;
+            let lse_p = Tensor::output(gpu, "page partial LSE", &[splits, rows], None)?;
+            let first_o = o_p.view(&[b, hq, nq, d], &[hq * nq * d, nq * d, d, 1], 0)?;
+            record_fused(
+                rec,
+                q,
+                &k,
+                &v,
+                &fo,
+                Some(SplitKv {
+                    splits,
+                    split_len,
+                    o_part: &first_o,
+                    lse_part: &lse_p,
+                }),
+            )?;
+            let enc = rec.encoder();
+            enc.copy_buffer_to_buffer(
+                o_p.buffer(),
+                0,
+                o_part.buffer(),
+                (first * sh.q_len() * 4) as u64,
+                (splits * sh.q_len() * 4) as u64,
+            );
+            enc.copy_buffer_to_buffer(
+                lse_p.buffer(),
+                0,
+                lse_part.buffer(),
+                (first * rows * 4) as u64,
+                (splits * rows * 4) as u64,
+            );
+        }
+        let (o, lse) = record_combine(
+            rec,
+            &o_part,
+            &lse_part,
+            total,
+            &sh,
+            q.layout(),
+            opts.return_lse,
+        )?;
+        Ok(Attention {
+            o,
+            lse,
+            weights: None,
+        })
+    }
+}
