@@ -8,6 +8,7 @@ mod attention;
 mod driver_limits;
 mod errors;
 mod kv_cache;
+mod long;
 mod matmul;
 mod mha;
 mod posenc;
