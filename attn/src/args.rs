@@ -101,10 +101,13 @@ pub struct InputArgs {
     /// Q, K and V from one .safetensors file (F32, F16 or BF16), named by --q-name/--k-name/--v-name.
     #[arg(long, value_name = "FILE")]
     pub safetensors: Option<PathBuf>,
+    /// Name of Q in --safetensors.
     #[arg(long, value_name = "NAME", default_value = "q")]
     pub q_name: String,
+    /// Name of K in --safetensors.
     #[arg(long, value_name = "NAME", default_value = "k")]
     pub k_name: String,
+    /// Name of V in --safetensors.
     #[arg(long, value_name = "NAME", default_value = "v")]
     pub v_name: String,
     /// Memory order of Q, K, V in the files; O is written in the same order.

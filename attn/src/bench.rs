@@ -92,7 +92,7 @@ pub struct BenchArgs {
     /// Key lengths [default: --n].
     #[arg(long, value_delimiter = ',')]
     pub nk: Vec<usize>,
-    /// Sequence length for both when --nq/--nk are not given.
+    /// Sequence lengths, Nq = Nk = n, when --nq/--nk are not given (with one of them, the other takes these).
     #[arg(long, value_delimiter = ',', default_value = "1024")]
     pub n: Vec<usize>,
     /// Head dims.
@@ -318,6 +318,39 @@ pub fn main(a: BenchArgs) -> Result<()> {
             "--path: name at least one of fused, unfused, decode"
         ));
     }
+    // --n alone gives square problems (Nq = Nk = each n); otherwise every Nq × Nk.
+    let lengths: Vec<(usize, usize)> = if a.nq.is_empty() && a.nk.is_empty() {
+        a.n.iter().map(|&n| (n, n)).collect()
+    } else {
+        let nqs = if a.nq.is_empty() { &a.n } else { &a.nq };
+        let nks = if a.nk.is_empty() { &a.n } else { &a.nk };
+        nqs.iter()
+            .flat_map(|&q| nks.iter().map(move |&k| (q, k)))
+            .collect()
+    };
+    // Every (b, h, hkv, nq, nk, d), checked before anything runs.
+    let mut configs: Vec<[usize; 6]> = Vec::new();
+    for &b in &a.b {
+        for &h in &a.h {
+            let hkvs = if a.hkv.is_empty() {
+                vec![h]
+            } else {
+                a.hkv.clone()
+            };
+            for hkv in hkvs {
+                if h % hkv != 0 {
+                    return Err(bad_input!(
+                        "--hkv {hkv}: the query heads (--h {h}) must be a multiple of it"
+                    ));
+                }
+                for &(nq, nk) in &lengths {
+                    for &d in &a.d {
+                        configs.push([b, h, hkv, nq, nk, d]);
+                    }
+                }
+            }
+        }
+    }
     let reps = a.reps.max(10);
     let gpu = a.device.open()?;
     let adapter = gpu.describe();
@@ -340,95 +373,66 @@ pub fn main(a: BenchArgs) -> Result<()> {
             "of GEMM", "peak MiB", "first ms"
         );
     }
-    let nqs = if a.nq.is_empty() { &a.n } else { &a.nq };
-    let nks = if a.nk.is_empty() { &a.n } else { &a.nk };
     let mut records: Vec<Record> = Vec::new();
-    for &b in &a.b {
-        for &h in &a.h {
-            let hkvs = if a.hkv.is_empty() {
-                vec![h]
-            } else {
-                a.hkv.clone()
-            };
-            for &hkv in &hkvs {
-                if h % hkv != 0 {
-                    return Err(bad_input!(
-                        "--hkv {hkv}: query heads --h {h} must be a multiple of it"
-                    ));
+    for &[b, h, hkv, nq, nk, d] in &configs {
+        let q = Tensor::from_bhnd(
+            &gpu,
+            &vec![0.1; b * h * nq * d],
+            [b, h, nq, d],
+            Layout::Bhnd,
+        )?;
+        let kv: Vec<f32> = (0..b * hkv * nk * d)
+            .map(|i| ((i % 17) as f32 - 8.0) / 17.0)
+            .collect();
+        let k = Tensor::from_bhnd(&gpu, &kv, [b, hkv, nk, d], Layout::Bhnd)?;
+        let v = Tensor::from_bhnd(&gpu, &kv, [b, hkv, nk, d], Layout::Bhnd)?;
+        let causals: &[bool] = if a.causal { &[false, true] } else { &[false] };
+        for &causal in causals {
+            for &path in &a.path {
+                let opts = AttentionOptions {
+                    path: path.path(),
+                    masking: Masking {
+                        causal,
+                        ..Default::default()
+                    },
+                    kv_split: a.kv_split,
+                    ..Default::default()
+                };
+                let flops =
+                    4.0 * (b * h * nq * nk * d) as f64 * if causal && nq == nk { 0.5 } else { 1.0 };
+                let result = time_path(&gpu, timed, &q, &k, &v, &opts, reps);
+                let (median_ms, min_ms, first, error) = match &result {
+                    Ok((t, first)) => (Some(median(t)), Some(t[0]), Some(*first), None),
+                    Err(e) => (None, None, None, Some(e.to_string())),
+                };
+                let gflops = median_ms.map(|m| flops / m / 1e6);
+                let r = Record {
+                    path,
+                    b,
+                    hq: h,
+                    hkv,
+                    nq,
+                    nk,
+                    d,
+                    causal,
+                    dtype: "f32",
+                    median_ms,
+                    min_ms,
+                    gflops,
+                    gemm_gflops: gemm,
+                    of_gemm: gflops.map(|g| g / gemm),
+                    fused_over_unfused: None,
+                    peak_buffer_bytes: peak_buffer_bytes(path, [b, h, hkv, nq, nk, d], a.kv_split),
+                    first_run_ms: first,
+                    reps,
+                    timing,
+                    adapter: adapter.clone(),
+                    error,
+                };
+                if !a.json {
+                    print_row(&r);
                 }
-                for &nq in nqs {
-                    for &nk in nks {
-                        for &d in &a.d {
-                            let q = Tensor::from_bhnd(
-                                &gpu,
-                                &vec![0.1; b * h * nq * d],
-                                [b, h, nq, d],
-                                Layout::Bhnd,
-                            )?;
-                            let kv: Vec<f32> = (0..b * hkv * nk * d)
-                                .map(|i| ((i % 17) as f32 - 8.0) / 17.0)
-                                .collect();
-                            let k = Tensor::from_bhnd(&gpu, &kv, [b, hkv, nk, d], Layout::Bhnd)?;
-                            let v = Tensor::from_bhnd(&gpu, &kv, [b, hkv, nk, d], Layout::Bhnd)?;
-                            let causals: &[bool] = if a.causal { &[false, true] } else { &[false] };
-                            for &causal in causals {
-                                for &path in &a.path {
-                                    let opts = AttentionOptions {
-                                        path: path.path(),
-                                        masking: Masking {
-                                            causal,
-                                            ..Default::default()
-                                        },
-                                        kv_split: a.kv_split,
-                                        ..Default::default()
-                                    };
-                                    let flops = 4.0
-                                        * (b * h * nq * nk * d) as f64
-                                        * if causal && nq == nk { 0.5 } else { 1.0 };
-                                    let result = time_path(&gpu, timed, &q, &k, &v, &opts, reps);
-                                    let (median_ms, min_ms, first, error) = match &result {
-                                        Ok((t, first)) => {
-                                            (Some(median(t)), Some(t[0]), Some(*first), None)
-                                        }
-                                        Err(e) => (None, None, None, Some(e.to_string())),
-                                    };
-                                    let gflops = median_ms.map(|m| flops / m / 1e6);
-                                    let r = Record {
-                                        path,
-                                        b,
-                                        hq: h,
-                                        hkv,
-                                        nq,
-                                        nk,
-                                        d,
-                                        causal,
-                                        dtype: "f32",
-                                        median_ms,
-                                        min_ms,
-                                        gflops,
-                                        gemm_gflops: gemm,
-                                        of_gemm: gflops.map(|g| g / gemm),
-                                        fused_over_unfused: None,
-                                        peak_buffer_bytes: peak_buffer_bytes(
-                                            path,
-                                            [b, h, hkv, nq, nk, d],
-                                            a.kv_split,
-                                        ),
-                                        first_run_ms: first,
-                                        reps,
-                                        timing,
-                                        adapter: adapter.clone(),
-                                        error,
-                                    };
-                                    if !a.json {
-                                        print_row(&r);
-                                    }
-                                    records.push(r);
-                                }
-                            }
-                        }
-                    }
-                }
+                records.push(r);
             }
         }
     }
@@ -468,7 +472,12 @@ pub fn main(a: BenchArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&records)?);
     }
     if let Some(p) = &a.plot {
-        let png = plot(&records, &a, gemm, &adapter)?;
+        let title = format!(
+            "attention f32 on {} ({:?})",
+            gpu.info().name,
+            gpu.info().backend
+        );
+        let png = plot(&records, &a, gemm, &title)?;
         io::write_atomic(p, &png)?;
         if !a.json {
             println!("wrote {}", p.display());
@@ -501,7 +510,7 @@ fn print_row(r: &Record) {
     }
 }
 
-fn plot(records: &[Record], a: &BenchArgs, gemm: f64, adapter: &str) -> Result<Vec<u8>> {
+fn plot(records: &[Record], a: &BenchArgs, gemm: f64, title: &str) -> Result<Vec<u8>> {
     let mut configs: Vec<(usize, usize, usize, usize, usize, usize, bool)> = Vec::new();
     let mut labels = Vec::new();
     for r in records {
@@ -547,9 +556,8 @@ fn plot(records: &[Record], a: &BenchArgs, gemm: f64, adapter: &str) -> Result<V
                 .collect(),
         ),
     };
-    let name = adapter.split(" (").next().unwrap_or(adapter);
     LineChart {
-        title: format!("attention f32 on {name}"),
+        title: title.to_string(),
         y_desc: match a.plot_metric {
             Metric::Gflops => "GFLOP/s".into(),
             Metric::Ms => "median ms".into(),

@@ -87,9 +87,9 @@ fn describe(gpu: &Gpu) -> Value {
 
 fn bytes(n: u64) -> String {
     const MIB: u64 = 1 << 20;
-    if n >= MIB && n % MIB == 0 || n >= 64 * MIB {
+    if n >= MIB && n.is_multiple_of(MIB) || n >= 64 * MIB {
         format!("{} MiB", n / MIB)
-    } else if n >= 1024 && n % 1024 == 0 {
+    } else if n >= 1024 && n.is_multiple_of(1024) {
         format!("{} KiB", n / 1024)
     } else {
         format!("{n} B")

@@ -238,10 +238,12 @@ impl SafeFile {
                 .chunks_exact(2)
                 .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
                 .collect(),
-            other => return Err(bad_input!(
+            other => {
+                return Err(bad_input!(
                 "{flag} {name}: dtype {other:?} in {} is not supported; expected F32, F16 or BF16",
                 self.path.display()
-            )),
+            ))
+            }
         };
         Ok(Array {
             shape: t.shape().to_vec(),

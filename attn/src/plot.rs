@@ -5,6 +5,8 @@
 use std::sync::Once;
 
 use anyhow::{anyhow, Result};
+use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint};
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::{register_font, FontStyle};
 
@@ -96,25 +98,37 @@ impl Heatmap<'_> {
                 .filter(|v| v.is_finite())
                 .fold(0.0f32, f32::max)
                 .max(f32::MIN_POSITIVE) as f64;
+            // Ticks at cell centres (index + 0.5), every `step` cells; row 0 at
+            // the top: row i spans y = nq - i - 1 .. nq - i.
+            let x_ticks: Vec<f64> = (0..nk)
+                .step_by(tick_step(nk))
+                .map(|j| j as f64 + 0.5)
+                .collect();
+            let y_ticks: Vec<f64> = (0..nq)
+                .step_by(tick_step(nq))
+                .map(|i| (nq - i) as f64 - 0.5)
+                .collect();
+            let (xn, yn) = (x_ticks.len(), y_ticks.len());
             let mut chart = ChartBuilder::on(&main)
                 .margin(12)
                 .x_label_area_size(45)
                 .y_label_area_size(60)
-                .build_cartesian_2d(0f64..nk as f64, 0f64..nq as f64)
+                .build_cartesian_2d(
+                    Ticked::new(nk as f64, x_ticks),
+                    Ticked::new(nq as f64, y_ticks),
+                )
                 .map_err(perr)?;
-            let ticks = |n: usize| n.clamp(2, 11);
             chart
                 .configure_mesh()
                 .disable_mesh()
                 .x_desc("key j")
                 .y_desc("query i")
-                .x_labels(ticks(nk))
-                .y_labels(ticks(nq))
+                .x_labels(xn)
+                .y_labels(yn)
                 .label_style((FONT, 13))
                 .axis_desc_style((FONT, 15))
-                .x_label_formatter(&|v| format_index(*v))
-                // Row 0 at the top: y = nq - i.
-                .y_label_formatter(&|v| format_index(nq as f64 - *v))
+                .x_label_formatter(&|v| format!("{}", (*v - 0.5).round() as i64))
+                .y_label_formatter(&|v| format!("{}", (nq as f64 - *v - 0.5).round() as i64))
                 .draw()
                 .map_err(perr)?;
             let cell = |i: usize, j: usize| {
@@ -186,12 +200,50 @@ impl Heatmap<'_> {
     }
 }
 
-/// `3` for 3.0, `2.5` otherwise.
-fn format_index(v: f64) -> String {
-    if (v - v.round()).abs() < 1e-9 {
-        format!("{}", v.round() as i64)
-    } else {
-        format!("{v:.1}")
+/// A linear axis `0..end` with the tick positions given (plotters' own
+/// `with_key_points` wrapper drops the value formatting `configure_mesh` needs).
+struct Ticked {
+    inner: RangedCoordf64,
+    ticks: Vec<f64>,
+}
+
+impl Ticked {
+    fn new(end: f64, ticks: Vec<f64>) -> Self {
+        Ticked {
+            inner: (0.0..end).into(),
+            ticks,
+        }
+    }
+}
+
+impl Ranged for Ticked {
+    // Labels come from the chart's label formatters.
+    type FormatOption = DefaultFormatting;
+    type ValueType = f64;
+
+    fn map(&self, value: &f64, limit: (i32, i32)) -> i32 {
+        self.inner.map(value, limit)
+    }
+
+    fn key_points<Hint: KeyPointHint>(&self, _hint: Hint) -> Vec<f64> {
+        self.ticks.clone()
+    }
+
+    fn range(&self) -> std::ops::Range<f64> {
+        self.inner.range()
+    }
+}
+
+/// Cells between index ticks: 1, 2 or 5 times a power of ten, at most ~10 ticks.
+fn tick_step(n: usize) -> usize {
+    let mut p = 1;
+    loop {
+        for m in [1, 2, 5] {
+            if n.div_ceil(m * p) <= 10 {
+                return m * p;
+            }
+        }
+        p *= 10;
     }
 }
 

@@ -1,6 +1,6 @@
 //! `attn run` (attention on files) and `attn mha` (the multi-head layer).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -54,7 +54,8 @@ Hq must be a multiple of Hkv. O is written in Q's layout, LSE as [B, Hq, Nq]
 --check compares every output with the f64 CPU reference: relative L2 error
 <= 1e-5 (--tol), no NaN, every -inf matched; exit 1 otherwise.
 Outputs are written to a temporary file in the same directory and renamed, so a
-failed run leaves no partial file.")]
+failed run leaves no partial file (they are written when --check fails: they are
+what the GPU computed).")]
 pub struct RunArgs {
     #[command(flatten)]
     pub input: InputArgs,
@@ -86,6 +87,13 @@ pub struct RunArgs {
     /// Relative L2 tolerance of --check.
     #[arg(long, value_name = "TOL", default_value_t = Tolerance::F32.rel_l2)]
     pub tol: f64,
+}
+
+/// The command-line spelling of a value.
+pub fn value_name(v: impl ValueEnum) -> String {
+    v.to_possible_value()
+        .map(|p| p.get_name().to_string())
+        .unwrap_or_default()
 }
 
 /// Prints the reports and fails when one is outside `tol`.
@@ -150,8 +158,15 @@ pub fn run_main(a: RunArgs) -> Result<()> {
     let gpu = a.device.open()?;
     println!("adapter: {}", gpu.describe());
     println!(
-        "shape: Q [B={}, Hq={}, Nq={}, D={}], K/V [Hkv={}, Nk={}], layout {:?}, path {:?}",
-        sh.b, sh.hq, sh.nq, sh.d, sh.hkv, sh.nk, inputs.layout, a.path
+        "shape: Q [B={}, Hq={}, Nq={}, D={}], K/V [Hkv={}, Nk={}], layout {}, path {}",
+        sh.b,
+        sh.hq,
+        sh.nq,
+        sh.d,
+        sh.hkv,
+        sh.nk,
+        value_name(inputs.layout),
+        value_name(a.path)
     );
     let t0 = Instant::now();
     let [q, k, v] = inputs.upload(&gpu)?;
@@ -368,7 +383,7 @@ fn mha_config(
     Ok(cfg)
 }
 
-fn read_x(path: &PathBuf, flag: &str) -> Result<(io::Array<f32>, [usize; 3])> {
+fn read_x(path: &Path, flag: &str) -> Result<(io::Array<f32>, [usize; 3])> {
     let x = io::read_f32(path, flag)?;
     let dims: [usize; 3] = x.shape.as_slice().try_into().map_err(|_| {
         bad_input!(

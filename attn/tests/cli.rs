@@ -805,13 +805,13 @@ fn bad_input_exits_2_naming_the_flag() {
     );
     write_npy(&p.path("q3.npy"), &[4, 5, 8], &vec![0f32; 4 * 5 * 8]);
     assert_bad_input(run(&p.p("q3.npy"), &k, &[]), &["--q", "4-D"], &o);
-    write_npy(&p.path("m.npy"), &[3, 1, 5, 7], &vec![true; 3 * 5 * 7]);
+    write_npy(&p.path("m.npy"), &[3, 1, 5, 7], &[true; 3 * 5 * 7]);
     assert_bad_input(
         run(&q, &k, &["--mask", &p.p("m.npy")]),
         &["--mask", "m.npy", "[B|1, H|1, Nq|1, Nk|1]"],
         &o,
     );
-    write_npy(&p.path("mi.npy"), &[5, 7], &vec![1u8; 35]);
+    write_npy(&p.path("mi.npy"), &[5, 7], &[1u8; 35]);
     assert_bad_input(
         run(&q, &k, &["--mask", &p.p("mi.npy")]),
         &["--mask", "bool"],
