@@ -202,6 +202,9 @@ pub fn main(a: ValidateArgs) -> Result<()> {
             }
         ));
     }
+    for e in &open_errors {
+        say(&format!("an adapter failed to open (not validated): {e}"));
+    }
     say(&format!(
         "{} cases{} on {} adapter(s); pass: relative L2 <= {REL_L2_TOL:.0e}, no NaN, -inf matched",
         cases.len(),

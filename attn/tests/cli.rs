@@ -562,13 +562,28 @@ fn run_weights_and_check() {
     assert!(p.path("o.npy").exists());
 }
 
+/// Whether a GL adapter is present; when not, SKIPPED, or a failure when
+/// `WGPU_ATTENTION_REQUIRE_BACKENDS` names gl (as CI sets it).
+fn have_gl(test: &str) -> bool {
+    if backend(test).is_none() {
+        return false;
+    }
+    if backends().iter().any(|b| b == "gl") {
+        return true;
+    }
+    let required = std::env::var("WGPU_ATTENTION_REQUIRE_BACKENDS")
+        .is_ok_and(|v| v.split(',').any(|b| b.trim().eq_ignore_ascii_case("gl")));
+    assert!(
+        !required,
+        "{test}: WGPU_ATTENTION_REQUIRE_BACKENDS names gl, but no GL adapter was found"
+    );
+    eprintln!("SKIPPED {test}: no GL adapter");
+    false
+}
+
 #[test]
 fn run_on_gl_with_check() {
-    if backend("run --backend gl").is_none() {
-        return;
-    }
-    if !backends().iter().any(|b| b == "gl") {
-        eprintln!("SKIPPED run --backend gl: no GL adapter");
+    if !have_gl("run --backend gl") {
         return;
     }
     let p = Problem::new(1, 2, 2, 4, 5, 4, 11);
@@ -967,11 +982,7 @@ fn info_json_parses() {
 
 #[test]
 fn info_on_gl() {
-    if backend("info --backend gl").is_none() {
-        return;
-    }
-    if !backends().iter().any(|b| b == "gl") {
-        eprintln!("SKIPPED info --backend gl: no GL adapter");
+    if !have_gl("info --backend gl") {
         return;
     }
     let out = ok(attn("gl", &["info", "--backend", "gl"]));
