@@ -7,6 +7,7 @@ use std::time::Instant;
 use anyhow::Result;
 use clap::{Args, ValueEnum};
 use serde::Serialize;
+use wgpu_attention::kernels::decode::{DEFAULT_SPLIT, TARGET_SPLITS};
 use wgpu_attention::kernels::matmul::record_matmul;
 use wgpu_attention::{
     record_attention, AttentionOptions, AttentionPath, Gpu, Layout, Masking, Tensor,
@@ -63,8 +64,8 @@ timed with GPU timestamps where the adapter has them (wall clock including a
 one-element readback otherwise). GFLOP/s counts 4·B·Hq·Nq·Nk·D (halved for causal
 with Nq = Nk). peak_buffer_bytes adds the buffers the path holds during the run:
 Q, K, V, O, and for unfused the scores and weights (2·B·Hq·Nq·Nk f32), for decode
-the partial outputs (splits·B·Hq·Nq·(D+1) f32; splits = ceil(Nk/512) for Nq <= 16
-unless --kv-split is given, else 1). The project's GEMM (--gemm-n cubed) is timed
+the partial outputs (splits·B·Hq·Nq·(D+1) f32; splits = Nk / max(512, Nk/256) for
+Nq <= 16 unless --kv-split is given, else 1). The project's GEMM (--gemm-n cubed) is timed
 the same way as the ceiling; the table ends with fused/GEMM and fused/unfused
 ratios. A configuration a path cannot run (memory, driver limits) is reported
 with its error instead of a time.")]
@@ -280,11 +281,16 @@ pub fn peak_buffer_bytes(
             BenchPath::Fused => 0,
             BenchPath::Unfused => 2 * f * b * hq * nq * nk,
             BenchPath::Decode => {
-                let splits = match kv_split {
-                    Some(s) => nk.div_ceil(s.max(1) as u64),
-                    None if nq <= 16 => nk.div_ceil(512),
-                    None => 1,
+                // The library's preferred split (kernels::decode); on drivers with a
+                // loop budget it may halve the split further (not visible here).
+                let split = match kv_split {
+                    Some(s) => s.max(1) as u64,
+                    None if nq <= 16 => {
+                        (DEFAULT_SPLIT as u64).max(nk.div_ceil(TARGET_SPLITS as u64))
+                    }
+                    None => nk,
                 };
+                let splits = nk.div_ceil(split);
                 f * splits * b * hq * nq * (d + 1)
             }
         }

@@ -1119,6 +1119,15 @@ fn bench_json_records_and_plot() {
     // Q, K, V, O and the scores + weights of 1·2·8·8.
     let want = 4 * (2 * 8 * 8 + 2 * 2 * 8 * 8 + 2 * 8 * 8 + 2 * 2 * 8 * 8);
     assert_eq!(unfused["peak_buffer_bytes"], want);
+    let decode = recs
+        .iter()
+        .find(|r| r["path"] == "decode" && r["nq"] == 4)
+        .unwrap();
+    // Q, K, V, O and one split's partial O and LSE (1·2·4·(8 + 1)).
+    assert_eq!(
+        decode["peak_buffer_bytes"],
+        4 * (2 * 4 * 8 + 2 * 2 * 8 * 8 + 2 * 4 * 8 + 2 * 4 * 9)
+    );
     assert!(recs.iter().any(|r| r["fused_over_unfused"].is_number()));
     assert_eq!(png_size(&plot), (1100, 650));
 }
