@@ -65,6 +65,8 @@ pub struct Attention {
     pub o: Tensor,
     pub lse: Option<Tensor>,
     pub weights: Option<Tensor>,
+    /// The path that ran (what [`AttentionPath::Auto`] resolved to).
+    pub path: AttentionPath,
 }
 
 /// `softmax(scale·QKᵀ + mask)·V` for `q` `[B, Hq, Nq, D]`, `k` and `v`
@@ -138,6 +140,7 @@ pub fn record_attention(
             o,
             lse,
             weights: None,
+            path,
         });
     }
     let (bias, dense) = match opts.mask {
@@ -155,6 +158,7 @@ pub fn record_attention(
         o,
         lse: sm.lse,
         weights: opts.return_weights.then_some(sm.p),
+        path: AttentionPath::Unfused,
     })
 }
 

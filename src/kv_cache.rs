@@ -364,6 +364,7 @@ impl KvCache {
             o,
             lse,
             weights: None,
+            path: AttentionPath::Decode,
         })
     }
 }

@@ -10,7 +10,8 @@ use serde::Serialize;
 use wgpu_attention::kernels::decode::{DEFAULT_SPLIT, TARGET_SPLITS};
 use wgpu_attention::kernels::matmul::record_matmul;
 use wgpu_attention::{
-    record_attention, AttentionOptions, AttentionPath, Gpu, Layout, Masking, Tensor,
+    alibi_slopes, record_attention, AttentionOptions, AttentionPath, Gpu, HostMask, Layout,
+    MaskTensor, Masking, Tensor,
 };
 
 use crate::args::DeviceArgs;
@@ -45,6 +46,34 @@ impl BenchPath {
     }
 }
 
+/// A score option to time against the plain run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScoreOption {
+    /// No extra option.
+    Plain,
+    /// An additive float mask `[1, 1, Nq, Nk]` (a bias on every score).
+    Bias,
+    /// Softcap 30 (`30·tanh(s/30)`).
+    Softcap,
+    /// A custom scale (0.1 instead of 1/sqrt(D)).
+    Scale,
+    /// ALiBi with the paper's slopes.
+    Alibi,
+}
+
+impl ScoreOption {
+    fn name(self) -> &'static str {
+        match self {
+            ScoreOption::Plain => "plain",
+            ScoreOption::Bias => "bias",
+            ScoreOption::Softcap => "softcap",
+            ScoreOption::Scale => "scale",
+            ScoreOption::Alibi => "alibi",
+        }
+    }
+}
+
 /// What `--plot` shows on the y axis.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Metric {
@@ -57,6 +86,7 @@ pub enum Metric {
   attn bench --path fused,unfused --b 1 --h 8 --n 1024 --d 64
   attn bench --path decode,fused --nq 1 --nk 1800,32768 --d 64 --json
   attn bench --path fused,unfused --n 256,512,1024 --plot bench.png
+  attn bench --path fused --n 1024 --options plain,bias,softcap,scale
 
 Per configuration (every combination of the lists): median of --reps (at least
 10) runs after one warm-up run (pipeline compile, reported as first_run_ms),
@@ -102,6 +132,10 @@ pub struct BenchArgs {
     /// Also run causal (bottom-right) for each configuration.
     #[arg(long)]
     pub causal: bool,
+    /// Score options to time, each against `plain` (the table then gives the
+    /// overhead of each over plain for the same path and shape).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "plain")]
+    pub options: Vec<ScoreOption>,
     /// Timed runs per configuration (at least 10).
     #[arg(long, default_value_t = 10)]
     pub reps: usize,
@@ -135,6 +169,8 @@ pub struct Record {
     pub nk: usize,
     pub d: usize,
     pub causal: bool,
+    /// The score option (`plain`, `bias`, `softcap`, `scale`, `alibi`).
+    pub options: ScoreOption,
     pub dtype: &'static str,
     pub median_ms: Option<f64>,
     pub min_ms: Option<f64>,
@@ -374,7 +410,7 @@ pub fn main(a: BenchArgs) -> Result<()> {
             n = a.gemm_n
         );
         println!(
-            "{:<8} {:>2} {:>3} {:>3} {:>6} {:>6} {:>4} {:>6} {:>5} {:>10} {:>9} {:>8} {:>12} {:>10}",
+            "{:<16} {:>2} {:>3} {:>3} {:>6} {:>6} {:>4} {:>6} {:>5} {:>10} {:>9} {:>8} {:>12} {:>10}",
             "path", "B", "Hq", "Hkv", "Nq", "Nk", "D", "causal", "dtype", "median ms", "GFLOP/s",
             "of GEMM", "peak MiB", "first ms"
         );
@@ -393,8 +429,22 @@ pub fn main(a: BenchArgs) -> Result<()> {
         let k = Tensor::from_bhnd(&gpu, &kv, [b, hkv, nk, d], Layout::Bhnd)?;
         let v = Tensor::from_bhnd(&gpu, &kv, [b, hkv, nk, d], Layout::Bhnd)?;
         let causals: &[bool] = if a.causal { &[false, true] } else { &[false] };
+        let bias = if a.options.contains(&ScoreOption::Bias) {
+            let vals: Vec<f32> = (0..nq * nk).map(|i| ((i % 7) as f32 - 3.0) * 0.1).collect();
+            Some(MaskTensor::upload(
+                &gpu,
+                &HostMask::additive(vals, [1, 1, nq, nk])?,
+            )?)
+        } else {
+            None
+        };
+        let slopes = alibi_slopes(h);
         for &causal in causals {
-            for &path in &a.path {
+            for (&path, &extra) in a
+                .path
+                .iter()
+                .flat_map(|p| a.options.iter().map(move |o| (p, o)))
+            {
                 let opts = AttentionOptions {
                     path: path.path(),
                     masking: Masking {
@@ -402,6 +452,12 @@ pub fn main(a: BenchArgs) -> Result<()> {
                         ..Default::default()
                     },
                     kv_split: a.kv_split,
+                    mask: (extra == ScoreOption::Bias)
+                        .then_some(bias.as_ref())
+                        .flatten(),
+                    softcap: (extra == ScoreOption::Softcap).then_some(30.0),
+                    scale: (extra == ScoreOption::Scale).then_some(0.1),
+                    alibi: (extra == ScoreOption::Alibi).then_some(&slopes[..]),
                     ..Default::default()
                 };
                 let flops =
@@ -421,6 +477,7 @@ pub fn main(a: BenchArgs) -> Result<()> {
                     nk,
                     d,
                     causal,
+                    options: extra,
                     dtype: "f32",
                     median_ms,
                     min_ms,
@@ -448,9 +505,9 @@ pub fn main(a: BenchArgs) -> Result<()> {
         .enumerate()
         .filter(|(_, r)| r.path == BenchPath::Fused)
         .filter_map(|(i, f)| {
-            let u = records
-                .iter()
-                .find(|u| u.path == BenchPath::Unfused && u.config() == f.config())?;
+            let u = records.iter().find(|u| {
+                u.path == BenchPath::Unfused && u.config() == f.config() && u.options == f.options
+            })?;
             Some((i, u.median_ms? / f.median_ms?))
         })
         .collect();
@@ -474,6 +531,33 @@ pub fn main(a: BenchArgs) -> Result<()> {
                 );
             }
         }
+        let extra: Vec<&Record> = records
+            .iter()
+            .filter(|r| r.options != ScoreOption::Plain && r.median_ms.is_some())
+            .collect();
+        if !extra.is_empty() {
+            println!("\noverhead over plain (same path and shape):");
+            for r in extra {
+                let plain = records.iter().find(|p| {
+                    p.options == ScoreOption::Plain && p.path == r.path && p.config() == r.config()
+                });
+                match plain.and_then(|p| p.median_ms) {
+                    Some(pm) => println!(
+                        "  {:<8} {:<24} {:<8} {:+6.1}%",
+                        r.path.name(),
+                        r.label(),
+                        r.options.name(),
+                        100.0 * (r.median_ms.unwrap_or(f64::NAN) / pm - 1.0)
+                    ),
+                    None => println!(
+                        "  {:<8} {:<24} {:<8} (no plain run to compare; add plain to --options)",
+                        r.path.name(),
+                        r.label(),
+                        r.options.name()
+                    ),
+                }
+            }
+        }
     } else {
         println!("{}", serde_json::to_string_pretty(&records)?);
     }
@@ -493,17 +577,14 @@ pub fn main(a: BenchArgs) -> Result<()> {
 }
 
 fn print_row(r: &Record) {
+    let path = if r.options == ScoreOption::Plain {
+        r.path.name().to_string()
+    } else {
+        format!("{}+{}", r.path.name(), r.options.name())
+    };
     let head = format!(
-        "{:<8} {:>2} {:>3} {:>3} {:>6} {:>6} {:>4} {:>6} {:>5}",
-        r.path.name(),
-        r.b,
-        r.hq,
-        r.hkv,
-        r.nq,
-        r.nk,
-        r.d,
-        r.causal,
-        r.dtype
+        "{:<16} {:>2} {:>3} {:>3} {:>6} {:>6} {:>4} {:>6} {:>5}",
+        path, r.b, r.hq, r.hkv, r.nq, r.nk, r.d, r.causal, r.dtype
     );
     match (r.median_ms, r.gflops) {
         (Some(m), Some(g)) => println!(
@@ -533,11 +614,16 @@ fn plot(records: &[Record], a: &BenchArgs, gemm: f64, title: &str) -> Result<Vec
     let series = a
         .path
         .iter()
-        .map(|&p| Series {
-            name: p.name().to_string(),
+        .flat_map(|&p| a.options.iter().map(move |&o| (p, o)))
+        .map(|(p, o)| Series {
+            name: if o == ScoreOption::Plain {
+                p.name().to_string()
+            } else {
+                format!("{}+{}", p.name(), o.name())
+            },
             points: records
                 .iter()
-                .filter(|r| r.path == p)
+                .filter(|r| r.path == p && r.options == o)
                 .filter_map(|r| value(r).map(|v| (index(r), v)))
                 .collect(),
         })

@@ -197,8 +197,9 @@ pub fn run_main(a: RunArgs) -> Result<()> {
         .map(Tensor::to_vec_blocking)
         .transpose()?;
     println!(
-        "gpu: {:.1} ms (upload, compile on first use, run, readback)",
-        t0.elapsed().as_secs_f64() * 1e3
+        "gpu: {:.1} ms (upload, compile on first use, run, readback) on the {} path",
+        t0.elapsed().as_secs_f64() * 1e3,
+        format!("{:?}", out.path).to_lowercase()
     );
 
     let q_dims = [sh.b, sh.hq, sh.nq, sh.d];

@@ -1131,3 +1131,45 @@ fn bench_json_records_and_plot() {
     assert!(recs.iter().any(|r| r["fused_over_unfused"].is_number()));
     assert_eq!(png_size(&plot), (1100, 650));
 }
+
+#[test]
+fn bench_score_options_against_plain() {
+    let Some(be) = backend("bench --options") else {
+        return;
+    };
+    let args = [
+        "bench",
+        "--path",
+        "fused,unfused",
+        "--h",
+        "2",
+        "--n",
+        "16",
+        "--d",
+        "8",
+        "--reps",
+        "10",
+        "--gemm-n",
+        "32",
+        "--options",
+        "plain,bias,softcap,scale,alibi",
+    ];
+    let out = ok(attn(be, &[&args[..], &["--json"]].concat()));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let recs = v.as_array().unwrap();
+    assert_eq!(recs.len(), 10, "2 paths × 5 options");
+    for opt in ["plain", "bias", "softcap", "scale", "alibi"] {
+        for path in ["fused", "unfused"] {
+            let r = recs
+                .iter()
+                .find(|r| r["options"] == opt && r["path"] == path)
+                .unwrap_or_else(|| panic!("no {path}+{opt} record"));
+            assert!(r["median_ms"].as_f64().unwrap() > 0.0, "{r}");
+        }
+    }
+    // The table reports each option's overhead over plain.
+    let out = ok(attn(be, &args));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("overhead over plain"), "{text}");
+    assert!(text.matches('%').count() >= 8, "{text}");
+}

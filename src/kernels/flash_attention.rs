@@ -60,12 +60,15 @@ impl FusedVariant {
             )));
         }
         // The straight-line kernel has R·KB·D/4 lines per update: cap R·D/4 at 128
-        // (about 1000 lines) so a variant compiles in seconds on these drivers; the
+        // (about 1000 lines) so a variant compiles in ~15 s on these drivers; the
         // D = 256 bucket would need thousands and takes minutes, so it stays generic.
+        // Asking for more than 8 rows lifts the cap to 256: 16 rows at D = 64 run
+        // 1.6x faster on lavapipe but compile 3x longer (BENCHMARKS.md, v6).
         if bucket > 128 {
             return Ok(generic);
         }
-        let rows = tuning.fused_rows.min(128 / (bucket / 4)).max(1);
+        let cap = if tuning.fused_rows > 8 { 256 } else { 128 };
+        let rows = tuning.fused_rows.min(cap / (bucket / 4)).max(1);
         Ok(FusedVariant {
             straight_line: true,
             rows,
