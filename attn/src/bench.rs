@@ -523,8 +523,9 @@ pub fn main(a: BenchArgs) -> Result<()> {
             println!("\nratios (fused):");
             for r in fused {
                 println!(
-                    "  {:<24} fused/GEMM {:>5.0}%   fused/unfused {}",
+                    "  {:<24} {:<8} fused/GEMM {:>5.0}%   fused/unfused {}",
                     r.label(),
+                    r.options.name(),
                     100.0 * r.of_gemm.unwrap_or(f64::NAN),
                     r.fused_over_unfused
                         .map_or("—".to_string(), |s| format!("{s:.2}× faster"))
