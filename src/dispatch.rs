@@ -59,6 +59,16 @@ pub(crate) struct PipelineCache {
 }
 
 impl PipelineCache {
+    /// Drops a pipeline the browser rejected; the error to report.
+    #[cfg(target_arch = "wasm32")]
+    fn reject(&self, key: &PipelineKey, e: wgpu::Error) -> Error {
+        self.map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+        Error::Gpu(format!("building kernel {}: {e}", key.kernel))
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.map.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
@@ -100,13 +110,7 @@ impl Gpu {
         {
             #[cfg(target_arch = "wasm32")]
             if let Some(e) = k.poll_build_error() {
-                self.inner
-                    .pipelines
-                    .map
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&key);
-                return Err(Error::Gpu(format!("building kernel {}: {e}", spec.name)));
+                return Err(self.inner.pipelines.reject(&key, e));
             }
             return Ok(k);
         }
@@ -209,16 +213,8 @@ impl Gpu {
                 let fut = k.pending.borrow_mut().take();
                 if let Some(fut) = fut {
                     if let Some(e) = fut.await {
-                        self.inner
-                            .pipelines
-                            .map
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .remove(&key);
-                        first.get_or_insert(Error::Gpu(format!(
-                            "building kernel {}: {e}",
-                            key.kernel
-                        )));
+                        let e = self.inner.pipelines.reject(&key, e);
+                        first.get_or_insert(e);
                     }
                 }
             }

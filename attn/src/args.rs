@@ -37,6 +37,44 @@ impl DeviceArgs {
         })
     }
 
+    /// Opens every adapter matching `--backend`/`--adapter`; also returns why
+    /// others failed to open. None at all is a bad-input error saying what to install.
+    pub fn open_all(&self) -> Result<(Vec<Gpu>, Vec<String>)> {
+        let opts = self.options()?;
+        let mut gpus = Vec::new();
+        let mut failed = Vec::new();
+        for g in Gpu::all_blocking(&opts) {
+            match g {
+                Ok(g) => {
+                    let keep = self
+                        .adapter
+                        .as_ref()
+                        .is_none_or(|n| g.info().name.to_lowercase().contains(&n.to_lowercase()));
+                    if keep {
+                        gpus.push(g);
+                    }
+                }
+                Err(e) => failed.push(e.to_string()),
+            }
+        }
+        if gpus.is_empty() {
+            let what = match (&self.backend, &self.adapter) {
+                (Some(b), _) => format!("--backend {b}: "),
+                (None, Some(n)) => format!("--adapter {n}: "),
+                _ => String::new(),
+            };
+            return Err(bad_input!(
+                "{what}no GPU adapter found{}. Without a GPU install Mesa's software drivers: apt-get install mesa-vulkan-drivers libegl-mesa0 libgl1-mesa-dri",
+                if failed.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({} failed to open: {})", failed.len(), failed.join("; "))
+                }
+            ));
+        }
+        Ok((gpus, failed))
+    }
+
     /// Opens the chosen adapter.
     pub fn open(&self) -> Result<Gpu> {
         let opts = self.options()?;

@@ -7,7 +7,6 @@ use wgpu_attention::wgpu::Features;
 use wgpu_attention::{Gpu, Tuning};
 
 use crate::args::DeviceArgs;
-use crate::error::bad_input;
 
 #[derive(Args)]
 #[command(after_help = "Examples:
@@ -177,37 +176,8 @@ fn print_text(v: &Value) {
 }
 
 pub fn main(a: InfoArgs) -> Result<()> {
-    let opts = a.device.options()?;
-    let mut found = Vec::new();
-    let mut failed = Vec::new();
-    for g in Gpu::all_blocking(&opts) {
-        match g {
-            Ok(g) => {
-                if let Some(name) = &a.device.adapter {
-                    if !g.info().name.to_lowercase().contains(&name.to_lowercase()) {
-                        continue;
-                    }
-                }
-                found.push(describe(&g));
-            }
-            Err(e) => failed.push(e.to_string()),
-        }
-    }
-    if found.is_empty() {
-        let what = match (&a.device.backend, &a.device.adapter) {
-            (Some(b), _) => format!("--backend {b}: "),
-            (None, Some(n)) => format!("--adapter {n}: "),
-            _ => String::new(),
-        };
-        return Err(bad_input!(
-            "{what}no GPU adapter found{}. Without a GPU install Mesa's software drivers: apt-get install mesa-vulkan-drivers libegl-mesa0 libgl1-mesa-dri",
-            if failed.is_empty() {
-                String::new()
-            } else {
-                format!(" ({} failed to open: {})", failed.len(), failed.join("; "))
-            }
-        ));
-    }
+    let (gpus, failed) = a.device.open_all()?;
+    let found: Vec<_> = gpus.iter().map(describe).collect();
     if a.json {
         println!("{}", serde_json::to_string_pretty(&found)?);
     } else {

@@ -11,7 +11,6 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 use wgpu_attention::validation::{self, Case, CaseResult, REL_L2_TOL};
-use wgpu_attention::Gpu;
 
 use crate::args::DeviceArgs;
 use crate::error::{bad_input, CheckFailed};
@@ -169,39 +168,7 @@ pub fn main(a: ValidateArgs) -> Result<()> {
             eprintln!("{s}");
         }
     };
-    let opts = a.device.options()?;
-    let mut gpus = Vec::new();
-    let mut open_errors = Vec::new();
-    for g in Gpu::all_blocking(&opts) {
-        match g {
-            Ok(g) => {
-                let keep = a
-                    .device
-                    .adapter
-                    .as_ref()
-                    .is_none_or(|n| g.info().name.to_lowercase().contains(&n.to_lowercase()));
-                if keep {
-                    gpus.push(g);
-                }
-            }
-            Err(e) => open_errors.push(e.to_string()),
-        }
-    }
-    if gpus.is_empty() {
-        let what = match (&a.device.backend, &a.device.adapter) {
-            (Some(b), _) => format!("--backend {b}: "),
-            (None, Some(n)) => format!("--adapter {n}: "),
-            _ => String::new(),
-        };
-        return Err(bad_input!(
-            "{what}no GPU adapter found{}. Without a GPU install Mesa's software drivers: apt-get install mesa-vulkan-drivers libegl-mesa0 libgl1-mesa-dri",
-            if open_errors.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", open_errors.join("; "))
-            }
-        ));
-    }
+    let (gpus, open_errors) = a.device.open_all()?;
     for e in &open_errors {
         say(&format!("an adapter failed to open (not validated): {e}"));
     }

@@ -1,4 +1,4 @@
-use super::{each_gpu, rng, run, uniform};
+use super::{check_o_lse, each_gpu, rng, run, uniform};
 use wgpu_attention::reference::{self, ReferenceOptions};
 use wgpu_attention::verify::{assert_close, Tolerance};
 use wgpu_attention::{
@@ -62,18 +62,7 @@ fn check(gpu: &Gpu, t: Tuning, ctx: &str, c: &Case) {
             softcap: c.softcap.map(f64::from),
         },
     );
-    assert_close(
-        &out.o.to_vec_blocking().unwrap(),
-        &want.o,
-        Tolerance::F32,
-        &format!("{ctx} O"),
-    );
-    assert_close(
-        &out.lse.unwrap().to_vec_blocking().unwrap(),
-        &want.lse,
-        Tolerance::F32,
-        &format!("{ctx} LSE"),
-    );
+    check_o_lse(&out, &want, &ctx);
     assert_close(
         &out.weights.unwrap().to_vec_blocking().unwrap(),
         &want.p,
@@ -90,18 +79,7 @@ fn check(gpu: &Gpu, t: Tuning, ctx: &str, c: &Case) {
     let out = run(gpu, t, |rec| record_attention(rec, &qt, &kt, &vt, &fused));
     assert_eq!(out.o.layout(), c.layout, "{ctx}: fused O keeps Q's layout");
     assert!(out.weights.is_none(), "{ctx}");
-    assert_close(
-        &out.o.to_vec_blocking().unwrap(),
-        &want.o,
-        Tolerance::F32,
-        &format!("{ctx} fused O"),
-    );
-    assert_close(
-        &out.lse.unwrap().to_vec_blocking().unwrap(),
-        &want.lse,
-        Tolerance::F32,
-        &format!("{ctx} fused LSE"),
-    );
+    check_o_lse(&out, &want, &format!("{ctx} fused"));
 
     // The decode path (split-KV), with a split that divides Nk unevenly.
     let decode = AttentionOptions {
@@ -112,18 +90,7 @@ fn check(gpu: &Gpu, t: Tuning, ctx: &str, c: &Case) {
     };
     let out = run(gpu, t, |rec| record_attention(rec, &qt, &kt, &vt, &decode));
     assert_eq!(out.o.layout(), c.layout, "{ctx}: decode O keeps Q's layout");
-    assert_close(
-        &out.o.to_vec_blocking().unwrap(),
-        &want.o,
-        Tolerance::F32,
-        &format!("{ctx} decode O"),
-    );
-    assert_close(
-        &out.lse.unwrap().to_vec_blocking().unwrap(),
-        &want.lse,
-        Tolerance::F32,
-        &format!("{ctx} decode LSE"),
-    );
+    check_o_lse(&out, &want, &format!("{ctx} decode"));
 
     // Both paths without LSE or weights bind placeholders instead.
     for path in [AttentionPath::Unfused, AttentionPath::Auto] {

@@ -1,9 +1,8 @@
 //! The KV cache: append, attend at the current length, across pages (KV longer
 //! than one storage binding), against the f64 reference over the whole K/V.
 
-use super::{each_gpu, rng, run, uniform};
+use super::{check_o_lse, each_gpu, rng, run, uniform};
 use wgpu_attention::reference::{self, ReferenceOptions};
-use wgpu_attention::verify::{assert_close, Tolerance};
 use wgpu_attention::{
     AttentionOptions, AttentionPath, AttnShape, Error, Gpu, HostMask, KvCache, Layout, MaskTensor,
     Masking, Tensor, Tuning, Window,
@@ -86,18 +85,7 @@ fn check_attend(
         "{ctx} len={len} pages={} nq={nq} hq={hq} {masking:?} alibi={alibi} softcap={softcap:?} {path:?}",
         cache.pages_in_use()
     );
-    assert_close(
-        &out.o.to_vec_blocking().unwrap(),
-        &want.o,
-        Tolerance::F32,
-        &format!("{ctx} O"),
-    );
-    assert_close(
-        &out.lse.unwrap().to_vec_blocking().unwrap(),
-        &want.lse,
-        Tolerance::F32,
-        &format!("{ctx} LSE"),
-    );
+    check_o_lse(&out, &want, &ctx);
 }
 
 #[test]
@@ -260,17 +248,6 @@ fn kv_cache_longer_than_one_storage_binding() {
             },
         );
         let ctx = format!("{ctx} len={len} (binding limit {limit} B)");
-        assert_close(
-            &out.o.to_vec_blocking().unwrap(),
-            &want.o,
-            Tolerance::F32,
-            &format!("{ctx} O"),
-        );
-        assert_close(
-            &out.lse.unwrap().to_vec_blocking().unwrap(),
-            &want.lse,
-            Tolerance::F32,
-            &format!("{ctx} LSE"),
-        );
+        check_o_lse(&out, &want, &ctx);
     });
 }

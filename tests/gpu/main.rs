@@ -103,6 +103,29 @@ pub fn uniform(rng: &mut StdRng, n: usize, scale: f32) -> Vec<f32> {
         .collect()
 }
 
+/// Checks O and the LSE (which must have been requested) of an attention result
+/// against the f64 reference; `ctx` names the case.
+pub fn check_o_lse(
+    out: &wgpu_attention::Attention,
+    want: &wgpu_attention::reference::AttentionOutput,
+    ctx: &str,
+) {
+    use wgpu_attention::verify::{assert_close, Tolerance};
+    assert_close(
+        &out.o.to_vec_blocking().unwrap(),
+        &want.o,
+        Tolerance::F32,
+        &format!("{ctx} O"),
+    );
+    let lse = out.lse.as_ref().expect("LSE was requested");
+    assert_close(
+        &lse.to_vec_blocking().unwrap(),
+        &want.lse,
+        Tolerance::F32,
+        &format!("{ctx} LSE"),
+    );
+}
+
 /// Records with `f` under tuning `t`, submits once, and returns what `f` made.
 pub fn run<T>(
     gpu: &Gpu,
