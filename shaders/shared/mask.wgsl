@@ -37,6 +37,7 @@ fn rule_visible(i: u32, j: u32, causal: u32, window: u32, left: u32, right: u32,
 // c·tanh(s/c) without inf: tanh(x) = 1 − 2/(e^{2x} + 1), |x| clamped to 15 where
 // tanh is 1 in f32 anyway.
 fn soft_cap(s: f32, c: f32) -> f32 {
-    let x = clamp(s / c, -15.0, 15.0);
+    // s·(1/c): the reciprocal is loop-invariant, so one division per score remains.
+    let x = clamp(s * (1.0 / c), -15.0, 15.0);
     return c * (1.0 - 2.0 / (exp(2.0 * x) + 1.0));
 }
