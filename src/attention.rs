@@ -177,7 +177,7 @@ fn auto_path(
     }
     let gpu = q.gpu();
     let fused_fits = gpu.loop_budget().is_none_or(|b| {
-        flash_attention::FusedVariant::new(tuning, sh.d)
+        flash_attention::FusedVariant::new(tuning, sh.d, gpu.limits())
             .is_ok_and(|v| v.loop_iterations(sh.nk, sh.d) + 256 <= b)
     });
     if fused_fits {

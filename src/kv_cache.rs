@@ -281,7 +281,7 @@ impl KvCache {
         opts.masking.validate(b, self.len)?;
         let gpu = q.gpu();
         let diag = opts.masking.diagonal_offset(nq, self.len);
-        let variant = FusedVariant::new(rec.tuning(), d)?;
+        let variant = FusedVariant::new(rec.tuning(), d, gpu.limits())?;
         let preferred = decode::preferred_split(nq, self.len).min(self.page_len);
         // Per page: its splits and views.
         let mut plan = Vec::new();

@@ -20,6 +20,10 @@ pub const KERNELS: &[(&str, &str)] = &[
         "flash_attention_cpu",
         include_str!("../shaders/flash_attention_cpu.wgsl"),
     ),
+    (
+        "flash_attention_tiled",
+        include_str!("../shaders/flash_attention_tiled.wgsl"),
+    ),
 ];
 
 const SHARED: &[(&str, &str)] = &[

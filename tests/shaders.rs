@@ -14,11 +14,18 @@ fn specializations(kernel: &str) -> Vec<Vec<(&'static str, f64)>> {
             vec![("STAGED", 1.0), ("WG_Y", 8.0), ("CPU_ROWS", 8.0)],
         ],
         "softmax" => (0..=8).map(|p| vec![("WG", (1u32 << p) as f64)]).collect(),
-        "flash_attention" | "flash_attention_cpu" => [0.0, 1.0]
+        "flash_attention" | "flash_attention_cpu" | "flash_attention_tiled" => [0.0, 1.0]
             .into_iter()
             .map(|on| {
                 let mut v = vec![
-                    ("WG", 8.0),
+                    (
+                        "WG",
+                        if kernel == "flash_attention_tiled" {
+                            64.0
+                        } else {
+                            8.0
+                        },
+                    ),
                     ("USE_RULES", on),
                     ("USE_MASK", on),
                     ("USE_ALIBI", on),
@@ -76,6 +83,11 @@ fn source_consts(kernel: &str) -> Vec<Vec<(&'static str, u32)>> {
         "flash_attention" => [32, 64, 128, 256]
             .into_iter()
             .map(|d| vec![("DMAX", d), ("RMAX", 4)])
+            .collect(),
+        // Tiles as sized for a 16 KiB workgroup-memory limit, and the 64-key cap.
+        "flash_attention_tiled" => [(32, 64), (64, 32), (128, 16), (256, 8), (64, 64)]
+            .into_iter()
+            .map(|(d, bc)| vec![("DMAX", d), ("BC", bc)])
             .collect(),
         "flash_attention_cpu" => [(8, 8), (16, 8), (8, 16), (4, 32), (1, 16)]
             .into_iter()

@@ -82,7 +82,7 @@ pub fn record_decode(
     // Few queries: many small splits for parallelism; many queries: splits as long
     // as the loop budget allows, to keep the partials (S·B·Hq·Nq·D) small.
     let preferred = preferred_split(sh.nq, sh.nk);
-    let variant = FusedVariant::new(rec.tuning(), sh.d)?;
+    let variant = FusedVariant::new(rec.tuning(), sh.d, gpu.limits())?;
     let split_len = split
         .unwrap_or_else(|| split_len(gpu, &variant, sh.nk, sh.d, preferred))
         .max(1);

@@ -21,8 +21,20 @@ const SPEC_CPU: KernelSpec = KernelSpec {
     storage_read_only: &[true, true, true, true, true, true, false, false],
 };
 
-/// Invocations per workgroup (one SIMD batch on CPU drivers).
+const SPEC_TILED: KernelSpec = KernelSpec {
+    name: "flash_attention_tiled",
+    storage_read_only: &[true, true, true, true, true, true, false, false],
+};
+
+/// Invocations per workgroup of the generic and straight-line kernels (one SIMD
+/// batch on CPU drivers).
 const WORKGROUP: u32 = 8;
+
+/// Lanes (= query rows) per workgroup of the tiled kernel, at most.
+const TILED_WORKGROUP: u32 = 64;
+
+/// Keys per tile of the tiled kernel, at most.
+const TILED_MAX_KEYS: u32 = 64;
 
 type SourceConsts = Vec<(&'static str, u32)>;
 type Overrides = Vec<(&'static str, f64)>;
@@ -30,27 +42,58 @@ type Overrides = Vec<(&'static str, f64)>;
 /// Keys per step of the key loop in the straight-line kernel.
 const KEY_BLOCK: u32 = 4;
 
+/// The fused kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// `flash_attention_cpu.wgsl`: straight-line code for CPU drivers.
+    StraightLine,
+    /// `flash_attention.wgsl`: loops, no workgroup memory; runs anywhere.
+    Generic,
+    /// `flash_attention_tiled.wgsl`: K/V tiles of `keys` keys in workgroup memory,
+    /// one row per lane, `lanes` lanes (real GPUs).
+    Tiled { keys: u32, lanes: u32 },
+}
+
 /// Which fused kernel runs, and its shape.
 pub(crate) struct FusedVariant {
-    /// `flash_attention_cpu.wgsl` (true) or the generic `flash_attention.wgsl`.
-    straight_line: bool,
+    kind: Kind,
     /// Query rows per invocation.
     pub rows: u32,
     bucket: u32,
 }
 
 impl FusedVariant {
-    /// The straight-line variant on adapters that take unstaged tiles (CPU
-    /// drivers) unless [`Tuning::straight_line`](crate::Tuning::straight_line) is
-    /// off, the generic one elsewhere.
-    pub(crate) fn new(tuning: crate::gpu::Tuning, d: usize) -> Result<Self> {
+    /// Staged tuning (real GPUs): the tiled kernel, with tiles sized from the
+    /// granted workgroup memory (`limits`); the generic kernel if not even one key
+    /// fits. Unstaged (CPU drivers): the straight-line kernel unless
+    /// [`Tuning::straight_line`](crate::Tuning::straight_line) is off or D > 128,
+    /// else the generic one.
+    pub(crate) fn new(tuning: crate::gpu::Tuning, d: usize, limits: &wgpu::Limits) -> Result<Self> {
         let bucket = head_dim_bucket(d);
         let generic = FusedVariant {
-            straight_line: false,
+            kind: Kind::Generic,
             rows: 4,
             bucket,
         };
-        if tuning.staged || !tuning.straight_line {
+        if tuning.staged {
+            // K and V tiles: 2 · keys · bucket · 4 bytes, plus the 16 bytes of the
+            // shared key range (llvmpipe-GL counts it: 32 776 of 32 768 failed).
+            let keys = (limits.max_compute_workgroup_storage_size.saturating_sub(16)
+                / (8 * bucket))
+                .min(TILED_MAX_KEYS);
+            let lanes = TILED_WORKGROUP
+                .min(limits.max_compute_invocations_per_workgroup)
+                .min(limits.max_compute_workgroup_size_x);
+            if keys == 0 || lanes == 0 {
+                return Ok(generic);
+            }
+            return Ok(FusedVariant {
+                kind: Kind::Tiled { keys, lanes },
+                rows: 1,
+                bucket,
+            });
+        }
+        if !tuning.straight_line {
             return Ok(generic);
         }
         if !(1..=32).contains(&tuning.fused_rows) {
@@ -70,44 +113,68 @@ impl FusedVariant {
         let cap = if tuning.fused_rows > 8 { 256 } else { 128 };
         let rows = tuning.fused_rows.min(cap / (bucket / 4)).max(1);
         Ok(FusedVariant {
-            straight_line: true,
+            kind: Kind::StraightLine,
             rows,
             bucket,
         })
     }
 
     fn spec(&self) -> &'static KernelSpec {
-        if self.straight_line {
-            &SPEC_CPU
-        } else {
-            &SPEC
+        match self.kind {
+            Kind::StraightLine => &SPEC_CPU,
+            Kind::Generic => &SPEC,
+            Kind::Tiled { .. } => &SPEC_TILED,
         }
+    }
+
+    /// Invocations per workgroup.
+    pub(crate) fn lanes(&self) -> u32 {
+        match self.kind {
+            Kind::Tiled { lanes, .. } => lanes,
+            _ => WORKGROUP,
+        }
+    }
+
+    /// Whether the lanes of a workgroup may take different key splits (few
+    /// queries): not in the tiled kernel, whose key range is per workgroup.
+    fn lanes_may_split(&self) -> bool {
+        !matches!(self.kind, Kind::Tiled { .. })
     }
 
     /// Loop iterations per invocation for `keys` keys (see [`crate::Gpu::loop_budget`]).
     /// Generic: per key two loops over the bucket's D/4 chunks (the small row loops
     /// unroll), R loops over D around them. Straight-line: one per block of keys,
-    /// plus the 4-element store loops. Pinned in tests/gpu/driver_limits.rs.
+    /// plus the 4-element store loops. Tiled: per tile its load loop and, per key,
+    /// two loops over D/4 plus the key loop. Pinned in tests/gpu/driver_limits.rs.
     pub(crate) fn loop_iterations(&self, keys: usize, d: usize) -> u64 {
         let dv = self.bucket as u64 / 4;
-        if self.straight_line {
-            (keys as u64).div_ceil(KEY_BLOCK as u64) + self.rows as u64 * (dv * 4 + 1) + 16
-        } else {
-            keys as u64 * (2 * dv + 1) + 2 * self.rows as u64 * (d as u64 + 1)
+        match self.kind {
+            Kind::StraightLine => {
+                (keys as u64).div_ceil(KEY_BLOCK as u64) + self.rows as u64 * (dv * 4 + 1) + 16
+            }
+            Kind::Generic => keys as u64 * (2 * dv + 1) + 2 * self.rows as u64 * (d as u64 + 1),
+            Kind::Tiled { keys: bc, lanes } => {
+                let tiles = (keys as u64).div_ceil(bc as u64) + 1;
+                let load = (bc as u64 * dv).div_ceil(lanes as u64);
+                tiles * (1 + load + bc as u64 * (2 * dv + 1)) + dv + 2 * (d as u64 + 1)
+            }
         }
     }
 
     fn constants(&self) -> (SourceConsts, Overrides) {
-        if self.straight_line {
-            (
+        match self.kind {
+            Kind::StraightLine => (
                 vec![("R", self.rows), ("KB", KEY_BLOCK), ("DV", self.bucket / 4)],
                 vec![("WG", WORKGROUP as f64)],
-            )
-        } else {
-            (
+            ),
+            Kind::Generic => (
                 vec![("DMAX", self.bucket), ("RMAX", self.rows)],
                 vec![("R", self.rows as f64), ("WG", WORKGROUP as f64)],
-            )
+            ),
+            Kind::Tiled { keys, lanes } => (
+                vec![("DMAX", self.bucket), ("BC", keys)],
+                vec![("WG", lanes as f64)],
+            ),
         }
     }
 }
@@ -205,9 +272,10 @@ pub(crate) fn record_fused(
     same_device(k, v, "K and V")?;
     let gpu = q.gpu();
     // Few queries and several splits: lanes over splits (see the shader).
-    let variant = FusedVariant::new(rec.tuning(), sh.d)?;
-    let lane_splits =
-        split.as_ref().is_some_and(|s| s.splits > 1) && sh.nq <= variant.rows as usize;
+    let variant = FusedVariant::new(rec.tuning(), sh.d, gpu.limits())?;
+    let lane_splits = variant.lanes_may_split()
+        && split.as_ref().is_some_and(|s| s.splits > 1)
+        && sh.nq <= variant.rows as usize;
     let [bv, hv, nv, dv] = v.dims4("V")?;
     if (bv, hv, nv, dv) != (sh.b, sh.hkv, sh.nk, sh.d) {
         return Err(Error::Shape(format!(
@@ -249,7 +317,7 @@ pub(crate) fn record_fused(
             },
         ),
     };
-    let blocks_q = sh.nq.div_ceil((variant.rows * WORKGROUP) as usize) as u32;
+    let blocks_q = sh.nq.div_ceil((variant.rows * variant.lanes()) as usize) as u32;
     let (q_off, q_s) = addressing(q);
     let (k_off, k_s) = addressing(k);
     let (v_off, v_s) = addressing(v);
@@ -302,7 +370,7 @@ pub(crate) fn record_fused(
     let kernel = gpu.kernel_sized(variant.spec(), &source_consts, &overrides)?;
     let splits = split.as_ref().map_or(1, |s| s.splits) as u64;
     let total = if lane_splits {
-        (sh.b * sh.hq) as u64 * splits.div_ceil(WORKGROUP as u64)
+        (sh.b * sh.hq) as u64 * splits.div_ceil(variant.lanes() as u64)
     } else {
         (sh.b * sh.hq) as u64 * splits * blocks_q as u64
     };
