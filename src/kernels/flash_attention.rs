@@ -392,3 +392,48 @@ pub(crate) fn record_fused(
     )?;
     Ok((out, lse))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The tiled kernel's K/V tiles plus its shared key range fit the granted
+    /// workgroup memory, including the 16 KiB WebGPU default, for every head dim.
+    #[test]
+    fn tiles_fit_the_granted_workgroup_memory() {
+        let staged = crate::gpu::Tuning {
+            staged: true,
+            softmax_workgroup: 128,
+            cpu_rows: 8,
+            fused_rows: 8,
+            straight_line: false,
+        };
+        for limit in [16_384u32, 32_768, 49_152, 1 << 20] {
+            let limits = wgpu::Limits {
+                max_compute_workgroup_storage_size: limit,
+                ..wgpu::Limits::default()
+            };
+            for d in [1usize, 7, 32, 64, 80, 128, 200, 256] {
+                let v = FusedVariant::new(staged, d, &limits).unwrap();
+                let Kind::Tiled { keys, lanes } = v.kind else {
+                    panic!("d={d} limit={limit}: not tiled");
+                };
+                let bytes = 2 * keys * v.bucket * 4 + 16;
+                assert!(
+                    keys >= 1 && bytes <= limit,
+                    "d={d} limit={limit}: {keys} keys = {bytes} B"
+                );
+                assert!(lanes <= limits.max_compute_invocations_per_workgroup);
+            }
+        }
+        // 16 KiB at D = 64: 31 keys per tile (32 would need 16 400 bytes with the range).
+        let v = FusedVariant::new(staged, 64, &wgpu::Limits::default()).unwrap();
+        assert_eq!(
+            v.kind,
+            Kind::Tiled {
+                keys: 31,
+                lanes: 64
+            }
+        );
+    }
+}
