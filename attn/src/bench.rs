@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::Result;
 use clap::{Args, ValueEnum};
 use serde::Serialize;
-use wgpu_attention::kernels::decode::{DEFAULT_SPLIT, TARGET_SPLITS};
+use wgpu_attention::kernels::decode::split_plan;
 use wgpu_attention::kernels::matmul::record_matmul;
 use wgpu_attention::{
     alibi_slopes, record_attention, AttentionOptions, AttentionPath, Gpu, HostMask, Layout,
@@ -94,8 +94,9 @@ timed with GPU timestamps where the adapter has them (wall clock including a
 one-element readback otherwise). GFLOP/s counts 4·B·Hq·Nq·Nk·D (halved for causal
 with Nq = Nk). peak_buffer_bytes adds the buffers the path holds during the run:
 Q, K, V, O, and for unfused the scores and weights (2·B·Hq·Nq·Nk f32), for decode
-the partial outputs (splits·B·Hq·Nq·(D+1) f32; splits = Nk / max(512, Nk/256) for
-Nq <= 16 unless --kv-split is given, else 1). The project's GEMM (--gemm-n cubed) is timed
+the partial outputs (splits·B·Hq·Nq·(D+1) f32, splits as the library chooses them
+on this device: kernels::decode::split_plan), and with --options bias the [1, 1, Nq,
+Nk] mask. The project's GEMM (--gemm-n cubed) is timed
 the same way as the ceiling; the table ends with fused/GEMM and fused/unfused
 ratios. A configuration a path cannot run (memory, driver limits) is reported
 with its error instead of a time.")]
@@ -303,32 +304,34 @@ fn gemm_gflops(gpu: &Gpu, timed: bool, n: usize) -> wgpu_attention::Result<f64> 
 pub fn peak_buffer_bytes(
     path: BenchPath,
     [b, hq, hkv, nq, nk, d]: [usize; 6],
-    kv_split: Option<usize>,
+    decode_splits: usize,
+    extra: ScoreOption,
 ) -> u64 {
     let f = 4u64;
-    let (b, hq, hkv, nq, nk, d) = (
-        b as u64, hq as u64, hkv as u64, nq as u64, nk as u64, d as u64,
+    let (b, hq, hkv, nq, nk, d, splits) = (
+        b as u64,
+        hq as u64,
+        hkv as u64,
+        nq as u64,
+        nk as u64,
+        d as u64,
+        decode_splits as u64,
     );
     let inputs = f * (b * hq * nq * d + 2 * b * hkv * nk * d);
     let o = f * b * hq * nq * d;
+    // The bias of `--options bias` is an additive [1, 1, Nq, Nk] mask.
+    let bias = if extra == ScoreOption::Bias {
+        f * nq * nk
+    } else {
+        0
+    };
     inputs
         + o
+        + bias
         + match path {
             BenchPath::Fused => 0,
             BenchPath::Unfused => 2 * f * b * hq * nq * nk,
-            BenchPath::Decode => {
-                // The library's preferred split (kernels::decode); on drivers with a
-                // loop budget it may halve the split further (not visible here).
-                let split = match kv_split {
-                    Some(s) => s.max(1) as u64,
-                    None if nq <= 16 => {
-                        (DEFAULT_SPLIT as u64).max(nk.div_ceil(TARGET_SPLITS as u64))
-                    }
-                    None => nk,
-                };
-                let splits = nk.div_ceil(split);
-                f * splits * b * hq * nq * (d + 1)
-            }
+            BenchPath::Decode => f * splits * b * hq * nq * (d + 1),
         }
 }
 
@@ -439,6 +442,9 @@ pub fn main(a: BenchArgs) -> Result<()> {
             None
         };
         let slopes = alibi_slopes(h);
+        // The library's own split choice (as the decode path makes it on this device).
+        let decode_splits =
+            split_plan(&gpu, gpu.tuning(), nq, nk, d, a.kv_split).map_or(1, |p| p.1);
         for &causal in causals {
             for (&path, &extra) in a
                 .path
@@ -485,7 +491,12 @@ pub fn main(a: BenchArgs) -> Result<()> {
                     gemm_gflops: gemm,
                     of_gemm: gflops.map(|g| g / gemm),
                     fused_over_unfused: None,
-                    peak_buffer_bytes: peak_buffer_bytes(path, [b, h, hkv, nq, nk, d], a.kv_split),
+                    peak_buffer_bytes: peak_buffer_bytes(
+                        path,
+                        [b, h, hkv, nq, nk, d],
+                        decode_splits,
+                        extra,
+                    ),
                     first_run_ms: first,
                     reps,
                     timing,

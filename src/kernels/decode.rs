@@ -67,6 +67,29 @@ pub(crate) fn preferred_split(nq: usize, nk: usize) -> usize {
     }
 }
 
+/// The keys per split and the number of splits the decode path uses for `nq`
+/// queries against `nk` keys of dim `d` on `gpu` under `tuning`; `split` is an
+/// explicit split length ([`crate::AttentionOptions::kv_split`]). Few queries get
+/// many short splits (parallelism), many queries splits as long as the driver's
+/// loop budget allows (to keep the partials, splits·B·Hq·Nq·(D+1) floats, small).
+pub fn split_plan(
+    gpu: &crate::Gpu,
+    tuning: crate::Tuning,
+    nq: usize,
+    nk: usize,
+    d: usize,
+    split: Option<usize>,
+) -> Result<(usize, usize)> {
+    let len = match split {
+        Some(s) => s.max(1),
+        None => {
+            let variant = FusedVariant::new(tuning, d, gpu.limits())?;
+            split_len(gpu, &variant, nk, d, preferred_split(nq, nk)).max(1)
+        }
+    };
+    Ok((len, nk.div_ceil(len)))
+}
+
 /// Split-KV attention: same inputs and results as the fused path (O in Q's
 /// layout, LSE if asked), computed as `ceil(Nk / split)` partials and a merge.
 pub fn record_decode(
@@ -79,14 +102,7 @@ pub fn record_decode(
 ) -> Result<(Tensor, Option<Tensor>)> {
     let gpu = q.gpu();
     let sh = super::attn_shape(q, k)?;
-    // Few queries: many small splits for parallelism; many queries: splits as long
-    // as the loop budget allows, to keep the partials (S·B·Hq·Nq·D) small.
-    let preferred = preferred_split(sh.nq, sh.nk);
-    let variant = FusedVariant::new(rec.tuning(), sh.d, gpu.limits())?;
-    let split_len = split
-        .unwrap_or_else(|| split_len(gpu, &variant, sh.nk, sh.d, preferred))
-        .max(1);
-    let splits = sh.nk.div_ceil(split_len);
+    let (split_len, splits) = split_plan(gpu, rec.tuning(), sh.nq, sh.nk, sh.d, split)?;
     let rows = sh.b * sh.hq * sh.nq;
     let o_part = Tensor::output(
         gpu,
