@@ -174,8 +174,6 @@ impl Gpu {
             return Err(Error::Gpu(format!("building kernel {}: {e}", spec.name)));
         }
         self.take_error()?;
-        #[cfg(not(target_arch = "wasm32"))]
-        drop(pop);
         let k = Arc::new(Kernel {
             pipeline,
             layout,

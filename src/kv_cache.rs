@@ -29,7 +29,7 @@
 //! # Ok(()) }
 //! ```
 
-use crate::attention::{attention, record_attention, Attention, AttentionOptions, AttentionPath};
+use crate::attention::{record_attention, Attention, AttentionOptions, AttentionPath};
 use crate::dispatch::Recorder;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -212,20 +212,10 @@ impl KvCache {
     /// `0..len` (causal masks align bottom-right by default: the queries are the
     /// newest positions), in one submission.
     pub fn attend(&self, q: &Tensor, opts: &AttentionOptions) -> Result<Attention> {
-        if self.pages_in_use() <= 1 {
-            let (k, v) = self.nonempty_kv()?;
-            return attention(q, &k, &v, opts);
-        }
         let mut rec = q.gpu().recorder();
         let out = self.record_attend(&mut rec, q, opts)?;
         rec.submit()?;
         Ok(out)
-    }
-
-    fn nonempty_kv(&self) -> Result<(Tensor, Tensor)> {
-        self.kv()?.ok_or_else(|| {
-            Error::InvalidArgument("attend on an empty KV cache: append positions first".into())
-        })
     }
 
     /// Records [`KvCache::attend`] without submitting.
@@ -241,7 +231,9 @@ impl KvCache {
             ));
         }
         if self.pages_in_use() <= 1 {
-            let (k, v) = self.nonempty_kv()?;
+            let (k, v) = self.kv()?.ok_or_else(|| {
+                Error::InvalidArgument("attend on an empty KV cache: append positions first".into())
+            })?;
             return record_attention(rec, q, &k, &v, opts);
         }
         // Several pages: split-KV over pages.

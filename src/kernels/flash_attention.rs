@@ -11,19 +11,23 @@ use crate::mask::Masking;
 use crate::mask_tensor::MaskTensor;
 use crate::tensor::{Layout, Tensor};
 
+/// The bindings of every fused kernel (`shared/flash_common.wgsl`): Q, K, V, mask,
+/// key lengths, ALiBi slopes read-only; O and LSE written.
+const FUSED_BINDINGS: &[bool] = &[true, true, true, true, true, true, false, false];
+
 const SPEC: KernelSpec = KernelSpec {
     name: "flash_attention",
-    storage_read_only: &[true, true, true, true, true, true, false, false],
+    storage_read_only: FUSED_BINDINGS,
 };
 
 const SPEC_CPU: KernelSpec = KernelSpec {
     name: "flash_attention_cpu",
-    storage_read_only: &[true, true, true, true, true, true, false, false],
+    storage_read_only: FUSED_BINDINGS,
 };
 
 const SPEC_TILED: KernelSpec = KernelSpec {
     name: "flash_attention_tiled",
-    storage_read_only: &[true, true, true, true, true, true, false, false],
+    storage_read_only: FUSED_BINDINGS,
 };
 
 /// Invocations per workgroup of the generic and straight-line kernels (one SIMD
