@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use wgpu_attention::{
-    parse_backend, Alignment, AttnShape, Gpu, GpuOptions, HostMask, Layout, Masking, Window,
+    parse_backend, Alignment, AttnShape, Gpu, GpuOptions, HostMask, Layout, MaskTensor, Masking,
+    Window,
 };
 
 use crate::error::bad_input;
@@ -376,6 +377,23 @@ pub struct MaskArgs {
     /// Softmax scale [default: 1/sqrt(D)].
     #[arg(long, value_name = "S")]
     pub scale: Option<f32>,
+}
+
+/// Uploads the `--mask` tensor read by [`MaskArgs::host_mask`], if any.
+pub fn upload_mask(gpu: &Gpu, host: Option<&HostMask>) -> Result<Option<MaskTensor>> {
+    host.map(|m| MaskTensor::upload(gpu, m))
+        .transpose()
+        .context("--mask")
+}
+
+/// `--softcap C` must be a positive finite number (checked before any device work).
+pub fn check_softcap(c: Option<f32>) -> Result<()> {
+    match c {
+        Some(c) if !(c.is_finite() && c > 0.0) => Err(bad_input!(
+            "--softcap {c}: expected a positive finite number"
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn parse_window(s: &str) -> std::result::Result<Window, String> {

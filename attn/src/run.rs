@@ -3,16 +3,16 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Args, ValueEnum};
 use wgpu_attention::reference::{self, MhaReferenceOptions, ReferenceOptions};
 use wgpu_attention::verify::{verify, Report, Tolerance};
 use wgpu_attention::{
-    alibi_slopes, attention, AttentionOptions, AttentionPath, MaskTensor, MhaConfig, MhaOptions,
-    MhaWeights, MultiHeadAttention, Pairing, Rope, Tensor,
+    alibi_slopes, attention, AttentionOptions, AttentionPath, MhaConfig, MhaOptions, MhaWeights,
+    MultiHeadAttention, Pairing, Rope, Tensor,
 };
 
-use crate::args::{from_bhnd, DeviceArgs, InputArgs, MaskArgs};
+use crate::args::{check_softcap, from_bhnd, upload_mask, DeviceArgs, InputArgs, MaskArgs};
 use crate::error::{bad_input, CheckFailed};
 use crate::io;
 
@@ -137,13 +137,7 @@ pub fn run_main(a: RunArgs) -> Result<()> {
                 .unwrap_or_default()
         ));
     }
-    if let Some(c) = a.softcap {
-        if !(c.is_finite() && c > 0.0) {
-            return Err(bad_input!(
-                "--softcap {c}: expected a positive finite number"
-            ));
-        }
-    }
+    check_softcap(a.softcap)?;
     if a.kv_split == Some(0) {
         return Err(bad_input!(
             "--kv-split 0: expected at least 1 key per split"
@@ -170,11 +164,7 @@ pub fn run_main(a: RunArgs) -> Result<()> {
     );
     let t0 = Instant::now();
     let [q, k, v] = inputs.upload(&gpu)?;
-    let mask = host_mask
-        .as_ref()
-        .map(|m| MaskTensor::upload(&gpu, m))
-        .transpose()
-        .context("--mask")?;
+    let mask = upload_mask(&gpu, host_mask.as_ref())?;
     let want_lse = a.lse.is_some() || a.check;
     let want_weights = a.weights.is_some();
     let opts = AttentionOptions {
@@ -459,11 +449,7 @@ pub fn mha_main(a: MhaArgs) -> Result<()> {
     );
     let t0 = Instant::now();
     let layer = MultiHeadAttention::new(&gpu, cfg, &weights)?;
-    let mask = host_mask
-        .as_ref()
-        .map(|m| MaskTensor::upload(&gpu, m))
-        .transpose()
-        .context("--mask")?;
+    let mask = upload_mask(&gpu, host_mask.as_ref())?;
     let xt = Tensor::from_slice(&gpu, &x.data, &[b, nq, dm])?;
     let xkvt = xkv
         .as_ref()

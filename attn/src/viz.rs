@@ -6,11 +6,9 @@ use anyhow::{Context, Result};
 use clap::Args;
 use rand::{Rng, SeedableRng};
 use wgpu_attention::mask::{MaskValues, ADDITIVE_MASKED};
-use wgpu_attention::{
-    alibi_slopes, attention, AttentionOptions, AttentionPath, AttnShape, MaskTensor,
-};
+use wgpu_attention::{alibi_slopes, attention, AttentionOptions, AttentionPath, AttnShape};
 
-use crate::args::{DeviceArgs, InputArgs, Inputs, LayoutArg, MaskArgs};
+use crate::args::{check_softcap, upload_mask, DeviceArgs, InputArgs, Inputs, LayoutArg, MaskArgs};
 use crate::error::bad_input;
 use crate::io;
 use crate::plot::Heatmap;
@@ -137,24 +135,14 @@ pub fn main(a: VizArgs) -> Result<()> {
             sh.hq
         ));
     }
-    if let Some(c) = a.softcap {
-        if !(c.is_finite() && c > 0.0) {
-            return Err(bad_input!(
-                "--softcap {c}: expected a positive finite number"
-            ));
-        }
-    }
+    check_softcap(a.softcap)?;
     let masking = a.masks.masking(sh.b, sh.nk)?;
     let host_mask = a.masks.host_mask([sh.b, sh.hq, sh.nq, sh.nk])?;
     let slopes = a.masks.alibi.then(|| alibi_slopes(sh.hq));
 
     let gpu = a.device.open()?;
     let [q, k, v] = inputs.upload(&gpu)?;
-    let mask = host_mask
-        .as_ref()
-        .map(|m| MaskTensor::upload(&gpu, m))
-        .transpose()
-        .context("--mask")?;
+    let mask = upload_mask(&gpu, host_mask.as_ref())?;
     let out = attention(
         &q,
         &k,
