@@ -310,9 +310,10 @@ const MAX_TIMED_PASSES: u32 = 256;
 
 impl Recorder<'_> {
     /// Uses the kernel variants `t` for what this recorder records (the device
-    /// default is [`Gpu::tuning`]).
+    /// default is [`Gpu::tuning`]). `t.subgroup` counts as 0 on a device without
+    /// the SUBGROUP feature.
     pub fn with_tuning(mut self, t: crate::gpu::Tuning) -> Self {
-        self.tuning = t;
+        self.tuning = self.gpu.granted_tuning(t);
         self
     }
 

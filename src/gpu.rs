@@ -118,6 +118,11 @@ pub struct Tuning {
     /// the device ("A valid external Instance reference no longer exists"), while
     /// the generic kernel runs.
     pub straight_line: bool,
+    /// Subgroup size the straight-line fused kernel shares K/V loads across
+    /// (`flash_attention_sg.wgsl`); 0 = no subgroup operations. Set on CPU drivers
+    /// that grant subgroups with one fixed size (lavapipe: 8), where it cuts the
+    /// gathered loads by that factor. `WGPU_ATTENTION_SUBGROUP=0` turns it off.
+    pub subgroup: u32,
 }
 
 impl Tuning {
@@ -130,7 +135,18 @@ impl Tuning {
             cpu_rows: 8,
             fused_rows: 8,
             straight_line: info.backend != wgpu::Backend::BrowserWebGpu,
+            subgroup: if cpu && info.subgroup_min_size == info.subgroup_max_size {
+                info.subgroup_min_size
+            } else {
+                0
+            },
         };
+        if let Some(s) = std::env::var("WGPU_ATTENTION_SUBGROUP")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            t.subgroup = s;
+        }
         if let Ok(v) = std::env::var("WGPU_ATTENTION_STAGED") {
             t.staged = v != "0";
         }
@@ -321,7 +337,14 @@ impl Gpu {
                 features,
                 info,
                 limits,
-                tuning: Mutex::new(tuning),
+                tuning: Mutex::new(Tuning {
+                    subgroup: if features.contains(wgpu::Features::SUBGROUP) {
+                        tuning.subgroup
+                    } else {
+                        0
+                    },
+                    ..tuning
+                }),
                 poison: AtomicBool::new(false),
                 error,
                 lost,
@@ -385,7 +408,16 @@ impl Gpu {
     /// [`Recorder::with_tuning`](crate::Recorder::with_tuning) for one recording).
     /// Pipelines of each variant are cached.
     pub fn set_tuning(&self, t: Tuning) {
+        let t = self.granted_tuning(t);
         *self.inner.tuning.lock().unwrap_or_else(|p| p.into_inner()) = t;
+    }
+
+    /// `t` without what the device was not granted (subgroup use needs SUBGROUP).
+    pub(crate) fn granted_tuning(&self, mut t: Tuning) -> Tuning {
+        if !self.inner.features.contains(wgpu::Features::SUBGROUP) {
+            t.subgroup = 0;
+        }
+        t
     }
 
     /// When on, every buffer this crate allocates for an output is filled with NaN

@@ -24,6 +24,10 @@ pub const KERNELS: &[(&str, &str)] = &[
         "flash_attention_tiled",
         include_str!("../shaders/flash_attention_tiled.wgsl"),
     ),
+    (
+        "flash_attention_sg",
+        include_str!("../shaders/flash_attention_sg.wgsl"),
+    ),
 ];
 
 const SHARED: &[(&str, &str)] = &[
@@ -66,9 +70,81 @@ pub fn source_with(name: &str, consts: &[(&str, u32)]) -> String {
         const_value(&src, "KB"),
         const_value(&src, "DV"),
     ) {
-        src = expand_markers(&src, [("@R", r), ("@T", kb), ("@C", dv)]);
+        let mut markers = vec![("@R", r), ("@T", kb), ("@C", dv)];
+        if let Some(ng) = const_value(&src, "NG") {
+            markers.push(("@G", ng));
+        }
+        if let Some(s) = const_value(&src, "S") {
+            src = src.replace("@S", &s.to_string());
+        }
+        src = expand_markers(&src, &markers);
+        src = eval_braces(&src);
     }
     src
+}
+
+/// Replaces each `@{expr}` (integers with `+ - * / %` and parentheses, as left by
+/// marker expansion) by its value, so straight-line templates can name the
+/// register and lane an element lives in (`kl@{4*@C/@S}`).
+fn eval_braces(src: &str) -> String {
+    let mut out = String::with_capacity(src.len());
+    let mut rest = src;
+    while let Some(start) = rest.find("@{") {
+        out.push_str(&rest[..start]);
+        let body = &rest[start + 2..];
+        let end = body.find('}').expect("`@{` closes with `}`");
+        let value = eval_int(&body[..end])
+            .unwrap_or_else(|| panic!("bad template expression `@{{{}}}`", &body[..end]));
+        out.push_str(&value.to_string());
+        rest = &body[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Evaluates an integer expression of `+ - * / %` and parentheses (no unary minus).
+fn eval_int(expr: &str) -> Option<i64> {
+    fn sum(t: &[u8], i: &mut usize) -> Option<i64> {
+        let mut v = product(t, i)?;
+        while *i < t.len() && (t[*i] == b'+' || t[*i] == b'-') {
+            let op = t[*i];
+            *i += 1;
+            let r = product(t, i)?;
+            v = if op == b'+' { v + r } else { v - r };
+        }
+        Some(v)
+    }
+    fn product(t: &[u8], i: &mut usize) -> Option<i64> {
+        let mut v = atom(t, i)?;
+        while *i < t.len() && matches!(t[*i], b'*' | b'/' | b'%') {
+            let op = t[*i];
+            *i += 1;
+            let r = atom(t, i)?;
+            v = match op {
+                b'*' => v * r,
+                b'/' => v.checked_div(r)?,
+                _ => v.checked_rem(r)?,
+            };
+        }
+        Some(v)
+    }
+    fn atom(t: &[u8], i: &mut usize) -> Option<i64> {
+        if *i < t.len() && t[*i] == b'(' {
+            *i += 1;
+            let v = sum(t, i)?;
+            (*i < t.len() && t[*i] == b')').then(|| *i += 1)?;
+            return Some(v);
+        }
+        let start = *i;
+        while *i < t.len() && t[*i].is_ascii_digit() {
+            *i += 1;
+        }
+        std::str::from_utf8(&t[start..*i]).ok()?.parse().ok()
+    }
+    let t: Vec<u8> = expr.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    let mut i = 0;
+    let v = sum(&t, &mut i)?;
+    (i == t.len()).then_some(v)
 }
 
 /// The value of `const NAME: u32 = <n>u;` in `src`, if declared with a literal.
@@ -79,7 +155,7 @@ fn const_value(src: &str, name: &str) -> Option<u32> {
     src[start..end].trim().trim_end_matches('u').parse().ok()
 }
 
-fn expand_markers(src: &str, markers: [(&str, u32); 3]) -> String {
+fn expand_markers(src: &str, markers: &[(&str, u32)]) -> String {
     let mut out = String::with_capacity(src.len() * 4);
     for line in src.lines() {
         let present: Vec<(&str, u32)> = markers
@@ -139,5 +215,34 @@ fn resolve(text: &str, out: &mut String, seen: &mut Vec<&'static str>) {
             out.push_str(line);
             out.push('\n');
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_expressions_evaluate() {
+        assert_eq!(eval_int("4*3/8"), Some(1));
+        assert_eq!(eval_int("(4*3+3)%8"), Some(7));
+        assert_eq!(eval_int("2+3*4-1"), Some(13));
+        assert_eq!(eval_int("7/0"), None);
+        assert_eq!(eval_int("1+"), None);
+        assert_eq!(eval_braces("kl0_@{4*5/8}, @{4*5%8}u"), "kl0_2, 4u");
+    }
+
+    #[test]
+    fn subgroup_kernel_names_the_register_and_lane_of_each_element() {
+        let src = source_with(
+            "flash_attention_sg",
+            &[("R", 1), ("KB", 1), ("DV", 4), ("S", 8), ("NG", 2)],
+        );
+        // Element 4·3 + 1 = 13 of the row is lane 5 of the second register (G = 1).
+        assert!(src.contains("subgroupBroadcast(kl0_1, 5u)"), "{src}");
+        assert!(
+            src.contains("let kl0_1 = ld_k(kr0, 1u * S + sl);"),
+            "{src}"
+        );
     }
 }

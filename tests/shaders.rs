@@ -14,25 +14,23 @@ fn specializations(kernel: &str) -> Vec<Vec<(&'static str, f64)>> {
             vec![("STAGED", 1.0), ("WG_Y", 8.0), ("CPU_ROWS", 8.0)],
         ],
         "softmax" => (0..=8).map(|p| vec![("WG", (1u32 << p) as f64)]).collect(),
-        "flash_attention" | "flash_attention_cpu" | "flash_attention_tiled" => [0.0, 1.0]
+        "flash_attention"
+        | "flash_attention_cpu"
+        | "flash_attention_tiled"
+        | "flash_attention_sg" => [0.0, 1.0]
             .into_iter()
             .map(|on| {
                 let mut v = vec![
-                    (
-                        "WG",
-                        if kernel == "flash_attention_tiled" {
-                            64.0
-                        } else {
-                            8.0
-                        },
-                    ),
                     ("USE_RULES", on),
                     ("USE_MASK", on),
                     ("USE_ALIBI", on),
                     ("USE_SOFTCAP", on),
                 ];
-                if kernel == "flash_attention" {
-                    v.push(("R", 4.0));
+                match kernel {
+                    "flash_attention" => v.extend([("R", 4.0), ("WG", 8.0)]),
+                    "flash_attention_cpu" => v.push(("WG", 8.0)),
+                    "flash_attention_tiled" => v.push(("WG", 64.0)),
+                    _ => {} // flash_attention_sg: the workgroup is the subgroup (const S)
                 }
                 v
             })
@@ -93,6 +91,28 @@ fn source_consts(kernel: &str) -> Vec<Vec<(&'static str, u32)>> {
             .into_iter()
             .map(|(r, dv)| vec![("R", r), ("KB", 4), ("DV", dv)])
             .collect(),
+        // Subgroups of 4, 8 (lavapipe), 16 and 32 lanes over the head-dim buckets
+        // they divide.
+        "flash_attention_sg" => [
+            (8, 16, 8),
+            (8, 8, 8),
+            (4, 32, 8),
+            (8, 16, 4),
+            (16, 32, 16),
+            (8, 32, 32),
+            (16, 16, 16),
+        ]
+        .into_iter()
+        .map(|(r, dv, s)| {
+            vec![
+                ("R", r),
+                ("KB", 4),
+                ("DV", dv),
+                ("S", s),
+                ("NG", 4 * dv / s),
+            ]
+        })
+        .collect(),
         _ => vec![vec![]],
     }
 }
@@ -130,8 +150,9 @@ fn default_sources_are_plain_wgsl() {
     for (name, _) in wgpu_attention::shaders::KERNELS {
         let src = wgpu_attention::shaders::source(name);
         assert!(
-            !src.lines()
-                .any(|l| l.contains("@R") || l.contains("@T") || l.contains("@C")),
+            !src.lines().any(|l| ["@R", "@T", "@C", "@G", "@S", "@{"]
+                .iter()
+                .any(|m| l.contains(m))),
             "{name}: markers left"
         );
         naga::front::wgsl::parse_str(&src)

@@ -25,6 +25,11 @@ const SPEC_CPU: KernelSpec = KernelSpec {
     storage_read_only: FUSED_BINDINGS,
 };
 
+const SPEC_SG: KernelSpec = KernelSpec {
+    name: "flash_attention_sg",
+    storage_read_only: FUSED_BINDINGS,
+};
+
 const SPEC_TILED: KernelSpec = KernelSpec {
     name: "flash_attention_tiled",
     storage_read_only: FUSED_BINDINGS,
@@ -51,6 +56,9 @@ const KEY_BLOCK: u32 = 4;
 enum Kind {
     /// `flash_attention_cpu.wgsl`: straight-line code for CPU drivers.
     StraightLine,
+    /// `flash_attention_sg.wgsl`: the straight-line kernel with K/V loads shared
+    /// across a subgroup of `size` lanes (CPU drivers with subgroups).
+    Subgroup { size: u32 },
     /// `flash_attention.wgsl`: loops, no workgroup memory; runs anywhere.
     Generic,
     /// `flash_attention_tiled.wgsl`: K/V tiles of `keys` keys in workgroup memory,
@@ -116,16 +124,21 @@ impl FusedVariant {
         }
         let cap = if tuning.fused_rows > 8 { 256 } else { 128 };
         let rows = tuning.fused_rows.min(cap / (bucket / 4)).max(1);
-        Ok(FusedVariant {
-            kind: Kind::StraightLine,
-            rows,
-            bucket,
-        })
+        // K/V loads shared across the subgroup when its size is known, a multiple
+        // of 4 (a vec4 chunk comes from one register) and divides the bucket.
+        let size = tuning.subgroup;
+        let kind = if size >= 4 && size % 4 == 0 && bucket % size == 0 {
+            Kind::Subgroup { size }
+        } else {
+            Kind::StraightLine
+        };
+        Ok(FusedVariant { kind, rows, bucket })
     }
 
     fn spec(&self) -> &'static KernelSpec {
         match self.kind {
             Kind::StraightLine => &SPEC_CPU,
+            Kind::Subgroup { .. } => &SPEC_SG,
             Kind::Generic => &SPEC,
             Kind::Tiled { .. } => &SPEC_TILED,
         }
@@ -135,6 +148,7 @@ impl FusedVariant {
     pub(crate) fn lanes(&self) -> u32 {
         match self.kind {
             Kind::Tiled { lanes, .. } => lanes,
+            Kind::Subgroup { size } => size,
             _ => WORKGROUP,
         }
     }
@@ -142,7 +156,7 @@ impl FusedVariant {
     /// Whether the lanes of a workgroup may take different key splits (few
     /// queries): not in the tiled kernel, whose key range is per workgroup.
     fn lanes_may_split(&self) -> bool {
-        !matches!(self.kind, Kind::Tiled { .. })
+        !matches!(self.kind, Kind::Tiled { .. } | Kind::Subgroup { .. })
     }
 
     /// Loop iterations per invocation for `keys` keys (see [`crate::Gpu::loop_budget`]).
@@ -153,7 +167,7 @@ impl FusedVariant {
     pub(crate) fn loop_iterations(&self, keys: usize, d: usize) -> u64 {
         let dv = self.bucket as u64 / 4;
         match self.kind {
-            Kind::StraightLine => {
+            Kind::StraightLine | Kind::Subgroup { .. } => {
                 (keys as u64).div_ceil(KEY_BLOCK as u64) + self.rows as u64 * (dv * 4 + 1) + 16
             }
             Kind::Generic => keys as u64 * (2 * dv + 1) + 2 * self.rows as u64 * (d as u64 + 1),
@@ -170,6 +184,16 @@ impl FusedVariant {
             Kind::StraightLine => (
                 vec![("R", self.rows), ("KB", KEY_BLOCK), ("DV", self.bucket / 4)],
                 vec![("WG", WORKGROUP as f64)],
+            ),
+            Kind::Subgroup { size } => (
+                vec![
+                    ("R", self.rows),
+                    ("KB", KEY_BLOCK),
+                    ("DV", self.bucket / 4),
+                    ("S", size),
+                    ("NG", self.bucket / size),
+                ],
+                vec![],
             ),
             Kind::Generic => (
                 vec![("DMAX", self.bucket), ("RMAX", self.rows)],
@@ -411,6 +435,7 @@ mod tests {
             cpu_rows: 8,
             fused_rows: 8,
             straight_line: false,
+            subgroup: 0,
         };
         for limit in [16_384u32, 32_768, 49_152, 1 << 20] {
             let limits = wgpu::Limits {

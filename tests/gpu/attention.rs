@@ -1,4 +1,4 @@
-use super::{check_o_lse, each_gpu, rng, run, uniform};
+use super::{check_o_lse, each_fused_gpu, each_gpu, rng, run, uniform};
 use wgpu_attention::reference::{self, ReferenceOptions};
 use wgpu_attention::verify::{assert_close, Tolerance};
 use wgpu_attention::{
@@ -124,7 +124,7 @@ fn shape(b: usize, hq: usize, hkv: usize, nq: usize, nk: usize, d: usize) -> Att
 
 #[test]
 fn attention_plain_and_gqa_in_both_layouts() {
-    each_gpu("attention", |gpu, t, ctx| {
+    each_fused_gpu("attention", |gpu, t, ctx| {
         for (i, sh) in [
             shape(1, 1, 1, 1, 1, 1),
             shape(2, 4, 2, 17, 33, 64),
@@ -160,7 +160,7 @@ fn attention_plain_and_gqa_in_both_layouts() {
 
 #[test]
 fn attention_with_every_option() {
-    each_gpu("attention options", |gpu, t, ctx| {
+    each_fused_gpu("attention options", |gpu, t, ctx| {
         let (mut r, _) = rng(ctx);
         let sh = shape(2, 4, 2, 17, 33, 16);
         let bool_mask = HostMask::bool(
@@ -255,7 +255,7 @@ fn attention_over_65535_heads_splits_the_grid() {
 
 #[test]
 fn attention_with_alibi_for_4_6_and_12_heads() {
-    each_gpu("attention alibi", |gpu, t, ctx| {
+    each_fused_gpu("attention alibi", |gpu, t, ctx| {
         for (hq, hkv, causal, alignment) in [
             (4, 4, false, Alignment::BottomRight),
             (6, 3, true, Alignment::BottomRight),
@@ -285,7 +285,7 @@ fn attention_with_alibi_for_4_6_and_12_heads() {
 
 #[test]
 fn attention_with_softcap_scale_and_masks_on_both_paths() {
-    each_gpu("attention softcap", |gpu, t, ctx| {
+    each_fused_gpu("attention softcap", |gpu, t, ctx| {
         let (mut r, _) = rng(ctx);
         let mut add = uniform(&mut r, 2 * 33 * 17, 2.0);
         add[..17].iter_mut().for_each(|v| *v = f32::NEG_INFINITY);
@@ -358,7 +358,7 @@ fn auto_takes_the_fused_path_when_scores_do_not_fit_a_binding() {
 
 #[test]
 fn decode_against_a_long_kv_with_uneven_splits() {
-    each_gpu("decode long kv", |gpu, t, ctx| {
+    each_fused_gpu("decode long kv", |gpu, t, ctx| {
         if t.staged {
             return;
         }

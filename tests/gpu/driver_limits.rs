@@ -4,7 +4,7 @@
 //! estimates from both sides: just under the budget the result matches the
 //! reference, just over it is the typed error.
 
-use super::{each_gpu, rng, uniform};
+use super::{each_fused_gpu, each_gpu, rng, uniform};
 use wgpu_attention::kernels::matmul::record_matmul;
 use wgpu_attention::reference::{self, ReferenceOptions};
 use wgpu_attention::verify::{assert_close, Tolerance};
@@ -12,7 +12,7 @@ use wgpu_attention::{AttentionOptions, AttentionPath, AttnShape, Error, Layout, 
 
 #[test]
 fn fused_attention_at_the_loop_budget() {
-    each_gpu("fused loop budget", |gpu, t, ctx| {
+    each_fused_gpu("fused loop budget", |gpu, t, ctx| {
         let d = 64;
         // Staged tuning runs the generic kernel: 2·(64/4) + 1 iterations per key plus
         // 2·4·65 (≈ 59 900 at 1800 keys, ≈ 69 800 at 2100). Unstaged runs the

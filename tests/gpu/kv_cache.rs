@@ -1,7 +1,7 @@
 //! The KV cache: append, attend at the current length, across pages (KV longer
 //! than one storage binding), against the f64 reference over the whole K/V.
 
-use super::{check_o_lse, each_gpu, rng, run, uniform};
+use super::{check_o_lse, each_fused_gpu, each_gpu, rng, run, uniform};
 use wgpu_attention::reference::{self, ReferenceOptions};
 use wgpu_attention::{
     AttentionOptions, AttentionPath, AttnShape, Error, Gpu, HostMask, KvCache, Layout, MaskTensor,
@@ -90,7 +90,7 @@ fn check_attend(
 
 #[test]
 fn kv_cache_append_and_attend_across_pages() {
-    each_gpu("kv cache", |gpu, t, ctx| {
+    each_fused_gpu("kv cache", |gpu, t, ctx| {
         let (mut r, ctx) = rng(ctx);
         // 37 positions per page: the cache crosses pages mid-append, and no page
         // length is a multiple of a split or tile.

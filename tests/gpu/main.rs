@@ -60,6 +60,17 @@ fn gpus() -> &'static [(Gpu, Mutex<()>)] {
 /// `f` gets the variant to pass to `Recorder::with_tuning` and a context string
 /// naming adapter and variant for its failure messages.
 pub fn each_gpu(test: &str, f: impl Fn(&Gpu, Tuning, &str)) {
+    each_gpu_with(test, false, f)
+}
+
+/// [`each_gpu`] for tests of the fused path: where the adapter's unstaged variant
+/// uses subgroups (`Tuning::subgroup`, lavapipe), also once without them, so the
+/// subgroup kernel and the plain straight-line kernel are both covered.
+pub fn each_fused_gpu(test: &str, f: impl Fn(&Gpu, Tuning, &str)) {
+    each_gpu_with(test, true, f)
+}
+
+fn each_gpu_with(test: &str, no_subgroup_too: bool, f: impl Fn(&Gpu, Tuning, &str)) {
     let gpus = gpus();
     if gpus.is_empty() {
         let msg = format!(
@@ -73,14 +84,31 @@ pub fn each_gpu(test: &str, f: impl Fn(&Gpu, Tuning, &str)) {
     }
     for (gpu, turn) in gpus {
         let _turn = turn.lock().unwrap_or_else(|p| p.into_inner());
-        let base = Tuning::for_adapter(gpu.info());
-        for staged in [false, true] {
+        let base = gpu.tuning();
+        let mut variants = vec![Tuning {
+            staged: false,
+            ..base
+        }];
+        if no_subgroup_too && base.subgroup != 0 {
+            variants.push(Tuning {
+                staged: false,
+                subgroup: 0,
+                ..base
+            });
+        }
+        variants.push(Tuning {
+            staged: true,
+            ..base
+        });
+        for t in variants {
             let ctx = format!(
-                "[{:?}/{}] {test} staged={staged}",
+                "[{:?}/{}] {test} staged={} subgroup={}",
                 gpu.info().backend,
-                gpu.info().name
+                gpu.info().name,
+                t.staged,
+                t.subgroup
             );
-            f(gpu, Tuning { staged, ..base }, &ctx);
+            f(gpu, t, &ctx);
         }
     }
 }
