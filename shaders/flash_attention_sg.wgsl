@@ -38,8 +38,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     if (!w.valid) {
         return;
     }
-    let qbase = p.q_off + w.b * p.q_sb + w.h * p.q_sh;
-    let qr@R = qbase + min(w.row0 + @Ru, p.nq - 1u) * p.q_sn;
+    let f@R = flash_row(w, w.row0 + @Ru);
+    let qr@R = flash_q_row(w, f@R);
     let q@R_@C = vec4(ld_q(qr@R, 4u * @Cu), ld_q(qr@R, 4u * @Cu + 1u), ld_q(qr@R, 4u * @Cu + 2u), ld_q(qr@R, 4u * @Cu + 3u)) * p.scale;
     var o@R_@C = vec4(0.0);
     var m@R = NEG_BIG;
@@ -54,7 +54,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         let k@T_@C = vec4(subgroupBroadcast(kl@T_@{4*@C/@S}, @{4*@C%@S}u), subgroupBroadcast(kl@T_@{(4*@C+1)/@S}, @{(4*@C+1)%@S}u), subgroupBroadcast(kl@T_@{(4*@C+2)/@S}, @{(4*@C+2)%@S}u), subgroupBroadcast(kl@T_@{(4*@C+3)/@S}, @{(4*@C+3)%@S}u));
         var s@R_@T = 0.0;
         s@R_@T += dot(q@R_@C, k@T_@C);
-        s@R_@T = flash_score(s@R_@T, w, w.row0 + @Ru, j@T);
+        s@R_@T = flash_score(s@R_@T, w, f@R, j@T);
         var mb@R = m@R;
         mb@R = max(mb@R, s@R_@T);
         let cr@R = exp(m@R - mb@R);
@@ -67,6 +67,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         o@R_@C *= cr@R;
         o@R_@C += p@R_@T * v@T_@C;
     }
-    flash_store4(w, w.row0 + @Ru, 4u * @Cu, o@R_@C, l@R);
-    flash_store_lse(w, w.row0 + @Ru, m@R, l@R);
+    flash_store4(w, f@R, 4u * @Cu, o@R_@C, l@R);
+    flash_store_lse(w, f@R, m@R, l@R);
 }

@@ -41,7 +41,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
 
     var qr: array<vec4<f32>, DV>;
     var acc: array<vec4<f32>, DV>;
-    let qrow = p.q_off + w.b * p.q_sb + w.h * p.q_sh + min(w.row0, p.nq - 1u) * p.q_sn;
+    let f = flash_row(w, w.row0);
+    let qrow = flash_q_row(w, f);
     for (var cv = 0u; cv < DV; cv++) {
         let c = 4u * cv;
         qr[cv] = vec4(ld_q(qrow, c), ld_q(qrow, c + 1u), ld_q(qrow, c + 2u), ld_q(qrow, c + 3u)) * p.scale;
@@ -68,7 +69,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             for (var cv = 0u; cv < DV; cv++) {
                 s += dot(qr[cv], kt[t * DV + cv]);
             }
-            let x = flash_score(s, w, w.row0, j);
+            let x = flash_score(s, w, f, j);
             let m_new = max(m, x);
             let corr = exp(m - m_new);
             let pr = select(0.0, exp(x - m_new), x > MASKED);
@@ -82,8 +83,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     }
     if (w.valid) {
         for (var cv = 0u; cv < (p.d + 3u) / 4u; cv++) {
-            flash_store4(w, w.row0, 4u * cv, acc[cv], l);
+            flash_store4(w, f, 4u * cv, acc[cv], l);
         }
-        flash_store_lse(w, w.row0, m, l);
+        flash_store_lse(w, f, m, l);
     }
 }

@@ -240,9 +240,6 @@ mod tests {
         );
         // Element 4·3 + 1 = 13 of the row is lane 5 of the second register (G = 1).
         assert!(src.contains("subgroupBroadcast(kl0_1, 5u)"), "{src}");
-        assert!(
-            src.contains("let kl0_1 = ld_k(kr0, 1u * S + sl);"),
-            "{src}"
-        );
+        assert!(src.contains("let kl0_1 = ld_k(kr0, 1u * S + sl);"), "{src}");
     }
 }

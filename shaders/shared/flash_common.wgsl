@@ -25,6 +25,7 @@ struct Params {
     m_sb: u32, m_sh: u32, m_sq: u32, m_sk: u32,
     alibi: u32, neg_inf_bits: u32, softcap: f32, splits: u32,
     split_len: u32, o_ss: u32, lse_ss: u32, lane_splits: u32,
+    head_rows: u32, _pad0: u32, _pad1: u32, _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -53,6 +54,11 @@ struct FlashWork {
 // and writes a partial O and LSE at split·o_ss / split·lse_ss, merged by
 // decode.wgsl (flash-decoding). lane_splits = 1 (few queries, nq <= rows): lanes
 // take different key splits and every lane owns all query rows.
+//
+// head_rows > 1 (GQA with few queries, lane splits only): a workgroup serves
+// head_rows consecutive query heads (one KV head's group), its rows running over
+// (head, query) pairs (see flash_row), so each K/V element loaded serves every
+// query head of the group. w.h is then the group's first head.
 fn flash_work(wid: u32, lid: u32, lanes: u32, rows: u32) -> FlashWork {
     var w: FlashWork;
     if (p.lane_splits != 0u) {
@@ -68,9 +74,11 @@ fn flash_work(wid: u32, lid: u32, lanes: u32, rows: u32) -> FlashWork {
         w.block0 = (wid % p.blocks_q) * lanes * rows;
         w.row0 = w.block0 + lid * rows;
     }
-    w.valid = w.bh < p.b * p.hq && w.split < p.splits;
-    w.b = w.bh / p.hq;
-    w.h = w.bh % p.hq;
+    // Workgroup heads per batch: hq, or hq / head_rows groups of heads.
+    let heads = p.hq / p.head_rows;
+    w.valid = w.bh < p.b * heads && w.split < p.splits;
+    w.b = w.bh / heads;
+    w.h = (w.bh % heads) * p.head_rows;
     w.hk = w.h / p.group;
     w.key_len = p.nk;
     if (p.has_lengths != 0u && w.valid) {
@@ -89,21 +97,59 @@ fn flash_work(wid: u32, lid: u32, lanes: u32, rows: u32) -> FlashWork {
     return w;
 }
 
-// The score of (row, key j) after softcap, biases and every mask; NEG_BIG when
+// One query row of the workgroup: its head h and position n (n = nq marks a
+// surplus row), with what its scores need that does not depend on the key,
+// computed once before the key loop: the row's start in the dense mask and its
+// ALiBi slope (a load inside the key loop is a gather on CPU drivers).
+struct FlashRow {
+    h: u32,
+    n: u32,
+    mbase: u32,
+    slope: f32,
+}
+
+// Row `vr` of the workgroup's rows (w.row0 + r): query position vr of head w.h,
+// or with head_rows > 1 query vr % nq of head w.h + vr / nq.
+fn flash_row(w: FlashWork, vr: u32) -> FlashRow {
+    var f: FlashRow;
+    f.h = w.h;
+    f.n = vr;
+    if (p.head_rows > 1u) {
+        let i = vr / p.nq;
+        f.h = w.h + min(i, p.head_rows - 1u);
+        f.n = select(vr % p.nq, p.nq, i >= p.head_rows);
+    }
+    f.mbase = 0u;
+    if (USE_MASK) {
+        f.mbase = w.b * p.m_sb + f.h * p.m_sh + min(f.n, p.nq - 1u) * p.m_sq;
+    }
+    f.slope = 0.0;
+    if (USE_ALIBI && p.alibi != 0u) {
+        f.slope = slopes[f.h];
+    }
+    return f;
+}
+
+// Start of row f's Q vector.
+fn flash_q_row(w: FlashWork, f: FlashRow) -> u32 {
+    return p.q_off + w.b * p.q_sb + f.h * p.q_sh + min(f.n, p.nq - 1u) * p.q_sn;
+}
+
+// The score of (row f, key j) after softcap, biases and every mask; NEG_BIG when
 // the key is excluded (also for rows past Nq and keys past the block's range).
-fn flash_score(s: f32, w: FlashWork, row: u32, j: u32) -> f32 {
+fn flash_score(s: f32, w: FlashWork, f: FlashRow, j: u32) -> f32 {
     var x = s;
     if (USE_SOFTCAP && p.softcap > 0.0) {
         x = soft_cap(x, p.softcap);
     }
     // Keys from j_hi on are invisible to the whole block (or belong to the next
     // split), including the tail of a block of keys that runs past it.
-    var visible = row < p.nq && i32(j) < w.j_hi;
+    var visible = f.n < p.nq && i32(j) < w.j_hi;
     if (USE_RULES) {
-        visible = visible && rule_visible(row, j, p.causal, p.window, p.left, p.right, p.diag_off, w.key_len);
+        visible = visible && rule_visible(f.n, j, p.causal, p.window, p.left, p.right, p.diag_off, w.key_len);
     }
     if (USE_MASK) {
-        let midx = w.b * p.m_sb + w.h * p.m_sh + min(row, p.nq - 1u) * p.m_sq + min(j, p.nk - 1u) * p.m_sk;
+        let midx = f.mbase + min(j, p.nk - 1u) * p.m_sk;
         if (p.mask_kind == MASK_ADDITIVE) {
             x += mask_additive_at(midx);
         } else if (p.mask_kind == MASK_BOOL) {
@@ -111,7 +157,7 @@ fn flash_score(s: f32, w: FlashWork, row: u32, j: u32) -> f32 {
         }
     }
     if (USE_ALIBI && p.alibi != 0u) {
-        x -= slopes[w.h] * abs(f32(i32(row) + p.diag_off - i32(j)));
+        x -= f.slope * abs(f32(i32(f.n) + p.diag_off - i32(j)));
     }
     return select(NEG_BIG, x, visible && x > MASKED);
 }
@@ -132,12 +178,12 @@ fn ld_v(base: u32, c: u32) -> f32 {
 
 // Writes the finished row: O = acc / l (0 when no key was seen), LSE = m + log l
 // (−inf bits when none).
-fn flash_store4(w: FlashWork, row: u32, c: u32, acc: vec4<f32>, l: f32) {
-    if (row >= p.nq) {
+fn flash_store4(w: FlashWork, f: FlashRow, c: u32, acc: vec4<f32>, l: f32) {
+    if (f.n >= p.nq) {
         return;
     }
     let inv = select(0.0, 1.0 / l, l > 0.0);
-    let base = p.o_off + w.split * p.o_ss + w.b * p.o_sb + w.h * p.o_sh + row * p.o_sn;
+    let base = p.o_off + w.split * p.o_ss + w.b * p.o_sb + f.h * p.o_sh + f.n * p.o_sn;
     for (var e = 0u; e < 4u; e++) {
         if (c + e < p.d) {
             o[base + (c + e) * p.o_sd] = acc[e] * inv;
@@ -145,8 +191,8 @@ fn flash_store4(w: FlashWork, row: u32, c: u32, acc: vec4<f32>, l: f32) {
     }
 }
 
-fn flash_store_lse(w: FlashWork, row: u32, m: f32, l: f32) {
-    if (row < p.nq && p.write_lse != 0u) {
-        lse[w.split * p.lse_ss + w.bh * p.nq + row] = select(bitcast<f32>(p.neg_inf_bits), m + log(l), l > 0.0);
+fn flash_store_lse(w: FlashWork, f: FlashRow, m: f32, l: f32) {
+    if (f.n < p.nq && p.write_lse != 0u) {
+        lse[w.split * p.lse_ss + (w.b * p.hq + f.h) * p.nq + f.n] = select(bitcast<f32>(p.neg_inf_bits), m + log(l), l > 0.0);
     }
 }

@@ -48,6 +48,9 @@ const TILED_MAX_KEYS: u32 = 64;
 type SourceConsts = Vec<(&'static str, u32)>;
 type Overrides = Vec<(&'static str, f64)>;
 
+/// Query rows per invocation that GQA head sharing fills, at most (see record_fused).
+const FEW_QUERY_ROWS: u32 = 4;
+
 /// Keys per step of the key loop in the straight-line kernel.
 const KEY_BLOCK: u32 = 4;
 
@@ -133,6 +136,23 @@ impl FusedVariant {
             Kind::StraightLine
         };
         Ok(FusedVariant { kind, rows, bucket })
+    }
+
+    /// The variant for split-KV with `nq` queries, at most [`Self::rows`]: on CPU
+    /// drivers the straight-line kernel with lanes over key splits (each lane
+    /// loads its own split's keys, so its gathers are all useful and no subgroup
+    /// sharing is needed) and only as many rows as there are queries, rounded up
+    /// to a power of two (fewer specializations). Decode at Nq = 1 then does one
+    /// row of work per key instead of 8 (BENCHMARKS.md, decode).
+    fn for_few_queries(self, nq: usize) -> Self {
+        match self.kind {
+            Kind::StraightLine | Kind::Subgroup { .. } => FusedVariant {
+                kind: Kind::StraightLine,
+                rows: (nq.max(1).next_power_of_two() as u32).min(self.rows),
+                bucket: self.bucket,
+            },
+            _ => self,
+        }
     }
 
     fn spec(&self) -> &'static KernelSpec {
@@ -237,6 +257,8 @@ struct Params {
     o_ss: u32,
     lse_ss: u32,
     lane_splits: u32,
+    head_rows: u32,
+    _pad: [u32; 3],
 }
 
 /// Where split-KV partials go (see [`crate::kernels::decode`]): `splits` chunks of
@@ -300,10 +322,28 @@ pub(crate) fn record_fused(
     same_device(k, v, "K and V")?;
     let gpu = q.gpu();
     // Few queries and several splits: lanes over splits (see the shader).
-    let variant = FusedVariant::new(rec.tuning(), sh.d, gpu.limits())?;
-    let lane_splits = variant.lanes_may_split()
-        && split.as_ref().is_some_and(|s| s.splits > 1)
-        && sh.nq <= variant.rows as usize;
+    let mut variant = FusedVariant::new(rec.tuning(), sh.d, gpu.limits())?;
+    let few_queries =
+        split.as_ref().is_some_and(|s| s.splits > 1) && sh.nq <= variant.rows as usize;
+    // GQA with few queries: one workgroup serves a KV head's whole group of query
+    // heads when their rows fit one invocation, so each K/V element is loaded once
+    // per group instead of once per query head (decode is load-bound).
+    // At most FEW_QUERY_ROWS rows per invocation: the lane-split kernel with 8
+    // rows compiles in 14 s on lavapipe (4 rows: 6.5 s), so a group of 8 heads is
+    // served by two workgroups of 4.
+    let mut head_rows = 1;
+    if few_queries {
+        let cap = (FEW_QUERY_ROWS.min(variant.rows) as usize / sh.nq).max(1);
+        head_rows = (1..=sh.group().min(cap))
+            .rev()
+            .find(|h| sh.group() % h == 0)
+            .unwrap_or(1);
+        variant = variant.for_few_queries(head_rows * sh.nq);
+    }
+    let lane_splits = variant.lanes_may_split() && few_queries;
+    if !lane_splits {
+        head_rows = 1;
+    }
     let [bv, hv, nv, dv] = v.dims4("V")?;
     if (bv, hv, nv, dv) != (sh.b, sh.hkv, sh.nk, sh.d) {
         return Err(Error::Shape(format!(
@@ -378,6 +418,8 @@ pub(crate) fn record_fused(
         o_ss: split.as_ref().map_or(0, |_| sh.q_len() as u32),
         lse_ss: split.as_ref().map_or(0, |_| (sh.b * sh.hq * sh.nq) as u32),
         lane_splits: lane_splits as u32,
+        head_rows: head_rows as u32,
+        _pad: [0; 3],
     };
     let keys_per_invocation = split.as_ref().map_or(sh.nk, |s| s.split_len);
     gpu.check_loop_budget(
@@ -398,7 +440,7 @@ pub(crate) fn record_fused(
     let kernel = gpu.kernel_sized(variant.spec(), &source_consts, &overrides)?;
     let splits = split.as_ref().map_or(1, |s| s.splits) as u64;
     let total = if lane_splits {
-        (sh.b * sh.hq) as u64 * splits.div_ceil(variant.lanes() as u64)
+        (sh.b * sh.hq / head_rows) as u64 * splits.div_ceil(variant.lanes() as u64)
     } else {
         (sh.b * sh.hq) as u64 * splits * blocks_q as u64
     };

@@ -413,3 +413,67 @@ fn decode_against_a_long_kv_with_uneven_splits() {
         }
     });
 }
+
+#[test]
+fn decode_serves_a_gqa_group_from_one_kv_load_with_every_option() {
+    // Few queries and GQA: the decode path's workgroups serve up to 4 query rows of
+    // a KV head's group (groups of 4, 2 and, for 12:1, three workgroups of 4
+    // heads), so each row's head, ALiBi slope, mask row and output row come from
+    // its place in the group. Per-head masks and slopes catch a row mapped to the
+    // wrong head.
+    each_fused_gpu("decode gqa group", |gpu, t, ctx| {
+        let (mut r, _) = rng(ctx);
+        for (i, (sh, masking, alibi, softcap)) in [
+            (
+                shape(2, 8, 2, 1, 300, 40),
+                Masking {
+                    causal: true,
+                    key_lengths: Some(vec![300, 77]),
+                    ..Default::default()
+                },
+                true,
+                None,
+            ),
+            (
+                shape(1, 6, 3, 2, 129, 64),
+                Masking {
+                    window: Some(Window { left: 50, right: 0 }),
+                    ..Default::default()
+                },
+                false,
+                Some(5.0),
+            ),
+            (shape(1, 12, 1, 1, 100, 8), Masking::default(), true, None),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let add = uniform(&mut r, sh.b * sh.hq * sh.nq * sh.nk, 2.0);
+            let mask = if i == 1 {
+                HostMask::bool(
+                    (0..sh.hq * sh.nq * sh.nk).map(|e| e % 7 != 3).collect(),
+                    [1, sh.hq, sh.nq, sh.nk],
+                )
+                .unwrap()
+            } else {
+                HostMask::additive(add, [sh.b, sh.hq, sh.nq, sh.nk]).unwrap()
+            };
+            for layout in [Layout::Bhnd, Layout::Bnhd] {
+                check(
+                    gpu,
+                    t,
+                    ctx,
+                    &Case {
+                        sh,
+                        layout,
+                        masking: masking.clone(),
+                        mask: Some(mask.clone()),
+                        scale: None,
+                        alibi,
+                        softcap,
+                    },
+                );
+            }
+        }
+    });
+}
