@@ -130,7 +130,7 @@ impl FusedVariant {
         // K/V loads shared across the subgroup when its size is known, a multiple
         // of 4 (a vec4 chunk comes from one register) and divides the bucket.
         let size = tuning.subgroup;
-        let kind = if size >= 4 && size % 4 == 0 && bucket % size == 0 {
+        let kind = if size >= 4 && size.is_multiple_of(4) && bucket.is_multiple_of(size) {
             Kind::Subgroup { size }
         } else {
             Kind::StraightLine
