@@ -33,8 +33,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     var acc: array<array<vec4<f32>, DV>, RMAX>;
     var m: array<f32, RMAX>;
     var l: array<f32, RMAX>;
+    var fr: array<FlashRow, RMAX>;
     for (var r = 0u; r < R; r++) {
-        let qrow = flash_q_row(w, flash_row(w, w.row0 + r));
+        fr[r] = flash_row(w, w.row0 + r);
+        let qrow = flash_q_row(w, fr[r]);
         for (var c = 0u; c < p.d; c++) {
             qr[r][c / 4u][c % 4u] = q[qrow + c * p.q_sd] * p.scale;
         }
@@ -63,7 +65,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         var pr: array<f32, RMAX>;
         var corr: array<f32, RMAX>;
         for (var r = 0u; r < R; r++) {
-            let x = flash_score(s[r], w, flash_row(w, w.row0 + r), j);
+            let x = flash_score(s[r], w, fr[r], j);
             let m_new = max(m[r], x);
             corr[r] = exp(m[r] - m_new);
             pr[r] = select(0.0, exp(x - m_new), x > MASKED);
@@ -80,10 +82,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         }
     }
     for (var r = 0u; r < R; r++) {
-        let f = flash_row(w, w.row0 + r);
         for (var cv = 0u; cv < (p.d + 3u) / 4u; cv++) {
-            flash_store4(w, f, 4u * cv, acc[r][cv], l[r]);
+            flash_store4(w, fr[r], 4u * cv, acc[r][cv], l[r]);
         }
-        flash_store_lse(w, f, m[r], l[r]);
+        flash_store_lse(w, fr[r], m[r], l[r]);
     }
 }

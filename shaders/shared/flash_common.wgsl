@@ -99,11 +99,14 @@ fn flash_work(wid: u32, lid: u32, lanes: u32, rows: u32) -> FlashWork {
 
 // One query row of the workgroup: its head h and position n (n = nq marks a
 // surplus row), with what its scores need that does not depend on the key,
-// computed once before the key loop: the row's start in the dense mask and its
-// ALiBi slope (a load inside the key loop is a gather on CPU drivers).
+// computed once before the key loop: the keys it may see [lo, hi] (rules, Nq,
+// the block's key range), its start in the dense mask and its ALiBi slope (a
+// load inside the key loop is a gather on CPU drivers).
 struct FlashRow {
     h: u32,
     n: u32,
+    lo: i32,
+    hi: i32,
     mbase: u32,
     slope: f32,
 }
@@ -118,6 +121,15 @@ fn flash_row(w: FlashWork, vr: u32) -> FlashRow {
         let i = vr / p.nq;
         f.h = w.h + min(i, p.head_rows - 1u);
         f.n = select(vr % p.nq, p.nq, i >= p.head_rows);
+    }
+    // Keys from j_hi on are invisible to the whole block (or belong to the next
+    // split), including the tail of a block of keys that runs past it.
+    f.lo = 0;
+    f.hi = select(-1, w.j_hi - 1, f.n < p.nq);
+    if (USE_RULES) {
+        let r = rule_range(f.n, p.causal, p.window, p.left, p.right, p.diag_off, w.key_len);
+        f.lo = r.x;
+        f.hi = min(f.hi, r.y);
     }
     f.mbase = 0u;
     if (USE_MASK) {
@@ -142,11 +154,9 @@ fn flash_score(s: f32, w: FlashWork, f: FlashRow, j: u32) -> f32 {
     if (USE_SOFTCAP && p.softcap > 0.0) {
         x = soft_cap(x, p.softcap);
     }
-    // Keys from j_hi on are invisible to the whole block (or belong to the next
-    // split), including the tail of a block of keys that runs past it.
-    var visible = f.n < p.nq && i32(j) < w.j_hi;
+    var visible = i32(j) <= f.hi;
     if (USE_RULES) {
-        visible = visible && rule_visible(f.n, j, p.causal, p.window, p.left, p.right, p.diag_off, w.key_len);
+        visible = visible && i32(j) >= f.lo;
     }
     if (USE_MASK) {
         let midx = f.mbase + min(j, p.nk - 1u) * p.m_sk;

@@ -34,6 +34,23 @@ fn rule_visible(i: u32, j: u32, causal: u32, window: u32, left: u32, right: u32,
     return j < key_len;
 }
 
+// The keys row i may see under the same rules, as an inclusive range [lo, hi]
+// (empty when lo > hi), for kernels that check many keys of one row: computed
+// once per row, then two comparisons per key.
+fn rule_range(i: u32, causal: u32, window: u32, left: u32, right: u32, diag_off: i32, key_len: u32) -> vec2<i32> {
+    let diag = i32(i) + diag_off;
+    var lo = 0;
+    var hi = i32(key_len) - 1;
+    if (causal != 0u) {
+        hi = min(hi, diag);
+    }
+    if (window != 0u) {
+        lo = max(lo, diag - i32(left));
+        hi = min(hi, diag + i32(right));
+    }
+    return vec2(lo, hi);
+}
+
 // c·tanh(s/c) without inf: tanh(x) = 1 − 2/(e^{2x} + 1), |x| clamped to 15 where
 // tanh is 1 in f32 anyway.
 fn soft_cap(s: f32, c: f32) -> f32 {
