@@ -78,35 +78,57 @@ fn every_shader_parses_validates_and_specializes() {
 /// rows, key block and vec4 chunks of the straight-line fused kernel).
 fn source_consts(kernel: &str) -> Vec<Vec<(&'static str, u32)>> {
     match kernel {
-        "flash_attention" => [32, 64, 128, 256]
+        "flash_attention" => [32, 64, 80, 96, 128, 256]
             .into_iter()
             .map(|d| vec![("DMAX", d), ("RMAX", 4)])
             .collect(),
         // Tiles as sized for a 16 KiB workgroup-memory limit, and the 64-key cap.
-        "flash_attention_tiled" => [(32, 64), (64, 32), (128, 16), (256, 8), (64, 64)]
-            .into_iter()
-            .map(|(d, bc)| vec![("DMAX", d), ("BC", bc)])
-            .collect(),
-        "flash_attention_cpu" => [(8, 8), (16, 8), (8, 16), (4, 32), (1, 16)]
-            .into_iter()
-            .map(|(r, dv)| vec![("R", r), ("KB", 4), ("DV", dv)])
-            .collect(),
-        // Subgroups of 4, 8 (lavapipe), 16 and 32 lanes over the head-dim buckets
-        // they divide.
-        "flash_attention_sg" => [
-            (8, 16, 8),
-            (8, 8, 8),
-            (4, 32, 8),
-            (8, 16, 4),
-            (16, 32, 16),
-            (8, 32, 32),
-            (16, 16, 16),
+        "flash_attention_tiled" => [
+            (32, 64),
+            (64, 32),
+            (80, 25),
+            (96, 21),
+            (128, 16),
+            (256, 8),
+            (64, 64),
         ]
         .into_iter()
-        .map(|(r, dv, s)| {
+        .map(|(d, bc)| vec![("DMAX", d), ("BC", bc)])
+        .collect(),
+        "flash_attention_cpu" => [
+            (8, 4, 8),
+            (16, 4, 8),
+            (8, 4, 16),
+            (6, 4, 20),
+            (5, 4, 24),
+            (4, 4, 32),
+            (2, 2, 64),
+            (1, 4, 16),
+        ]
+        .into_iter()
+        .map(|(r, kb, dv)| vec![("R", r), ("KB", kb), ("DV", dv)])
+        .collect(),
+        // Subgroups of 4, 8 (lavapipe), 16 and 32 lanes over the head-dim buckets
+        // they divide.
+        // (rows, key block, vec4 chunks, subgroup size): the lavapipe shapes for the
+        // buckets 32, 64, 80, 96, 128 and 256, then other subgroup sizes.
+        "flash_attention_sg" => [
+            (8, 4, 8, 8),
+            (8, 4, 16, 8),
+            (6, 4, 20, 8),
+            (5, 4, 24, 8),
+            (4, 4, 32, 8),
+            (2, 2, 64, 8),
+            (8, 4, 16, 4),
+            (16, 4, 32, 16),
+            (8, 4, 32, 32),
+            (16, 4, 16, 16),
+        ]
+        .into_iter()
+        .map(|(r, kb, dv, s)| {
             vec![
                 ("R", r),
-                ("KB", 4),
+                ("KB", kb),
                 ("DV", dv),
                 ("S", s),
                 ("NG", 4 * dv / s),

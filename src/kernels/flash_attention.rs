@@ -118,13 +118,10 @@ impl FusedVariant {
             )));
         }
         // The straight-line kernel has R·KB·D/4 lines per update: cap R·D/4 at 128
-        // (about 1000 lines) so a variant compiles in ~15 s on these drivers; the
-        // D = 256 bucket would need thousands and takes minutes, so it stays generic.
-        // Asking for more than 8 rows lifts the cap to 256: 16 rows at D = 64 run
-        // 1.6x faster on lavapipe but compile 3x longer (BENCHMARKS.md, v6).
-        if bucket > 128 {
-            return Ok(generic);
-        }
+        // (about 1000 lines) so a variant compiles in under 10 s on these drivers
+        // (8 rows at D = 64, 2 rows at D = 256). Asking for more than 8 rows lifts
+        // the cap to 256: 16 rows at D = 64 run faster but compile 3x longer
+        // (BENCHMARKS.md).
         let cap = if tuning.fused_rows > 8 { 256 } else { 128 };
         let rows = tuning.fused_rows.min(cap / (bucket / 4)).max(1);
         // K/V loads shared across the subgroup when its size is known, a multiple
@@ -152,6 +149,16 @@ impl FusedVariant {
                 bucket: self.bucket,
             },
             _ => self,
+        }
+    }
+
+    /// Keys per step of the straight-line kernels' key loop: KEY_BLOCK, halved for
+    /// the 256 bucket, whose 2 rows × 4 keys compiled in 11 s on lavapipe.
+    fn key_block(&self) -> u32 {
+        if self.bucket > 128 {
+            KEY_BLOCK / 2
+        } else {
+            KEY_BLOCK
         }
     }
 
@@ -188,7 +195,9 @@ impl FusedVariant {
         let dv = self.bucket as u64 / 4;
         match self.kind {
             Kind::StraightLine | Kind::Subgroup { .. } => {
-                (keys as u64).div_ceil(KEY_BLOCK as u64) + self.rows as u64 * (dv * 4 + 1) + 16
+                (keys as u64).div_ceil(self.key_block() as u64)
+                    + self.rows as u64 * (dv * 4 + 1)
+                    + 16
             }
             Kind::Generic => keys as u64 * (2 * dv + 1) + 2 * self.rows as u64 * (d as u64 + 1),
             Kind::Tiled { keys: bc, lanes } => {
@@ -202,13 +211,17 @@ impl FusedVariant {
     fn constants(&self) -> (SourceConsts, Overrides) {
         match self.kind {
             Kind::StraightLine => (
-                vec![("R", self.rows), ("KB", KEY_BLOCK), ("DV", self.bucket / 4)],
+                vec![
+                    ("R", self.rows),
+                    ("KB", self.key_block()),
+                    ("DV", self.bucket / 4),
+                ],
                 vec![("WG", WORKGROUP as f64)],
             ),
             Kind::Subgroup { size } => (
                 vec![
                     ("R", self.rows),
-                    ("KB", KEY_BLOCK),
+                    ("KB", self.key_block()),
                     ("DV", self.bucket / 4),
                     ("S", size),
                     ("NG", self.bucket / size),
@@ -304,7 +317,7 @@ pub fn record_flash_attention(
 
 /// Private row buffers are sized for the head-dim bucket, not the maximum.
 fn head_dim_bucket(d: usize) -> u32 {
-    [32u32, 64, 128, 256]
+    [32u32, 64, 80, 96, 128, 256]
         .into_iter()
         .find(|&b| b as usize >= d)
         .unwrap_or(MAX_HEAD_DIM as u32)

@@ -131,6 +131,8 @@ fn attention_plain_and_gqa_in_both_layouts() {
             shape(1, 6, 2, 33, 17, 7),
             shape(1, 2, 1, 257, 257, 32),
             shape(2, 2, 2, 1, 33, 256),
+            // The 80 bucket (6 rows per lane on lavapipe, not a power of two).
+            shape(1, 3, 1, 19, 45, 78),
         ]
         .into_iter()
         .enumerate()
