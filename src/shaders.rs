@@ -30,6 +30,11 @@ pub const KERNELS: &[(&str, &str)] = &[
     ),
 ];
 
+/// Kernels that use subgroup operations: only built on a device granted
+/// `wgpu::Features::SUBGROUP` (a browser also wants `enable subgroups;` in front,
+/// a directive naga 30 does not parse).
+pub const NEEDS_SUBGROUPS: &[&str] = &["flash_attention_sg"];
+
 const SHARED: &[(&str, &str)] = &[
     ("grid", include_str!("../shaders/shared/grid.wgsl")),
     ("tile_mm", include_str!("../shaders/shared/tile_mm.wgsl")),
