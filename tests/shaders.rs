@@ -111,10 +111,13 @@ fn source_consts(kernel: &str) -> Vec<Vec<(&'static str, u32)>> {
         // Subgroups of 4, 8 (lavapipe), 16 and 32 lanes over the head-dim buckets
         // they divide.
         // (rows, key block, vec4 chunks, subgroup size): the lavapipe shapes for the
-        // buckets 32, 64, 80, 96, 128 and 256, then other subgroup sizes.
+        // buckets 32, 64 (also with the 1 and 2 rows of few queries), 80, 96, 128
+        // and 256, then other subgroup sizes.
         "flash_attention_sg" => [
             (8, 4, 8, 8),
             (8, 4, 16, 8),
+            (1, 4, 16, 8),
+            (2, 4, 16, 8),
             (6, 4, 20, 8),
             (5, 4, 24, 8),
             (4, 4, 32, 8),

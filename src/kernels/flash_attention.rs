@@ -162,6 +162,21 @@ impl FusedVariant {
         }
     }
 
+    /// The straight-line kernels with no more rows per lane than `nq` queries need
+    /// (rounded up to a power of two): a workgroup covers lanes·rows query rows, so
+    /// Nq = 16 on 8 lanes takes 2 rows instead of 8 and computes 16 rows per key,
+    /// not 64 (4× less work for the same result).
+    fn fit_rows(self, nq: usize) -> Self {
+        match self.kind {
+            Kind::StraightLine | Kind::Subgroup { .. } => FusedVariant {
+                rows: (nq.div_ceil(self.lanes() as usize).max(1).next_power_of_two() as u32)
+                    .min(self.rows),
+                ..self
+            },
+            _ => self,
+        }
+    }
+
     fn spec(&self) -> &'static KernelSpec {
         match self.kind {
             Kind::StraightLine => &SPEC_CPU,
@@ -352,6 +367,8 @@ pub(crate) fn record_fused(
             .find(|h| sh.group() % h == 0)
             .unwrap_or(1);
         variant = variant.for_few_queries(head_rows * sh.nq);
+    } else {
+        variant = variant.fit_rows(sh.nq);
     }
     let lane_splits = variant.lanes_may_split() && few_queries;
     if !lane_splits {
