@@ -310,10 +310,13 @@ impl KvCache {
                 want_lse: true,
                 diag_offset: Some(diag - p0 as i64),
             };
-            // This page's partials go to their own buffers, then into the stack.
-            let o_p = Tensor::output(gpu, "page partial O", &[splits, b, hq, nq, d], None)?;
-            let lse_p = Tensor::output(gpu, "page partial LSE", &[splits, rows], None)?;
-            let first_o = o_p.view(&[b, hq, nq, d], &[hq * nq * d, nq * d, d, 1], 0)?;
+            // This page's partials go straight into its place in the stack.
+            let first_o = o_part.view(
+                &[b, hq, nq, d],
+                &[hq * nq * d, nq * d, d, 1],
+                first * sh.q_len(),
+            )?;
+            let lse_p = lse_part.view(&[splits, rows], &[rows, 1], first * rows)?;
             record_fused(
                 rec,
                 q,
@@ -327,21 +330,6 @@ impl KvCache {
                     lse_part: &lse_p,
                 }),
             )?;
-            let enc = rec.encoder();
-            enc.copy_buffer_to_buffer(
-                o_p.buffer(),
-                0,
-                o_part.buffer(),
-                (first * sh.q_len() * 4) as u64,
-                (splits * sh.q_len() * 4) as u64,
-            );
-            enc.copy_buffer_to_buffer(
-                lse_p.buffer(),
-                0,
-                lse_part.buffer(),
-                (first * rows * 4) as u64,
-                (splits * rows * 4) as u64,
-            );
         }
         let (o, lse) = record_combine(
             rec,

@@ -25,7 +25,7 @@ struct Params {
     m_sb: u32, m_sh: u32, m_sq: u32, m_sk: u32,
     alibi: u32, neg_inf_bits: u32, softcap: f32, splits: u32,
     split_len: u32, o_ss: u32, lse_ss: u32, lane_splits: u32,
-    head_rows: u32, _pad0: u32, _pad1: u32, _pad2: u32,
+    head_rows: u32, lse_off: u32, _pad0: u32, _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -203,6 +203,6 @@ fn flash_store4(w: FlashWork, f: FlashRow, c: u32, acc: vec4<f32>, l: f32) {
 
 fn flash_store_lse(w: FlashWork, f: FlashRow, m: f32, l: f32) {
     if (f.n < p.nq && p.write_lse != 0u) {
-        lse[w.split * p.lse_ss + (w.b * p.hq + f.h) * p.nq + f.n] = select(bitcast<f32>(p.neg_inf_bits), m + log(l), l > 0.0);
+        lse[p.lse_off + w.split * p.lse_ss + (w.b * p.hq + f.h) * p.nq + f.n] = select(bitcast<f32>(p.neg_inf_bits), m + log(l), l > 0.0);
     }
 }

@@ -169,7 +169,10 @@ impl FusedVariant {
     fn fit_rows(self, nq: usize) -> Self {
         match self.kind {
             Kind::StraightLine | Kind::Subgroup { .. } => FusedVariant {
-                rows: (nq.div_ceil(self.lanes() as usize).max(1).next_power_of_two() as u32)
+                rows: (nq
+                    .div_ceil(self.lanes() as usize)
+                    .max(1)
+                    .next_power_of_two() as u32)
                     .min(self.rows),
                 ..self
             },
@@ -286,12 +289,15 @@ struct Params {
     lse_ss: u32,
     lane_splits: u32,
     head_rows: u32,
-    _pad: [u32; 3],
+    lse_off: u32,
+    _pad: [u32; 2],
 }
 
 /// Where split-KV partials go (see [`crate::kernels::decode`]): `splits` chunks of
 /// `split_len` keys, partial O `[S, B, Hq, Nq, D]` and LSE `[S, B·Hq·Nq]`, contiguous;
-/// `o_part` is the `[B, Hq, Nq, D]` view of split 0, `lse_part` the whole LSE buffer.
+/// `o_part` is the `[B, Hq, Nq, D]` view of split 0, `lse_part` the `[S, B·Hq·Nq]`
+/// LSE (both may be views at an offset into a larger stack, as the KV cache's
+/// pages use).
 pub(crate) struct SplitKv<'a> {
     pub splits: usize,
     pub split_len: usize,
@@ -449,7 +455,8 @@ pub(crate) fn record_fused(
         lse_ss: split.as_ref().map_or(0, |_| (sh.b * sh.hq * sh.nq) as u32),
         lane_splits: lane_splits as u32,
         head_rows: head_rows as u32,
-        _pad: [0; 3],
+        lse_off: lse.as_ref().map_or(0, |t| t.offset() as u32),
+        _pad: [0; 2],
     };
     let keys_per_invocation = split.as_ref().map_or(sh.nk, |s| s.split_len);
     gpu.check_loop_budget(
