@@ -80,7 +80,13 @@ fn describe(gpu: &Gpu) -> Value {
             "min_storage_buffer_offset_alignment": l.min_storage_buffer_offset_alignment,
         },
         "loop_budget": gpu.loop_budget(),
-        "kernel_variant": { "staged": tuning.staged, "softmax_workgroup": tuning.softmax_workgroup },
+        "kernel_variant": {
+            "staged": tuning.staged,
+            "softmax_workgroup": tuning.softmax_workgroup,
+            "subgroup": tuning.subgroup,
+            "fused_d64": wgpu_attention::kernels::flash_attention::describe_fused_kernel(gpu, tuning, 64)
+                .unwrap_or_else(|e| e.to_string()),
+        },
     })
 }
 
@@ -173,6 +179,9 @@ fn print_text(v: &Value) {
             "direct (CPU-driver tiles)"
         }
     );
+    if let Some(f) = v["kernel_variant"]["fused_d64"].as_str() {
+        println!("  fused (D = 64)    {f}");
+    }
 }
 
 pub fn main(a: InfoArgs) -> Result<()> {

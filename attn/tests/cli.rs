@@ -978,6 +978,9 @@ fn info_json_parses() {
     ] {
         assert!(a["limits"][key].as_u64().unwrap() > 0, "limits.{key}");
     }
+    // The fused kernel this adapter runs, named by its shader.
+    let fused = a["kernel_variant"]["fused_d64"].as_str().unwrap();
+    assert!(fused.starts_with("flash_attention"), "{fused}");
 }
 
 #[test]

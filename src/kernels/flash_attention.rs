@@ -325,6 +325,33 @@ pub struct FusedOptions<'a> {
 /// Largest head dim of this version (private row buffers are sized for it).
 pub const MAX_HEAD_DIM: usize = 256;
 
+/// The fused kernel `gpu` runs for head dim `d` under `tuning` with many queries,
+/// in words: its shader and shape, e.g. `flash_attention_sg: 8 rows × 4 keys per
+/// lane, K/V shared across subgroups of 8, D bucket 64`. For `attn info` and logs.
+pub fn describe_fused_kernel(gpu: &crate::Gpu, tuning: crate::Tuning, d: usize) -> Result<String> {
+    let v = FusedVariant::new(gpu.granted_tuning(tuning), d, gpu.limits())?;
+    let b = v.bucket;
+    Ok(match v.kind {
+        Kind::Subgroup { size } => format!(
+            "flash_attention_sg: {} rows × {} keys per lane, K/V shared across subgroups of {size}, D bucket {b}",
+            v.rows,
+            v.key_block()
+        ),
+        Kind::StraightLine => format!(
+            "flash_attention_cpu: {} rows × {} keys per lane, straight-line, D bucket {b}",
+            v.rows,
+            v.key_block()
+        ),
+        Kind::Generic => format!(
+            "flash_attention: {} rows per lane, loops, D bucket {b}",
+            v.rows
+        ),
+        Kind::Tiled { keys, lanes } => format!(
+            "flash_attention_tiled: {lanes} lanes × 1 row, K/V tiles of {keys} keys in workgroup memory, D bucket {b}"
+        ),
+    })
+}
+
 /// Records fused attention; returns O (in Q's layout) and, if asked, LSE `[B, Hq, Nq]`.
 pub fn record_flash_attention(
     rec: &mut Recorder<'_>,
