@@ -531,6 +531,55 @@ pub(crate) fn record_fused(
 mod tests {
     use super::*;
 
+    fn cpu_tuning(subgroup: u32) -> crate::gpu::Tuning {
+        crate::gpu::Tuning {
+            staged: false,
+            softmax_workgroup: 8,
+            cpu_rows: 8,
+            fused_rows: 8,
+            straight_line: true,
+            subgroup,
+        }
+    }
+
+    /// Which kernel and shape CPU drivers get: the subgroup kernel where the size
+    /// divides the bucket, rows capped by the bucket, fitted to Nq, and the plain
+    /// straight-line kernel with one row per query for decode.
+    #[test]
+    fn cpu_driver_variants() {
+        let limits = wgpu::Limits::default();
+        let v = |sg, d| FusedVariant::new(cpu_tuning(sg), d, &limits).unwrap();
+        let d64 = v(8, 64);
+        assert_eq!(
+            (d64.kind, d64.rows, d64.key_block()),
+            (Kind::Subgroup { size: 8 }, 8, 4)
+        );
+        assert_eq!(v(0, 64).kind, Kind::StraightLine);
+        // Buckets and rows: 80 → 6 rows, 96 → 5, 128 → 4, 256 → 2 with 2 keys.
+        for (d, bucket, rows) in [
+            (33, 64, 8),
+            (80, 80, 6),
+            (90, 96, 5),
+            (100, 128, 4),
+            (256, 256, 2),
+        ] {
+            let x = v(8, d);
+            assert_eq!((x.bucket, x.rows), (bucket, rows), "d={d}");
+        }
+        assert_eq!(v(8, 256).key_block(), 2);
+        // A subgroup that does not divide the bucket: no subgroup kernel.
+        assert_eq!(v(32, 80).kind, Kind::StraightLine);
+        assert_eq!(v(16, 80).kind, Kind::Subgroup { size: 16 });
+        // Rows fitted to Nq over 8 lanes.
+        for (nq, rows) in [(1, 1), (8, 1), (9, 2), (16, 2), (17, 4), (33, 8), (1000, 8)] {
+            assert_eq!(v(8, 64).fit_rows(nq).rows, rows, "nq={nq}");
+        }
+        // Few queries: the plain kernel, lanes over splits, next_pow2(Nq) rows.
+        let few = v(8, 64).for_few_queries(3);
+        assert_eq!((few.kind, few.rows), (Kind::StraightLine, 4));
+        assert!(few.lanes_may_split() && !v(8, 64).lanes_may_split());
+    }
+
     /// The tiled kernel's K/V tiles plus its shared key range fit the granted
     /// workgroup memory, including the 16 KiB WebGPU default, for every head dim.
     #[test]

@@ -295,17 +295,28 @@ fn pipelines_are_compiled_once_not_per_shape() {
             after_first,
             "{ctx}: a new shape compiled a new unfused pipeline"
         );
-        // Fused: one pipeline per head-dim bucket, none per sequence length.
+        // Fused: per head-dim bucket one pipeline per row shape, none per sequence
+        // length. The CPU-driver kernels fit their rows per lane to Nq (1, 2, 4 or
+        // 8 rows over 8 lanes: Nq 1–8, 9–16, 17–32, more), so lengths of one class
+        // share a pipeline and a sweep over any lengths compiles at most four.
         run(5, 24, AttentionPath::Fused);
         let with_fused = own.cached_pipelines();
         assert_eq!(with_fused, after_first + 1, "{ctx}: one fused pipeline");
-        for n in [1, 17, 33, 70] {
+        for n in [1, 3, 8] {
             run(n, 31, AttentionPath::Fused);
         }
         assert_eq!(
             own.cached_pipelines(),
             with_fused,
-            "{ctx}: a new length (same D bucket) compiled a new fused pipeline"
+            "{ctx}: a new length of the same row class (same D bucket) compiled a new fused pipeline"
+        );
+        for n in [9, 16, 17, 32, 33, 70, 200, 1000, 2] {
+            run(n, 31, AttentionPath::Fused);
+        }
+        let fused = own.cached_pipelines() - after_first;
+        assert!(
+            fused <= 4,
+            "{ctx}: {fused} fused pipelines for one D bucket over nine lengths (at most 4 row shapes)"
         );
     });
 }
