@@ -119,7 +119,7 @@ pub struct Tuning {
     /// the generic kernel runs.
     pub straight_line: bool,
     /// Subgroup size the straight-line fused kernel shares K/V loads across
-    /// (`flash_attention_sg.wgsl`); 0 = no subgroup operations. Set on CPU drivers
+    /// (`flash_attention_cpu.wgsl` with `S`); 0 = no subgroup operations. Set on CPU drivers
     /// that grant subgroups with one fixed size (lavapipe: 8), where it cuts the
     /// gathered loads by that factor. `WGPU_ATTENTION_SUBGROUP=0` turns it off.
     pub subgroup: u32,

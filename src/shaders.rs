@@ -24,16 +24,7 @@ pub const KERNELS: &[(&str, &str)] = &[
         "flash_attention_tiled",
         include_str!("../shaders/flash_attention_tiled.wgsl"),
     ),
-    (
-        "flash_attention_sg",
-        include_str!("../shaders/flash_attention_sg.wgsl"),
-    ),
 ];
-
-/// Kernels that use subgroup operations: only built on a device granted
-/// `wgpu::Features::SUBGROUP` (a browser also wants `enable subgroups;` in front,
-/// a directive naga 30 does not parse).
-pub const NEEDS_SUBGROUPS: &[&str] = &["flash_attention_sg"];
 
 const SHARED: &[(&str, &str)] = &[
     ("grid", include_str!("../shaders/shared/grid.wgsl")),
@@ -52,10 +43,13 @@ const SHARED: &[(&str, &str)] = &[
 /// is an `override`.
 ///
 /// Straight-line code: in a kernel that declares `const R`, `const KB` and
-/// `const DV`, every line that contains `@R`, `@T` or `@C` is repeated for each
-/// value of those markers (0..R, 0..KB, 0..DV, nested in that order, with the
-/// values the constants hold after substitution) with the marker replaced by the
-/// number. So the result is always plain WGSL.
+/// `const DV`, every line that contains `@R`, `@T` or `@C` (and `@G` with
+/// `const NG`) is repeated for each value of those markers (0..R, 0..KB, 0..DV,
+/// 0..NG, nested in that order, with the values the constants hold after
+/// substitution) with the marker replaced by the number. Lines starting `@if(S)`
+/// are kept only when `const S` is above 0, `@if(!S)` only when it is 0; `@S` is
+/// S's value and `@{expr}` an integer expression evaluated last. So the result
+/// is always plain WGSL.
 ///
 /// # Panics
 /// If a named constant is not declared in the kernel (a build-time fact the test
@@ -79,13 +73,33 @@ pub fn source_with(name: &str, consts: &[(&str, u32)]) -> String {
         if let Some(ng) = const_value(&src, "NG") {
             markers.push(("@G", ng));
         }
-        if let Some(s) = const_value(&src, "S") {
-            src = src.replace("@S", &s.to_string());
-        }
+        let s = const_value(&src, "S").unwrap_or(0);
+        src = keep_conditional_lines(&src, s > 0);
+        src = src.replace("@S", &s.to_string());
         src = expand_markers(&src, &markers);
         src = eval_braces(&src);
     }
     src
+}
+
+/// Lines starting `@if(S)` are kept (without the prefix) when `s_on`, lines
+/// starting `@if(!S)` when not.
+fn keep_conditional_lines(src: &str, s_on: bool) -> String {
+    let mut out = String::with_capacity(src.len());
+    for line in src.lines() {
+        let kept = if let Some(rest) = line.strip_prefix("@if(S)") {
+            s_on.then_some(rest)
+        } else if let Some(rest) = line.strip_prefix("@if(!S)") {
+            (!s_on).then_some(rest)
+        } else {
+            Some(line)
+        };
+        if let Some(l) = kept {
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+    out
 }
 
 /// Replaces each `@{expr}` (integers with `+ - * / %` and parentheses, as left by
@@ -240,8 +254,20 @@ mod tests {
     #[test]
     fn subgroup_kernel_names_the_register_and_lane_of_each_element() {
         let src = source_with(
-            "flash_attention_sg",
+            "flash_attention_cpu",
             &[("R", 1), ("KB", 1), ("DV", 4), ("S", 8), ("NG", 2)],
+        );
+        assert!(src.contains("@builtin(subgroup_invocation_id) sl: u32"));
+        assert!(!src.contains("let k0_0 = vec4(ld_k"), "{src}");
+        // Without S: whole-row loads, no subgroup operation or builtin.
+        let plain = source_with("flash_attention_cpu", &[("R", 1), ("KB", 1), ("DV", 4)]);
+        assert!(
+            plain.contains("let k0_0 = vec4(ld_k(kr0, 4u * 0u)"),
+            "{plain}"
+        );
+        assert!(
+            !plain.contains("subgroupBroadcast(kl") && !plain.contains("sl: u32"),
+            "{plain}"
         );
         // Element 4·3 + 1 = 13 of the row is lane 5 of the second register (G = 1).
         assert!(src.contains("subgroupBroadcast(kl0_1, 5u)"), "{src}");

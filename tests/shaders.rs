@@ -14,10 +14,7 @@ fn specializations(kernel: &str) -> Vec<Vec<(&'static str, f64)>> {
             vec![("STAGED", 1.0), ("WG_Y", 8.0), ("CPU_ROWS", 8.0)],
         ],
         "softmax" => (0..=8).map(|p| vec![("WG", (1u32 << p) as f64)]).collect(),
-        "flash_attention"
-        | "flash_attention_cpu"
-        | "flash_attention_tiled"
-        | "flash_attention_sg" => [0.0, 1.0]
+        "flash_attention" | "flash_attention_cpu" | "flash_attention_tiled" => [0.0, 1.0]
             .into_iter()
             .map(|on| {
                 let mut v = vec![
@@ -29,8 +26,7 @@ fn specializations(kernel: &str) -> Vec<Vec<(&'static str, f64)>> {
                 match kernel {
                     "flash_attention" => v.extend([("R", 4.0), ("WG", 8.0)]),
                     "flash_attention_cpu" => v.push(("WG", 8.0)),
-                    "flash_attention_tiled" => v.push(("WG", 64.0)),
-                    _ => {} // flash_attention_sg: the workgroup is the subgroup (const S)
+                    _ => v.push(("WG", 64.0)),
                 }
                 v
             })
@@ -95,25 +91,19 @@ fn source_consts(kernel: &str) -> Vec<Vec<(&'static str, u32)>> {
         .into_iter()
         .map(|(d, bc)| vec![("DMAX", d), ("BC", bc)])
         .collect(),
+        // (rows, key block, vec4 chunks, subgroup size; 0 = whole-row K/V loads):
+        // without subgroups the lavapipe-GL shapes of the buckets 32, 64, 80, 96,
+        // 128, 256; with subgroups of 8 (lavapipe) the same plus the 1 and 2 rows
+        // of few queries; then subgroups of 4, 16 and 32 over buckets they divide.
         "flash_attention_cpu" => [
-            (8, 4, 8),
-            (16, 4, 8),
-            (8, 4, 16),
-            (6, 4, 20),
-            (5, 4, 24),
-            (4, 4, 32),
-            (2, 2, 64),
-            (1, 4, 16),
-        ]
-        .into_iter()
-        .map(|(r, kb, dv)| vec![("R", r), ("KB", kb), ("DV", dv)])
-        .collect(),
-        // Subgroups of 4, 8 (lavapipe), 16 and 32 lanes over the head-dim buckets
-        // they divide.
-        // (rows, key block, vec4 chunks, subgroup size): the lavapipe shapes for the
-        // buckets 32, 64 (also with the 1 and 2 rows of few queries), 80, 96, 128
-        // and 256, then other subgroup sizes.
-        "flash_attention_sg" => [
+            (8, 4, 8, 0),
+            (16, 4, 8, 0),
+            (8, 4, 16, 0),
+            (6, 4, 20, 0),
+            (5, 4, 24, 0),
+            (4, 4, 32, 0),
+            (2, 2, 64, 0),
+            (1, 4, 16, 0),
             (8, 4, 8, 8),
             (8, 4, 16, 8),
             (1, 4, 16, 8),
@@ -129,13 +119,11 @@ fn source_consts(kernel: &str) -> Vec<Vec<(&'static str, u32)>> {
         ]
         .into_iter()
         .map(|(r, kb, dv, s)| {
-            vec![
-                ("R", r),
-                ("KB", kb),
-                ("DV", dv),
-                ("S", s),
-                ("NG", 4 * dv / s),
-            ]
+            let mut c = vec![("R", r), ("KB", kb), ("DV", dv)];
+            if s > 0 {
+                c.extend([("S", s), ("NG", 4 * dv / s)]);
+            }
+            c
         })
         .collect(),
         _ => vec![vec![]],
@@ -175,9 +163,10 @@ fn default_sources_are_plain_wgsl() {
     for (name, _) in wgpu_attention::shaders::KERNELS {
         let src = wgpu_attention::shaders::source(name);
         assert!(
-            !src.lines().any(|l| ["@R", "@T", "@C", "@G", "@S", "@{"]
-                .iter()
-                .any(|m| l.contains(m))),
+            !src.lines()
+                .any(|l| ["@R", "@T", "@C", "@G", "@S", "@{", "@if"]
+                    .iter()
+                    .any(|m| l.contains(m))),
             "{name}: markers left"
         );
         naga::front::wgsl::parse_str(&src)

@@ -25,11 +25,6 @@ const SPEC_CPU: KernelSpec = KernelSpec {
     storage_read_only: FUSED_BINDINGS,
 };
 
-const SPEC_SG: KernelSpec = KernelSpec {
-    name: "flash_attention_sg",
-    storage_read_only: FUSED_BINDINGS,
-};
-
 const SPEC_TILED: KernelSpec = KernelSpec {
     name: "flash_attention_tiled",
     storage_read_only: FUSED_BINDINGS,
@@ -59,8 +54,8 @@ const KEY_BLOCK: u32 = 4;
 enum Kind {
     /// `flash_attention_cpu.wgsl`: straight-line code for CPU drivers.
     StraightLine,
-    /// `flash_attention_sg.wgsl`: the straight-line kernel with K/V loads shared
-    /// across a subgroup of `size` lanes (CPU drivers with subgroups).
+    /// `flash_attention_cpu.wgsl` with `S = size`: K/V loads shared across a
+    /// subgroup of `size` lanes (CPU drivers with subgroups).
     Subgroup { size: u32 },
     /// `flash_attention.wgsl`: loops, no workgroup memory; runs anywhere.
     Generic,
@@ -183,7 +178,7 @@ impl FusedVariant {
     fn spec(&self) -> &'static KernelSpec {
         match self.kind {
             Kind::StraightLine => &SPEC_CPU,
-            Kind::Subgroup { .. } => &SPEC_SG,
+            Kind::Subgroup { .. } => &SPEC_CPU,
             Kind::Generic => &SPEC,
             Kind::Tiled { .. } => &SPEC_TILED,
         }
@@ -244,7 +239,7 @@ impl FusedVariant {
                     ("S", size),
                     ("NG", self.bucket / size),
                 ],
-                vec![],
+                vec![("WG", size as f64)],
             ),
             Kind::Generic => (
                 vec![("DMAX", self.bucket), ("RMAX", self.rows)],
@@ -326,19 +321,19 @@ pub struct FusedOptions<'a> {
 pub const MAX_HEAD_DIM: usize = 256;
 
 /// The fused kernel `gpu` runs for head dim `d` under `tuning` with many queries,
-/// in words: its shader and shape, e.g. `flash_attention_sg: 8 rows × 4 keys per
+/// in words: its shader and shape, e.g. `flash_attention_cpu: 8 rows × 4 keys per
 /// lane, K/V shared across subgroups of 8, D bucket 64`. For `attn info` and logs.
 pub fn describe_fused_kernel(gpu: &crate::Gpu, tuning: crate::Tuning, d: usize) -> Result<String> {
     let v = FusedVariant::new(gpu.granted_tuning(tuning), d, gpu.limits())?;
     let b = v.bucket;
     Ok(match v.kind {
         Kind::Subgroup { size } => format!(
-            "flash_attention_sg: {} rows × {} keys per lane, K/V shared across subgroups of {size}, D bucket {b}",
+            "flash_attention_cpu: {} rows × {} keys per lane, K/V shared across subgroups of {size}, D bucket {b}",
             v.rows,
             v.key_block()
         ),
         Kind::StraightLine => format!(
-            "flash_attention_cpu: {} rows × {} keys per lane, straight-line, D bucket {b}",
+            "flash_attention_cpu: {} rows × {} keys per lane, whole-row K/V loads, D bucket {b}",
             v.rows,
             v.key_block()
         ),

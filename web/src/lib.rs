@@ -137,28 +137,14 @@ pub async fn adapter_info() -> Result<String, JsValue> {
 /// shader compiler and reports its messages. The library builds pipelines inside an
 /// error scope it cannot await in a browser, so a shader the browser rejects shows up
 /// later only as "invalid pipeline"; this says which kernel and why. JSON list of
-/// `{kernel, ok, messages, scope_error}` (and `skipped` with the reason for a
-/// kernel that needs a feature the device lacks).
+/// `{kernel, ok, messages, scope_error}`.
 #[wasm_bindgen]
 pub async fn check_shaders() -> Result<String, JsValue> {
     let g = gpu().await?;
     let device = g.device();
     let mut out = Vec::new();
     for (name, _) in wgpu_attention::shaders::KERNELS {
-        let mut source = wgpu_attention::shaders::source(name);
-        if wgpu_attention::shaders::NEEDS_SUBGROUPS.contains(name) {
-            if !g.features().contains(wgpu::Features::SUBGROUP) {
-                out.push(json!({
-                    "kernel": name,
-                    "ok": true,
-                    "skipped": "needs the subgroups feature, which this device was not granted",
-                    "messages": [],
-                    "scope_error": null,
-                }));
-                continue;
-            }
-            source = format!("enable subgroups;\n{source}");
-        }
+        let source = wgpu_attention::shaders::source(name);
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some(name),
