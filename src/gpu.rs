@@ -200,6 +200,14 @@ impl std::fmt::Debug for Gpu {
     }
 }
 
+/// `t` without what a device with `features` cannot run (subgroup use needs SUBGROUP).
+fn granted(mut t: Tuning, features: wgpu::Features) -> Tuning {
+    if !features.contains(wgpu::Features::SUBGROUP) {
+        t.subgroup = 0;
+    }
+    t
+}
+
 /// The optional features requested when the adapter has them.
 const OPTIONAL_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
     .union(wgpu::Features::SUBGROUP)
@@ -337,14 +345,7 @@ impl Gpu {
                 features,
                 info,
                 limits,
-                tuning: Mutex::new(Tuning {
-                    subgroup: if features.contains(wgpu::Features::SUBGROUP) {
-                        tuning.subgroup
-                    } else {
-                        0
-                    },
-                    ..tuning
-                }),
+                tuning: Mutex::new(granted(tuning, features)),
                 poison: AtomicBool::new(false),
                 error,
                 lost,
@@ -413,11 +414,8 @@ impl Gpu {
     }
 
     /// `t` without what the device was not granted (subgroup use needs SUBGROUP).
-    pub(crate) fn granted_tuning(&self, mut t: Tuning) -> Tuning {
-        if !self.inner.features.contains(wgpu::Features::SUBGROUP) {
-            t.subgroup = 0;
-        }
-        t
+    pub(crate) fn granted_tuning(&self, t: Tuning) -> Tuning {
+        granted(t, self.inner.features)
     }
 
     /// When on, every buffer this crate allocates for an output is filled with NaN

@@ -177,8 +177,7 @@ impl FusedVariant {
 
     fn spec(&self) -> &'static KernelSpec {
         match self.kind {
-            Kind::StraightLine => &SPEC_CPU,
-            Kind::Subgroup { .. } => &SPEC_CPU,
+            Kind::StraightLine | Kind::Subgroup { .. } => &SPEC_CPU,
             Kind::Generic => &SPEC,
             Kind::Tiled { .. } => &SPEC_TILED,
         }
@@ -223,24 +222,17 @@ impl FusedVariant {
 
     fn constants(&self) -> (SourceConsts, Overrides) {
         match self.kind {
-            Kind::StraightLine => (
-                vec![
+            Kind::StraightLine | Kind::Subgroup { .. } => {
+                let mut consts = vec![
                     ("R", self.rows),
                     ("KB", self.key_block()),
                     ("DV", self.bucket / 4),
-                ],
-                vec![("WG", WORKGROUP as f64)],
-            ),
-            Kind::Subgroup { size } => (
-                vec![
-                    ("R", self.rows),
-                    ("KB", self.key_block()),
-                    ("DV", self.bucket / 4),
-                    ("S", size),
-                    ("NG", self.bucket / size),
-                ],
-                vec![("WG", size as f64)],
-            ),
+                ];
+                if let Kind::Subgroup { size } = self.kind {
+                    consts.extend([("S", size), ("NG", self.bucket / size)]);
+                }
+                (consts, vec![("WG", self.lanes() as f64)])
+            }
             Kind::Generic => (
                 vec![("DMAX", self.bucket), ("RMAX", self.rows)],
                 vec![("R", self.rows as f64), ("WG", WORKGROUP as f64)],
@@ -327,15 +319,14 @@ pub fn describe_fused_kernel(gpu: &crate::Gpu, tuning: crate::Tuning, d: usize) 
     let v = FusedVariant::new(gpu.granted_tuning(tuning), d, gpu.limits())?;
     let b = v.bucket;
     Ok(match v.kind {
-        Kind::Subgroup { size } => format!(
-            "flash_attention_cpu: {} rows × {} keys per lane, K/V shared across subgroups of {size}, D bucket {b}",
+        Kind::StraightLine | Kind::Subgroup { .. } => format!(
+            "flash_attention_cpu: {} rows × {} keys per lane, {}, D bucket {b}",
             v.rows,
-            v.key_block()
-        ),
-        Kind::StraightLine => format!(
-            "flash_attention_cpu: {} rows × {} keys per lane, whole-row K/V loads, D bucket {b}",
-            v.rows,
-            v.key_block()
+            v.key_block(),
+            match v.kind {
+                Kind::Subgroup { size } => format!("K/V shared across subgroups of {size}"),
+                _ => "whole-row K/V loads".to_string(),
+            }
         ),
         Kind::Generic => format!(
             "flash_attention: {} rows per lane, loops, D bucket {b}",
