@@ -65,7 +65,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         var pr: array<f32, RMAX>;
         var corr: array<f32, RMAX>;
         for (var r = 0u; r < R; r++) {
-            let x = flash_score(s[r], w, fr[r], j);
+            let x = flash_score(s[r], w, fr[r], j, flash_bias(fr[r], j));
             let m_new = max(m[r], x);
             corr[r] = exp(m[r] - m_new);
             pr[r] = select(0.0, exp(x - m_new), x > MASKED);

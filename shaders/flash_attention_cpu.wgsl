@@ -13,7 +13,8 @@
 //     keys.
 //
 // Two ways to load K and V, chosen by the host with S (lines prefixed if(S)
-// are kept only when S > 0, those prefixed if(!S) only when S = 0):
+// are kept only when S > 0, those prefixed if(!S) only when S = 0; the same for
+// B4 below):
 //   - S = 0: every lane loads whole K/V rows. On gallivm (lavapipe/llvmpipe) a
 //     storage load indexed by the key loop is a gather of WG scalar loads even
 //     when every lane asks for the same address (only loads from constant or
@@ -40,6 +41,10 @@ const KB: u32 = 4u;
 const DV: u32 = 16u;
 const S: u32 = 0u;
 const NG: u32 = 0u;
+// 1: the additive mask comes as one vec4 per row and block of 4 keys
+// (flash_bias4; KB = 4, the host checks the mask's alignment); lines prefixed
+// if(B4) / if(!B4) as for S.
+const B4: u32 = 0u;
 
 @compute @workgroup_size(WG, 1, 1)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -58,8 +63,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     var l@R = 0.0;
     let kbase = p.k_off + w.b * p.k_sb + w.hk * p.k_sh;
     let vbase = p.v_off + w.b * p.v_sb + w.hk * p.v_sh;
-    for (var j0 = w.j_lo; j0 < w.j_hi; j0 += i32(KB)) {
+@if(!B4)    let j_start = w.j_lo;
+    // Aligned blocks: the keys added below j_lo are below every row's f.lo (a
+    // window), or the host's split length is a multiple of 4 and there are none.
+@if(B4)    let j_start = w.j_lo & ~3;
+    for (var j0 = j_start; j0 < w.j_hi; j0 += i32(KB)) {
         let j@T = u32(j0) + @Tu;
+@if(B4)        let bias@R = flash_bias4(f@R, u32(j0));
         let kr@T = kbase + min(j@T, p.nk - 1u) * p.k_sn;
         let vr@T = vbase + min(j@T, p.nk - 1u) * p.v_sn;
 @if(!S)        let k@T_@C = vec4(ld_k(kr@T, 4u * @Cu), ld_k(kr@T, 4u * @Cu + 1u), ld_k(kr@T, 4u * @Cu + 2u), ld_k(kr@T, 4u * @Cu + 3u));
@@ -67,7 +77,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
 @if(S)        let k@T_@C = vec4(subgroupBroadcast(kl@T_@{4*@C/@S}, @{4*@C%@S}u), subgroupBroadcast(kl@T_@{(4*@C+1)/@S}, @{(4*@C+1)%@S}u), subgroupBroadcast(kl@T_@{(4*@C+2)/@S}, @{(4*@C+2)%@S}u), subgroupBroadcast(kl@T_@{(4*@C+3)/@S}, @{(4*@C+3)%@S}u));
         var s@R_@T = 0.0;
         s@R_@T += dot(q@R_@C, k@T_@C);
-        s@R_@T = flash_score(s@R_@T, w, f@R, j@T);
+@if(B4)        s@R_@T = flash_score(s@R_@T, w, f@R, j@T, bias@R[@T]);
+@if(!B4)        s@R_@T = flash_score(s@R_@T, w, f@R, j@T, flash_bias(f@R, j@T));
         var mb@R = m@R;
         mb@R = max(mb@R, s@R_@T);
         let cr@R = exp(m@R - mb@R);

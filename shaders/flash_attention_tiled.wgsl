@@ -69,7 +69,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             for (var cv = 0u; cv < DV; cv++) {
                 s += dot(qr[cv], kt[t * DV + cv]);
             }
-            let x = flash_score(s, w, f, j);
+            let x = flash_score(s, w, f, j, flash_bias(f, j));
             let m_new = max(m, x);
             let corr = exp(m - m_new);
             let pr = select(0.0, exp(x - m_new), x > MASKED);

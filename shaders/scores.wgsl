@@ -6,6 +6,7 @@
 
 #import shared/grid
 #import shared/mask
+#import shared/mask_words
 #import shared/tile_mm
 
 struct Params {

@@ -7,6 +7,7 @@
 
 #import shared/grid
 #import shared/mask
+#import shared/mask_words
 
 override WG: u32 = 64u; // power of two, at most 256
 

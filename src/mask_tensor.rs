@@ -21,28 +21,60 @@ pub struct MaskTensor {
     gpu: Gpu,
     pub(crate) buffer: Arc<wgpu::Buffer>,
     dims: [usize; 4],
+    /// Elements from one row (`[b, h, i, ·]`) to the next, see [`padded_row`].
+    row_stride: usize,
     kind: MaskKind,
+}
+
+/// Row stride (in elements of `elem` bytes) for rows of `mk` elements: a multiple
+/// of 4 elements, so the fused kernels can read 4 keys of a row in one aligned
+/// vec4 load, and an odd number of 64-byte lines when over one line, so rows do
+/// not alias in the cache. Without the second rule a [Nq, 1024] f32 bias has
+/// rows 4 KiB apart that all fall in one L1 set; on lavapipe (8 lanes × 8 rows
+/// read at once) that measured +22% over plain instead of +7% at B1 H8 N1024
+/// D64, and varied from run to run (BENCHMARKS.md, v10).
+fn padded_row(mk: usize, elem: usize) -> usize {
+    let bytes = (mk * elem).div_ceil(16) * 16;
+    if bytes <= 64 {
+        return bytes / elem;
+    }
+    let lines = bytes.div_ceil(64);
+    let lines = if lines % 2 == 0 { lines + 1 } else { lines };
+    lines * 64 / elem
 }
 
 impl MaskTensor {
     /// Uploads a host mask.
     pub fn upload(gpu: &Gpu, host: &HostMask) -> Result<MaskTensor> {
-        let (bytes, kind): (Vec<u8>, _) = match &host.values {
-            MaskValues::Bool(v) => {
-                let mut b: Vec<u8> = v.iter().map(|&t| t as u8).collect();
-                b.resize(b.len().div_ceil(4) * 4, 0);
-                (b, MaskKind::Bool)
-            }
-            MaskValues::Additive(v) => {
-                let clamped: Vec<f32> = v.iter().map(|&x| additive_floor(x)).collect();
-                (bytemuck::cast_slice(&clamped).to_vec(), MaskKind::Additive)
-            }
+        let [_, _, _, mk] = host.dims;
+        let rows = host.dims[..3].iter().product::<usize>();
+        let (kind, elem) = match &host.values {
+            MaskValues::Bool(_) => (MaskKind::Bool, 1),
+            MaskValues::Additive(_) => (MaskKind::Additive, 4),
         };
+        let row_stride = padded_row(mk, elem);
+        let mut bytes = vec![0u8; (rows * row_stride * elem).div_ceil(16).max(1) * 16];
+        for (r, dst) in bytes.chunks_mut(row_stride * elem).take(rows).enumerate() {
+            let keys = r * mk..(r + 1) * mk;
+            match &host.values {
+                MaskValues::Bool(v) => {
+                    for (d, &t) in dst.iter_mut().zip(&v[keys]) {
+                        *d = t as u8;
+                    }
+                }
+                MaskValues::Additive(v) => {
+                    for (d, &x) in dst.chunks_exact_mut(4).zip(&v[keys]) {
+                        d.copy_from_slice(&additive_floor(x).to_ne_bytes());
+                    }
+                }
+            }
+        }
         let buffer = gpu.upload("mask", &bytes, wgpu::BufferUsages::STORAGE)?;
         Ok(MaskTensor {
             gpu: gpu.clone(),
             buffer: Arc::new(buffer),
             dims: host.dims,
+            row_stride,
             kind,
         })
     }
@@ -65,8 +97,9 @@ impl MaskTensor {
         nk: usize,
     ) -> Result<[u32; 4]> {
         crate::mask::check_mask_broadcast(self.dims, b, h, nq, nk)?;
-        let [_, mh, mq, mk] = self.dims;
-        let full = [mh * mq * mk, mq * mk, mk, 1];
+        let [_, mh, mq, _] = self.dims;
+        let rs = self.row_stride;
+        let full = [mh * mq * rs, mq * rs, rs, 1];
         let mut s = [0u32; 4];
         for i in 0..4 {
             s[i] = if self.dims[i] == 1 { 0 } else { full[i] as u32 };

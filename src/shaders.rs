@@ -30,6 +30,10 @@ const SHARED: &[(&str, &str)] = &[
     ("grid", include_str!("../shaders/shared/grid.wgsl")),
     ("tile_mm", include_str!("../shaders/shared/tile_mm.wgsl")),
     ("mask", include_str!("../shaders/shared/mask.wgsl")),
+    (
+        "mask_words",
+        include_str!("../shaders/shared/mask_words.wgsl"),
+    ),
     ("trig", include_str!("../shaders/shared/trig.wgsl")),
     (
         "flash_common",
@@ -46,10 +50,10 @@ const SHARED: &[(&str, &str)] = &[
 /// `const DV`, every line that contains `@R`, `@T` or `@C` (and `@G` with
 /// `const NG`) is repeated for each value of those markers (0..R, 0..KB, 0..DV,
 /// 0..NG, nested in that order, with the values the constants hold after
-/// substitution) with the marker replaced by the number. Lines starting `@if(S)`
-/// are kept only when `const S` is above 0, `@if(!S)` only when it is 0; `@S` is
-/// S's value and `@{expr}` an integer expression evaluated last. So the result
-/// is always plain WGSL.
+/// substitution) with the marker replaced by the number. Lines starting
+/// `@if(NAME)` are kept only when `const NAME` is above 0, `@if(!NAME)` only when
+/// it is 0; `@S` is S's value and `@{expr}` an integer expression evaluated last.
+/// So the result is always plain WGSL.
 ///
 /// # Panics
 /// If a named constant is not declared in the kernel (a build-time fact the test
@@ -74,7 +78,7 @@ pub fn source_with(name: &str, consts: &[(&str, u32)]) -> String {
             markers.push(("@G", ng));
         }
         let s = const_value(&src, "S").unwrap_or(0);
-        src = keep_conditional_lines(&src, s > 0);
+        src = keep_conditional_lines(&src);
         src = src.replace("@S", &s.to_string());
         src = expand_markers(&src, &markers);
         src = eval_braces(&src);
@@ -82,17 +86,27 @@ pub fn source_with(name: &str, consts: &[(&str, u32)]) -> String {
     src
 }
 
-/// Lines starting `@if(S)` are kept (without the prefix) when `s_on`, lines
-/// starting `@if(!S)` when not.
-fn keep_conditional_lines(src: &str, s_on: bool) -> String {
+/// A line starting `@if(NAME)` is kept (without the prefix) when the kernel's
+/// `const NAME: u32` is above 0, one starting `@if(!NAME)` when it is 0.
+///
+/// # Panics
+/// If NAME is not a constant of the kernel.
+fn keep_conditional_lines(src: &str) -> String {
     let mut out = String::with_capacity(src.len());
     for line in src.lines() {
-        let kept = if let Some(rest) = line.strip_prefix("@if(S)") {
-            s_on.then_some(rest)
-        } else if let Some(rest) = line.strip_prefix("@if(!S)") {
-            (!s_on).then_some(rest)
-        } else {
-            Some(line)
+        let kept = match line.strip_prefix("@if(") {
+            Some(rest) => {
+                let end = rest.find(')').expect("`@if(` closes with `)`");
+                let (negated, name) = match rest[..end].strip_prefix('!') {
+                    Some(n) => (true, n),
+                    None => (false, &rest[..end]),
+                };
+                let on = const_value(src, name)
+                    .unwrap_or_else(|| panic!("`@if({name})` names no `const {name}: u32`"))
+                    > 0;
+                (on != negated).then_some(&rest[end + 1..])
+            }
+            None => Some(line),
         };
         if let Some(l) = kept {
             out.push_str(l);

@@ -14,23 +14,26 @@ fn specializations(kernel: &str) -> Vec<Vec<(&'static str, f64)>> {
             vec![("STAGED", 1.0), ("WG_Y", 8.0), ("CPU_ROWS", 8.0)],
         ],
         "softmax" => (0..=8).map(|p| vec![("WG", (1u32 << p) as f64)]).collect(),
-        "flash_attention" | "flash_attention_cpu" | "flash_attention_tiled" => [0.0, 1.0]
-            .into_iter()
-            .map(|on| {
-                let mut v = vec![
-                    ("USE_RULES", on),
-                    ("USE_MASK", on),
-                    ("USE_ALIBI", on),
-                    ("USE_SOFTCAP", on),
-                ];
-                match kernel {
-                    "flash_attention" => v.extend([("R", 4.0), ("WG", 8.0)]),
-                    "flash_attention_cpu" => v.push(("WG", 8.0)),
-                    _ => v.push(("WG", 64.0)),
-                }
-                v
-            })
-            .collect(),
+        // (other options on, MASK_MODE: none / additive / bool)
+        "flash_attention" | "flash_attention_cpu" | "flash_attention_tiled" => {
+            [(0.0, 0.0), (1.0, 1.0), (1.0, 2.0)]
+                .into_iter()
+                .map(|(on, mask_mode)| {
+                    let mut v = vec![
+                        ("USE_RULES", on),
+                        ("MASK_MODE", mask_mode),
+                        ("USE_ALIBI", on),
+                        ("USE_SOFTCAP", on),
+                    ];
+                    match kernel {
+                        "flash_attention" => v.extend([("R", 4.0), ("WG", 8.0)]),
+                        "flash_attention_cpu" => v.push(("WG", 8.0)),
+                        _ => v.push(("WG", 64.0)),
+                    }
+                    v
+                })
+                .collect()
+        }
         _ => vec![vec![]],
     }
 }
@@ -95,6 +98,8 @@ fn source_consts(kernel: &str) -> Vec<Vec<(&'static str, u32)>> {
         // without subgroups the lavapipe-GL shapes of the buckets 32, 64, 80, 96,
         // 128, 256; with subgroups of 8 (lavapipe) the same plus the 1 and 2 rows
         // of few queries; then subgroups of 4, 16 and 32 over buckets they divide.
+        // Each with the additive mask read per key (B4 = 0) and, for 4-key blocks,
+        // as vec4s (B4 = 1).
         "flash_attention_cpu" => [
             (8, 4, 8, 0),
             (16, 4, 8, 0),
@@ -118,12 +123,15 @@ fn source_consts(kernel: &str) -> Vec<Vec<(&'static str, u32)>> {
             (16, 4, 16, 16),
         ]
         .into_iter()
-        .map(|(r, kb, dv, s)| {
-            let mut c = vec![("R", r), ("KB", kb), ("DV", dv)];
-            if s > 0 {
-                c.extend([("S", s), ("NG", 4 * dv / s)]);
-            }
-            c
+        .flat_map(|(r, kb, dv, s)| {
+            let b4 = if kb == 4 { vec![0, 1] } else { vec![0] };
+            b4.into_iter().map(move |b4| {
+                let mut c = vec![("R", r), ("KB", kb), ("DV", dv), ("B4", b4)];
+                if s > 0 {
+                    c.extend([("S", s), ("NG", 4 * dv / s)]);
+                }
+                c
+            })
         })
         .collect(),
         _ => vec![vec![]],

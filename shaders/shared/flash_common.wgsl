@@ -8,7 +8,10 @@
 // What the per-key score transform must do, fixed per pipeline so the plain case
 // compiles to nothing (the host sets each to what the call uses).
 override USE_RULES: bool = true;    // causal / window / key lengths
-override USE_MASK: bool = true;     // a dense bool or additive mask
+// The dense mask's kind (MASK_NONE / MASK_ADDITIVE / MASK_BOOL), a constant and
+// not a uniform: on CPU drivers both arms of a uniform branch run under an
+// all-false mask, and the unused arm's load still costs a loop over the lanes.
+override MASK_MODE: u32 = 1u;
 override USE_ALIBI: bool = true;
 override USE_SOFTCAP: bool = true;
 
@@ -32,7 +35,10 @@ struct Params {
 @group(0) @binding(1) var<storage, read> q: array<f32>;
 @group(0) @binding(2) var<storage, read> k: array<f32>;
 @group(0) @binding(3) var<storage, read> v: array<f32>;
-@group(0) @binding(4) var<storage, read> mask_words: array<u32>;
+// The dense mask (one f32 per element for additive masks, four bools per u32 for
+// bool masks), as vec4s so that four aligned keys of an additive mask come in one
+// load (flash_bias4); MaskTensor pads its buffer to 16 bytes.
+@group(0) @binding(4) var<storage, read> mask4: array<vec4<u32>>;
 @group(0) @binding(5) var<storage, read> key_lengths: array<u32>;
 @group(0) @binding(6) var<storage, read> slopes: array<f32>;
 @group(0) @binding(7) var<storage, read_write> o: array<f32>;
@@ -132,7 +138,7 @@ fn flash_row(w: FlashWork, vr: u32) -> FlashRow {
         f.hi = min(f.hi, r.y);
     }
     f.mbase = 0u;
-    if (USE_MASK) {
+    if (MASK_MODE != MASK_NONE) {
         f.mbase = w.b * p.m_sb + f.h * p.m_sh + min(f.n, p.nq - 1u) * p.m_sq;
     }
     f.slope = 0.0;
@@ -147,9 +153,34 @@ fn flash_q_row(w: FlashWork, f: FlashRow) -> u32 {
     return p.q_off + w.b * p.q_sb + f.h * p.q_sh + min(f.n, p.nq - 1u) * p.q_sn;
 }
 
+// Word `i` of the dense mask.
+fn mask_word(i: u32) -> u32 {
+    return mask4[i >> 2u][i & 3u];
+}
+
+// The additive mask's entry for (row f, key j); 0 without one.
+fn flash_bias(f: FlashRow, j: u32) -> f32 {
+    if (MASK_MODE == MASK_ADDITIVE) {
+        return bitcast<f32>(mask_word(f.mbase + min(j, p.nk - 1u) * p.m_sk));
+    }
+    return 0.0;
+}
+
+// The additive mask's entries for (row f, keys j0..j0+3) in one load: only when
+// the mask is contiguous along keys and f.mbase + j0 is a multiple of 4 (the host
+// checks the strides, the kernel aligns j0). On CPU drivers every load whose
+// address differs per lane is a loop over the lanes; one vec4 load per row and
+// four keys costs one loop instead of four. Keys past Nk read the next row or the
+// padding: flash_score excludes them.
+fn flash_bias4(f: FlashRow, j0: u32) -> vec4<f32> {
+    return bitcast<vec4<f32>>(mask4[(f.mbase + j0) >> 2u]);
+}
+
 // The score of (row f, key j) after softcap, biases and every mask; NEG_BIG when
 // the key is excluded (also for rows past Nq and keys past the block's range).
-fn flash_score(s: f32, w: FlashWork, f: FlashRow, j: u32) -> f32 {
+// `bias` is the additive mask's entry (flash_bias / flash_bias4), unused without
+// one.
+fn flash_score(s: f32, w: FlashWork, f: FlashRow, j: u32, bias: f32) -> f32 {
     var x = s;
     if (USE_SOFTCAP && p.softcap > 0.0) {
         x = soft_cap(x, p.softcap);
@@ -158,13 +189,11 @@ fn flash_score(s: f32, w: FlashWork, f: FlashRow, j: u32) -> f32 {
     if (USE_RULES) {
         visible = visible && i32(j) >= f.lo;
     }
-    if (USE_MASK) {
-        let midx = f.mbase + min(j, p.nk - 1u) * p.m_sk;
-        if (p.mask_kind == MASK_ADDITIVE) {
-            x += mask_additive_at(midx);
-        } else if (p.mask_kind == MASK_BOOL) {
-            visible = visible && mask_bool_at(midx);
-        }
+    if (MASK_MODE == MASK_ADDITIVE) {
+        x += bias;
+    } else if (MASK_MODE == MASK_BOOL) {
+        let idx = f.mbase + min(j, p.nk - 1u) * p.m_sk;
+        visible = visible && ((mask_word(idx >> 2u) >> ((idx & 3u) * 8u)) & 0xffu) != 0u;
     }
     if (USE_ALIBI && p.alibi != 0u) {
         x -= f.slope * abs(f32(i32(f.n) + p.diag_off - i32(j)));

@@ -1,5 +1,4 @@
-// Mask helpers. The importing shader declares `mask_words: array<u32>` (the dense
-// mask: one f32 per element for additive masks, four bools per word for bool masks).
+// Mask constants and rule helpers; shared/mask_words.wgsl reads the dense mask.
 
 // A score at or below this is excluded from the softmax (additive -inf is uploaded
 // as -1e38). Finite on purpose: WGSL may assume inf/NaN never occur.
@@ -10,15 +9,6 @@ const NEG_BIG: f32 = -3.0e38;
 const MASK_NONE: u32 = 0u;
 const MASK_ADDITIVE: u32 = 1u;
 const MASK_BOOL: u32 = 2u;
-
-fn mask_additive_at(idx: u32) -> f32 {
-    return bitcast<f32>(mask_words[idx]);
-}
-
-fn mask_bool_at(idx: u32) -> bool {
-    let word = mask_words[idx >> 2u];
-    return ((word >> ((idx & 3u) * 8u)) & 0xffu) != 0u;
-}
 
 // Rule masks: causal and sliding window around the diagonal i + diag_off, and the
 // key-padding length of the row's batch.

@@ -8,7 +8,7 @@ use super::{
 use crate::dispatch::{KernelSpec, Recorder};
 use crate::error::{Error, Result};
 use crate::mask::Masking;
-use crate::mask_tensor::MaskTensor;
+use crate::mask_tensor::{MaskKind, MaskTensor};
 use crate::tensor::{Layout, Tensor};
 
 /// The bindings of every fused kernel (`shared/flash_common.wgsl`): Q, K, V, mask,
@@ -70,6 +70,9 @@ pub(crate) struct FusedVariant {
     /// Query rows per invocation.
     pub rows: u32,
     bucket: u32,
+    /// Straight-line kernels: the additive mask is read as one vec4 per row and
+    /// block of 4 keys (`B4`, see [`FusedVariant::with_bias4`]).
+    bias4: bool,
 }
 
 impl FusedVariant {
@@ -84,6 +87,7 @@ impl FusedVariant {
             kind: Kind::Generic,
             rows: 4,
             bucket,
+            bias4: false,
         };
         if tuning.staged {
             // K and V tiles: 2 · keys · bucket · 4 bytes, plus the 16 bytes of the
@@ -101,6 +105,7 @@ impl FusedVariant {
                 kind: Kind::Tiled { keys, lanes },
                 rows: 1,
                 bucket,
+                bias4: false,
             });
         }
         if !tuning.straight_line {
@@ -127,7 +132,12 @@ impl FusedVariant {
         } else {
             Kind::StraightLine
         };
-        Ok(FusedVariant { kind, rows, bucket })
+        Ok(FusedVariant {
+            kind,
+            rows,
+            bucket,
+            bias4: false,
+        })
     }
 
     /// The variant for split-KV with `nq` queries, at most [`Self::rows`]: on CPU
@@ -141,7 +151,7 @@ impl FusedVariant {
             Kind::StraightLine | Kind::Subgroup { .. } => FusedVariant {
                 kind: Kind::StraightLine,
                 rows: (nq.max(1).next_power_of_two() as u32).min(self.rows),
-                bucket: self.bucket,
+                ..self
             },
             _ => self,
         }
@@ -172,6 +182,20 @@ impl FusedVariant {
                 ..self
             },
             _ => self,
+        }
+    }
+
+    /// Reads an additive mask as vec4s (one load per row and 4 keys instead of 4)
+    /// when `aligned`: the caller checked that the mask is contiguous along keys,
+    /// every row starts at a multiple of 4 elements, and key splits start at
+    /// multiples of 4. Straight-line kernels with 4-key blocks only; a no-op for
+    /// the others. On lavapipe the bias overhead at B1 H8 N1024 D64 went from
+    /// +16–25% to +8–15% (BENCHMARKS.md, v10).
+    fn with_bias4(self, aligned: bool) -> Self {
+        let straight = matches!(self.kind, Kind::StraightLine | Kind::Subgroup { .. });
+        FusedVariant {
+            bias4: aligned && straight && self.key_block().is_multiple_of(4),
+            ..self
         }
     }
 
@@ -231,6 +255,7 @@ impl FusedVariant {
                 if let Kind::Subgroup { size } = self.kind {
                     consts.extend([("S", size), ("NG", self.bucket / size)]);
                 }
+                consts.push(("B4", self.bias4 as u32));
                 (consts, vec![("WG", self.lanes() as f64)])
             }
             Kind::Generic => (
@@ -415,6 +440,15 @@ pub(crate) fn record_fused(
         })?);
     }
     check_softcap(opts.softcap)?;
+    let [m_sb, m_sh, m_sq, m_sk] = setup.strides;
+    variant = variant.with_bias4(
+        opts.mask.is_some_and(|m| m.kind() == MaskKind::Additive)
+            && m_sk == 1
+            && [m_sb, m_sh, m_sq].iter().all(|s| s.is_multiple_of(4))
+            && split
+                .as_ref()
+                .is_none_or(|s| s.splits == 1 || s.split_len.is_multiple_of(4)),
+    );
     let slopes = alibi_buffer(gpu, opts.alibi, sh.hq)?;
     let dims = [sh.b, sh.hq, sh.nq, sh.d];
     let layout: Layout = q.layout();
@@ -480,12 +514,12 @@ pub(crate) fn record_fused(
     // Only what this call uses is compiled into the per-key transform.
     let uses_rules = masking.causal || masking.window.is_some() || masking.key_lengths.is_some();
     for (name, on) in [
-        ("USE_RULES", uses_rules),
-        ("USE_MASK", opts.mask.is_some()),
-        ("USE_ALIBI", opts.alibi.is_some()),
-        ("USE_SOFTCAP", opts.softcap.is_some()),
+        ("USE_RULES", uses_rules as u32),
+        ("MASK_MODE", setup.fields.mask_kind()),
+        ("USE_ALIBI", opts.alibi.is_some() as u32),
+        ("USE_SOFTCAP", opts.softcap.is_some() as u32),
     ] {
-        overrides.push((name, on as u32 as f64));
+        overrides.push((name, on as f64));
     }
     let kernel = gpu.kernel_sized(variant.spec(), &source_consts, &overrides)?;
     let splits = split.as_ref().map_or(1, |s| s.splits) as u64;

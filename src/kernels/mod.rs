@@ -131,6 +131,11 @@ impl MaskFields {
     pub(crate) fn set_diag_off(&mut self, off: i32) {
         self.diag_off = off;
     }
+
+    /// The dense mask's kind: 0 none, 1 additive, 2 bool (mask.wgsl's MASK_*).
+    pub(crate) fn mask_kind(&self) -> u32 {
+        self.mask_kind
+    }
 }
 
 /// Everything a masking kernel needs from `masking` and `mask` for scores of

@@ -17,6 +17,11 @@ struct Case {
 }
 
 fn check(gpu: &Gpu, t: Tuning, ctx: &str, c: &Case) {
+    check_splits(gpu, t, ctx, c, &[7]);
+}
+
+/// [`check`] with the decode path run once per KV split length in `splits`.
+fn check_splits(gpu: &Gpu, t: Tuning, ctx: &str, c: &Case, splits: &[usize]) {
     let sh = c.sh;
     let (mut r, ctx) = rng(&format!(
         "{ctx} {sh:?} {:?} {:?} mask={:?} scale={:?} alibi={} softcap={:?}",
@@ -81,16 +86,18 @@ fn check(gpu: &Gpu, t: Tuning, ctx: &str, c: &Case) {
     assert!(out.weights.is_none(), "{ctx}");
     check_o_lse(&out, &want, &format!("{ctx} fused"));
 
-    // The decode path (split-KV), with a split that divides Nk unevenly.
-    let decode = AttentionOptions {
-        return_weights: false,
-        path: AttentionPath::Decode,
-        kv_split: Some(7),
-        ..opts.clone()
-    };
-    let out = run(gpu, t, |rec| record_attention(rec, &qt, &kt, &vt, &decode));
-    assert_eq!(out.o.layout(), c.layout, "{ctx}: decode O keeps Q's layout");
-    check_o_lse(&out, &want, &format!("{ctx} decode"));
+    // The decode path (split-KV), with splits that divide Nk unevenly.
+    for &split in splits {
+        let decode = AttentionOptions {
+            return_weights: false,
+            path: AttentionPath::Decode,
+            kv_split: Some(split),
+            ..opts.clone()
+        };
+        let out = run(gpu, t, |rec| record_attention(rec, &qt, &kt, &vt, &decode));
+        assert_eq!(out.o.layout(), c.layout, "{ctx}: decode O keeps Q's layout");
+        check_o_lse(&out, &want, &format!("{ctx} decode split {split}"));
+    }
 
     // Both paths without LSE or weights bind placeholders instead.
     for path in [AttentionPath::Unfused, AttentionPath::Auto] {
@@ -228,6 +235,44 @@ fn attention_with_every_option() {
                     alibi: false,
                     softcap: None,
                 },
+            );
+        }
+    });
+}
+
+#[test]
+fn additive_bias_read_four_keys_at_a_time() {
+    // The straight-line kernels read an additive mask as one vec4 per row and 4
+    // keys when its rows are aligned (MaskTensor pads them to 4 elements, so also
+    // at Nk = 45): key blocks then start at a multiple of 4 even where a window's
+    // range does not (the keys added are excluded by the rules), and decode splits
+    // of 8 keys take it too. Splits of 7 and a mask broadcast along keys read one
+    // key at a time. Each against the reference, bottom-right causal on top.
+    each_fused_gpu("bias vec4", |gpu, t, ctx| {
+        let (mut r, _) = rng(ctx);
+        let sh = shape(2, 3, 1, 21, 45, 24);
+        let masking = Masking {
+            causal: true,
+            alignment: Alignment::BottomRight,
+            window: Some(Window { left: 6, right: 3 }),
+            ..Default::default()
+        };
+        for dims in [[2, 3, 21, 45], [1, 1, 21, 1]] {
+            let add = uniform(&mut r, dims.iter().product(), 2.0);
+            check_splits(
+                gpu,
+                t,
+                ctx,
+                &Case {
+                    sh,
+                    layout: Layout::Bnhd,
+                    masking: masking.clone(),
+                    mask: Some(HostMask::additive(add, dims).unwrap()),
+                    scale: None,
+                    alibi: false,
+                    softcap: None,
+                },
+                &[7, 8],
             );
         }
     });

@@ -1,0 +1,11 @@
+// Dense-mask reads. The importing shader declares `mask_words: array<u32>` (one
+// f32 per element for additive masks, four bools per word for bool masks).
+
+fn mask_additive_at(idx: u32) -> f32 {
+    return bitcast<f32>(mask_words[idx]);
+}
+
+fn mask_bool_at(idx: u32) -> bool {
+    let word = mask_words[idx >> 2u];
+    return ((word >> ((idx & 3u) * 8u)) & 0xffu) != 0u;
+}
