@@ -39,7 +39,11 @@ fn padded_row(mk: usize, elem: usize) -> usize {
         return bytes / elem;
     }
     let lines = bytes.div_ceil(64);
-    let lines = if lines % 2 == 0 { lines + 1 } else { lines };
+    let lines = if lines.is_multiple_of(2) {
+        lines + 1
+    } else {
+        lines
+    };
     lines * 64 / elem
 }
 
