@@ -58,21 +58,27 @@ struct FlashWork {
 // Workgroup = (batch·head, key split, query block), `rows` rows per invocation.
 // With splits > 1 each split covers keys [split·split_len, (split+1)·split_len)
 // and writes a partial O and LSE at split·o_ss / split·lse_ss, merged by
-// decode.wgsl (flash-decoding). lane_splits = 1 (few queries, nq <= rows): lanes
-// take different key splits and every lane owns all query rows.
+// decode.wgsl (flash-decoding). lane_splits = 1 (few queries): lanes take
+// different key splits and every lane owns all `rows` rows of the block, so a
+// block is `rows` rows instead of lanes·rows.
 //
-// head_rows > 1 (GQA with few queries, lane splits only): a workgroup serves
+// head_rows > 1 (GQA, when the group's rows fit one block): a workgroup serves
 // head_rows consecutive query heads (one KV head's group), its rows running over
 // (head, query) pairs (see flash_row), so each K/V element loaded serves every
-// query head of the group. w.h is then the group's first head.
+// query head of the group. w.h is then the group's first head, and the host
+// makes it a single block (block0 = 0), so the key range below, computed from
+// query positions, is conservative for every head's rows.
 fn flash_work(wid: u32, lid: u32, lanes: u32, rows: u32) -> FlashWork {
     var w: FlashWork;
+    var span = lanes * rows;
     if (p.lane_splits != 0u) {
         let groups = (p.splits + lanes - 1u) / lanes;
         w.split = (wid % groups) * lanes + lid;
-        w.bh = wid / groups;
-        w.block0 = 0u;
-        w.row0 = 0u;
+        let t = wid / groups;
+        w.bh = t / p.blocks_q;
+        w.block0 = (t % p.blocks_q) * rows;
+        w.row0 = w.block0;
+        span = rows;
     } else {
         let t = wid / p.blocks_q;
         w.split = t % p.splits;
@@ -90,7 +96,7 @@ fn flash_work(wid: u32, lid: u32, lanes: u32, rows: u32) -> FlashWork {
     if (p.has_lengths != 0u && w.valid) {
         w.key_len = key_lengths[w.b];
     }
-    let block_last = min(w.block0 + lanes * rows, p.nq) - 1u;
+    let block_last = min(w.block0 + span, p.nq) - 1u;
     w.j_lo = i32(w.split * p.split_len);
     w.j_hi = min(i32(w.key_len), i32((w.split + 1u) * p.split_len));
     if (p.causal != 0u) {

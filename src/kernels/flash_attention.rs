@@ -43,7 +43,8 @@ const TILED_MAX_KEYS: u32 = 64;
 type SourceConsts = Vec<(&'static str, u32)>;
 type Overrides = Vec<(&'static str, f64)>;
 
-/// Query rows per invocation that GQA head sharing fills, at most (see record_fused).
+/// Query rows per invocation of the lane-split kernel, at most (see record_fused):
+/// Nq 5–8 takes two blocks of 4 rows.
 const FEW_QUERY_ROWS: u32 = 4;
 
 /// Keys per step of the key loop in the straight-line kernel.
@@ -141,16 +142,19 @@ impl FusedVariant {
     }
 
     /// The variant for split-KV with `nq` queries, at most [`Self::rows`]: on CPU
-    /// drivers the straight-line kernel with lanes over key splits (each lane
-    /// loads its own split's keys, so its gathers are all useful and no subgroup
-    /// sharing is needed) and only as many rows as there are queries, rounded up
-    /// to a power of two (fewer specializations). Decode at Nq = 1 then does one
-    /// row of work per key instead of 8 (BENCHMARKS.md, decode).
+    /// drivers without subgroups the straight-line kernel with lanes over key
+    /// splits (each lane loads its own split's keys, so its gathers are all
+    /// useful) and only as many rows as there are queries, rounded up to a power
+    /// of two (fewer specializations) and at most FEW_QUERY_ROWS. Decode at
+    /// Nq = 1 then does one row of work per key instead of 8 (BENCHMARKS.md,
+    /// decode).
     fn for_few_queries(self, nq: usize) -> Self {
         match self.kind {
             Kind::StraightLine | Kind::Subgroup { .. } => FusedVariant {
                 kind: Kind::StraightLine,
-                rows: (nq.max(1).next_power_of_two() as u32).min(self.rows),
+                rows: (nq.max(1).next_power_of_two() as u32)
+                    .min(self.rows)
+                    .min(FEW_QUERY_ROWS),
                 ..self
             },
             _ => self,
@@ -393,31 +397,41 @@ pub(crate) fn record_fused(
     let sh = attn_shape(q, k)?;
     same_device(k, v, "K and V")?;
     let gpu = q.gpu();
-    // Few queries and several splits: lanes over splits (see the shader).
-    let mut variant = FusedVariant::new(rec.tuning(), sh.d, gpu.limits())?;
-    let few_queries =
-        split.as_ref().is_some_and(|s| s.splits > 1) && sh.nq <= variant.rows as usize;
-    // GQA with few queries: one workgroup serves a KV head's whole group of query
-    // heads when their rows fit one invocation, so each K/V element is loaded once
-    // per group instead of once per query head (decode is load-bound).
-    // At most FEW_QUERY_ROWS rows per invocation: the lane-split kernel with 8
-    // rows compiles in 14 s on lavapipe (4 rows: 6.5 s), so a group of 8 heads is
-    // served by two workgroups of 4.
-    let mut head_rows = 1;
-    if few_queries {
-        let cap = (FEW_QUERY_ROWS.min(variant.rows) as usize / sh.nq).max(1);
-        head_rows = (1..=sh.group().min(cap))
-            .rev()
-            .find(|h| sh.group() % h == 0)
-            .unwrap_or(1);
-        variant = variant.for_few_queries(head_rows * sh.nq);
+    let base = FusedVariant::new(rec.tuning(), sh.d, gpu.limits())?;
+    // Few queries and several splits, on kernels whose lanes may take different
+    // splits (no subgroup sharing): lanes over splits, each lane owning all rows
+    // of its block (see the shader). With subgroups the row path is faster at
+    // every Nq: on lavapipe at B1 H8 Nk32768 D64, Nq 1/4/8 took 28.0/29.0/28.1 ms
+    // against 31.1/36.1/36.0 ms lane-split (BENCHMARKS.md, decode v10).
+    let lane_splits = split.as_ref().is_some_and(|s| s.splits > 1)
+        && base.lanes_may_split()
+        && sh.nq <= base.rows as usize;
+    // GQA: one workgroup serves a KV head's whole group of query heads (or the
+    // largest divisor of it) when their rows fit one block, so each K/V element
+    // is loaded once per group instead of once per query head (decode is
+    // load-bound). Lane-split blocks hold at most FEW_QUERY_ROWS rows: with 8 the
+    // kernel compiled in 14 s on lavapipe (4 rows: 6.5 s).
+    let block_cap = if lane_splits {
+        FEW_QUERY_ROWS.min(base.rows)
     } else {
-        variant = variant.fit_rows(sh.nq);
-    }
-    let lane_splits = variant.lanes_may_split() && few_queries;
-    if !lane_splits {
-        head_rows = 1;
-    }
+        base.rows * base.lanes()
+    } as usize;
+    let head_rows = (1..=sh.group().min(block_cap / sh.nq.max(1)).max(1))
+        .rev()
+        .find(|h| sh.group() % h == 0)
+        .unwrap_or(1);
+    let mut variant = if lane_splits {
+        base.for_few_queries(head_rows * sh.nq)
+    } else {
+        base.fit_rows(head_rows * sh.nq)
+    };
+    let block_rows = if lane_splits {
+        variant.rows
+    } else {
+        variant.rows * variant.lanes()
+    };
+    let blocks_q = (head_rows * sh.nq).div_ceil(block_rows as usize) as u32;
+    debug_assert!(head_rows == 1 || blocks_q == 1);
     let [bv, hv, nv, dv] = v.dims4("V")?;
     if (bv, hv, nv, dv) != (sh.b, sh.hkv, sh.nk, sh.d) {
         return Err(Error::Shape(format!(
@@ -468,7 +482,6 @@ pub(crate) fn record_fused(
             },
         ),
     };
-    let blocks_q = sh.nq.div_ceil((variant.rows * variant.lanes()) as usize) as u32;
     let (q_off, q_s) = addressing(q);
     let (k_off, k_s) = addressing(k);
     let (v_off, v_s) = addressing(v);
@@ -523,10 +536,11 @@ pub(crate) fn record_fused(
     }
     let kernel = gpu.kernel_sized(variant.spec(), &source_consts, &overrides)?;
     let splits = split.as_ref().map_or(1, |s| s.splits) as u64;
+    let heads = (sh.b * sh.hq / head_rows) as u64;
     let total = if lane_splits {
-        (sh.b * sh.hq / head_rows) as u64 * splits.div_ceil(variant.lanes() as u64)
+        heads * splits.div_ceil(variant.lanes() as u64) * blocks_q as u64
     } else {
-        (sh.b * sh.hq) as u64 * splits * blocks_q as u64
+        heads * splits * blocks_q as u64
     };
     rec.dispatch(
         &kernel,

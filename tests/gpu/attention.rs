@@ -463,11 +463,12 @@ fn decode_against_a_long_kv_with_uneven_splits() {
 
 #[test]
 fn decode_serves_a_gqa_group_from_one_kv_load_with_every_option() {
-    // Few queries and GQA: the decode path's workgroups serve up to 4 query rows of
-    // a KV head's group (groups of 4, 2 and, for 12:1, three workgroups of 4
-    // heads), so each row's head, ALiBi slope, mask row and output row come from
-    // its place in the group. Per-head masks and slopes catch a row mapped to the
-    // wrong head.
+    // Few queries and GQA: the decode path's workgroups serve several query heads
+    // of a KV head's group (without subgroups up to 4 rows: groups of 4, 2 and,
+    // for 12:1, three workgroups of 4 heads; with subgroups up to a block of
+    // lanes·rows), so each row's head, ALiBi slope, mask row and output row come
+    // from its place in the group. Per-head masks and slopes catch a row mapped
+    // to the wrong head.
     each_fused_gpu("decode gqa group", |gpu, t, ctx| {
         let (mut r, _) = rng(ctx);
         for (i, (sh, masking, alibi, softcap)) in [
@@ -491,6 +492,20 @@ fn decode_serves_a_gqa_group_from_one_kv_load_with_every_option() {
                 Some(5.0),
             ),
             (shape(1, 12, 1, 1, 100, 8), Masking::default(), true, None),
+            // Nq 6: without subgroups two lane-split blocks of 4 rows (the second
+            // with 2 surplus rows), whose key ranges differ under causal and
+            // window; with subgroups both heads of a group in one block of rows.
+            (
+                shape(2, 4, 2, 6, 150, 32),
+                Masking {
+                    causal: true,
+                    alignment: Alignment::BottomRight,
+                    window: Some(Window { left: 40, right: 0 }),
+                    ..Default::default()
+                },
+                true,
+                None,
+            ),
         ]
         .into_iter()
         .enumerate()
