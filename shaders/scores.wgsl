@@ -16,7 +16,7 @@ struct Params {
     q_sd: u32, k_off: u32, k_sb: u32, k_sh: u32,
     k_sn: u32, k_sd: u32, scale: f32, bias_kind: u32,
     m_sb: u32, m_sh: u32, m_sq: u32, m_sk: u32,
-    alibi: u32, diag_off: i32, softcap: f32, _pad1: u32,
+    alibi: u32, diag_off: i32, softcap: f32, m_off: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -61,7 +61,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
                     v = soft_cap(v, p.softcap);
                 }
                 if (p.bias_kind == MASK_ADDITIVE) {
-                    v += mask_additive_at(b * p.m_sb + h * p.m_sh + row * p.m_sq + col * p.m_sk);
+                    v += mask_additive_at(p.m_off + b * p.m_sb + h * p.m_sh + row * p.m_sq + col * p.m_sk);
                 }
                 if (p.alibi != 0u) {
                     v -= slopes[h] * abs(f32(i32(row) + p.diag_off - i32(col)));

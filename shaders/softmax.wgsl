@@ -16,7 +16,7 @@ struct Params {
     causal: u32, window: u32, left: u32, right: u32,
     diag_off: i32, has_lengths: u32, mask_kind: u32, write_lse: u32,
     m_sb: u32, m_sh: u32, m_sq: u32, m_sk: u32,
-    neg_inf_bits: u32, _pad0: u32, _pad1: u32, _pad2: u32,
+    neg_inf_bits: u32, m_off: u32, _pad1: u32, _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -35,7 +35,7 @@ fn masked_score(base: u32, b: u32, h: u32, i: u32, j: u32, key_len: u32) -> f32 
         return NEG_BIG;
     }
     var v = s[base + j];
-    let midx = b * p.m_sb + h * p.m_sh + i * p.m_sq + j * p.m_sk;
+    let midx = p.m_off + b * p.m_sb + h * p.m_sh + i * p.m_sq + j * p.m_sk;
     if (p.mask_kind == MASK_ADDITIVE) {
         v += mask_additive_at(midx);
     } else if (p.mask_kind == MASK_BOOL && !mask_bool_at(midx)) {

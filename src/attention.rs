@@ -3,12 +3,14 @@
 //!
 //! The unfused path: `S = scale·QKᵀ (+ additive mask)` → masked softmax (→ LSE)
 //! → `O = P·V`. It materializes the `[B, Hq, Nq, Nk]` weights, which is what
-//! makes it the path that can return them.
+//! makes it the path that can return them. Without weights, a problem whose
+//! scores exceed one storage binding runs in chunks of (batch, heads) through
+//! two reused scratch buffers (see [`unfused_chunk_heads`]).
 
 use crate::dispatch::Recorder;
 use crate::error::{Error, Result};
 use crate::kernels::{
-    attn_shape, decode, flash_attention, same_device, scores, softmax, weighted_sum,
+    attn_shape, decode, flash_attention, same_device, scores, softmax, weighted_sum, MaskRef,
 };
 use crate::mask::Masking;
 use crate::mask_tensor::{MaskKind, MaskTensor};
@@ -143,6 +145,11 @@ pub fn record_attention(
             path,
         });
     }
+    if !opts.return_weights {
+        if let Some(heads) = unfused_chunk_heads(q.gpu(), &sh) {
+            return record_unfused_chunked(rec, q, k, v, opts, &sh, heads);
+        }
+    }
     let (bias, dense) = match opts.mask {
         Some(m) if m.kind() == MaskKind::Additive => (Some(m), None),
         other => (None, other),
@@ -160,6 +167,127 @@ pub fn record_attention(
         weights: opts.return_weights.then_some(sm.p),
         path: AttentionPath::Unfused,
     })
+}
+
+/// Query heads per chunk of the unfused path without weights, when its
+/// `[B, Hq, Nq, Nk]` scores do not fit one storage binding (or buffer) but one
+/// batch's share of some heads does: the largest divisor of Hq that fits and
+/// keeps whole KV heads per chunk (a multiple or a divisor of the GQA group).
+/// `None` when everything fits (one pass) or not even one head does (the
+/// caller's allocation then reports the size and the limit).
+fn unfused_chunk_heads(gpu: &crate::Gpu, sh: &AttnShape) -> Option<usize> {
+    let limits = gpu.limits();
+    let limit = limits
+        .max_storage_buffer_binding_size
+        .min(limits.max_buffer_size);
+    let bytes = |heads: usize| (heads * sh.nq * sh.nk) as u64 * 4;
+    if bytes(sh.b * sh.hq) <= limit {
+        return None;
+    }
+    let g = sh.group();
+    (1..=sh.hq)
+        .rev()
+        .find(|&h| sh.hq % h == 0 && (h % g == 0 || g % h == 0) && bytes(h) <= limit)
+}
+
+/// The unfused path in chunks of (batch b, `heads` query heads from h0): each
+/// chunk's scores and weights go to the same two scratch tensors (recorded in
+/// order, so each chunk waits for the previous one), O to its view of the whole
+/// output, LSE through a scratch copied into place.
+fn record_unfused_chunked<'a>(
+    rec: &mut Recorder<'_>,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    opts: &AttentionOptions<'a>,
+    sh: &AttnShape,
+    heads: usize,
+) -> Result<Attention> {
+    let gpu = q.gpu();
+    let dims = [sh.b, sh.hq, sh.nq, sh.nk];
+    let placed = |m| MaskRef::whole(gpu, m, dims);
+    let (bias, dense) = match opts.mask {
+        Some(m) if m.kind() == MaskKind::Additive => (Some(placed(m)?), None),
+        Some(m) => (None, Some(placed(m)?)),
+        None => (None, None),
+    };
+    let o_dims = [sh.b, sh.hq, sh.nq, sh.d];
+    let o = Tensor::output(
+        gpu,
+        "attention output",
+        &o_dims,
+        Some(q.layout().strides(o_dims).to_vec()),
+    )?;
+    let lse = opts
+        .return_lse
+        .then(|| Tensor::output(gpu, "lse", &[sh.b, sh.hq, sh.nq], None))
+        .transpose()?;
+    let chunk = [1, heads, sh.nq, sh.nk];
+    let s = Tensor::output(gpu, "scores (chunk)", &chunk, None)?;
+    let p = Tensor::output(gpu, "attention weights (chunk)", &chunk, None)?;
+    let lse_part = lse
+        .as_ref()
+        .map(|_| Tensor::output(gpu, "lse (chunk)", &[1, heads, sh.nq], None))
+        .transpose()?;
+    let kv_heads = (heads / sh.group()).max(1);
+    let diag_off = opts.masking.diagonal_offset(sh.nq, sh.nk);
+    for b in 0..sh.b {
+        let masking = Masking {
+            key_lengths: opts.masking.key_lengths.as_ref().map(|l| vec![l[b]]),
+            ..opts.masking.clone()
+        };
+        for h0 in (0..sh.hq).step_by(heads) {
+            let at = |m: MaskRef<'a>| MaskRef {
+                offset: m.offset + b as u32 * m.strides[0] + h0 as u32 * m.strides[1],
+                ..m
+            };
+            let qc = heads_view(q, b, h0, heads)?;
+            let kc = heads_view(k, b, h0 / sh.group(), kv_heads)?;
+            let vc = heads_view(v, b, h0 / sh.group(), kv_heads)?;
+            let alibi = opts.alibi.map(|slopes| scores::AlibiBias {
+                slopes: &slopes[h0..h0 + heads],
+                diag_off,
+            });
+            scores::record_scores_into(
+                rec,
+                &qc,
+                &kc,
+                opts.scale,
+                bias.map(at),
+                alibi,
+                opts.softcap,
+                &s,
+            )?;
+            softmax::record_softmax_into(rec, &s, &masking, dense.map(at), &p, lse_part.as_ref())?;
+            weighted_sum::record_weighted_sum_into(rec, &p, &vc, &heads_view(&o, b, h0, heads)?)?;
+            if let (Some(all), Some(part)) = (&lse, &lse_part) {
+                rec.encoder().copy_buffer_to_buffer(
+                    part.buffer(),
+                    0,
+                    all.buffer(),
+                    ((b * sh.hq + h0) * sh.nq * 4) as u64,
+                    (heads * sh.nq * 4) as u64,
+                );
+            }
+        }
+    }
+    Ok(Attention {
+        o,
+        lse,
+        weights: None,
+        path: AttentionPath::Unfused,
+    })
+}
+
+/// `[1, n, N, D]`: heads h0..h0+n of batch b of a `[B, H, N, D]` tensor.
+fn heads_view(t: &Tensor, b: usize, h0: usize, n: usize) -> Result<Tensor> {
+    let st = t.strides();
+    let shape = t.shape();
+    t.view(
+        &[1, n, shape[2], shape[3]],
+        st,
+        t.offset() + b * st[0] + h0 * st[1],
+    )
 }
 
 /// What [`AttentionPath::Auto`] resolves to for this problem on this device.

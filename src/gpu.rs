@@ -21,6 +21,10 @@ pub struct GpuOptions {
     /// Optional features not to request even if the adapter has them, to test
     /// fallback paths. Added to `WGPU_ATTENTION_DISABLE_FEATURES=f16,subgroup,timestamp`.
     pub disabled_features: wgpu::Features,
+    /// Limits to request instead of the adapter's own (each within the adapter's),
+    /// e.g. `wgpu::Limits::default()` to run as a browser would, or a small
+    /// storage binding to exercise the paths that split work across bindings.
+    pub limits: Option<wgpu::Limits>,
 }
 
 impl GpuOptions {
@@ -300,7 +304,7 @@ impl Gpu {
         let info = adapter.get_info();
         let features =
             adapter.features() & (OPTIONAL_FEATURES - options.resolved_disabled_features()?);
-        let limits = adapter.limits();
+        let limits = options.limits.clone().unwrap_or_else(|| adapter.limits());
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("wgpu-attention"),

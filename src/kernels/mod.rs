@@ -138,6 +138,33 @@ impl MaskFields {
     }
 }
 
+/// A dense mask as a kernel reads it: the tensor, its element strides for
+/// `[b, h, i, j]` (0 on broadcast dims) and the element offset of the first
+/// `(b, h)` the dispatch covers (non-zero for a chunk of a larger problem).
+#[derive(Clone, Copy)]
+pub(crate) struct MaskRef<'a> {
+    pub tensor: &'a crate::mask_tensor::MaskTensor,
+    pub strides: [u32; 4],
+    pub offset: u32,
+}
+
+impl<'a> MaskRef<'a> {
+    /// `mask` for scores of `[b, h, nq, nk]`, checked to be on `gpu` and to
+    /// broadcast to them.
+    pub(crate) fn whole(
+        gpu: &crate::Gpu,
+        mask: &'a crate::mask_tensor::MaskTensor,
+        [b, h, nq, nk]: [usize; 4],
+    ) -> Result<Self> {
+        mask.check_device(gpu)?;
+        Ok(MaskRef {
+            tensor: mask,
+            strides: mask.broadcast_strides(b, h, nq, nk)?,
+            offset: 0,
+        })
+    }
+}
+
 /// Everything a masking kernel needs from `masking` and `mask` for scores of
 /// `[b, h, nq, nk]`, checked: the uniform fields, the dense mask's broadcast
 /// strides, and the key lengths uploaded (if any).
@@ -151,17 +178,21 @@ pub(crate) fn mask_setup(
     gpu: &crate::Gpu,
     masking: &crate::mask::Masking,
     mask: Option<&crate::mask_tensor::MaskTensor>,
-    [b, h, nq, nk]: [usize; 4],
+    dims: [usize; 4],
+) -> Result<MaskSetup> {
+    let mask = mask.map(|m| MaskRef::whole(gpu, m, dims)).transpose()?;
+    mask_setup_ref(gpu, masking, mask, dims)
+}
+
+/// [`mask_setup`] for a mask already placed ([`MaskRef`]).
+pub(crate) fn mask_setup_ref(
+    gpu: &crate::Gpu,
+    masking: &crate::mask::Masking,
+    mask: Option<MaskRef<'_>>,
+    [b, _, nq, nk]: [usize; 4],
 ) -> Result<MaskSetup> {
     use crate::mask_tensor::MaskKind;
     masking.validate(b, nk)?;
-    let strides = match mask {
-        Some(m) => {
-            m.check_device(gpu)?;
-            m.broadcast_strides(b, h, nq, nk)?
-        }
-        None => [0; 4],
-    };
     let window = masking
         .window
         .unwrap_or(crate::mask::Window { left: 0, right: 0 });
@@ -172,7 +203,7 @@ pub(crate) fn mask_setup(
         right: window.right.min(i32::MAX as u32),
         diag_off: masking.diagonal_offset(nq, nk) as i32,
         has_lengths: masking.key_lengths.is_some() as u32,
-        mask_kind: match mask.map(|m| m.kind()) {
+        mask_kind: match mask.map(|m| m.tensor.kind()) {
             None => 0,
             Some(MaskKind::Additive) => 1,
             Some(MaskKind::Bool) => 2,
@@ -188,7 +219,7 @@ pub(crate) fn mask_setup(
     };
     Ok(MaskSetup {
         fields,
-        strides,
+        strides: mask.map_or([0; 4], |m| m.strides),
         lengths,
     })
 }

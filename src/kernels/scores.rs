@@ -1,7 +1,7 @@
 //! `S = scale · QKᵀ (+ bias) (+ ALiBi)` for all batches and heads in one dispatch
 //! (`shaders/scores.wgsl`, CPU twin [`crate::reference::scores`]).
 
-use super::{addressing, alibi_buffer, attn_shape, check_softcap, TileConfig};
+use super::{addressing, alibi_buffer, attn_shape, check_softcap, MaskRef, TileConfig};
 use crate::dispatch::{KernelSpec, Recorder};
 use crate::error::Result;
 use crate::mask_tensor::{MaskKind, MaskTensor};
@@ -33,7 +33,7 @@ struct Params {
     alibi: u32,
     diag_off: i32,
     softcap: f32,
-    _pad: u32,
+    m_off: u32,
 }
 
 /// ALiBi inside the score path: `− slopes[h] · |i + diag_off − j|`, the distance
@@ -74,16 +74,36 @@ pub fn record_scores(
     softcap: Option<f32>,
 ) -> Result<Tensor> {
     let sh = attn_shape(q, k)?;
+    let dims = [sh.b, sh.hq, sh.nq, sh.nk];
+    let bias = bias.map(|m| MaskRef::whole(q.gpu(), m, dims)).transpose()?;
+    let out = Tensor::output(q.gpu(), "scores", &dims, None)?;
+    record_scores_into(rec, q, k, scale, bias, alibi, softcap, &out)?;
+    Ok(out)
+}
+
+/// [`record_scores`] into `out`, contiguous `[B, Hq, Nq, Nk]` (a reused scratch
+/// tensor), with the bias already placed (a chunk of a larger problem reads its
+/// part of the mask).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn record_scores_into(
+    rec: &mut Recorder<'_>,
+    q: &Tensor,
+    k: &Tensor,
+    scale: Option<f32>,
+    bias: Option<MaskRef<'_>>,
+    alibi: Option<AlibiBias<'_>>,
+    softcap: Option<f32>,
+    out: &Tensor,
+) -> Result<()> {
+    let sh = attn_shape(q, k)?;
     check_softcap(softcap)?;
     let gpu = q.gpu();
-    let m_s = match bias {
-        Some(m) => {
-            m.check_device(gpu)?;
-            m.expect_kind(MaskKind::Additive, "scores bias")?;
-            m.broadcast_strides(sh.b, sh.hq, sh.nq, sh.nk)?
-        }
-        None => [0; 4],
-    };
+    if let Some(m) = bias {
+        m.tensor.check_device(gpu)?;
+        m.tensor.expect_kind(MaskKind::Additive, "scores bias")?;
+    }
+    debug_assert_eq!(out.shape(), [sh.b, sh.hq, sh.nq, sh.nk]);
+    debug_assert_eq!(out.offset(), 0);
     let slopes = alibi_buffer(gpu, alibi.map(|a| a.slopes), sh.hq)?;
     let (q_off, q_s) = addressing(q);
     let (k_off, k_s) = addressing(k);
@@ -105,13 +125,12 @@ pub fn record_scores(
         k_s,
         scale: scale.unwrap_or(sh.default_scale() as f32),
         bias_kind: bias.is_some() as u32,
-        m_s,
+        m_s: bias.map_or([0; 4], |m| m.strides),
         alibi: alibi.is_some() as u32,
         diag_off: alibi.map_or(0, |a| a.diag_off as i32),
         softcap: softcap.unwrap_or(0.0),
-        _pad: 0,
+        m_off: bias.map_or(0, |m| m.offset),
     };
-    let out = Tensor::output(gpu, "scores", &[sh.b, sh.hq, sh.nq, sh.nk], None)?;
     let kernel = gpu.kernel(&SPEC, &tile.constants)?;
     let total = (sh.b * sh.hq) as u64 * params.tiles_m as u64 * params.tiles_n as u64;
     rec.dispatch(
@@ -121,11 +140,10 @@ pub fn record_scores(
         &[
             Some(q.buffer()),
             Some(k.buffer()),
-            bias.map(|m| &*m.buffer),
+            bias.map(|m| &*m.tensor.buffer),
             slopes.as_ref(),
             Some(out.buffer()),
         ],
         total,
-    )?;
-    Ok(out)
+    )
 }

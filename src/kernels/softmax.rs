@@ -1,7 +1,7 @@
 //! Masked, stable, row-wise softmax with optional LSE (`shaders/softmax.wgsl`,
 //! CPU twin [`crate::reference::softmax`]).
 
-use super::{mask_setup, MaskFields};
+use super::{mask_setup_ref, MaskFields, MaskRef};
 use crate::dispatch::{KernelSpec, Recorder};
 use crate::error::{Error, Result};
 use crate::mask::Masking;
@@ -24,7 +24,8 @@ struct Params {
     write_lse: u32,
     m_s: [u32; 4],
     neg_inf_bits: u32,
-    _pad: [u32; 3],
+    m_off: u32,
+    _pad: [u32; 2],
 }
 
 /// Weights (and optionally LSE) of [`softmax`].
@@ -59,29 +60,49 @@ pub fn record_softmax(
     want_lse: bool,
 ) -> Result<SoftmaxOutput> {
     let gpu = s.gpu();
+    let dims = s.dims4("scores")?;
+    let [b, h, nq, _] = dims;
+    let mask = mask.map(|m| MaskRef::whole(gpu, m, dims)).transpose()?;
+    let p = Tensor::output(gpu, "attention weights", &dims, None)?;
+    let lse = if want_lse {
+        Some(Tensor::output(gpu, "lse", &[b, h, nq], None)?)
+    } else {
+        None
+    };
+    record_softmax_into(rec, s, masking, mask, &p, lse.as_ref())?;
+    Ok(SoftmaxOutput { p, lse })
+}
+
+/// [`record_softmax`] into `p` (contiguous like `s`) and `lse` (`[B, H, Nq]`
+/// contiguous, when wanted), with the mask already placed ([`MaskRef`]).
+pub(crate) fn record_softmax_into(
+    rec: &mut Recorder<'_>,
+    s: &Tensor,
+    masking: &Masking,
+    mask: Option<MaskRef<'_>>,
+    p: &Tensor,
+    lse: Option<&Tensor>,
+) -> Result<()> {
+    let gpu = s.gpu();
     let [b, h, nq, nk] = s.dims4("scores")?;
     if s.strides() != [h * nq * nk, nq * nk, nk, 1] || s.offset() != 0 {
         return Err(Error::Shape(
             "scores must be contiguous [B, H, Nq, Nk]".into(),
         ));
     }
-    let setup = mask_setup(gpu, masking, mask, [b, h, nq, nk])?;
+    debug_assert!(p.shape() == s.shape() && p.offset() == 0);
+    let setup = mask_setup_ref(gpu, masking, mask, [b, h, nq, nk])?;
     let params = Params {
         b: b as u32,
         h: h as u32,
         nq: nq as u32,
         nk: nk as u32,
         mask: setup.fields,
-        write_lse: want_lse as u32,
+        write_lse: lse.is_some() as u32,
         m_s: setup.strides,
         neg_inf_bits: f32::NEG_INFINITY.to_bits(),
-        _pad: [0; 3],
-    };
-    let p = Tensor::output(gpu, "attention weights", &[b, h, nq, nk], None)?;
-    let lse = if want_lse {
-        Some(Tensor::output(gpu, "lse", &[b, h, nq], None)?)
-    } else {
-        None
+        m_off: mask.map_or(0, |m| m.offset),
+        _pad: [0; 2],
     };
     let limits = gpu.limits();
     let max_wg = limits
@@ -99,12 +120,11 @@ pub fn record_softmax(
         &params,
         &[
             Some(s.buffer()),
-            mask.map(|m| &*m.buffer),
+            mask.map(|m| &*m.tensor.buffer),
             setup.lengths.as_ref(),
             Some(p.buffer()),
-            lse.as_ref().map(Tensor::buffer),
+            lse.map(Tensor::buffer),
         ],
         (b * h * nq) as u64,
-    )?;
-    Ok(SoftmaxOutput { p, lse })
+    )
 }

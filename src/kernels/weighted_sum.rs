@@ -46,6 +46,21 @@ pub fn record_weighted_sum(
     v: &Tensor,
     out_layout: Layout,
 ) -> Result<Tensor> {
+    let sh = checked_shape(p, v)?;
+    let dims = [sh.b, sh.hq, sh.nq, sh.d];
+    let out = Tensor::output(
+        p.gpu(),
+        "attention output",
+        &dims,
+        Some(out_layout.strides(dims).to_vec()),
+    )?;
+    record_weighted_sum_into(rec, p, v, &out)?;
+    Ok(out)
+}
+
+/// The problem `p` and `v` make, checked: same device, P contiguous, matching
+/// batch and key count, heads that divide.
+fn checked_shape(p: &Tensor, v: &Tensor) -> Result<AttnShape> {
     same_device(p, v, "P and V")?;
     let [b, hq, nq, nk] = p.dims4("P")?;
     let [bv, hkv, nkv, d] = v.dims4("V")?;
@@ -66,16 +81,25 @@ pub fn record_weighted_sum(
         d,
     };
     sh.validate()?;
+    Ok(sh)
+}
+
+/// [`record_weighted_sum`] into `out` `[B, Hq, Nq, D]` (any strides: a view of a
+/// larger output for a chunk of heads).
+pub(crate) fn record_weighted_sum_into(
+    rec: &mut Recorder<'_>,
+    p: &Tensor,
+    v: &Tensor,
+    out: &Tensor,
+) -> Result<()> {
+    let sh = checked_shape(p, v)?;
+    let AttnShape {
+        b, hq, nq, nk, d, ..
+    } = sh;
+    debug_assert_eq!(out.shape(), [b, hq, nq, d]);
     let gpu = p.gpu();
-    let dims = [b, hq, nq, d];
-    let out = Tensor::output(
-        gpu,
-        "attention output",
-        &dims,
-        Some(out_layout.strides(dims).to_vec()),
-    )?;
     let (v_off, v_s) = addressing(v);
-    let (o_off, o_s) = addressing(&out);
+    let (o_off, o_s) = addressing(out);
     let tile = TileConfig::new(rec.tuning())?;
     gpu.check_loop_budget("weighted_sum", tile.loop_iterations(nk))?;
     let (tiles_m, tiles_n) = tile.tiles(nq, d);
@@ -102,6 +126,5 @@ pub fn record_weighted_sum(
         &params,
         &[Some(p.buffer()), Some(v.buffer()), Some(out.buffer())],
         total,
-    )?;
-    Ok(out)
+    )
 }

@@ -359,8 +359,8 @@ fn attention_with_softcap_scale_and_masks_on_both_paths() {
 }
 
 #[test]
-fn auto_takes_the_fused_path_when_scores_do_not_fit_a_binding() {
-    each_gpu("attention auto", |gpu, t, ctx| {
+fn over_one_binding_unfused_runs_in_head_chunks_and_auto_goes_fused() {
+    each_gpu("attention over a binding", |gpu, t, ctx| {
         if t.staged {
             return;
         }
@@ -381,25 +381,127 @@ fn auto_takes_the_fused_path_when_scores_do_not_fit_a_binding() {
         let qt = Tensor::from_bhnd(gpu, &q, [1, hq, n, d], Layout::Bhnd).unwrap();
         let kt = Tensor::from_bhnd(gpu, &k, [1, 1, n, d], Layout::Bhnd).unwrap();
         let vt = Tensor::from_bhnd(gpu, &v, [1, 1, n, d], Layout::Bhnd).unwrap();
-        // The unfused path cannot hold the scores ...
-        let unfused = AttentionOptions {
+        // The weights cannot be returned as one tensor ...
+        let weights = AttentionOptions {
             path: AttentionPath::Unfused,
+            return_weights: true,
             ..Default::default()
         };
-        let err = wgpu_attention::attention(&qt, &kt, &vt, &unfused).unwrap_err();
+        let err = wgpu_attention::attention(&qt, &kt, &vt, &weights).unwrap_err();
         assert!(
             matches!(err, wgpu_attention::Error::BufferTooLarge { .. }),
             "{ctx}: {err}"
         );
-        // ... Auto goes fused and matches the reference.
-        let out = wgpu_attention::attention(&qt, &kt, &vt, &AttentionOptions::default()).unwrap();
+        // ... without them the unfused path runs in chunks of heads, and Auto goes
+        // fused; both match the reference.
         let want = reference::attention(&q, &k, &v, &sh, &ReferenceOptions::default());
-        assert_close(
-            &out.o.to_vec_blocking().unwrap(),
-            &want.o,
-            Tolerance::F32,
-            &ctx,
-        );
+        for path in [AttentionPath::Unfused, AttentionPath::Auto] {
+            let opts = AttentionOptions {
+                path,
+                return_lse: true,
+                ..Default::default()
+            };
+            let out = wgpu_attention::attention(&qt, &kt, &vt, &opts).unwrap();
+            let expect = if path == AttentionPath::Auto {
+                AttentionPath::Fused
+            } else {
+                path
+            };
+            assert_eq!(out.path, expect, "{ctx}");
+            check_o_lse(&out, &want, &format!("{ctx} {path:?}"));
+        }
+    });
+}
+
+#[test]
+fn unfused_chunks_place_masks_heads_and_batches() {
+    // A device whose storage binding holds 48 KiB: the [2, 6, 40, 70] scores
+    // (134 KB) run as 2 batches × 2 chunks of 3 query heads (one KV head each,
+    // GQA 3:1), so every chunk reads its batch's and heads' part of Q, K, V, the
+    // masks, the ALiBi slopes and the key lengths, and writes its part of O and
+    // LSE. Each case against the reference, in both layouts.
+    each_gpu("unfused chunks", |gpu, t, ctx| {
+        if t.staged {
+            return;
+        }
+        let mut limits = gpu.limits().clone();
+        limits.max_storage_buffer_binding_size = 48 << 10;
+        let small = pollster::block_on(Gpu::from_adapter_with(
+            gpu.adapter().clone(),
+            &wgpu_attention::GpuOptions {
+                limits: Some(limits),
+                ..Default::default()
+            },
+        ))
+        .unwrap();
+        small.set_poison_outputs(true);
+        let sh = shape(2, 6, 2, 40, 70, 16);
+        let (mut r, ctx) = rng(&format!("{ctx} {sh:?} binding=48KiB"));
+        let additive = HostMask::additive(uniform(&mut r, 2 * 6 * 70, 2.0), [2, 6, 1, 70]).unwrap();
+        let boolean = HostMask::bool(
+            (0..2 * 40 * 70).map(|e| e % 9 != 4).collect(),
+            [2, 1, 40, 70],
+        )
+        .unwrap();
+        let slopes = wgpu_attention::alibi_slopes(sh.hq);
+        let cases = [
+            (
+                Layout::Bnhd,
+                Masking {
+                    causal: true,
+                    alignment: Alignment::BottomRight,
+                    ..Default::default()
+                },
+                additive,
+                true,
+                Some(4.0),
+            ),
+            (
+                Layout::Bhnd,
+                Masking {
+                    window: Some(Window { left: 9, right: 5 }),
+                    key_lengths: Some(vec![70, 33]),
+                    ..Default::default()
+                },
+                boolean,
+                false,
+                None,
+            ),
+        ];
+        for (layout, masking, mask, alibi, softcap) in cases {
+            let q = uniform(&mut r, sh.q_len(), 1.0);
+            let k = uniform(&mut r, sh.kv_len(), 1.0);
+            let v = uniform(&mut r, sh.kv_len(), 1.0);
+            let qt = Tensor::from_bhnd(&small, &q, [2, 6, 40, 16], layout).unwrap();
+            let kt = Tensor::from_bhnd(&small, &k, [2, 2, 70, 16], layout).unwrap();
+            let vt = Tensor::from_bhnd(&small, &v, [2, 2, 70, 16], layout).unwrap();
+            let mt = MaskTensor::upload(&small, &mask).unwrap();
+            let alibi = alibi.then_some(&slopes[..]);
+            let opts = AttentionOptions {
+                masking: masking.clone(),
+                mask: Some(&mt),
+                alibi,
+                softcap,
+                return_lse: true,
+                path: AttentionPath::Unfused,
+                ..Default::default()
+            };
+            let out = run(&small, t, |rec| record_attention(rec, &qt, &kt, &vt, &opts));
+            let want = reference::attention(
+                &q,
+                &k,
+                &v,
+                &sh,
+                &ReferenceOptions {
+                    masking,
+                    mask: Some(&mask),
+                    alibi,
+                    softcap: softcap.map(f64::from),
+                    ..Default::default()
+                },
+            );
+            check_o_lse(&out, &want, &format!("{ctx} {layout:?} {:?}", mask.dims));
+        }
     });
 }
 
