@@ -185,9 +185,9 @@ fn unfused_chunk_heads(gpu: &crate::Gpu, sh: &AttnShape) -> Option<usize> {
         return None;
     }
     let g = sh.group();
-    (1..=sh.hq)
-        .rev()
-        .find(|&h| sh.hq % h == 0 && (h % g == 0 || g % h == 0) && bytes(h) <= limit)
+    (1..=sh.hq).rev().find(|&h| {
+        sh.hq.is_multiple_of(h) && (h.is_multiple_of(g) || g.is_multiple_of(h)) && bytes(h) <= limit
+    })
 }
 
 /// The unfused path in chunks of (batch b, `heads` query heads from h0): each
