@@ -97,6 +97,11 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, opts: &AttentionOptions) ->
 }
 
 /// Records [`attention`] without submitting.
+///
+/// The unfused path without weights runs in chunks of (batch, query heads)
+/// when the `[B, Hq, Nq, Nk]` scores exceed one storage binding (see
+/// [`unfused_heads_per_pass`]); with weights it needs them in one tensor and
+/// reports [`Error::BufferTooLarge`] instead.
 pub fn record_attention(
     rec: &mut Recorder<'_>,
     q: &Tensor,
@@ -167,6 +172,13 @@ pub fn record_attention(
         weights: opts.return_weights.then_some(sm.p),
         path: AttentionPath::Unfused,
     })
+}
+
+/// Query heads whose scores the unfused path without weights holds at once on
+/// `gpu`: all B·Hq when they fit one storage binding, else one chunk's (see
+/// [`record_attention`]). For memory estimates.
+pub fn unfused_heads_per_pass(gpu: &crate::Gpu, sh: &AttnShape) -> usize {
+    unfused_chunk_heads(gpu, sh).unwrap_or(sh.b * sh.hq)
 }
 
 /// Query heads per chunk of the unfused path without weights, when its

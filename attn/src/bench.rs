@@ -7,6 +7,8 @@ use std::time::Instant;
 use anyhow::Result;
 use clap::{Args, ValueEnum};
 use serde::Serialize;
+use wgpu_attention::attention::unfused_heads_per_pass;
+use wgpu_attention::AttnShape;
 use wgpu_attention::kernels::decode::split_plan;
 use wgpu_attention::kernels::matmul::record_matmul;
 use wgpu_attention::{
@@ -93,7 +95,9 @@ Per configuration (every combination of the lists): median of --reps (at least
 timed with GPU timestamps where the adapter has them (wall clock including a
 one-element readback otherwise). GFLOP/s counts 4·B·Hq·Nq·Nk·D (halved for causal
 with Nq = Nk). peak_buffer_bytes adds the buffers the path holds during the run:
-Q, K, V, O, and for unfused the scores and weights (2·B·Hq·Nq·Nk f32), for decode
+Q, K, V, O, and for unfused the scores and weights (2·B·Hq·Nq·Nk f32, or of
+one chunk of heads when they exceed a storage binding:
+attention::unfused_heads_per_pass), for decode
 the partial outputs (splits·B·Hq·Nq·(D+1) f32, splits as the library chooses them
 on this device: kernels::decode::split_plan), and with --options bias the [1, 1, Nq,
 Nk] mask. The project's GEMM (--gemm-n cubed) is timed
@@ -305,6 +309,7 @@ pub fn peak_buffer_bytes(
     path: BenchPath,
     [b, hq, hkv, nq, nk, d]: [usize; 6],
     decode_splits: usize,
+    unfused_heads: usize,
     extra: ScoreOption,
 ) -> u64 {
     let f = 4u64;
@@ -330,7 +335,7 @@ pub fn peak_buffer_bytes(
         + bias
         + match path {
             BenchPath::Fused => 0,
-            BenchPath::Unfused => 2 * f * b * hq * nq * nk,
+            BenchPath::Unfused => 2 * f * unfused_heads as u64 * nq * nk,
             BenchPath::Decode => f * splits * b * hq * nq * (d + 1),
         }
 }
@@ -445,6 +450,17 @@ pub fn main(a: BenchArgs) -> Result<()> {
         // The library's own split choice (as the decode path makes it on this device).
         let decode_splits =
             split_plan(&gpu, gpu.tuning(), nq, nk, d, a.kv_split).map_or(1, |p| p.1);
+        let unfused_heads = unfused_heads_per_pass(
+            &gpu,
+            &AttnShape {
+                b,
+                hq: h,
+                hkv,
+                nq,
+                nk,
+                d,
+            },
+        );
         for &causal in causals {
             for (&path, &extra) in a
                 .path
@@ -495,6 +511,7 @@ pub fn main(a: BenchArgs) -> Result<()> {
                         path,
                         [b, h, hkv, nq, nk, d],
                         decode_splits,
+                        unfused_heads,
                         extra,
                     ),
                     first_run_ms: first,
