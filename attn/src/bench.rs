@@ -8,9 +8,9 @@ use anyhow::Result;
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 use wgpu_attention::attention::unfused_heads_per_pass;
-use wgpu_attention::AttnShape;
 use wgpu_attention::kernels::decode::split_plan;
 use wgpu_attention::kernels::matmul::record_matmul;
+use wgpu_attention::AttnShape;
 use wgpu_attention::{
     alibi_slopes, record_attention, AttentionOptions, AttentionPath, Gpu, HostMask, Layout,
     MaskTensor, Masking, Tensor,

@@ -193,8 +193,9 @@ impl FusedVariant {
     /// when `aligned`: the caller checked that the mask is contiguous along keys,
     /// every row starts at a multiple of 4 elements, and key splits start at
     /// multiples of 4. Straight-line kernels with 4-key blocks only; a no-op for
-    /// the others. On lavapipe the bias overhead at B1 H8 N1024 D64 went from
-    /// +16–25% to +8–15% (BENCHMARKS.md, v10).
+    /// the others. With the mask kind compiled in, this took the bias overhead on
+    /// lavapipe at B1 H8 N1024 D64 from +33–42% to a median of +6.5%
+    /// (BENCHMARKS.md, v10).
     fn with_bias4(self, aligned: bool) -> Self {
         let straight = matches!(self.kind, Kind::StraightLine | Kind::Subgroup { .. });
         FusedVariant {

@@ -487,19 +487,14 @@ fn unfused_chunks_place_masks_heads_and_batches() {
                 ..Default::default()
             };
             let out = run(&small, t, |rec| record_attention(rec, &qt, &kt, &vt, &opts));
-            let want = reference::attention(
-                &q,
-                &k,
-                &v,
-                &sh,
-                &ReferenceOptions {
-                    masking,
-                    mask: Some(&mask),
-                    alibi,
-                    softcap: softcap.map(f64::from),
-                    ..Default::default()
-                },
-            );
+            let ropts = ReferenceOptions {
+                masking,
+                mask: Some(&mask),
+                alibi,
+                softcap: softcap.map(f64::from),
+                ..Default::default()
+            };
+            let want = reference::attention(&q, &k, &v, &sh, &ropts);
             check_o_lse(&out, &want, &format!("{ctx} {layout:?} {:?}", mask.dims));
         }
     });
