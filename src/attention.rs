@@ -5,7 +5,7 @@
 //! → `O = P·V`. It materializes the `[B, Hq, Nq, Nk]` weights, which is what
 //! makes it the path that can return them. Without weights, a problem whose
 //! scores exceed one storage binding runs in chunks of (batch, heads) through
-//! two reused scratch buffers (see [`unfused_chunk_heads`]).
+//! two reused scratch buffers (see [`unfused_heads_per_pass`]).
 
 use crate::dispatch::Recorder;
 use crate::error::{Error, Result};
@@ -60,7 +60,7 @@ pub enum AttentionPath {
     Decode,
 }
 
-/// Results of [`attention`].
+/// Results of [`attention()`].
 #[derive(Clone, Debug)]
 pub struct Attention {
     /// `[B, Hq, Nq, D]`, stored in the same layout as Q.
@@ -96,7 +96,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, opts: &AttentionOptions) ->
     Ok(out)
 }
 
-/// Records [`attention`] without submitting.
+/// Records [`attention()`] without submitting.
 ///
 /// The unfused path without weights runs in chunks of (batch, query heads)
 /// when the `[B, Hq, Nq, Nk]` scores exceed one storage binding (see

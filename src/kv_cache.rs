@@ -5,7 +5,7 @@
 //! (BHND) holding keys `p·P .. (p+1)·P`. `P` is as large as one storage binding
 //! allows (`max_storage_buffer_binding_size`, 128 MiB on lavapipe), so a cache
 //! longer than one binding is several pages, not an error. While the current
-//! length fits in one page, [`KvCache::attend`] is exactly [`attention`] on views
+//! length fits in one page, [`KvCache::attend`] is exactly [`crate::attention()`] on views
 //! of that page (every path and option). Past one page it runs the fused kernel
 //! per page as splits (partial O and LSE per chunk of keys, the masking rules
 //! shifted to the page's first key) and merges them by LSE, as the decode path
