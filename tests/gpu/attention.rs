@@ -16,6 +16,21 @@ struct Case {
     softcap: Option<f32>,
 }
 
+impl Case {
+    /// No masks, biases or options: fields a case sets override these.
+    fn plain(sh: AttnShape, layout: Layout) -> Case {
+        Case {
+            sh,
+            layout,
+            masking: Masking::default(),
+            mask: None,
+            scale: None,
+            alibi: false,
+            softcap: None,
+        }
+    }
+}
+
 fn check(gpu: &Gpu, t: Tuning, ctx: &str, c: &Case) {
     check_splits(gpu, t, ctx, c, &[7]);
 }
@@ -149,20 +164,7 @@ fn attention_plain_and_gqa_in_both_layouts() {
             } else {
                 Layout::Bnhd
             };
-            check(
-                gpu,
-                t,
-                ctx,
-                &Case {
-                    sh,
-                    layout,
-                    masking: Masking::default(),
-                    mask: None,
-                    scale: None,
-                    alibi: false,
-                    softcap: None,
-                },
-            );
+            check(gpu, t, ctx, &Case::plain(sh, layout));
         }
     });
 }
@@ -211,13 +213,8 @@ fn attention_with_every_option() {
                 t,
                 ctx,
                 &Case {
-                    sh,
-                    layout,
                     masking,
-                    mask: None,
-                    scale: None,
-                    alibi: false,
-                    softcap: None,
+                    ..Case::plain(sh, layout)
                 },
             );
         }
@@ -227,13 +224,9 @@ fn attention_with_every_option() {
                 t,
                 ctx,
                 &Case {
-                    sh,
-                    layout: Layout::Bhnd,
-                    masking: Masking::default(),
                     mask: Some(mask),
                     scale: Some(0.3),
-                    alibi: false,
-                    softcap: None,
+                    ..Case::plain(sh, Layout::Bhnd)
                 },
             );
         }
@@ -264,13 +257,9 @@ fn additive_bias_read_four_keys_at_a_time() {
                 t,
                 ctx,
                 &Case {
-                    sh,
-                    layout: Layout::Bnhd,
                     masking: masking.clone(),
                     mask: Some(HostMask::additive(add, dims).unwrap()),
-                    scale: None,
-                    alibi: false,
-                    softcap: None,
+                    ..Case::plain(sh, Layout::Bnhd)
                 },
                 &[7, 8],
             );
@@ -287,15 +276,7 @@ fn attention_over_65535_heads_splits_the_grid() {
             gpu,
             t,
             ctx,
-            &Case {
-                sh: shape(2, 35_000, 3_500, 1, 2, 1),
-                layout: Layout::Bhnd,
-                masking: Masking::default(),
-                mask: None,
-                scale: None,
-                alibi: false,
-                softcap: None,
-            },
+            &Case::plain(shape(2, 35_000, 3_500, 1, 2, 1), Layout::Bhnd),
         );
     });
 }
@@ -313,17 +294,13 @@ fn attention_with_alibi_for_4_6_and_12_heads() {
                 t,
                 ctx,
                 &Case {
-                    sh: shape(1, hq, hkv, 17, 33, 8),
-                    layout: Layout::Bnhd,
                     masking: Masking {
                         causal,
                         alignment,
                         ..Default::default()
                     },
-                    mask: None,
-                    scale: None,
                     alibi: true,
-                    softcap: None,
+                    ..Case::plain(shape(1, hq, hkv, 17, 33, 8), Layout::Bnhd)
                 },
             );
         }
@@ -342,8 +319,6 @@ fn attention_with_softcap_scale_and_masks_on_both_paths() {
             t,
             ctx,
             &Case {
-                sh: shape(2, 2, 1, 33, 17, 24),
-                layout: Layout::Bnhd,
                 masking: Masking {
                     causal: true,
                     alignment: Alignment::TopLeft,
@@ -351,8 +326,8 @@ fn attention_with_softcap_scale_and_masks_on_both_paths() {
                 },
                 mask: Some(additive),
                 scale: Some(2.5),
-                alibi: false,
                 softcap: Some(3.0),
+                ..Case::plain(shape(2, 2, 1, 33, 17, 24), Layout::Bnhd)
             },
         );
     });
@@ -623,13 +598,11 @@ fn decode_serves_a_gqa_group_from_one_kv_load_with_every_option() {
                     t,
                     ctx,
                     &Case {
-                        sh,
-                        layout,
                         masking: masking.clone(),
                         mask: Some(mask.clone()),
-                        scale: None,
                         alibi,
                         softcap,
+                        ..Case::plain(sh, layout)
                     },
                 );
             }
