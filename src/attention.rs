@@ -155,10 +155,7 @@ pub fn record_attention(
             return record_unfused_chunked(rec, q, k, v, opts, &sh, heads);
         }
     }
-    let (bias, dense) = match opts.mask {
-        Some(m) if m.kind() == MaskKind::Additive => (Some(m), None),
-        other => (None, other),
-    };
+    let (bias, dense) = split_mask(opts.mask);
     let alibi = opts.alibi.map(|slopes| scores::AlibiBias {
         slopes,
         diag_off: opts.masking.diagonal_offset(sh.nq, sh.nk),
@@ -217,12 +214,9 @@ fn record_unfused_chunked<'a>(
 ) -> Result<Attention> {
     let gpu = q.gpu();
     let dims = [sh.b, sh.hq, sh.nq, sh.nk];
-    let placed = |m| MaskRef::whole(gpu, m, dims);
-    let (bias, dense) = match opts.mask {
-        Some(m) if m.kind() == MaskKind::Additive => (Some(placed(m)?), None),
-        Some(m) => (None, Some(placed(m)?)),
-        None => (None, None),
-    };
+    let (bias, dense) = split_mask(opts.mask);
+    let placed = |m: Option<&'a MaskTensor>| m.map(|m| MaskRef::whole(gpu, m, dims)).transpose();
+    let (bias, dense) = (placed(bias)?, placed(dense)?);
     let o_dims = [sh.b, sh.hq, sh.nq, sh.d];
     let o = Tensor::output(
         gpu,
@@ -289,6 +283,15 @@ fn record_unfused_chunked<'a>(
         weights: None,
         path: AttentionPath::Unfused,
     })
+}
+
+/// The unfused path's two uses of a dense mask: an additive one is a bias added
+/// by the scores kernel, a bool one is applied by the softmax.
+fn split_mask(mask: Option<&MaskTensor>) -> (Option<&MaskTensor>, Option<&MaskTensor>) {
+    match mask {
+        Some(m) if m.kind() == MaskKind::Additive => (Some(m), None),
+        other => (None, other),
+    }
 }
 
 /// `[1, n, N, D]`: heads h0..h0+n of batch b of a `[B, H, N, D]` tensor.

@@ -31,8 +31,9 @@ pub struct MaskTensor {
 /// vec4 load, and an odd number of 64-byte lines when over one line, so rows do
 /// not alias in the cache. Without the second rule a [Nq, 1024] f32 bias has
 /// rows 4 KiB apart that all fall in one L1 set; on lavapipe (8 lanes × 8 rows
-/// read at once) that measured +22% over plain instead of +7% at B1 H8 N1024
-/// D64, and varied from run to run (BENCHMARKS.md, v10).
+/// read at once) the bias overhead at B1 H8 N1024 D64 was +4–30% over 6
+/// processes (median +15%) unpadded and +8–15% (median +13%) padded
+/// (BENCHMARKS.md, v10).
 fn padded_row(mk: usize, elem: usize) -> usize {
     let bytes = (mk * elem).div_ceil(16) * 16;
     if bytes <= 64 {

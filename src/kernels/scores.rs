@@ -98,8 +98,8 @@ pub(crate) fn record_scores_into(
     let sh = attn_shape(q, k)?;
     check_softcap(softcap)?;
     let gpu = q.gpu();
+    // (MaskRef::whole checked the device.)
     if let Some(m) = bias {
-        m.tensor.check_device(gpu)?;
         m.tensor.expect_kind(MaskKind::Additive, "scores bias")?;
     }
     debug_assert_eq!(out.shape(), [sh.b, sh.hq, sh.nq, sh.nk]);
