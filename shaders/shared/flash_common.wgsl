@@ -199,7 +199,7 @@ fn flash_score(s: f32, w: FlashWork, f: FlashRow, j: u32, bias: f32) -> f32 {
         x += bias;
     } else if (MASK_MODE == MASK_BOOL) {
         let idx = f.mbase + min(j, p.nk - 1u) * p.m_sk;
-        visible = visible && ((mask_word(idx >> 2u) >> ((idx & 3u) * 8u)) & 0xffu) != 0u;
+        visible = visible && mask_byte_set(mask_word(idx >> 2u), idx);
     }
     if (USE_ALIBI && p.alibi != 0u) {
         x -= f.slope * abs(f32(i32(f.n) + p.diag_off - i32(j)));

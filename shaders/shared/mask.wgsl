@@ -10,6 +10,11 @@ const MASK_NONE: u32 = 0u;
 const MASK_ADDITIVE: u32 = 1u;
 const MASK_BOOL: u32 = 2u;
 
+// Whether byte idx % 4 of `word` (bool mask element idx, four per u32) is set.
+fn mask_byte_set(word: u32, idx: u32) -> bool {
+    return ((word >> ((idx & 3u) * 8u)) & 0xffu) != 0u;
+}
+
 // Rule masks: causal and sliding window around the diagonal i + diag_off, and the
 // key-padding length of the row's batch.
 fn rule_visible(i: u32, j: u32, causal: u32, window: u32, left: u32, right: u32, diag_off: i32, key_len: u32) -> bool {

@@ -6,6 +6,5 @@ fn mask_additive_at(idx: u32) -> f32 {
 }
 
 fn mask_bool_at(idx: u32) -> bool {
-    let word = mask_words[idx >> 2u];
-    return ((word >> ((idx & 3u) * 8u)) & 0xffu) != 0u;
+    return mask_byte_set(mask_words[idx >> 2u], idx);
 }
