@@ -51,26 +51,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Tensor::from_slice(&gpu, &a, &[m, k])?,
         Tensor::from_slice(&gpu, &b, &[k, n])?,
     );
-    let base = Tuning::for_adapter(gpu.info());
+    let base = gpu.tuning();
     let variants: Vec<(String, Tuning)> = [8, 16, 32]
         .into_iter()
         .map(|r| {
             (
                 format!("unstaged {r}x{}", 32 / r),
-                Tuning {
-                    staged: false,
-                    cpu_rows: r,
-                    ..base
-                },
+                base.with_staged(false)
+                    .with_cpu_rows(r)
+                    .expect("8, 16 and 32 are valid"),
             )
         })
-        .chain([(
-            "staged 4x4".to_string(),
-            Tuning {
-                staged: true,
-                ..base
-            },
-        )])
+        .chain([("staged 4x4".to_string(), base.with_staged(true))])
         .filter(|(name, _)| std::env::var("BENCH_ONLY").map_or(true, |only| name.contains(&only)))
         .collect();
     for (name, t) in &variants {

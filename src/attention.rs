@@ -1,64 +1,22 @@
-//! Attention composed from kernels: options → which kernels, recorded into one
-//! command encoder and submitted once.
+//! Attention as its plan says: the problem is validated, [`crate::plan()`]
+//! decides the kernels, and this module records them into one command encoder.
 //!
 //! The unfused path: `S = scale·QKᵀ (+ additive mask)` → masked softmax (→ LSE)
 //! → `O = P·V`. It materializes the `[B, Hq, Nq, Nk]` weights, which is what
 //! makes it the path that can return them. Without weights, a problem whose
 //! scores exceed one storage binding runs in chunks of (batch, heads) through
-//! two reused scratch buffers (see [`unfused_heads_per_pass`]).
+//! two reused scratch buffers ([`Plan::unfused_heads_per_pass`]).
 
-use crate::dispatch::Recorder;
-use crate::error::{Error, Result};
-use crate::kernels::{
-    attn_shape, decode, flash_attention, same_device, scores, softmax, weighted_sum, MaskRef,
-};
-use crate::mask::Masking;
-use crate::mask_tensor::{MaskKind, MaskTensor};
-use crate::shape::AttnShape;
+use crate::error::Result;
+use crate::gpu::Recorder;
+use crate::kernels::flash_attention::{record_fused, FusedOut};
+use crate::kernels::{decode, scores, softmax, weighted_sum};
+use crate::mask_tensor::MaskTensor;
+use crate::plan::{plan, AttentionProblem, PageLaunch, Plan, Steps};
 use crate::tensor::Tensor;
+use crate::transform::ScoreTransform;
 
-/// What to compute besides `O`, and how to mask.
-#[derive(Clone, Debug, Default)]
-pub struct AttentionOptions<'a> {
-    /// Softmax scale; `None` = `1/sqrt(D)`.
-    pub scale: Option<f32>,
-    /// Causal / sliding-window / key-padding rules.
-    pub masking: Masking,
-    /// A dense bool or additive mask broadcastable to `[B, Hq, Nq, Nk]`.
-    pub mask: Option<&'a MaskTensor>,
-    /// ALiBi slopes, one per query head ([`crate::alibi_slopes`] gives the paper's):
-    /// `− slope·|i + offset − j|`, distance from the diagonal aligned as `masking.alignment`.
-    pub alibi: Option<&'a [f32]>,
-    /// `c·tanh(s/c)` on the scaled scores before masks and biases (Gemma-2 style).
-    pub softcap: Option<f32>,
-    /// Also return the attention weights `P` `[B, Hq, Nq, Nk]` (unfused path only).
-    pub return_weights: bool,
-    /// Also return the log-sum-exp `[B, Hq, Nq]` (`-inf` for fully masked rows).
-    pub return_lse: bool,
-    /// Which kernels run; [`AttentionPath::Auto`] by default.
-    pub path: AttentionPath,
-    /// Keys per split of the decode path; `None` = 512, longer past 256 splits
-    /// (`Nk / 256`), and shorter where the driver's loop budget requires.
-    pub kv_split: Option<usize>,
-}
-
-/// The kernels that compute attention.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum AttentionPath {
-    /// Unfused when the weights are requested; decode for few queries (≤ 16)
-    /// against 1024 keys or more; otherwise fused (twice the unfused speed on
-    /// lavapipe: BENCHMARKS.md), or decode where the fused kernel would exceed the
-    /// driver's loop budget.
-    #[default]
-    Auto,
-    /// One fused kernel with an online softmax: O(N) memory, no weights.
-    Fused,
-    /// `scores` → `softmax` → `weighted_sum`: materializes `[B, Hq, Nq, Nk]`.
-    Unfused,
-    /// Split-KV (flash-decoding): the fused kernel over chunks of keys in
-    /// parallel, merged by LSE. For few queries against a long KV.
-    Decode,
-}
+pub use crate::plan::{AttentionOptions, AttentionPath};
 
 /// Results of [`attention()`].
 #[derive(Clone, Debug)]
@@ -96,12 +54,12 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, opts: &AttentionOptions) ->
     Ok(out)
 }
 
-/// Records [`attention()`] without submitting.
+/// Records [`attention()`] without submitting, under `opts.tuning` or else the
+/// recorder's.
 ///
 /// The unfused path without weights runs in chunks of (batch, query heads)
-/// when the `[B, Hq, Nq, Nk]` scores exceed one storage binding (see
-/// [`unfused_heads_per_pass`]); with weights it needs them in one tensor and
-/// reports [`Error::BufferTooLarge`] instead.
+/// when the `[B, Hq, Nq, Nk]` scores exceed one storage binding; with weights it
+/// needs them in one tensor and reports [`crate::Error::BufferTooLarge`] instead.
 pub fn record_attention(
     rec: &mut Recorder<'_>,
     q: &Tensor,
@@ -109,164 +67,248 @@ pub fn record_attention(
     v: &Tensor,
     opts: &AttentionOptions,
 ) -> Result<Attention> {
-    let sh = attn_shape(q, k)?;
-    same_device(k, v, "K and V")?;
-    let [bv, hv, nv, _] = v.dims4("V")?;
-    if (bv, hv, nv) != (sh.b, sh.hkv, sh.nk) {
-        return Err(Error::Shape(format!(
-            "V is [{bv}, {hv}, {nv}, _] but K is [{}, {}, {}, _]: B, Hkv and Nk must match",
-            sh.b, sh.hkv, sh.nk
-        )));
-    }
-    opts.masking.validate(sh.b, sh.nk)?;
-    let path = match opts.path {
-        AttentionPath::Fused | AttentionPath::Decode if opts.return_weights => {
-            return Err(Error::InvalidArgument(
-                "only the unfused path builds the weights: use AttentionPath::Unfused (or Auto) with return_weights".into(),
-            ));
-        }
-        AttentionPath::Auto => auto_path(q, &sh, opts, rec.tuning()),
-        p => p,
+    let problem = AttentionProblem::new(q, k, v, opts)?;
+    let plan = plan_for(rec, q, &problem, opts)?;
+    record_plan(rec, &plan, &problem, q, &KvSource::Tensors(k, v), opts.mask)
+}
+
+/// The plan of `problem` on `q`'s device, under `opts.tuning` or the recorder's.
+pub(crate) fn plan_for(
+    rec: &Recorder<'_>,
+    q: &Tensor,
+    problem: &AttentionProblem,
+    opts: &AttentionOptions,
+) -> Result<Plan> {
+    let gpu = q.gpu();
+    let tuning = opts.tuning.map_or(rec.tuning(), |t| gpu.granted_tuning(t));
+    plan(problem, gpu.caps(), tuning)
+}
+
+/// The keys and values a plan reads: tensors, or a KV cache's pages in order
+/// (each `[B, Hkv, n, D]`).
+pub(crate) enum KvSource<'a> {
+    Tensors(&'a Tensor, &'a Tensor),
+    Pages(Vec<(Tensor, Tensor)>),
+}
+
+/// Records `plan` for `problem` (whose dense mask is `mask`).
+pub(crate) fn record_plan(
+    rec: &mut Recorder<'_>,
+    plan: &Plan,
+    problem: &AttentionProblem,
+    q: &Tensor,
+    keys: &KvSource<'_>,
+    mask: Option<&MaskTensor>,
+) -> Result<Attention> {
+    let saved = rec.swap_tuning(plan.tuning);
+    let out = record_steps(rec, plan, problem, q, keys, mask);
+    rec.swap_tuning(saved);
+    Ok(Attention {
+        path: plan.path,
+        ..out?
+    })
+}
+
+fn record_steps(
+    rec: &mut Recorder<'_>,
+    plan: &Plan,
+    problem: &AttentionProblem,
+    q: &Tensor,
+    keys: &KvSource<'_>,
+    mask: Option<&MaskTensor>,
+) -> Result<Attention> {
+    let gpu = q.gpu();
+    let sh = problem.shape;
+    let t = &problem.transform;
+    let o_dims = [sh.b, sh.hq, sh.nq, sh.d];
+    let new_o = || {
+        Tensor::output(
+            gpu,
+            "attention output",
+            &o_dims,
+            Some(problem.layout.strides(o_dims).to_vec()),
+        )
     };
-    if path != AttentionPath::Unfused {
-        let fo = flash_attention::FusedOptions {
-            scale: opts.scale,
-            masking: &opts.masking,
-            mask: opts.mask,
-            alibi: opts.alibi,
-            softcap: opts.softcap,
-            want_lse: opts.return_lse,
-            diag_offset: None,
-        };
-        let (o, lse) = if path == AttentionPath::Decode {
-            decode::record_decode(rec, q, k, v, &fo, opts.kv_split)?
-        } else {
-            flash_attention::record_flash_attention(rec, q, k, v, &fo)?
-        };
-        return Ok(Attention {
-            o,
-            lse,
-            weights: None,
-            path,
-        });
-    }
-    if !opts.return_weights {
-        if let Some(heads) = unfused_chunk_heads(q.gpu(), &sh) {
-            return record_unfused_chunked(rec, q, k, v, opts, &sh, heads);
+    let new_lse = || {
+        problem
+            .want_lse
+            .then(|| Tensor::output(gpu, "lse", &[sh.b, sh.hq, sh.nq], None))
+            .transpose()
+    };
+    match (&plan.steps, keys) {
+        (Steps::Fused(launch), KvSource::Tensors(k, v)) => {
+            let (o, lse) = (new_o()?, new_lse()?);
+            let out = FusedOut {
+                o: &o,
+                lse: lse.as_ref(),
+                o_ss: 0,
+                lse_ss: 0,
+            };
+            record_fused(rec, launch, [q, k, v], t, mask, out)?;
+            Ok(Attention {
+                o,
+                lse,
+                weights: None,
+                path: plan.path,
+            })
         }
+        (
+            Steps::Decode {
+                pages,
+                total_splits,
+            },
+            keys,
+        ) => {
+            let (o, lse) = record_decode(rec, problem, q, keys, mask, pages, *total_splits)?;
+            Ok(Attention {
+                o,
+                lse,
+                weights: None,
+                path: plan.path,
+            })
+        }
+        (Steps::Unfused { chunk_heads }, KvSource::Tensors(k, v)) => match chunk_heads {
+            None => record_unfused(rec, problem, [q, k, v], mask),
+            Some(heads) => {
+                let (o, lse) = (new_o()?, new_lse()?);
+                record_unfused_chunked(rec, problem, [q, k, v], mask, *heads, &o, lse.as_ref())?;
+                Ok(Attention {
+                    o,
+                    lse,
+                    weights: None,
+                    path: plan.path,
+                })
+            }
+        },
+        _ => unreachable!("plans over KV-cache pages are decode plans"),
     }
-    let (bias, dense) = split_mask(opts.mask);
-    let alibi = opts.alibi.map(|slopes| scores::AlibiBias {
-        slopes,
-        diag_off: opts.masking.diagonal_offset(sh.nq, sh.nk),
-    });
-    let s = scores::record_scores(rec, q, k, opts.scale, bias, alibi, opts.softcap)?;
-    let sm = softmax::record_softmax(rec, &s, &opts.masking, dense, opts.return_lse)?;
-    let o = weighted_sum::record_weighted_sum(rec, &sm.p, v, q.layout())?;
+}
+
+/// Split-KV: each page's launch writes its partials into its place in one
+/// stack, then the merge.
+fn record_decode(
+    rec: &mut Recorder<'_>,
+    problem: &AttentionProblem,
+    q: &Tensor,
+    keys: &KvSource<'_>,
+    mask: Option<&MaskTensor>,
+    pages: &[PageLaunch],
+    total: usize,
+) -> Result<(Tensor, Option<Tensor>)> {
+    let gpu = q.gpu();
+    let sh = problem.shape;
+    let rows = sh.b * sh.hq * sh.nq;
+    let o_part = Tensor::output(
+        gpu,
+        "decode partial O",
+        &[total, sh.b, sh.hq, sh.nq, sh.d],
+        None,
+    )?;
+    let lse_part = Tensor::output(gpu, "decode partial LSE", &[total, rows], None)?;
+    for (i, page) in pages.iter().enumerate() {
+        let (k, v) = match keys {
+            KvSource::Tensors(k, v) => (*k, *v),
+            KvSource::Pages(views) => (&views[i].0, &views[i].1),
+        };
+        let first_o = o_part.view(
+            &[sh.b, sh.hq, sh.nq, sh.d],
+            &[sh.hq * sh.nq * sh.d, sh.nq * sh.d, sh.d, 1],
+            page.first_split * sh.q_len(),
+        )?;
+        let lse_p = lse_part.view(
+            &[page.launch.splits, rows],
+            &[rows, 1],
+            page.first_split * rows,
+        )?;
+        let out = FusedOut {
+            o: &first_o,
+            lse: Some(&lse_p),
+            o_ss: sh.q_len() as u32,
+            lse_ss: rows as u32,
+        };
+        let t = problem.transform.for_page(page.p0, page.n);
+        record_fused(rec, &page.launch, [q, k, v], &t, mask, out)?;
+    }
+    decode::record_combine(
+        rec,
+        &o_part,
+        &lse_part,
+        total,
+        &sh,
+        problem.layout,
+        problem.want_lse,
+    )
+}
+
+/// The unfused path in one pass.
+fn record_unfused(
+    rec: &mut Recorder<'_>,
+    problem: &AttentionProblem,
+    [q, k, v]: [&Tensor; 3],
+    mask: Option<&MaskTensor>,
+) -> Result<Attention> {
+    let gpu = q.gpu();
+    let sh = problem.shape;
+    let t = &problem.transform;
+    let dims = [sh.b, sh.hq, sh.nq, sh.nk];
+    let s = Tensor::output(gpu, "scores", &dims, None)?;
+    scores::record_scores_into(rec, q, k, t, mask, &s)?;
+    let p = Tensor::output(gpu, "attention weights", &dims, None)?;
+    let lse = problem
+        .want_lse
+        .then(|| Tensor::output(gpu, "lse", &[sh.b, sh.hq, sh.nq], None))
+        .transpose()?;
+    softmax::record_softmax_into(rec, &s, &softmax_part(t), mask, &p, lse.as_ref())?;
+    let o = weighted_sum::record_weighted_sum(rec, &p, v, problem.layout)?;
     Ok(Attention {
         o,
-        lse: sm.lse,
-        weights: opts.return_weights.then_some(sm.p),
+        lse,
+        weights: problem.want_weights.then_some(p),
         path: AttentionPath::Unfused,
     })
 }
 
-/// Query heads whose scores the unfused path without weights holds at once on
-/// `gpu`: all B·Hq when they fit one storage binding, else one chunk's (see
-/// [`record_attention`]). For memory estimates.
-pub fn unfused_heads_per_pass(gpu: &crate::Gpu, sh: &AttnShape) -> usize {
-    unfused_chunk_heads(gpu, sh).unwrap_or(sh.b * sh.hq)
-}
-
-/// Query heads per chunk of the unfused path without weights, when its
-/// `[B, Hq, Nq, Nk]` scores do not fit one storage binding (or buffer) but one
-/// batch's share of some heads does: the largest divisor of Hq that fits and
-/// keeps whole KV heads per chunk (a multiple or a divisor of the GQA group).
-/// `None` when everything fits (one pass) or not even one head does (the
-/// caller's allocation then reports the size and the limit).
-fn unfused_chunk_heads(gpu: &crate::Gpu, sh: &AttnShape) -> Option<usize> {
-    let limits = gpu.limits();
-    let limit = limits
-        .max_storage_buffer_binding_size
-        .min(limits.max_buffer_size);
-    let bytes = |heads: usize| (heads * sh.nq * sh.nk) as u64 * 4;
-    if bytes(sh.b * sh.hq) <= limit {
-        return None;
+/// What the softmax applies in the unfused path: the rules and a bool mask (an
+/// additive one went into the scores).
+fn softmax_part(t: &ScoreTransform) -> ScoreTransform {
+    ScoreTransform {
+        mask: t.bool_mask(),
+        ..t.clone()
     }
-    let g = sh.group();
-    (1..=sh.hq).rev().find(|&h| {
-        sh.hq.is_multiple_of(h) && (h.is_multiple_of(g) || g.is_multiple_of(h)) && bytes(h) <= limit
-    })
 }
 
 /// The unfused path in chunks of (batch b, `heads` query heads from h0): each
 /// chunk's scores and weights go to the same two scratch tensors (recorded in
 /// order, so each chunk waits for the previous one), O to its view of the whole
 /// output, LSE through a scratch copied into place.
-fn record_unfused_chunked<'a>(
+fn record_unfused_chunked(
     rec: &mut Recorder<'_>,
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    opts: &AttentionOptions<'a>,
-    sh: &AttnShape,
+    problem: &AttentionProblem,
+    [q, k, v]: [&Tensor; 3],
+    mask: Option<&MaskTensor>,
     heads: usize,
-) -> Result<Attention> {
+    o: &Tensor,
+    lse: Option<&Tensor>,
+) -> Result<()> {
     let gpu = q.gpu();
-    let dims = [sh.b, sh.hq, sh.nq, sh.nk];
-    let (bias, dense) = split_mask(opts.mask);
-    let placed = |m: Option<&'a MaskTensor>| m.map(|m| MaskRef::whole(gpu, m, dims)).transpose();
-    let (bias, dense) = (placed(bias)?, placed(dense)?);
-    let o_dims = [sh.b, sh.hq, sh.nq, sh.d];
-    let o = Tensor::output(
-        gpu,
-        "attention output",
-        &o_dims,
-        Some(q.layout().strides(o_dims).to_vec()),
-    )?;
-    let lse = opts
-        .return_lse
-        .then(|| Tensor::output(gpu, "lse", &[sh.b, sh.hq, sh.nq], None))
-        .transpose()?;
+    let sh = problem.shape;
     let chunk = [1, heads, sh.nq, sh.nk];
     let s = Tensor::output(gpu, "scores (chunk)", &chunk, None)?;
     let p = Tensor::output(gpu, "attention weights (chunk)", &chunk, None)?;
     let lse_part = lse
-        .as_ref()
         .map(|_| Tensor::output(gpu, "lse (chunk)", &[1, heads, sh.nq], None))
         .transpose()?;
     let kv_heads = (heads / sh.group()).max(1);
-    let diag_off = opts.masking.diagonal_offset(sh.nq, sh.nk);
     for b in 0..sh.b {
-        let masking = Masking {
-            key_lengths: opts.masking.key_lengths.as_ref().map(|l| vec![l[b]]),
-            ..opts.masking.clone()
-        };
         for h0 in (0..sh.hq).step_by(heads) {
-            let at = |m: MaskRef<'a>| MaskRef {
-                offset: m.offset + b as u32 * m.strides[0] + h0 as u32 * m.strides[1],
-                ..m
-            };
+            let t = problem.transform.for_chunk(b, h0, heads);
             let qc = heads_view(q, b, h0, heads)?;
             let kc = heads_view(k, b, h0 / sh.group(), kv_heads)?;
             let vc = heads_view(v, b, h0 / sh.group(), kv_heads)?;
-            let alibi = opts.alibi.map(|slopes| scores::AlibiBias {
-                slopes: &slopes[h0..h0 + heads],
-                diag_off,
-            });
-            scores::record_scores_into(
-                rec,
-                &qc,
-                &kc,
-                opts.scale,
-                bias.map(at),
-                alibi,
-                opts.softcap,
-                &s,
-            )?;
-            softmax::record_softmax_into(rec, &s, &masking, dense.map(at), &p, lse_part.as_ref())?;
-            weighted_sum::record_weighted_sum_into(rec, &p, &vc, &heads_view(&o, b, h0, heads)?)?;
-            if let (Some(all), Some(part)) = (&lse, &lse_part) {
+            scores::record_scores_into(rec, &qc, &kc, &t, mask, &s)?;
+            softmax::record_softmax_into(rec, &s, &softmax_part(&t), mask, &p, lse_part.as_ref())?;
+            weighted_sum::record_weighted_sum_into(rec, &p, &vc, &heads_view(o, b, h0, heads)?)?;
+            if let (Some(all), Some(part)) = (lse, &lse_part) {
                 rec.encoder().copy_buffer_to_buffer(
                     part.buffer(),
                     0,
@@ -277,21 +319,7 @@ fn record_unfused_chunked<'a>(
             }
         }
     }
-    Ok(Attention {
-        o,
-        lse,
-        weights: None,
-        path: AttentionPath::Unfused,
-    })
-}
-
-/// The unfused path's two uses of a dense mask: an additive one is a bias added
-/// by the scores kernel, a bool one is applied by the softmax.
-fn split_mask(mask: Option<&MaskTensor>) -> (Option<&MaskTensor>, Option<&MaskTensor>) {
-    match mask {
-        Some(m) if m.kind() == MaskKind::Additive => (Some(m), None),
-        other => (None, other),
-    }
+    Ok(())
 }
 
 /// `[1, n, N, D]`: heads h0..h0+n of batch b of a `[B, H, N, D]` tensor.
@@ -303,29 +331,4 @@ fn heads_view(t: &Tensor, b: usize, h0: usize, n: usize) -> Result<Tensor> {
         st,
         t.offset() + b * st[0] + h0 * st[1],
     )
-}
-
-/// What [`AttentionPath::Auto`] resolves to for this problem on this device.
-fn auto_path(
-    q: &Tensor,
-    sh: &AttnShape,
-    opts: &AttentionOptions,
-    tuning: crate::gpu::Tuning,
-) -> AttentionPath {
-    if opts.return_weights {
-        return AttentionPath::Unfused;
-    }
-    if sh.nq <= 16 && sh.nk >= 1024 {
-        return AttentionPath::Decode;
-    }
-    let gpu = q.gpu();
-    let fused_fits = gpu.loop_budget().is_none_or(|b| {
-        flash_attention::FusedVariant::new(tuning, sh.d, gpu.limits())
-            .is_ok_and(|v| v.loop_iterations(sh.nk, sh.d) + 256 <= b)
-    });
-    if fused_fits {
-        AttentionPath::Fused
-    } else {
-        AttentionPath::Decode
-    }
 }

@@ -29,13 +29,12 @@
 //! # Ok(()) }
 //! ```
 
-use crate::attention::{record_attention, Attention, AttentionOptions, AttentionPath};
-use crate::dispatch::Recorder;
+use crate::attention::{
+    plan_for, record_attention, record_plan, Attention, AttentionOptions, KvSource,
+};
 use crate::error::{Error, Result};
-use crate::gpu::Gpu;
-use crate::kernels::decode::{self, record_combine};
-use crate::kernels::flash_attention::{record_fused, FusedOptions, FusedVariant, SplitKv};
-use crate::mask::Masking;
+use crate::gpu::{Gpu, Recorder};
+use crate::plan::{AttentionProblem, Keys};
 use crate::shape::AttnShape;
 use crate::tensor::Tensor;
 
@@ -236,25 +235,14 @@ impl KvCache {
             })?;
             return record_attention(rec, q, &k, &v, opts);
         }
-        // Several pages: split-KV over pages.
-        if opts.return_weights || opts.path == AttentionPath::Unfused {
-            return Err(Error::InvalidArgument(format!(
-                "the cache holds {} positions in {} pages (one storage binding each): only the fused/decode \
-                 paths run across pages; the weights ([B, Hq, Nq, {}]) cannot be built",
-                self.len,
-                self.pages_in_use(),
-                self.len
-            )));
-        }
-        if opts.mask.is_some() {
-            return Err(Error::InvalidArgument(format!(
-                "the cache holds {} positions in {} pages: dense mask tensors are not supported across pages; \
-                 express the mask with Masking rules (causal, window, key_lengths)",
-                self.len,
-                self.pages_in_use()
-            )));
-        }
+        // Several pages: the plan runs split-KV over them.
         let [b, hq, nq, d] = q.dims4("Q")?;
+        if (b, d) != (self.b, self.d) {
+            return Err(Error::Shape(format!(
+                "Q is [{b}, {hq}, {nq}, {d}] but the cache holds B={}, D={}",
+                self.b, self.d
+            )));
+        }
         let sh = AttnShape {
             b,
             hq,
@@ -263,88 +251,18 @@ impl KvCache {
             nk: self.len,
             d,
         };
-        sh.validate()?;
-        if (b, d) != (self.b, self.d) {
-            return Err(Error::Shape(format!(
-                "Q is [{b}, {hq}, {nq}, {d}] but the cache holds B={}, D={}",
-                self.b, self.d
-            )));
-        }
-        opts.masking.validate(b, self.len)?;
-        let gpu = q.gpu();
-        let diag = opts.masking.diagonal_offset(nq, self.len);
-        let variant = FusedVariant::new(rec.tuning(), d, gpu.limits())?;
-        let preferred = decode::preferred_split(nq, self.len).min(self.page_len);
-        // Per page: its splits and views.
-        let mut plan = Vec::new();
-        let mut total = 0;
-        for p in 0..self.pages_in_use() {
-            let (k, v, n) = self.page_views(p)?;
-            let split_len = opts
-                .kv_split
-                .unwrap_or_else(|| decode::split_len(gpu, &variant, n, d, preferred))
-                .max(1);
-            let splits = n.div_ceil(split_len);
-            plan.push((p * self.page_len, k, v, split_len, splits, total));
-            total += splits;
-        }
-        let rows = b * hq * nq;
-        let o_part = Tensor::output(gpu, "paged partial O", &[total, b, hq, nq, d], None)?;
-        let lse_part = Tensor::output(gpu, "paged partial LSE", &[total, rows], None)?;
-        for (p0, k, v, split_len, splits, first) in plan {
-            let n = k.shape()[2];
-            let masking = Masking {
-                key_lengths: opts.masking.key_lengths.as_ref().map(|lens| {
-                    lens.iter()
-                        .map(|&l| (l as usize).saturating_sub(p0).min(n) as u32)
-                        .collect()
-                }),
-                ..opts.masking.clone()
-            };
-            let fo = FusedOptions {
-                scale: opts.scale,
-                masking: &masking,
-                mask: None,
-                alibi: opts.alibi,
-                softcap: opts.softcap,
-                want_lse: true,
-                diag_offset: Some(diag - p0 as i64),
-            };
-            // This page's partials go straight into its place in the stack.
-            let first_o = o_part.view(
-                &[b, hq, nq, d],
-                &[hq * nq * d, nq * d, d, 1],
-                first * sh.q_len(),
-            )?;
-            let lse_p = lse_part.view(&[splits, rows], &[rows, 1], first * rows)?;
-            record_fused(
-                rec,
-                q,
-                &k,
-                &v,
-                &fo,
-                Some(SplitKv {
-                    splits,
-                    split_len,
-                    o_part: &first_o,
-                    lse_part: &lse_p,
-                }),
-            )?;
-        }
-        let (o, lse) = record_combine(
-            rec,
-            &o_part,
-            &lse_part,
-            total,
-            &sh,
-            q.layout(),
-            opts.return_lse,
+        let problem = AttentionProblem::with_shape(
+            sh,
+            q,
+            opts,
+            Keys::Pages {
+                page_len: self.page_len,
+            },
         )?;
-        Ok(Attention {
-            o,
-            lse,
-            weights: None,
-            path: AttentionPath::Decode,
-        })
+        let plan = plan_for(rec, q, &problem, opts)?;
+        let views = (0..self.pages_in_use())
+            .map(|p| self.page_views(p).map(|(k, v, _)| (k, v)))
+            .collect::<Result<Vec<_>>>()?;
+        record_plan(rec, &plan, &problem, q, &KvSource::Pages(views), None)
     }
 }

@@ -13,27 +13,29 @@
 //! See `ARCHITECTURE.md` for the layering and `README.md` for the commands.
 
 pub mod attention;
-mod dispatch;
 pub mod error;
-mod gpu;
+pub mod gpu;
 pub mod kernels;
 pub mod kv_cache;
 pub mod mask;
 mod mask_tensor;
 pub mod mha;
+pub mod plan;
 pub mod positional;
 pub mod reference;
 pub mod shaders;
 mod shape;
 mod tensor;
+pub mod transform;
 pub mod validation;
 pub mod verify;
 pub mod weights;
 
 pub use attention::{attention, record_attention, Attention, AttentionOptions, AttentionPath};
-pub use dispatch::Recorder;
+pub use plan::{plan, AttentionProblem, Plan};
+
 pub use error::{Error, Result};
-pub use gpu::{parse_backend, Gpu, GpuOptions, Tuning};
+pub use gpu::{parse_backend, split_grid, Gpu, GpuOptions, Recorder, Tuning};
 pub use kv_cache::KvCache;
 pub use mask::{Alignment, HostMask, MaskValues, Masking, Window};
 pub use mask_tensor::{MaskKind, MaskTensor};

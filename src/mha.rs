@@ -12,9 +12,9 @@
 //! Heads are split and merged by strides only: no transpose kernel.
 
 use crate::attention::{record_attention, AttentionOptions};
-use crate::dispatch::Recorder;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
+use crate::gpu::Recorder;
 use crate::kernels::{matmul::record_matmul, rope::record_rope};
 use crate::mask::Masking;
 use crate::mask_tensor::MaskTensor;

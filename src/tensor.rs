@@ -255,7 +255,10 @@ impl Tensor {
     /// Downloads the logical elements in row-major order of the shape.
     pub async fn to_vec(&self) -> Result<Vec<f32>> {
         let span = span(&self.shape, &self.strides, self.offset);
-        let raw = read_buffer(&self.gpu, &self.buffer, 0, span as u64 * 4).await?;
+        let raw = self
+            .gpu
+            .read_buffer(&self.buffer, 0, span as u64 * 4)
+            .await?;
         let words: &[f32] = bytemuck::cast_slice(&raw);
         Ok((0..self.len())
             .map(|i| words[self.offset + physical_index(i, &self.shape, &self.strides)])
@@ -269,51 +272,13 @@ impl Tensor {
     }
 }
 
-/// Copies `bytes` of `buffer` from `offset` into a mappable buffer and reads them.
-pub(crate) async fn read_buffer(
-    gpu: &Gpu,
-    buffer: &wgpu::Buffer,
-    offset: u64,
-    bytes: u64,
-) -> Result<Vec<u8>> {
-    gpu.check_alive()?;
-    let bytes = bytes.div_ceil(4) * 4;
-    if bytes > gpu.limits().max_buffer_size {
-        return Err(Error::BufferTooLarge {
-            what: "readback".into(),
-            bytes,
-            limit_name: "max_buffer_size",
-            limit: gpu.limits().max_buffer_size,
-        });
+/// Errors unless `a` and `b` live on the same device.
+pub(crate) fn same_device(a: &Tensor, b: &Tensor, what: &str) -> Result<()> {
+    if a.gpu().is_same(b.gpu()) {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "{what}: tensors live on different devices"
+        )))
     }
-    let staging = gpu.device().create_buffer(&wgpu::BufferDescriptor {
-        label: Some("readback"),
-        size: bytes,
-        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    });
-    let mut rec = gpu.recorder();
-    rec.encoder()
-        .copy_buffer_to_buffer(buffer, offset, &staging, 0, bytes);
-    rec.submit()?;
-    let (tx, rx) = futures::channel::oneshot::channel();
-    staging.map_async(wgpu::MapMode::Read, .., move |r| {
-        let _ = tx.send(r);
-    });
-    #[cfg(not(target_arch = "wasm32"))]
-    gpu.device()
-        .poll(wgpu::PollType::wait_indefinitely())
-        .map_err(|e| Error::DeviceLost(e.to_string()))?;
-    rx.await
-        .map_err(|_| Error::Readback("mapping callback dropped".into()))?
-        .map_err(|e| Error::Readback(e.to_string()))?;
-    gpu.settle_kernels().await?;
-    gpu.take_error()?;
-    let _serial = gpu.exclusive();
-    let data = staging
-        .get_mapped_range(..)
-        .map_err(|e| Error::Readback(e.to_string()))?
-        .to_vec();
-    staging.unmap();
-    Ok(data)
 }

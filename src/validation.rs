@@ -26,7 +26,7 @@ use web_time::Instant;
 
 use crate::attention::{attention, AttentionOptions, AttentionPath};
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, Tuning};
+use crate::gpu::Gpu;
 use crate::mask::{HostMask, Masking, Window};
 use crate::mask_tensor::MaskTensor;
 use crate::positional::alibi_slopes;
@@ -360,16 +360,12 @@ fn problem(case: &Case) -> Result<Problem> {
 }
 
 /// Runs `case` on `gpu` (all downloads asynchronous: works in a browser) and
-/// compares O, LSE and (unfused) the weights with the f64 reference. The GPU's
-/// tuning is set for the case, outputs are poisoned, and both are restored after.
+/// compares O, LSE and (unfused) the weights with the f64 reference, under the
+/// case's tuning. Outputs are poisoned for the run and the setting restored after.
 pub async fn run_case(gpu: &Gpu, case: &Case) -> CaseResult {
-    let (saved, poison) = (gpu.tuning(), gpu.poison_outputs());
-    if let Some(staged) = case.staged {
-        gpu.set_tuning(Tuning { staged, ..saved });
-    }
+    let poison = gpu.poison_outputs();
     gpu.set_poison_outputs(true);
     let out = run_inner(gpu, case).await;
-    gpu.set_tuning(saved);
     gpu.set_poison_outputs(poison);
     out.unwrap_or_else(|e| CaseResult::failed(case, e))
 }
@@ -403,6 +399,7 @@ async fn run_inner(gpu: &Gpu, case: &Case) -> Result<CaseResult> {
         return_weights: weights,
         return_lse: true,
         path,
+        tuning: case.staged.map(|s| gpu.tuning().with_staged(s)),
         ..Default::default()
     };
     let out = attention(&q, &k, &v, &opts)?;

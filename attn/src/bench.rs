@@ -7,14 +7,12 @@ use std::time::Instant;
 use anyhow::Result;
 use clap::{Args, ValueEnum};
 use serde::Serialize;
-use wgpu_attention::attention::unfused_heads_per_pass;
-use wgpu_attention::kernels::decode::split_plan;
 use wgpu_attention::kernels::matmul::record_matmul;
-use wgpu_attention::AttnShape;
 use wgpu_attention::{
     alibi_slopes, record_attention, AttentionOptions, AttentionPath, Gpu, HostMask, Layout,
     MaskTensor, Masking, Tensor,
 };
+use wgpu_attention::{plan, AttentionProblem};
 
 use crate::args::DeviceArgs;
 use crate::error::bad_input;
@@ -94,13 +92,11 @@ Per configuration (every combination of the lists): median of --reps (at least
 10) runs after one warm-up run (pipeline compile, reported as first_run_ms),
 timed with GPU timestamps where the adapter has them (wall clock including a
 one-element readback otherwise). GFLOP/s counts 4·B·Hq·Nq·Nk·D (halved for causal
-with Nq = Nk). peak_buffer_bytes adds the buffers the path holds during the run:
-Q, K, V, O, and for unfused the scores and weights (2·B·Hq·Nq·Nk f32, or of
-one chunk of heads when they exceed a storage binding:
-attention::unfused_heads_per_pass), for decode
-the partial outputs (splits·B·Hq·Nq·(D+1) f32, splits as the library chooses them
-on this device: kernels::decode::split_plan), and with --options bias the [1, 1, Nq,
-Nk] mask. The project's GEMM (--gemm-n cubed) is timed
+with Nq = Nk). peak_buffer_bytes is the library plan's (wgpu_attention::plan, Plan::peak_bytes):
+Q, K, V, the mask of --options bias, O, and for unfused the scores and weights
+(2·B·Hq·Nq·Nk f32, or of one chunk of heads when they exceed a storage binding),
+for decode the partial outputs (splits·B·Hq·Nq·(D+1) f32, splits as the plan
+chooses them on this device). The project's GEMM (--gemm-n cubed) is timed
 the same way as the ceiling; the table ends with fused/GEMM and fused/unfused
 ratios. A configuration a path cannot run (memory, driver limits) is reported
 with its error instead of a time.")]
@@ -304,42 +300,6 @@ fn gemm_gflops(gpu: &Gpu, timed: bool, n: usize) -> wgpu_attention::Result<f64> 
     Ok(2.0 * (n as f64).powi(3) / median(&t) / 1e6)
 }
 
-/// Bytes of the buffers `path` holds during one run (see --help).
-pub fn peak_buffer_bytes(
-    path: BenchPath,
-    [b, hq, hkv, nq, nk, d]: [usize; 6],
-    decode_splits: usize,
-    unfused_heads: usize,
-    extra: ScoreOption,
-) -> u64 {
-    let f = 4u64;
-    let (b, hq, hkv, nq, nk, d, splits) = (
-        b as u64,
-        hq as u64,
-        hkv as u64,
-        nq as u64,
-        nk as u64,
-        d as u64,
-        decode_splits as u64,
-    );
-    let inputs = f * (b * hq * nq * d + 2 * b * hkv * nk * d);
-    let o = f * b * hq * nq * d;
-    // The bias of `--options bias` is an additive [1, 1, Nq, Nk] mask.
-    let bias = if extra == ScoreOption::Bias {
-        f * nq * nk
-    } else {
-        0
-    };
-    inputs
-        + o
-        + bias
-        + match path {
-            BenchPath::Fused => 0,
-            BenchPath::Unfused => 2 * f * unfused_heads as u64 * nq * nk,
-            BenchPath::Decode => f * splits * b * hq * nq * (d + 1),
-        }
-}
-
 pub fn main(a: BenchArgs) -> Result<()> {
     if let Some(p) = &a.plot {
         io::check_output(p, "--plot")?;
@@ -447,20 +407,6 @@ pub fn main(a: BenchArgs) -> Result<()> {
             None
         };
         let slopes = alibi_slopes(h);
-        // The library's own split choice (as the decode path makes it on this device).
-        let decode_splits =
-            split_plan(&gpu, gpu.tuning(), nq, nk, d, a.kv_split).map_or(1, |p| p.1);
-        let unfused_heads = unfused_heads_per_pass(
-            &gpu,
-            &AttnShape {
-                b,
-                hq: h,
-                hkv,
-                nq,
-                nk,
-                d,
-            },
-        );
         for &causal in causals {
             for (&path, &extra) in a
                 .path
@@ -484,6 +430,10 @@ pub fn main(a: BenchArgs) -> Result<()> {
                 };
                 let flops =
                     4.0 * (b * h * nq * nk * d) as f64 * if causal && nq == nk { 0.5 } else { 1.0 };
+                // The library's own plan: what runs and the memory it holds.
+                let peak_buffer_bytes = AttentionProblem::new(&q, &k, &v, &opts)
+                    .and_then(|p| plan(&p, gpu.caps(), gpu.tuning()))
+                    .map_or(0, |p| p.peak_bytes());
                 let result = time_path(&gpu, timed, &q, &k, &v, &opts, reps);
                 let (median_ms, min_ms, first, error) = match &result {
                     Ok((t, first)) => (Some(median(t)), Some(t[0]), Some(*first), None),
@@ -507,13 +457,7 @@ pub fn main(a: BenchArgs) -> Result<()> {
                     gemm_gflops: gemm,
                     of_gemm: gflops.map(|g| g / gemm),
                     fused_over_unfused: None,
-                    peak_buffer_bytes: peak_buffer_bytes(
-                        path,
-                        [b, h, hkv, nq, nk, d],
-                        decode_splits,
-                        unfused_heads,
-                        extra,
-                    ),
+                    peak_buffer_bytes,
                     first_run_ms: first,
                     reps,
                     timing,

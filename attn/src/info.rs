@@ -81,11 +81,10 @@ fn describe(gpu: &Gpu) -> Value {
         },
         "loop_budget": gpu.loop_budget(),
         "kernel_variant": {
-            "staged": tuning.staged,
-            "softmax_workgroup": tuning.softmax_workgroup,
-            "subgroup": tuning.subgroup,
-            "fused_d64": wgpu_attention::kernels::flash_attention::describe_fused_kernel(gpu, tuning, 64)
-                .unwrap_or_else(|e| e.to_string()),
+            "staged": tuning.staged(),
+            "softmax_workgroup": tuning.softmax_workgroup(),
+            "subgroup": tuning.subgroup(),
+            "fused_d64": wgpu_attention::plan::describe_fused_kernel(gpu.caps(), tuning, 64),
         },
     })
 }

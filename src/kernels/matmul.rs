@@ -2,11 +2,12 @@
 //! (`shaders/matmul.wgsl`, CPU twin [`crate::reference::matmul`]).
 
 use super::{same_device, TileConfig};
-use crate::dispatch::{KernelSpec, Recorder};
 use crate::error::{Error, Result};
+use crate::gpu::Recorder;
+use crate::shaders::{KernelSpec, Specialization};
 use crate::tensor::Tensor;
 
-const SPEC: KernelSpec = KernelSpec {
+pub(crate) const SPEC: KernelSpec = KernelSpec {
     name: "matmul",
     storage_read_only: &[true, true, true, false],
 };
@@ -118,7 +119,7 @@ pub fn record_matmul(
         a: a_s,
         b: b_s,
     };
-    let kernel = gpu.kernel(&SPEC, &tile.constants)?;
+    let kernel = gpu.kernel(&Specialization::new(&SPEC).overrides(&tile.constants))?;
     let total = ba as u64 * tiles_m as u64 * tiles_n as u64;
     rec.dispatch(
         &kernel,

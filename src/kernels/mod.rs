@@ -16,6 +16,27 @@ pub mod weighted_sum;
 use crate::error::{Error, Result};
 use crate::shape::AttnShape;
 use crate::tensor::Tensor;
+use crate::transform::{MaskInfo, ScoreTransform};
+
+/// Every specialization of the kernels besides the fused family that a device
+/// with `caps` runs under `tuning` (see [`crate::plan::specializations`]).
+pub(crate) fn specializations(
+    caps: &crate::gpu::DeviceCaps,
+    tuning: crate::Tuning,
+) -> Vec<crate::shaders::Specialization> {
+    use crate::shaders::Specialization;
+    let mut out = Vec::new();
+    if let Ok(tile) = TileConfig::new(tuning) {
+        for spec in [&scores::SPEC, &weighted_sum::SPEC, &matmul::SPEC] {
+            out.push(Specialization::new(spec).overrides(&tile.constants));
+        }
+    }
+    out.push(softmax::specialization(&caps.limits, tuning));
+    for spec in [&decode::SPEC, &posenc::SPEC, &rope::SPEC] {
+        out.push(Specialization::new(spec));
+    }
+    out
+}
 
 /// Offset and strides of a tensor, as the u32 the shaders take. Storage bindings
 /// are limited to 4 GiB, so every in-bounds element index fits.
@@ -27,15 +48,7 @@ pub(crate) fn addressing(t: &Tensor) -> (u32, [u32; 4]) {
     (t.offset() as u32, s)
 }
 
-pub(crate) fn same_device(a: &Tensor, b: &Tensor, what: &str) -> Result<()> {
-    if a.gpu().is_same(b.gpu()) {
-        Ok(())
-    } else {
-        Err(Error::InvalidArgument(format!(
-            "{what}: tensors live on different devices"
-        )))
-    }
-}
+pub(crate) use crate::tensor::same_device;
 
 /// The attention shape of `q` (`[B, Hq, Nq, D]`) against `k` (`[B, Hkv, Nk, D]`).
 pub(crate) fn attn_shape(q: &Tensor, k: &Tensor) -> Result<AttnShape> {
@@ -75,7 +88,7 @@ pub(crate) struct TileConfig {
 
 impl TileConfig {
     pub(crate) fn new(tuning: crate::gpu::Tuning) -> Result<Self> {
-        if tuning.staged {
+        if tuning.staged() {
             return Ok(TileConfig {
                 staged: true,
                 rows: 32,
@@ -83,7 +96,7 @@ impl TileConfig {
                 constants: [("STAGED", 1.0), ("WG_Y", 8.0), ("CPU_ROWS", 8.0)],
             });
         }
-        let r = tuning.cpu_rows;
+        let r = tuning.cpu_rows();
         if ![8, 16, 32].contains(&r) {
             return Err(Error::InvalidArgument(format!(
                 "Tuning::cpu_rows = {r}: use 8, 16 or 32"
@@ -128,134 +141,59 @@ pub(crate) struct MaskFields {
 }
 
 impl MaskFields {
-    pub(crate) fn set_diag_off(&mut self, off: i32) {
-        self.diag_off = off;
-    }
-
-    /// The dense mask's kind: 0 none, 1 additive, 2 bool (mask.wgsl's MASK_*).
-    pub(crate) fn mask_kind(&self) -> u32 {
-        self.mask_kind
-    }
-}
-
-/// A dense mask as a kernel reads it: the tensor, its element strides for
-/// `[b, h, i, j]` (0 on broadcast dims) and the element offset of the first
-/// `(b, h)` the dispatch covers (non-zero for a chunk of a larger problem).
-#[derive(Clone, Copy)]
-pub(crate) struct MaskRef<'a> {
-    pub tensor: &'a crate::mask_tensor::MaskTensor,
-    pub strides: [u32; 4],
-    pub offset: u32,
-}
-
-impl<'a> MaskRef<'a> {
-    /// `mask` for scores of `[b, h, nq, nk]`, checked to be on `gpu` and to
-    /// broadcast to them.
-    pub(crate) fn whole(
-        gpu: &crate::Gpu,
-        mask: &'a crate::mask_tensor::MaskTensor,
-        [b, h, nq, nk]: [usize; 4],
-    ) -> Result<Self> {
-        mask.check_device(gpu)?;
-        Ok(MaskRef {
-            tensor: mask,
-            strides: mask.broadcast_strides(b, h, nq, nk)?,
-            offset: 0,
+    /// The rules and dense-mask kind of `t`.
+    pub(crate) fn of(t: &ScoreTransform) -> Result<Self> {
+        let m = &t.masking;
+        let window = m
+            .window
+            .unwrap_or(crate::mask::Window { left: 0, right: 0 });
+        Ok(MaskFields {
+            causal: m.causal as u32,
+            window: m.window.is_some() as u32,
+            left: window.left.min(i32::MAX as u32),
+            right: window.right.min(i32::MAX as u32),
+            diag_off: i32::try_from(t.diag_off).map_err(|_| {
+                Error::InvalidArgument(format!(
+                    "diagonal offset {} does not fit in i32",
+                    t.diag_off
+                ))
+            })?,
+            has_lengths: m.key_lengths.is_some() as u32,
+            mask_kind: MaskInfo::mode(t.mask.as_ref()),
         })
     }
 }
 
-/// Everything a masking kernel needs from `masking` and `mask` for scores of
-/// `[b, h, nq, nk]`, checked: the uniform fields, the dense mask's broadcast
-/// strides, and the key lengths uploaded (if any).
-pub(crate) struct MaskSetup {
-    pub fields: MaskFields,
-    pub strides: [u32; 4],
-    pub lengths: Option<wgpu::Buffer>,
-}
-
-pub(crate) fn mask_setup(
+/// The key lengths of `masking` uploaded, if it has any.
+pub(crate) fn upload_key_lengths(
     gpu: &crate::Gpu,
     masking: &crate::mask::Masking,
-    mask: Option<&crate::mask_tensor::MaskTensor>,
-    dims: [usize; 4],
-) -> Result<MaskSetup> {
-    let mask = mask.map(|m| MaskRef::whole(gpu, m, dims)).transpose()?;
-    mask_setup_ref(gpu, masking, mask, dims)
+) -> Result<Option<wgpu::Buffer>> {
+    masking
+        .key_lengths
+        .as_ref()
+        .map(|l| {
+            gpu.upload(
+                "key lengths",
+                bytemuck::cast_slice(l),
+                wgpu::BufferUsages::STORAGE,
+            )
+        })
+        .transpose()
 }
 
-/// [`mask_setup`] for a mask already placed ([`MaskRef`]).
-pub(crate) fn mask_setup_ref(
-    gpu: &crate::Gpu,
-    masking: &crate::mask::Masking,
-    mask: Option<MaskRef<'_>>,
-    [b, _, nq, nk]: [usize; 4],
-) -> Result<MaskSetup> {
-    use crate::mask_tensor::MaskKind;
-    masking.validate(b, nk)?;
-    let window = masking
-        .window
-        .unwrap_or(crate::mask::Window { left: 0, right: 0 });
-    let fields = MaskFields {
-        causal: masking.causal as u32,
-        window: masking.window.is_some() as u32,
-        left: window.left.min(i32::MAX as u32),
-        right: window.right.min(i32::MAX as u32),
-        diag_off: masking.diagonal_offset(nq, nk) as i32,
-        has_lengths: masking.key_lengths.is_some() as u32,
-        mask_kind: match mask.map(|m| m.tensor.kind()) {
-            None => 0,
-            Some(MaskKind::Additive) => 1,
-            Some(MaskKind::Bool) => 2,
-        },
-    };
-    let lengths = match &masking.key_lengths {
-        Some(l) => Some(gpu.upload(
-            "key lengths",
-            bytemuck::cast_slice(l),
-            wgpu::BufferUsages::STORAGE,
-        )?),
-        None => None,
-    };
-    Ok(MaskSetup {
-        fields,
-        strides: mask.map_or([0; 4], |m| m.strides),
-        lengths,
-    })
-}
-
-/// Rejects a softcap that is not finite and positive.
-pub(crate) fn check_softcap(softcap: Option<f32>) -> Result<()> {
-    match softcap {
-        Some(c) if !(c.is_finite() && c > 0.0) => Err(Error::InvalidArgument(format!(
-            "softcap must be finite and > 0, got {c}"
-        ))),
-        _ => Ok(()),
-    }
-}
-
-/// The ALiBi slopes checked (one finite slope per query head) and uploaded.
-pub(crate) fn alibi_buffer(
+/// ALiBi slopes (checked by the problem) uploaded, if any.
+pub(crate) fn upload_slopes(
     gpu: &crate::Gpu,
     slopes: Option<&[f32]>,
-    hq: usize,
 ) -> Result<Option<wgpu::Buffer>> {
-    let Some(slopes) = slopes else {
-        return Ok(None);
-    };
-    if slopes.len() != hq {
-        return Err(Error::InvalidArgument(format!(
-            "ALiBi has {} slopes for {hq} query heads: give one per query head",
-            slopes.len()
-        )));
-    }
-    if slopes.iter().any(|s| !s.is_finite()) {
-        return Err(Error::InvalidArgument("ALiBi slopes must be finite".into()));
-    }
-    gpu.upload(
-        "alibi slopes",
-        bytemuck::cast_slice(slopes),
-        wgpu::BufferUsages::STORAGE,
-    )
-    .map(Some)
+    slopes
+        .map(|s| {
+            gpu.upload(
+                "alibi slopes",
+                bytemuck::cast_slice(s),
+                wgpu::BufferUsages::STORAGE,
+            )
+        })
+        .transpose()
 }

@@ -2,12 +2,13 @@
 //! twin [`crate::reference::posenc`]).
 
 use super::addressing;
-use crate::dispatch::{KernelSpec, Recorder};
 use crate::error::{Error, Result};
+use crate::gpu::Recorder;
 use crate::positional::frequency_table;
+use crate::shaders::{KernelSpec, Specialization};
 use crate::tensor::Tensor;
 
-const SPEC: KernelSpec = KernelSpec {
+pub(crate) const SPEC: KernelSpec = KernelSpec {
     name: "posenc",
     storage_read_only: &[true, true, false],
 };
@@ -63,7 +64,7 @@ pub fn record_posenc(rec: &mut Recorder<'_>, x: &Tensor, offset: u32) -> Result<
         wgpu::BufferUsages::STORAGE,
     )?;
     let out = Tensor::output(gpu, "posenc", &[b, n, dm], None)?;
-    let kernel = gpu.kernel(&SPEC, &[])?;
+    let kernel = gpu.kernel(&Specialization::new(&SPEC))?;
     let total = ((b * n * dm) as u64).div_ceil(64);
     rec.dispatch(
         &kernel,

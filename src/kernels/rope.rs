@@ -2,12 +2,13 @@
 //! [`crate::reference::rope`]).
 
 use super::addressing;
-use crate::dispatch::{KernelSpec, Recorder};
 use crate::error::Result;
+use crate::gpu::Recorder;
 use crate::positional::{frequency_table, Pairing, Rope};
+use crate::shaders::{KernelSpec, Specialization};
 use crate::tensor::Tensor;
 
-const SPEC: KernelSpec = KernelSpec {
+pub(crate) const SPEC: KernelSpec = KernelSpec {
     name: "rope",
     storage_read_only: &[true, true, false],
 };
@@ -72,7 +73,7 @@ pub fn record_rope(rec: &mut Recorder<'_>, x: &Tensor, cfg: &Rope) -> Result<Ten
         bytemuck::cast_slice(&table),
         wgpu::BufferUsages::STORAGE,
     )?;
-    let kernel = gpu.kernel(&SPEC, &[])?;
+    let kernel = gpu.kernel(&Specialization::new(&SPEC))?;
     let total = ((b * h * n * d) as u64).div_ceil(64);
     rec.dispatch(
         &kernel,

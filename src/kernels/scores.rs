@@ -1,13 +1,16 @@
 //! `S = scale · QKᵀ (+ bias) (+ ALiBi)` for all batches and heads in one dispatch
 //! (`shaders/scores.wgsl`, CPU twin [`crate::reference::scores`]).
 
-use super::{addressing, alibi_buffer, attn_shape, check_softcap, MaskRef, TileConfig};
-use crate::dispatch::{KernelSpec, Recorder};
+use super::{addressing, attn_shape, upload_slopes, TileConfig};
 use crate::error::Result;
+use crate::gpu::Recorder;
+use crate::mask::Masking;
 use crate::mask_tensor::{MaskKind, MaskTensor};
+use crate::shaders::{KernelSpec, Specialization};
 use crate::tensor::Tensor;
+use crate::transform::{MaskInfo, ScoreTransform};
 
-const SPEC: KernelSpec = KernelSpec {
+pub(crate) const SPEC: KernelSpec = KernelSpec {
     name: "scores",
     storage_read_only: &[true, true, true, true, false],
 };
@@ -75,36 +78,46 @@ pub fn record_scores(
 ) -> Result<Tensor> {
     let sh = attn_shape(q, k)?;
     let dims = [sh.b, sh.hq, sh.nq, sh.nk];
-    let bias = bias.map(|m| MaskRef::whole(q.gpu(), m, dims)).transpose()?;
+    let mask = match bias {
+        Some(m) => {
+            m.check_device(q.gpu())?;
+            m.expect_kind(MaskKind::Additive, "scores bias")?;
+            Some(MaskInfo::of(m, dims)?)
+        }
+        None => None,
+    };
+    let t = ScoreTransform {
+        scale: scale.unwrap_or(sh.default_scale() as f32),
+        softcap,
+        alibi: alibi.map(|a| a.slopes.to_vec()),
+        masking: Masking::default(),
+        diag_off: alibi.map_or(0, |a| a.diag_off),
+        mask,
+    };
+    t.validate(sh.hq)?;
     let out = Tensor::output(q.gpu(), "scores", &dims, None)?;
-    record_scores_into(rec, q, k, scale, bias, alibi, softcap, &out)?;
+    record_scores_into(rec, q, k, &t, bias, &out)?;
     Ok(out)
 }
 
-/// [`record_scores`] into `out`, contiguous `[B, Hq, Nq, Nk]` (a reused scratch
-/// tensor), with the bias already placed (a chunk of a larger problem reads its
-/// part of the mask).
-#[allow(clippy::too_many_arguments)]
+/// The scores part of `t` (scale, softcap, its additive mask `bias`, ALiBi;
+/// checked by the caller) for `q` against `k`, into `out`, contiguous
+/// `[B, Hq, Nq, Nk]` (a reused scratch tensor for a chunk of a larger problem,
+/// whose mask `t` places).
 pub(crate) fn record_scores_into(
     rec: &mut Recorder<'_>,
     q: &Tensor,
     k: &Tensor,
-    scale: Option<f32>,
-    bias: Option<MaskRef<'_>>,
-    alibi: Option<AlibiBias<'_>>,
-    softcap: Option<f32>,
+    t: &ScoreTransform,
+    bias: Option<&MaskTensor>,
     out: &Tensor,
 ) -> Result<()> {
     let sh = attn_shape(q, k)?;
-    check_softcap(softcap)?;
     let gpu = q.gpu();
-    // (MaskRef::whole checked the device.)
-    if let Some(m) = bias {
-        m.tensor.expect_kind(MaskKind::Additive, "scores bias")?;
-    }
     debug_assert_eq!(out.shape(), [sh.b, sh.hq, sh.nq, sh.nk]);
     debug_assert_eq!(out.offset(), 0);
-    let slopes = alibi_buffer(gpu, alibi.map(|a| a.slopes), sh.hq)?;
+    let additive = t.additive();
+    let slopes = upload_slopes(gpu, t.alibi.as_deref())?;
     let (q_off, q_s) = addressing(q);
     let (k_off, k_s) = addressing(k);
     let tile = TileConfig::new(rec.tuning())?;
@@ -123,15 +136,15 @@ pub(crate) fn record_scores_into(
         q_s,
         k_off,
         k_s,
-        scale: scale.unwrap_or(sh.default_scale() as f32),
-        bias_kind: bias.is_some() as u32,
-        m_s: bias.map_or([0; 4], |m| m.strides),
-        alibi: alibi.is_some() as u32,
-        diag_off: alibi.map_or(0, |a| a.diag_off as i32),
-        softcap: softcap.unwrap_or(0.0),
-        m_off: bias.map_or(0, |m| m.offset),
+        scale: t.scale,
+        bias_kind: additive.is_some() as u32,
+        m_s: additive.map_or([0; 4], |m| m.strides),
+        alibi: t.alibi.is_some() as u32,
+        diag_off: t.diag_off as i32,
+        softcap: t.softcap.unwrap_or(0.0),
+        m_off: additive.map_or(0, |m| m.offset),
     };
-    let kernel = gpu.kernel(&SPEC, &tile.constants)?;
+    let kernel = gpu.kernel(&Specialization::new(&SPEC).overrides(&tile.constants))?;
     let total = (sh.b * sh.hq) as u64 * params.tiles_m as u64 * params.tiles_n as u64;
     rec.dispatch(
         &kernel,
@@ -140,7 +153,7 @@ pub(crate) fn record_scores_into(
         &[
             Some(q.buffer()),
             Some(k.buffer()),
-            bias.map(|m| &*m.tensor.buffer),
+            additive.and(bias).map(|m| &*m.buffer),
             slopes.as_ref(),
             Some(out.buffer()),
         ],

@@ -1,14 +1,16 @@
 //! Masked, stable, row-wise softmax with optional LSE (`shaders/softmax.wgsl`,
 //! CPU twin [`crate::reference::softmax`]).
 
-use super::{mask_setup_ref, MaskFields, MaskRef};
-use crate::dispatch::{KernelSpec, Recorder};
+use super::{upload_key_lengths, MaskFields};
 use crate::error::{Error, Result};
+use crate::gpu::Recorder;
 use crate::mask::Masking;
 use crate::mask_tensor::MaskTensor;
+use crate::shaders::{KernelSpec, Specialization};
 use crate::tensor::Tensor;
+use crate::transform::{MaskInfo, ScoreTransform};
 
-const SPEC: KernelSpec = KernelSpec {
+pub(crate) const SPEC: KernelSpec = KernelSpec {
     name: "softmax",
     storage_read_only: &[true, true, true, false, false],
 };
@@ -61,25 +63,43 @@ pub fn record_softmax(
 ) -> Result<SoftmaxOutput> {
     let gpu = s.gpu();
     let dims = s.dims4("scores")?;
-    let [b, h, nq, _] = dims;
-    let mask = mask.map(|m| MaskRef::whole(gpu, m, dims)).transpose()?;
+    let [b, h, nq, nk] = dims;
+    masking.validate(b, nk)?;
+    let info = match mask {
+        Some(m) => {
+            m.check_device(gpu)?;
+            Some(MaskInfo::of(m, dims)?)
+        }
+        None => None,
+    };
+    let t = ScoreTransform {
+        scale: 1.0,
+        softcap: None,
+        alibi: None,
+        masking: masking.clone(),
+        diag_off: masking.diagonal_offset(nq, nk),
+        mask: info,
+    };
     let p = Tensor::output(gpu, "attention weights", &dims, None)?;
     let lse = if want_lse {
         Some(Tensor::output(gpu, "lse", &[b, h, nq], None)?)
     } else {
         None
     };
-    record_softmax_into(rec, s, masking, mask, &p, lse.as_ref())?;
+    record_softmax_into(rec, s, &t, mask, &p, lse.as_ref())?;
     Ok(SoftmaxOutput { p, lse })
 }
 
-/// [`record_softmax`] into `p` (contiguous like `s`) and `lse` (`[B, H, Nq]`
-/// contiguous, when wanted), with the mask already placed ([`MaskRef`]).
+/// The softmax part of `t` (the rules and, as a bool or additive mask, `mask`;
+/// checked by the caller) over contiguous scores `s`, into `p` (contiguous like
+/// `s`) and `lse` (`[B, H, Nq]` contiguous, when wanted). An additive mask here is
+/// added to the scores (the attention path adds it in the scores kernel instead
+/// and gives the softmax only the bool part).
 pub(crate) fn record_softmax_into(
     rec: &mut Recorder<'_>,
     s: &Tensor,
-    masking: &Masking,
-    mask: Option<MaskRef<'_>>,
+    t: &ScoreTransform,
+    mask: Option<&MaskTensor>,
     p: &Tensor,
     lse: Option<&Tensor>,
 ) -> Result<()> {
@@ -91,40 +111,50 @@ pub(crate) fn record_softmax_into(
         ));
     }
     debug_assert!(p.shape() == s.shape() && p.offset() == 0);
-    let setup = mask_setup_ref(gpu, masking, mask, [b, h, nq, nk])?;
+    let lengths = upload_key_lengths(gpu, &t.masking)?;
     let params = Params {
         b: b as u32,
         h: h as u32,
         nq: nq as u32,
         nk: nk as u32,
-        mask: setup.fields,
+        mask: MaskFields::of(t)?,
         write_lse: lse.is_some() as u32,
-        m_s: setup.strides,
+        m_s: t.mask.map_or([0; 4], |m| m.strides),
         neg_inf_bits: f32::NEG_INFINITY.to_bits(),
-        m_off: mask.map_or(0, |m| m.offset),
+        m_off: t.mask.map_or(0, |m| m.offset),
         _pad: [0; 2],
     };
-    let limits = gpu.limits();
-    let max_wg = limits
-        .max_compute_workgroup_size_x
-        .min(limits.max_compute_invocations_per_workgroup)
-        .min(256);
-    let wg = rec.tuning().softmax_workgroup.clamp(1, max_wg);
-    let wg = 1u32 << (31 - wg.leading_zeros()); // power of two for the tree reduction
-                                                // Two strided passes over the row, plus the reduction tree.
+    let wg = workgroup(gpu.limits(), rec.tuning());
+    // Two strided passes over the row, plus the reduction tree.
     gpu.check_loop_budget("softmax", 2 * nk.div_ceil(wg as usize) as u64 + 9)?;
-    let kernel = gpu.kernel(&SPEC, &[("WG", wg as f64)])?;
+    let kernel = gpu.kernel(&specialization(gpu.limits(), rec.tuning()))?;
     rec.dispatch(
         &kernel,
         "softmax",
         &params,
         &[
             Some(s.buffer()),
-            mask.map(|m| &*m.tensor.buffer),
-            setup.lengths.as_ref(),
+            t.mask.and(mask).map(|m| &*m.buffer),
+            lengths.as_ref(),
             Some(p.buffer()),
             lse.map(Tensor::buffer),
         ],
         (b * h * nq) as u64,
     )
+}
+
+/// Invocations per row: the tuning's, within the granted limits (and 256), as a
+/// power of two for the tree reduction.
+fn workgroup(limits: &wgpu::Limits, tuning: crate::Tuning) -> u32 {
+    let max_wg = limits
+        .max_compute_workgroup_size_x
+        .min(limits.max_compute_invocations_per_workgroup)
+        .min(256);
+    let wg = tuning.softmax_workgroup().clamp(1, max_wg);
+    1u32 << (31 - wg.leading_zeros())
+}
+
+/// The softmax kernel a device with `limits` runs under `tuning`.
+pub(crate) fn specialization(limits: &wgpu::Limits, tuning: crate::Tuning) -> Specialization {
+    Specialization::new(&SPEC).overrides(&[("WG", workgroup(limits, tuning) as f64)])
 }

@@ -2,12 +2,13 @@
 //! CPU twin [`crate::reference::weighted_sum`]).
 
 use super::{addressing, same_device, TileConfig};
-use crate::dispatch::{KernelSpec, Recorder};
 use crate::error::{Error, Result};
+use crate::gpu::Recorder;
+use crate::shaders::{KernelSpec, Specialization};
 use crate::shape::AttnShape;
 use crate::tensor::{Layout, Tensor};
 
-const SPEC: KernelSpec = KernelSpec {
+pub(crate) const SPEC: KernelSpec = KernelSpec {
     name: "weighted_sum",
     storage_read_only: &[true, true, false],
 };
@@ -118,7 +119,7 @@ pub(crate) fn record_weighted_sum_into(
         o_s,
         _pad: [0; 2],
     };
-    let kernel = gpu.kernel(&SPEC, &tile.constants)?;
+    let kernel = gpu.kernel(&Specialization::new(&SPEC).overrides(&tile.constants))?;
     let total = (b * hq) as u64 * params.tiles_m as u64 * params.tiles_n as u64;
     rec.dispatch(
         &kernel,

@@ -66,6 +66,7 @@ fn check_splits(gpu: &Gpu, t: Tuning, ctx: &str, c: &Case, splits: &[usize]) {
         return_lse: true,
         path: AttentionPath::Unfused,
         kv_split: None,
+        tuning: None,
     };
     let out = run(gpu, t, |rec| record_attention(rec, &qt, &kt, &vt, &opts));
     assert_eq!(out.o.layout(), c.layout, "{ctx}: O keeps Q's layout");
@@ -336,7 +337,7 @@ fn attention_with_softcap_scale_and_masks_on_both_paths() {
 #[test]
 fn over_one_binding_unfused_runs_in_head_chunks_and_auto_goes_fused() {
     each_gpu("attention over a binding", |gpu, t, ctx| {
-        if t.staged {
+        if t.staged() {
             return;
         }
         let limits = gpu.limits();
@@ -396,7 +397,7 @@ fn unfused_chunks_place_masks_heads_and_batches() {
     // masks, the ALiBi slopes and the key lengths, and writes its part of O and
     // LSE. Each case against the reference, in both layouts.
     each_gpu("unfused chunks", |gpu, t, ctx| {
-        if t.staged {
+        if t.staged() {
             return;
         }
         let mut limits = gpu.limits().clone();
@@ -478,7 +479,7 @@ fn unfused_chunks_place_masks_heads_and_batches() {
 #[test]
 fn decode_against_a_long_kv_with_uneven_splits() {
     each_fused_gpu("decode long kv", |gpu, t, ctx| {
-        if t.staged {
+        if t.staged() {
             return;
         }
         // Nq = 1 and 3 against 32 768 keys, GQA 4:2, causal bottom-right and key padding;

@@ -8,7 +8,7 @@ use super::{each_fused_gpu, each_gpu, rng, uniform};
 use wgpu_attention::kernels::matmul::record_matmul;
 use wgpu_attention::reference::{self, ReferenceOptions};
 use wgpu_attention::verify::{assert_close, Tolerance};
-use wgpu_attention::{AttentionOptions, AttentionPath, AttnShape, Error, Layout, Tensor, Tuning};
+use wgpu_attention::{AttentionOptions, AttentionPath, AttnShape, Error, Layout, Tensor};
 
 #[test]
 fn fused_attention_at_the_loop_budget() {
@@ -18,7 +18,7 @@ fn fused_attention_at_the_loop_budget() {
         // 2·4·65 (≈ 59 900 at 1800 keys, ≈ 69 800 at 2100). Unstaged runs the
         // straight-line kernel: one per block of 4 keys plus 8·65 + 16 (≈ 63 000 at
         // 250 000 keys, ≈ 68 000 at 270 000).
-        let (under, over) = if t.staged {
+        let (under, over) = if t.staged() {
             (1800, 2100)
         } else {
             (250_000, 270_000)
@@ -100,12 +100,12 @@ fn fused_attention_at_the_loop_budget() {
 fn matmul_at_the_loop_budget() {
     each_gpu("matmul loop budget", |gpu, t, ctx| {
         // Unstaged: one iteration per k step; staged: 25 per 16-deep chunk.
-        let (under, over) = if t.staged {
+        let (under, over) = if t.staged() {
             (38_000, 42_000)
         } else {
             (60_000, 70_000)
         };
-        let t = Tuning { cpu_rows: 8, ..t };
+        let t = t.with_cpu_rows(8).unwrap();
         for (k, expect_ok) in [(under, true), (over, gpu.loop_budget().is_none())] {
             let (mut r, ctx) = rng(&format!("{ctx} K={k}"));
             let (a, b) = (uniform(&mut r, 2 * k, 1.0), uniform(&mut r, k * 3, 1.0));

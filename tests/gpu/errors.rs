@@ -245,7 +245,7 @@ fn unknown_backend_and_adapter_names() {
 #[test]
 fn device_loss_surfaces_as_an_error() {
     each_gpu("errors device lost", |gpu, t, ctx| {
-        if t.staged {
+        if t.staged() {
             return; // once per adapter is enough
         }
         // A private device on the same adapter, destroyed under our feet.
@@ -266,7 +266,7 @@ fn device_loss_surfaces_as_an_error() {
 #[test]
 fn pipelines_are_compiled_once_not_per_shape() {
     each_gpu("pipeline cache", |gpu, tuning, ctx| {
-        if tuning.staged {
+        if tuning.staged() {
             return;
         }
         // A private device, so concurrent tests do not add pipelines to the count.

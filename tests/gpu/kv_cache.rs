@@ -196,7 +196,7 @@ fn kv_cache_errors_say_what_to_change() {
 #[test]
 fn kv_cache_longer_than_one_storage_binding() {
     each_gpu("kv cache over one binding", |gpu, t, ctx| {
-        if t.staged {
+        if t.staged() {
             return; // the kernel variants are covered above; this is about memory
         }
         let limit = gpu.limits().max_storage_buffer_binding_size as usize;

@@ -85,28 +85,18 @@ fn each_gpu_with(test: &str, no_subgroup_too: bool, f: impl Fn(&Gpu, Tuning, &st
     for (gpu, turn) in gpus {
         let _turn = turn.lock().unwrap_or_else(|p| p.into_inner());
         let base = gpu.tuning();
-        let mut variants = vec![Tuning {
-            staged: false,
-            ..base
-        }];
-        if no_subgroup_too && base.subgroup != 0 {
-            variants.push(Tuning {
-                staged: false,
-                subgroup: 0,
-                ..base
-            });
+        let mut variants = vec![base.with_staged(false)];
+        if no_subgroup_too && base.subgroup() != 0 {
+            variants.push(base.with_staged(false).with_subgroup(0).unwrap());
         }
-        variants.push(Tuning {
-            staged: true,
-            ..base
-        });
+        variants.push(base.with_staged(true));
         for t in variants {
             let ctx = format!(
                 "[{:?}/{}] {test} staged={} subgroup={}",
                 gpu.info().backend,
                 gpu.info().name,
-                t.staged,
-                t.subgroup
+                t.staged(),
+                t.subgroup()
             );
             f(gpu, t, &ctx);
         }
@@ -169,12 +159,12 @@ pub fn run<T>(
 /// The unstaged tile shapes (`Tuning::cpu_rows`) to run besides `t`: every shape
 /// for kernels built on the shared tile routine; just `t` when staged.
 pub fn tile_shapes(t: Tuning) -> Vec<Tuning> {
-    if t.staged {
+    if t.staged() {
         vec![t]
     } else {
         [8, 16, 32]
             .into_iter()
-            .map(|cpu_rows| Tuning { cpu_rows, ..t })
+            .map(|cpu_rows| t.with_cpu_rows(cpu_rows).unwrap())
             .collect()
     }
 }

@@ -7,7 +7,7 @@ use wgpu_attention::{reference, Error, Tensor};
 fn matmul_matches_reference_for_odd_sizes_batches_transposes_and_bias() {
     each_gpu("matmul", |gpu, t, ctx| {
         for t in super::tile_shapes(t) {
-            let ctx = &format!("{ctx} cpu_rows={}", t.cpu_rows);
+            let ctx = &format!("{ctx} cpu_rows={}", t.cpu_rows());
             // (batch, M, K, N, B batched, A transposed, B transposed, bias)
             let cases = [
                 (1, 1, 1, 1, false, false, false, false),

@@ -52,7 +52,7 @@ fn check(
 fn scores_match_reference_across_shapes_and_layouts() {
     each_gpu("scores", |gpu, t, ctx| {
         for t in super::tile_shapes(t) {
-            let ctx = &format!("{ctx} cpu_rows={}", t.cpu_rows);
+            let ctx = &format!("{ctx} cpu_rows={}", t.cpu_rows());
             for (i, &(b, hq, hkv, nq, nk, d)) in SHAPES.iter().enumerate() {
                 let sh = AttnShape {
                     b,

@@ -19,7 +19,7 @@ fn default_matrix_passes_with_fresh_seeds() {
             eprintln!("{ctx}: validation matrix not run on GL (CI time, see the comment)");
             return;
         }
-        if t.staged != wgpu_attention::Tuning::for_adapter(gpu.info()).staged {
+        if t.staged() != gpu.tuning().staged() {
             return;
         }
         let base: u64 = std::env::var("WGPU_ATTENTION_SEED")
@@ -32,7 +32,7 @@ fn default_matrix_passes_with_fresh_seeds() {
         for (i, c) in cases.iter().enumerate() {
             let case = Case {
                 seed: base.wrapping_add(i as u64),
-                staged: Some(t.staged),
+                staged: Some(t.staged()),
                 ..c.clone()
             };
             let r = run_case_blocking(gpu, &case);

@@ -7,7 +7,7 @@ use wgpu_attention::{reference, AttnShape, Layout, Tensor};
 fn weighted_sum_matches_reference_across_shapes_and_layouts() {
     each_gpu("weighted_sum", |gpu, t, ctx| {
         for t in super::tile_shapes(t) {
-            let ctx = &format!("{ctx} cpu_rows={}", t.cpu_rows);
+            let ctx = &format!("{ctx} cpu_rows={}", t.cpu_rows());
             for (i, &(b, hq, hkv, nq, nk, d)) in super::scores::SHAPES.iter().enumerate() {
                 let sh = AttnShape {
                     b,

@@ -3,41 +3,94 @@
 //! A line `#import shared/NAME` is replaced by `shaders/shared/NAME.wgsl` (once per
 //! module). Everything else is plain WGSL, specialized with `override` constants.
 
+/// What a kernel binds: `true` for each read-only storage buffer, `false` for
+/// read-write, in binding order after the uniform block (binding 0). The shader
+/// test checks each list against the WGSL declarations.
+#[derive(Debug, PartialEq, Eq)]
+pub struct KernelSpec {
+    pub name: &'static str,
+    pub storage_read_only: &'static [bool],
+}
+
+/// One compiled variant of a kernel: its WGSL file, the module constants
+/// substituted into the source (`defines`: sizes of private arrays and the
+/// straight-line body's shape, see [`source_with`]) and the pipeline-overridable
+/// constants (`overrides`: WGSL `override` values). The pipeline cache keys on
+/// it, the plan chooses it, and the shader test validates every one a device can
+/// pick (`plan::specializations`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Specialization {
+    pub kernel: &'static KernelSpec,
+    pub defines: Vec<(&'static str, u32)>,
+    pub overrides: Vec<(&'static str, f64)>,
+}
+
+impl Specialization {
+    /// `kernel` with its source's defaults and no overrides.
+    pub fn new(kernel: &'static KernelSpec) -> Self {
+        Specialization {
+            kernel,
+            defines: Vec::new(),
+            overrides: Vec::new(),
+        }
+    }
+
+    /// With module constants substituted.
+    pub fn defines(mut self, defines: &[(&'static str, u32)]) -> Self {
+        self.defines.extend_from_slice(defines);
+        self
+    }
+
+    /// With `override` values.
+    pub fn overrides(mut self, overrides: &[(&'static str, f64)]) -> Self {
+        self.overrides.extend_from_slice(overrides);
+        self
+    }
+
+    /// The complete WGSL this specialization compiles.
+    pub fn source(&self) -> String {
+        source_with(self.kernel.name, &self.defines)
+    }
+}
+
 /// Every kernel's WGSL, by kernel name.
 pub const KERNELS: &[(&str, &str)] = &[
-    ("scores", include_str!("../shaders/scores.wgsl")),
-    ("softmax", include_str!("../shaders/softmax.wgsl")),
-    ("weighted_sum", include_str!("../shaders/weighted_sum.wgsl")),
-    ("posenc", include_str!("../shaders/posenc.wgsl")),
-    ("matmul", include_str!("../shaders/matmul.wgsl")),
-    ("rope", include_str!("../shaders/rope.wgsl")),
+    ("scores", include_str!("../../shaders/scores.wgsl")),
+    ("softmax", include_str!("../../shaders/softmax.wgsl")),
+    (
+        "weighted_sum",
+        include_str!("../../shaders/weighted_sum.wgsl"),
+    ),
+    ("posenc", include_str!("../../shaders/posenc.wgsl")),
+    ("matmul", include_str!("../../shaders/matmul.wgsl")),
+    ("rope", include_str!("../../shaders/rope.wgsl")),
     (
         "flash_attention",
-        include_str!("../shaders/flash_attention.wgsl"),
+        include_str!("../../shaders/flash_attention.wgsl"),
     ),
-    ("decode", include_str!("../shaders/decode.wgsl")),
+    ("decode", include_str!("../../shaders/decode.wgsl")),
     (
         "flash_attention_cpu",
-        include_str!("../shaders/flash_attention_cpu.wgsl"),
+        include_str!("../../shaders/flash_attention_cpu.wgsl"),
     ),
     (
         "flash_attention_tiled",
-        include_str!("../shaders/flash_attention_tiled.wgsl"),
+        include_str!("../../shaders/flash_attention_tiled.wgsl"),
     ),
 ];
 
 const SHARED: &[(&str, &str)] = &[
-    ("grid", include_str!("../shaders/shared/grid.wgsl")),
-    ("tile_mm", include_str!("../shaders/shared/tile_mm.wgsl")),
-    ("mask", include_str!("../shaders/shared/mask.wgsl")),
+    ("grid", include_str!("../../shaders/shared/grid.wgsl")),
+    ("tile_mm", include_str!("../../shaders/shared/tile_mm.wgsl")),
+    ("mask", include_str!("../../shaders/shared/mask.wgsl")),
     (
         "mask_words",
-        include_str!("../shaders/shared/mask_words.wgsl"),
+        include_str!("../../shaders/shared/mask_words.wgsl"),
     ),
-    ("trig", include_str!("../shaders/shared/trig.wgsl")),
+    ("trig", include_str!("../../shaders/shared/trig.wgsl")),
     (
         "flash_common",
-        include_str!("../shaders/shared/flash_common.wgsl"),
+        include_str!("../../shaders/shared/flash_common.wgsl"),
     ),
 ];
 

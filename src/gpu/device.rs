@@ -1,0 +1,319 @@
+//! The device: opened on an adapter with its real limits and optional features,
+//! errors and device loss captured, compiled kernels cached.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::adapter::{self, GpuOptions};
+use super::caps::DeviceCaps;
+use super::env;
+use super::pipeline::{self, Kernel, PipelineCache, PipelineKey};
+use super::tuning::Tuning;
+use crate::error::{Error, Result};
+use crate::shaders::Specialization;
+
+pub(crate) struct GpuInner {
+    pub(crate) adapter: wgpu::Adapter,
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
+    pub(crate) info: wgpu::AdapterInfo,
+    pub(crate) caps: DeviceCaps,
+    /// The adapter's default variants with the environment's forced values.
+    pub(crate) tuning: Tuning,
+    pub(crate) poison: AtomicBool,
+    pub(crate) error: Arc<Mutex<Option<String>>>,
+    pub(crate) lost: Arc<Mutex<Option<String>>>,
+    pub(crate) pipelines: PipelineCache,
+    /// Bound where an optional input is absent.
+    pub(crate) dummy: wgpu::Buffer,
+    /// GL only: wgpu's GL backend shares one context per device behind a lock it
+    /// waits on for at most 6 s and then panics. A shader compile or a fence wait
+    /// on a busy CPU driver can hold it that long, so calls from several threads
+    /// queue here first (without a time limit).
+    serial: Option<Mutex<()>>,
+}
+
+/// A device and queue on one adapter, with its granted features and limits and a
+/// pipeline cache. Cheap to clone (shared handle).
+#[derive(Clone)]
+pub struct Gpu {
+    pub(crate) inner: Arc<GpuInner>,
+}
+
+impl std::fmt::Debug for Gpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Gpu({})", self.describe())
+    }
+}
+
+/// The optional features requested when the adapter has them.
+const OPTIONAL_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
+    .union(wgpu::Features::SUBGROUP)
+    .union(wgpu::Features::TIMESTAMP_QUERY);
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Gpu {
+    /// Opens the adapter chosen by `options` (see [`GpuOptions`]).
+    pub async fn new(options: &GpuOptions) -> Result<Gpu> {
+        let adapter = adapter::choose(options).await?;
+        Self::from_adapter_with(adapter, options).await
+    }
+
+    /// Blocking [`Gpu::new`] for native callers.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn new_blocking(options: &GpuOptions) -> Result<Gpu> {
+        pollster::block_on(Self::new(options))
+    }
+
+    /// Opens every adapter of the allowed backends (`WGPU_BACKEND` or all), so the
+    /// same work can be run on each. Adapters that fail to open are returned as errors.
+    pub async fn all(options: &GpuOptions) -> Vec<Result<Gpu>> {
+        let adapters = match adapter::enumerate(options).await {
+            Ok(a) => a,
+            Err(e) => return vec![Err(e)],
+        };
+        let mut out = Vec::new();
+        for a in adapters {
+            out.push(Self::from_adapter_with(a, options).await);
+        }
+        out
+    }
+
+    /// Blocking [`Gpu::all`].
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn all_blocking(options: &GpuOptions) -> Vec<Result<Gpu>> {
+        pollster::block_on(Self::all(options))
+    }
+
+    /// Opens a device on `adapter` with the adapter's own limits and the optional
+    /// features it has.
+    pub async fn from_adapter(adapter: wgpu::Adapter) -> Result<Gpu> {
+        Self::from_adapter_with(adapter, &GpuOptions::default()).await
+    }
+
+    /// [`Gpu::from_adapter`] without the features `options.disabled_features`
+    /// (and `WGPU_ATTENTION_DISABLE_FEATURES`) withhold.
+    pub async fn from_adapter_with(adapter: wgpu::Adapter, options: &GpuOptions) -> Result<Gpu> {
+        let info = adapter.get_info();
+        let features =
+            adapter.features() & (OPTIONAL_FEATURES - options.resolved_disabled_features()?);
+        let tuning = Tuning::for_adapter(&info)
+            .with_overrides(&env::tuning_overrides()?)?
+            .granted(features);
+        let limits = options.limits.clone().unwrap_or_else(|| adapter.limits());
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("wgpu-attention"),
+                required_features: features,
+                required_limits: limits.clone(),
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .map_err(|e| Error::RequestDevice {
+                adapter: info.name.clone(),
+                reason: e.to_string(),
+            })?;
+        let error = Arc::new(Mutex::new(None::<String>));
+        let sink = error.clone();
+        // wgpu's default handler panics; record the first error and report it from
+        // the next operation instead.
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            locked(&sink).get_or_insert_with(|| e.to_string());
+        }));
+        let lost = Arc::new(Mutex::new(None::<String>));
+        let lost_sink = lost.clone();
+        device.set_device_lost_callback(move |reason, msg| {
+            *locked(&lost_sink) = Some(format!("{reason:?}: {msg}"));
+        });
+        let dummy = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("absent binding"),
+            size: 16,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        let serial = (info.backend == wgpu::Backend::Gl).then(|| Mutex::new(()));
+        Ok(Gpu {
+            inner: Arc::new(GpuInner {
+                adapter,
+                device,
+                queue,
+                caps: DeviceCaps::new(&info, limits, features),
+                info,
+                tuning,
+                poison: AtomicBool::new(false),
+                error,
+                lost,
+                pipelines: PipelineCache::default(),
+                dummy,
+                serial,
+            }),
+        })
+    }
+
+    /// Whether `other` is a handle to this same device.
+    pub(crate) fn is_same(&self, other: &Gpu) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// The adapter's description (name, backend, device type, driver).
+    pub fn info(&self) -> &wgpu::AdapterInfo {
+        &self.inner.info
+    }
+
+    /// The optional features granted (subset of SHADER_F16, SUBGROUP, TIMESTAMP_QUERY).
+    pub fn features(&self) -> wgpu::Features {
+        self.inner.caps.features
+    }
+
+    /// The limits granted (the adapter's own, not wgpu's defaults).
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.inner.caps.limits
+    }
+
+    /// What this device can run, as the plans see it.
+    pub fn caps(&self) -> &DeviceCaps {
+        &self.inner.caps
+    }
+
+    /// The underlying wgpu objects, for callers that record their own work.
+    pub fn device(&self) -> &wgpu::Device {
+        &self.inner.device
+    }
+
+    /// The queue.
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.inner.queue
+    }
+
+    /// The adapter.
+    pub fn adapter(&self) -> &wgpu::Adapter {
+        &self.inner.adapter
+    }
+
+    /// One line: `name (backend, device type, driver)`.
+    pub fn describe(&self) -> String {
+        let i = &self.inner.info;
+        format!(
+            "{} ({:?}, {:?}, {} {})",
+            i.name, i.backend, i.device_type, i.driver, i.driver_info
+        )
+    }
+
+    /// This device's default kernel variants: the adapter type's, with the
+    /// environment's forced values, without what the device was not granted.
+    /// A call uses other variants through [`crate::Recorder::with_tuning`] or
+    /// [`crate::AttentionOptions::tuning`].
+    pub fn tuning(&self) -> Tuning {
+        self.inner.tuning
+    }
+
+    /// `t` without what the device was not granted (subgroup use needs SUBGROUP).
+    pub(crate) fn granted_tuning(&self, t: Tuning) -> Tuning {
+        t.granted(self.inner.caps.features)
+    }
+
+    /// When on, every buffer this crate allocates for an output is filled with NaN
+    /// before use, so an element a kernel forgets to write shows up in a comparison.
+    pub fn set_poison_outputs(&self, on: bool) {
+        self.inner.poison.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether output buffers are poisoned ([`Gpu::set_poison_outputs`]).
+    pub fn poison_outputs(&self) -> bool {
+        self.inner.poison.load(Ordering::Relaxed)
+    }
+
+    /// Returns the first uncaptured GPU error or device loss since the last check.
+    pub(crate) fn take_error(&self) -> Result<()> {
+        self.check_alive()?;
+        match locked(&self.inner.error).take() {
+            Some(msg) => Err(Error::Gpu(msg)),
+            None => Ok(()),
+        }
+    }
+
+    /// Fails once the device is lost or destroyed, before wgpu is asked for more.
+    pub(crate) fn check_alive(&self) -> Result<()> {
+        match locked(&self.inner.lost).clone() {
+            Some(msg) => Err(Error::DeviceLost(msg)),
+            None => Ok(()),
+        }
+    }
+
+    /// Holds the device for one wgpu call on backends that need it (GL); see
+    /// `GpuInner::serial`. Never held across an `.await`.
+    pub(crate) fn exclusive(&self) -> Option<std::sync::MutexGuard<'_, ()>> {
+        self.inner.serial.as_ref().map(locked)
+    }
+
+    /// Loop iterations one invocation may run in total on this driver, if capped.
+    ///
+    /// Mesa's llvmpipe (GL) and lavapipe (Vulkan) share gallivm, which counts every
+    /// loop back-edge of an invocation against `LP_MAX_TGSI_LOOP_ITERATIONS` (65535)
+    /// and silently leaves all loops once it is spent: the output is then wrong,
+    /// with no error. Measured here: a fused kernel stopped after ≈65535/(2D+1)
+    /// keys. Plans and kernels check their estimate against this before dispatch.
+    pub fn loop_budget(&self) -> Option<u64> {
+        self.inner.caps.loop_budget
+    }
+
+    /// [`DeviceCaps::check_loop_budget`].
+    pub(crate) fn check_loop_budget(&self, what: &str, iterations: u64) -> Result<()> {
+        self.inner.caps.check_loop_budget(what, iterations)
+    }
+
+    /// The pipeline of `s`, compiled on first use and cached for the life of the
+    /// device.
+    pub(crate) fn kernel(&self, s: &Specialization) -> Result<Arc<Kernel>> {
+        self.check_alive()?;
+        let key = PipelineKey::of(s);
+        if let Some(k) = self.inner.pipelines.get(&key) {
+            #[cfg(target_arch = "wasm32")]
+            if let Some(e) = k.poll_build_error() {
+                return Err(self.inner.pipelines.reject(&key, e));
+            }
+            return Ok(k);
+        }
+        let k = {
+            let _serial = self.exclusive();
+            Arc::new(pipeline::build(&self.inner.device, s)?)
+        };
+        self.take_error()?;
+        self.inner.pipelines.insert(key, k.clone());
+        Ok(k)
+    }
+
+    /// Waits for the validation of every pipeline built so far and drops those the
+    /// browser rejected from the cache, returning the first such error. Native
+    /// backends validate synchronously (nothing is pending); in a browser readbacks
+    /// call this, so a rejected shader surfaces with its compiler message.
+    pub async fn settle_kernels(&self) -> Result<()> {
+        #[cfg(target_arch = "wasm32")]
+        {
+            let mut first = None;
+            for (key, k) in self.inner.pipelines.entries() {
+                let fut = k.pending.borrow_mut().take();
+                if let Some(fut) = fut {
+                    if let Some(e) = fut.await {
+                        let e = self.inner.pipelines.reject(&key, e);
+                        first.get_or_insert(e);
+                    }
+                }
+            }
+            if let Some(e) = first {
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Number of pipelines compiled so far (each specialization once).
+    pub fn cached_pipelines(&self) -> usize {
+        self.inner.pipelines.len()
+    }
+}

@@ -1,0 +1,86 @@
+//! The environment switches. This is the only place in the crate that reads
+//! environment variables; everything else gets their values as typed arguments.
+//! A value that does not parse is an error naming the variable, never ignored.
+
+use crate::error::{Error, Result};
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn parse<T: std::str::FromStr>(name: &str, what: &str) -> Result<Option<T>> {
+    var(name)
+        .map(|v| {
+            v.trim()
+                .parse()
+                .map_err(|_| Error::InvalidArgument(format!("{name}={v:?}: expected {what}")))
+        })
+        .transpose()
+}
+
+/// `WGPU_BACKEND` (wgpu's own parser).
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn backends() -> Option<wgpu::Backends> {
+    wgpu::Backends::from_env()
+}
+
+/// `WGPU_ADAPTER_NAME`: a case-insensitive substring of the adapter name.
+pub(crate) fn adapter_name() -> Option<String> {
+    var("WGPU_ADAPTER_NAME")
+}
+
+/// `WGPU_POWER_PREF` (wgpu's own parser).
+pub(crate) fn power_preference() -> Option<wgpu::PowerPreference> {
+    wgpu::PowerPreference::from_env()
+}
+
+/// wgpu's instance flags (`WGPU_DEBUG`, `WGPU_VALIDATION`, …).
+pub(crate) fn instance_flags() -> wgpu::InstanceFlags {
+    wgpu::InstanceFlags::from_env_or_default()
+}
+
+/// `WGPU_ATTENTION_DISABLE_FEATURES=f16,subgroup,timestamp`: optional features
+/// not to request (tests the fallbacks).
+pub(crate) fn disabled_features() -> Result<wgpu::Features> {
+    let mut off = wgpu::Features::empty();
+    for name in var("WGPU_ATTENTION_DISABLE_FEATURES")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        off |= match name {
+            "f16" => wgpu::Features::SHADER_F16,
+            "subgroup" | "subgroups" => wgpu::Features::SUBGROUP,
+            "timestamp" | "timestamps" => wgpu::Features::TIMESTAMP_QUERY,
+            other => {
+                return Err(Error::InvalidArgument(format!(
+                    "WGPU_ATTENTION_DISABLE_FEATURES: unknown feature {other:?}; use f16, subgroup or timestamp"
+                )))
+            }
+        };
+    }
+    Ok(off)
+}
+
+/// Forced kernel variants (see [`crate::Tuning`]); `None` = the adapter's default.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct TuningOverrides {
+    /// `WGPU_ATTENTION_STAGED=0|1`.
+    pub staged: Option<bool>,
+    /// `WGPU_ATTENTION_SUBGROUP=0|4|8|…`.
+    pub subgroup: Option<u32>,
+    /// `WGPU_ATTENTION_CPU_ROWS=8|16|32`.
+    pub cpu_rows: Option<u32>,
+    /// `WGPU_ATTENTION_FUSED_ROWS=1..32`.
+    pub fused_rows: Option<u32>,
+}
+
+pub(crate) fn tuning_overrides() -> Result<TuningOverrides> {
+    Ok(TuningOverrides {
+        staged: parse::<u8>("WGPU_ATTENTION_STAGED", "0 or 1")?.map(|v| v != 0),
+        subgroup: parse("WGPU_ATTENTION_SUBGROUP", "a subgroup size (0 = off)")?,
+        cpu_rows: parse("WGPU_ATTENTION_CPU_ROWS", "8, 16 or 32")?,
+        fused_rows: parse("WGPU_ATTENTION_FUSED_ROWS", "1 to 32")?,
+    })
+}

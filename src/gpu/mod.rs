@@ -1,0 +1,28 @@
+//! The device wing: everything that talks to wgpu directly. Each file imports
+//! only those above it in this list, so the wing has no import cycle:
+//!
+//! - `env`: the environment switches (the only place env vars are read);
+//! - `tuning`: [`Tuning`], kernel variant choices, validated when made;
+//! - `adapter`: [`GpuOptions`], backend names, adapter choice;
+//! - `caps`: [`DeviceCaps`], what a device can run as a plain value (limits,
+//!   features, the driver's loop budget), what plans are made from;
+//! - `pipeline`: compiled kernels and their cache;
+//! - `device`: [`Gpu`], the device with its granted limits and features, error
+//!   capture, device loss, loop budget;
+//! - `memory`: uploads, allocations, readback;
+//! - `recorder`: [`Recorder`], dispatches into one encoder, timing, grid split.
+
+mod adapter;
+mod caps;
+mod device;
+pub(crate) mod env;
+mod memory;
+pub(crate) mod pipeline;
+mod recorder;
+mod tuning;
+
+pub use adapter::{parse_backend, GpuOptions};
+pub use caps::{DeviceCaps, LOOP_MARGIN};
+pub use device::Gpu;
+pub use recorder::{split_grid, Recorder};
+pub use tuning::Tuning;

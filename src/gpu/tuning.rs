@@ -1,0 +1,200 @@
+//! Kernel variant choices that depend on the adapter, validated when made.
+
+use super::env::TuningOverrides;
+use crate::error::{Error, Result};
+
+/// Kernel variant choices that depend on the adapter: chosen from the adapter
+/// type ([`Tuning::for_adapter`]), forced per call for tests and benchmarks with
+/// the `with_*` methods (each checks its value), or by the environment switches
+/// `WGPU_ATTENTION_STAGED`, `…_SUBGROUP`, `…_CPU_ROWS`, `…_FUSED_ROWS` when a
+/// [`crate::Gpu`] opens. A tuning travels with a call
+/// ([`crate::Recorder::with_tuning`], [`crate::AttentionOptions::tuning`]); the
+/// device's own ([`crate::Gpu::tuning`]) never changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Tuning {
+    staged: bool,
+    softmax_workgroup: u32,
+    cpu_rows: u32,
+    fused_rows: u32,
+    straight_line: bool,
+    subgroup: u32,
+}
+
+impl Tuning {
+    /// The default for an adapter of this type (no environment switches).
+    pub fn for_adapter(info: &wgpu::AdapterInfo) -> Self {
+        let cpu = info.device_type == wgpu::DeviceType::Cpu;
+        Tuning {
+            staged: !cpu,
+            softmax_workgroup: if cpu { 8 } else { 128 },
+            cpu_rows: 8,
+            fused_rows: 8,
+            straight_line: info.backend != wgpu::Backend::BrowserWebGpu,
+            subgroup: if cpu && info.subgroup_min_size == info.subgroup_max_size {
+                info.subgroup_min_size
+            } else {
+                0
+            },
+        }
+    }
+
+    /// `self` with the environment's forced values applied (each validated).
+    pub(crate) fn with_overrides(self, o: &TuningOverrides) -> Result<Self> {
+        let mut t = self;
+        if let Some(s) = o.staged {
+            t = t.with_staged(s);
+        }
+        if let Some(s) = o.subgroup {
+            t = t.with_subgroup(s)?;
+        }
+        if let Some(r) = o.cpu_rows {
+            t = t.with_cpu_rows(r)?;
+        }
+        if let Some(r) = o.fused_rows {
+            t = t.with_fused_rows(r)?;
+        }
+        Ok(t)
+    }
+
+    /// `self` without what a device with `features` cannot run (subgroup
+    /// operations need `SUBGROUP`).
+    pub(crate) fn granted(mut self, features: wgpu::Features) -> Self {
+        if !features.contains(wgpu::Features::SUBGROUP) {
+            self.subgroup = 0;
+        }
+        self
+    }
+
+    /// Stage tiles through workgroup memory (real GPUs profit; CPU drivers such as
+    /// lavapipe run a workgroup on one thread and only pay for the barriers).
+    pub fn staged(&self) -> bool {
+        self.staged
+    }
+
+    /// Invocations cooperating on one softmax row.
+    pub fn softmax_workgroup(&self) -> u32 {
+        self.softmax_workgroup
+    }
+
+    /// Unstaged tiles (CPU drivers): rows shared by the 8 lanes of a workgroup,
+    /// 8, 16 or 32 (with 32/rows columns per lane).
+    pub fn cpu_rows(&self) -> u32 {
+        self.cpu_rows
+    }
+
+    /// Query rows per invocation of the straight-line fused kernel (CPU drivers).
+    pub fn fused_rows(&self) -> u32 {
+        self.fused_rows
+    }
+
+    /// Unstaged fused attention uses the straight-line kernel
+    /// (`flash_attention_cpu.wgsl`); off = the generic one. Off in browsers: on
+    /// Chromium's SwiftShader the first dispatch of the straight-line kernel lost
+    /// the device ("A valid external Instance reference no longer exists"), while
+    /// the generic kernel runs.
+    pub fn straight_line(&self) -> bool {
+        self.straight_line
+    }
+
+    /// Subgroup size the straight-line fused kernel shares K/V loads across
+    /// (`flash_attention_cpu.wgsl` with `S`); 0 = no subgroup operations. Set on
+    /// CPU drivers that grant subgroups with one fixed size (lavapipe: 8), where
+    /// it cuts the gathered loads by that factor.
+    pub fn subgroup(&self) -> u32 {
+        self.subgroup
+    }
+
+    /// With or without workgroup-memory staging.
+    pub fn with_staged(mut self, on: bool) -> Self {
+        self.staged = on;
+        self
+    }
+
+    /// With or without the straight-line fused kernel.
+    pub fn with_straight_line(mut self, on: bool) -> Self {
+        self.straight_line = on;
+        self
+    }
+
+    /// Invocations per softmax row: a power of two from 1 to 256.
+    pub fn with_softmax_workgroup(mut self, wg: u32) -> Result<Self> {
+        if !(wg.is_power_of_two() && wg <= 256) {
+            return Err(Error::InvalidArgument(format!(
+                "Tuning softmax workgroup = {wg}: use a power of two from 1 to 256"
+            )));
+        }
+        self.softmax_workgroup = wg;
+        Ok(self)
+    }
+
+    /// Rows per unstaged tile: 8, 16 or 32.
+    pub fn with_cpu_rows(mut self, rows: u32) -> Result<Self> {
+        if ![8, 16, 32].contains(&rows) {
+            return Err(Error::InvalidArgument(format!(
+                "Tuning cpu_rows = {rows}: use 8, 16 or 32"
+            )));
+        }
+        self.cpu_rows = rows;
+        Ok(self)
+    }
+
+    /// Query rows per invocation of the straight-line fused kernel: 1 to 32
+    /// (more than 8 runs faster on some drivers but compiles several times longer).
+    pub fn with_fused_rows(mut self, rows: u32) -> Result<Self> {
+        if !(1..=32).contains(&rows) {
+            return Err(Error::InvalidArgument(format!(
+                "Tuning fused_rows = {rows}: use 1 to 32"
+            )));
+        }
+        self.fused_rows = rows;
+        Ok(self)
+    }
+
+    /// Subgroup size to share K/V loads across: 0 (off) or a power of two from 4
+    /// to 128, the size the device runs (the device never grants more than it has:
+    /// without `SUBGROUP` it counts as 0).
+    pub fn with_subgroup(mut self, size: u32) -> Result<Self> {
+        if size != 0 && !(size.is_power_of_two() && (4..=128).contains(&size)) {
+            return Err(Error::InvalidArgument(format!(
+                "Tuning subgroup = {size}: use 0 (off) or a power of two from 4 to 128"
+            )));
+        }
+        self.subgroup = size;
+        Ok(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_values_are_refused_with_the_range() {
+        let info = wgpu::AdapterInfo {
+            subgroup_min_size: 8,
+            subgroup_max_size: 8,
+            ..wgpu::AdapterInfo::new(wgpu::DeviceType::Cpu, wgpu::Backend::Vulkan)
+        };
+        let t = Tuning::for_adapter(&info);
+        assert_eq!((t.staged(), t.subgroup()), (false, 8));
+        for e in [
+            t.with_cpu_rows(12).unwrap_err(),
+            t.with_fused_rows(0).unwrap_err(),
+            t.with_subgroup(6).unwrap_err(),
+            t.with_softmax_workgroup(3).unwrap_err(),
+        ] {
+            assert!(
+                matches!(e, Error::InvalidArgument(ref m) if m.contains("use")),
+                "{e}"
+            );
+        }
+        assert_eq!(t.granted(wgpu::Features::empty()).subgroup(), 0);
+        let o = TuningOverrides {
+            staged: Some(true),
+            fused_rows: Some(16),
+            ..Default::default()
+        };
+        let forced = t.with_overrides(&o).unwrap();
+        assert!(forced.staged() && forced.fused_rows() == 16);
+    }
+}

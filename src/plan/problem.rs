@@ -1,0 +1,196 @@
+//! One attention problem, validated once: its shapes and layout, its score
+//! transform, what it returns, and where its keys live. No GPU data: the plan is
+//! a function of this value and the device, so it can be tested without a GPU.
+
+use crate::error::{Error, Result};
+use crate::mask::Masking;
+use crate::mask_tensor::MaskTensor;
+use crate::shape::AttnShape;
+use crate::tensor::{same_device, Layout, Tensor};
+use crate::transform::{MaskInfo, ScoreTransform};
+
+/// What to compute besides `O`, and how to mask.
+#[derive(Clone, Debug, Default)]
+pub struct AttentionOptions<'a> {
+    /// Softmax scale; `None` = `1/sqrt(D)`.
+    pub scale: Option<f32>,
+    /// Causal / sliding-window / key-padding rules.
+    pub masking: Masking,
+    /// A dense bool or additive mask broadcastable to `[B, Hq, Nq, Nk]`.
+    pub mask: Option<&'a MaskTensor>,
+    /// ALiBi slopes, one per query head ([`crate::alibi_slopes`] gives the paper's):
+    /// `− slope·|i + offset − j|`, distance from the diagonal aligned as `masking.alignment`.
+    pub alibi: Option<&'a [f32]>,
+    /// `c·tanh(s/c)` on the scaled scores before masks and biases (Gemma-2 style).
+    pub softcap: Option<f32>,
+    /// Also return the attention weights `P` `[B, Hq, Nq, Nk]` (unfused path only).
+    pub return_weights: bool,
+    /// Also return the log-sum-exp `[B, Hq, Nq]` (`-inf` for fully masked rows).
+    pub return_lse: bool,
+    /// Which kernels run; [`AttentionPath::Auto`] by default.
+    pub path: AttentionPath,
+    /// Keys per split of the decode path; `None` = 512, longer past 256 splits
+    /// (`Nk / 256`), and shorter where the driver's loop budget requires.
+    pub kv_split: Option<usize>,
+    /// Kernel variants for this call; `None` = the recorder's
+    /// ([`crate::Gpu::tuning`] unless [`Recorder::with_tuning`] says otherwise).
+    pub tuning: Option<crate::Tuning>,
+}
+
+/// The kernels that compute attention.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum AttentionPath {
+    /// Unfused when the weights are requested; decode for few queries (≤ 16)
+    /// against 1024 keys or more; otherwise fused (twice the unfused speed on
+    /// lavapipe: BENCHMARKS.md), or decode where the fused kernel would exceed the
+    /// driver's loop budget.
+    #[default]
+    Auto,
+    /// One fused kernel with an online softmax: O(N) memory, no weights.
+    Fused,
+    /// `scores` → `softmax` → `weighted_sum`: materializes `[B, Hq, Nq, Nk]`.
+    Unfused,
+    /// Split-KV (flash-decoding): the fused kernel over chunks of keys in
+    /// parallel, merged by LSE. For few queries against a long KV.
+    Decode,
+}
+
+/// Where the keys and values live.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keys {
+    /// K and V tensors `[B, Hkv, Nk, D]`.
+    Tensors,
+    /// A [`crate::KvCache`] in pages of `page_len` positions (one storage
+    /// binding each); more than one page is in use.
+    Pages { page_len: usize },
+}
+
+/// One attention problem, validated: see the module docs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AttentionProblem {
+    pub shape: AttnShape,
+    /// Q's layout, which O is written in.
+    pub layout: Layout,
+    pub transform: ScoreTransform,
+    pub want_lse: bool,
+    pub want_weights: bool,
+    /// The path asked for ([`AttentionPath::Auto`] lets the plan choose).
+    pub path: AttentionPath,
+    /// Keys per decode split asked for.
+    pub kv_split: Option<usize>,
+    pub keys: Keys,
+}
+
+/// Largest head dim of the fused kernels (private row buffers are sized for it).
+pub const MAX_HEAD_DIM: usize = 256;
+
+impl AttentionProblem {
+    /// `q` `[B, Hq, Nq, D]` against `k`, `v` `[B, Hkv, Nk, D]` under `opts`, every
+    /// input checked: devices, shapes, head counts, key lengths, softcap, ALiBi
+    /// slopes, the mask's broadcast, weights only on the unfused path.
+    pub fn new(q: &Tensor, k: &Tensor, v: &Tensor, opts: &AttentionOptions) -> Result<Self> {
+        same_device(q, k, "Q and K")?;
+        same_device(k, v, "K and V")?;
+        let [b, hq, nq, d] = q.dims4("Q")?;
+        let [bk, hkv, nk, dk] = k.dims4("K")?;
+        if b != bk {
+            return Err(Error::Shape(format!(
+                "Q has batch {b} but K has batch {bk}"
+            )));
+        }
+        if d != dk {
+            return Err(Error::Shape(format!(
+                "head dim differs: Q has D = {d}, K has D = {dk}"
+            )));
+        }
+        let [bv, hv, nv, dv] = v.dims4("V")?;
+        if (bv, hv, nv, dv) != (b, hkv, nk, d) {
+            return Err(Error::Shape(format!(
+                "V is [{bv}, {hv}, {nv}, {dv}] but K is [{b}, {hkv}, {nk}, {d}]: V must be shaped like K"
+            )));
+        }
+        let shape = AttnShape {
+            b,
+            hq,
+            hkv,
+            nq,
+            nk,
+            d,
+        };
+        Self::with_shape(shape, q, opts, Keys::Tensors)
+    }
+
+    /// The problem of `q` against `shape.nk` positions held as `keys` (the KV
+    /// cache's pages), `opts` checked as in [`AttentionProblem::new`].
+    pub(crate) fn with_shape(
+        shape: AttnShape,
+        q: &Tensor,
+        opts: &AttentionOptions,
+        keys: Keys,
+    ) -> Result<Self> {
+        shape.validate()?;
+        let sh = shape;
+        opts.masking.validate(sh.b, sh.nk)?;
+        let mask = match opts.mask {
+            Some(m) => {
+                m.check_device(q.gpu())?;
+                Some(MaskInfo::of(m, [sh.b, sh.hq, sh.nq, sh.nk])?)
+            }
+            None => None,
+        };
+        if opts.return_weights && matches!(opts.path, AttentionPath::Fused | AttentionPath::Decode)
+        {
+            return Err(Error::InvalidArgument(
+                "only the unfused path builds the weights: use AttentionPath::Unfused (or Auto) with return_weights".into(),
+            ));
+        }
+        let transform = ScoreTransform {
+            scale: opts.scale.unwrap_or(sh.default_scale() as f32),
+            softcap: opts.softcap,
+            alibi: opts.alibi.map(<[f32]>::to_vec),
+            masking: opts.masking.clone(),
+            diag_off: opts.masking.diagonal_offset(sh.nq, sh.nk),
+            mask,
+        };
+        transform.validate(sh.hq)?;
+        Ok(AttentionProblem {
+            shape: sh,
+            layout: q.layout(),
+            transform,
+            want_lse: opts.return_lse,
+            want_weights: opts.return_weights,
+            path: opts.path,
+            kv_split: opts.kv_split,
+            keys,
+        })
+    }
+
+    /// A problem of `shape` with default options and no data (plans, tests,
+    /// memory estimates).
+    pub fn of_shape(shape: AttnShape) -> Result<Self> {
+        shape.validate()?;
+        Ok(AttentionProblem {
+            shape,
+            layout: Layout::Bhnd,
+            transform: ScoreTransform {
+                scale: shape.default_scale() as f32,
+                softcap: None,
+                alibi: None,
+                masking: Masking::default(),
+                diag_off: Masking::default().diagonal_offset(shape.nq, shape.nk),
+                mask: None,
+            },
+            want_lse: false,
+            want_weights: false,
+            path: AttentionPath::Auto,
+            kv_split: None,
+            keys: Keys::Tensors,
+        })
+    }
+
+    /// Bytes of Q, K, V and the dense mask.
+    pub fn input_bytes(&self) -> u64 {
+        let sh = &self.shape;
+        4 * (sh.q_len() + 2 * sh.kv_len()) as u64 + self.transform.mask.map_or(0, |m| m.bytes)
+    }
+}

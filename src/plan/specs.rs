@@ -1,0 +1,89 @@
+//! Every specialization a device can pick: the candidates the plan chooses
+//! among, enumerated from the same choice functions. The shader test validates
+//! exactly this list with naga for several device kinds, and a unit test checks
+//! that every plan's choice is in it.
+
+use crate::gpu::{DeviceCaps, Tuning};
+use crate::kernels;
+use crate::kernels::flash_attention::{FusedVariant, HEAD_DIM_BUCKETS};
+use crate::shaders::Specialization;
+
+use super::fused::{base_variant, fit_rows, for_few_queries, with_bias4, FEW_QUERY_ROWS};
+
+/// The fused kernels' score-transform overrides: every combination of rules,
+/// mask mode, ALiBi and softcap (`USE_RULES, MASK_MODE, USE_ALIBI, USE_SOFTCAP`).
+fn transform_overrides() -> Vec<[(&'static str, f64); 4]> {
+    let mut out = Vec::new();
+    for rules in [0.0, 1.0] {
+        for mode in [0.0, 1.0, 2.0] {
+            for alibi in [0.0, 1.0] {
+                for softcap in [0.0, 1.0] {
+                    out.push([
+                        ("USE_RULES", rules),
+                        ("MASK_MODE", mode),
+                        ("USE_ALIBI", alibi),
+                        ("USE_SOFTCAP", softcap),
+                    ]);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The fused variants reachable for one head-dim bucket: the many-query variant
+/// with its rows fitted to any Nq (powers of two below its rows, and its rows),
+/// the few-query lane-split variants, each with and without the vec4 bias.
+pub(crate) fn fused_variants(caps: &DeviceCaps, tuning: Tuning, d: usize) -> Vec<FusedVariant> {
+    let base = base_variant(tuning, d, &caps.limits);
+    let lanes = base.lanes() as usize;
+    let mut shapes = Vec::new();
+    let mut nq = 1;
+    while nq <= (base.rows as usize).next_power_of_two() * lanes {
+        shapes.push(fit_rows(base, nq));
+        nq *= 2;
+    }
+    if base.lanes_may_split() {
+        let mut nq = 1;
+        while nq <= FEW_QUERY_ROWS as usize {
+            shapes.push(for_few_queries(base, nq));
+            nq *= 2;
+        }
+    }
+    let mut out = Vec::new();
+    for v in shapes {
+        for aligned in [false, true] {
+            let v = with_bias4(v, aligned);
+            if !out.contains(&v) {
+                out.push(v);
+            }
+        }
+    }
+    out
+}
+
+/// Every specialization a device with `caps` can pick under `tuning`.
+pub fn specializations(caps: &DeviceCaps, tuning: Tuning) -> Vec<Specialization> {
+    let tuning = tuning.granted(caps.features);
+    let mut out: Vec<Specialization> = Vec::new();
+    let mut push = |s: Specialization| {
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    };
+    for d in HEAD_DIM_BUCKETS {
+        for v in fused_variants(caps, tuning, d as usize) {
+            for t in transform_overrides() {
+                // The vec4 bias is chosen only with an additive mask.
+                if v.bias4 && t[1].1 != 1.0 {
+                    continue;
+                }
+                push(v.specialization(t));
+            }
+        }
+    }
+    for s in kernels::specializations(caps, tuning) {
+        push(s);
+    }
+    out
+}
