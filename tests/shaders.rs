@@ -1,140 +1,262 @@
-//! Every WGSL kernel is parsed and validated by naga, specialized with each
-//! override value the host uses, and translated to SPIR-V: a WGSL mistake fails
-//! here with a line number instead of at pipeline creation. Needs no GPU.
+//! The WGSL side of the host/kernel boundary, checked by naga without a GPU:
+//!
+//! - every specialization a device can pick (`plan::specializations`, for each
+//!   kind of device the project meets) parses, validates, takes its overrides
+//!   and translates to SPIR-V, so a WGSL mistake fails here with a line number;
+//! - every kernel's uniform block equals its Rust mirror (names, offsets,
+//!   sizes: `kernels::uniform_layouts`), and its storage bindings have the
+//!   access its `KernelSpec` declares.
+
+use std::collections::BTreeMap;
 
 use naga::valid::{Capabilities, ValidationFlags, Validator};
+use wgpu_attention::gpu::DeviceCaps;
+use wgpu_attention::shaders::Specialization;
+use wgpu_attention::Tuning;
 
-/// The `override` values the host modules pass, per kernel.
-fn specializations(kernel: &str) -> Vec<Vec<(&'static str, f64)>> {
-    match kernel {
-        "scores" | "weighted_sum" | "matmul" => vec![
-            vec![("STAGED", 0.0), ("WG_Y", 1.0), ("CPU_ROWS", 8.0)],
-            vec![("STAGED", 0.0), ("WG_Y", 1.0), ("CPU_ROWS", 16.0)],
-            vec![("STAGED", 0.0), ("WG_Y", 1.0), ("CPU_ROWS", 32.0)],
-            vec![("STAGED", 1.0), ("WG_Y", 8.0), ("CPU_ROWS", 8.0)],
-        ],
-        "softmax" => (0..=8).map(|p| vec![("WG", (1u32 << p) as f64)]).collect(),
-        // (other options on, MASK_MODE: none / additive / bool)
-        "flash_attention" | "flash_attention_cpu" | "flash_attention_tiled" => {
-            [(0.0, 0.0), (1.0, 1.0), (1.0, 2.0)]
-                .into_iter()
-                .map(|(on, mask_mode)| {
-                    let mut v = vec![
-                        ("USE_RULES", on),
-                        ("MASK_MODE", mask_mode),
-                        ("USE_ALIBI", on),
-                        ("USE_SOFTCAP", on),
-                    ];
-                    match kernel {
-                        "flash_attention" => v.extend([("R", 4.0), ("WG", 8.0)]),
-                        "flash_attention_cpu" => v.push(("WG", 8.0)),
-                        _ => v.push(("WG", 64.0)),
-                    }
-                    v
-                })
-                .collect()
+fn adapter(
+    name: &str,
+    device_type: wgpu::DeviceType,
+    backend: wgpu::Backend,
+    subgroup: u32,
+) -> wgpu::AdapterInfo {
+    wgpu::AdapterInfo {
+        name: name.into(),
+        subgroup_min_size: subgroup,
+        subgroup_max_size: subgroup,
+        ..wgpu::AdapterInfo::new(device_type, backend)
+    }
+}
+
+/// The kinds of device the plan is made for, each with the tunings the tests
+/// and the switches give it: lavapipe (subgroups of 8, and 16 with 512-bit
+/// vectors), llvmpipe GL, real GPUs at the WebGPU default and larger workgroup
+/// memory, a browser on SwiftShader; staged and unstaged, 16 fused rows.
+fn devices() -> Vec<(String, DeviceCaps, Tuning)> {
+    let cpu = wgpu::DeviceType::Cpu;
+    let vk = wgpu::Backend::Vulkan;
+    let lavapipe_limits = wgpu::Limits {
+        max_storage_buffer_binding_size: 128 << 20,
+        max_compute_workgroup_storage_size: 32 << 10,
+        ..wgpu::Limits::default()
+    };
+    let mut out = Vec::new();
+    for sg in [8, 16, 4, 32] {
+        let i = adapter("llvmpipe (LLVM 15.0.6, 256 bits)", cpu, vk, sg);
+        let caps = DeviceCaps::new(&i, lavapipe_limits.clone(), wgpu::Features::SUBGROUP);
+        let t = Tuning::for_adapter(&i);
+        out.push((format!("lavapipe sg{sg}"), caps.clone(), t));
+        if sg == 8 {
+            out.push(("lavapipe staged".into(), caps.clone(), t.with_staged(true)));
+            out.push((
+                "lavapipe no subgroup".into(),
+                caps.clone(),
+                t.with_subgroup(0).unwrap(),
+            ));
+            out.push((
+                "lavapipe 16 rows".into(),
+                caps,
+                t.with_fused_rows(16).unwrap(),
+            ));
         }
-        _ => vec![vec![]],
+    }
+    let gl = adapter(
+        "llvmpipe (LLVM 15.0.6, 256 bits)",
+        cpu,
+        wgpu::Backend::Gl,
+        0,
+    );
+    let caps = DeviceCaps::new(&gl, wgpu::Limits::default(), wgpu::Features::empty());
+    let t = Tuning::for_adapter(&gl);
+    out.push(("llvmpipe GL".into(), caps.clone(), t));
+    out.push(("llvmpipe GL staged".into(), caps, t.with_staged(true)));
+    let gpu = adapter("a GPU", wgpu::DeviceType::DiscreteGpu, vk, 32);
+    for kib in [16, 32, 48] {
+        let limits = wgpu::Limits {
+            max_compute_workgroup_storage_size: kib << 10,
+            ..wgpu::Limits::default()
+        };
+        let caps = DeviceCaps::new(&gpu, limits, wgpu::Features::SUBGROUP);
+        out.push((format!("GPU {kib} KiB"), caps, Tuning::for_adapter(&gpu)));
+    }
+    let web = adapter("SwiftShader", cpu, wgpu::Backend::BrowserWebGpu, 4);
+    let caps = DeviceCaps::new(&web, wgpu::Limits::default(), wgpu::Features::empty());
+    let t = Tuning::for_adapter(&web);
+    out.push(("browser".into(), caps.clone(), t));
+    out.push(("browser staged".into(), caps, t.with_staged(true)));
+    out
+}
+
+type SourceKey = (&'static str, Vec<(&'static str, u32)>);
+
+#[test]
+fn every_specialization_a_device_can_pick_validates() {
+    // One source per (kernel, defines), with every override set used with it.
+    let mut sources: BTreeMap<SourceKey, Vec<Specialization>> = BTreeMap::new();
+    for (_, caps, tuning) in devices() {
+        for s in wgpu_attention::plan::specializations(&caps, tuning) {
+            let list = sources
+                .entry((s.kernel.name, s.defines.clone()))
+                .or_default();
+            if !list.contains(&s) {
+                list.push(s);
+            }
+        }
+    }
+    let kernels: std::collections::BTreeSet<_> = sources.keys().map(|k| k.0).collect();
+    let registered: std::collections::BTreeSet<_> = wgpu_attention::shaders::KERNELS
+        .iter()
+        .map(|(n, _)| *n)
+        .collect();
+    assert_eq!(
+        kernels, registered,
+        "a kernel no device picks, or one not registered"
+    );
+    let mut count = 0;
+    for ((name, defines), specs) in &sources {
+        let src = specs[0].source();
+        let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| {
+            panic!(
+                "{name} {defines:?}:\n{}",
+                e.emit_to_string_with_path(&src, name)
+            )
+        });
+        let info = Validator::new(ValidationFlags::all(), Capabilities::all())
+            .validate(&module)
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{name} {defines:?}:\n{}",
+                    e.emit_to_string_with_path(&src, name)
+                )
+            });
+        for s in specs {
+            let mut constants = naga::back::PipelineConstants::default();
+            for (k, v) in &s.overrides {
+                constants.insert(k.to_string(), *v);
+            }
+            let (m, i) = naga::back::pipeline_constants::process_overrides(
+                &module,
+                &info,
+                Some((naga::ShaderStage::Compute, "main")),
+                &constants,
+            )
+            .unwrap_or_else(|e| panic!("{name} {defines:?} with {:?}: {e}", s.overrides));
+            let words =
+                naga::back::spv::write_vec(&m, &i, &naga::back::spv::Options::default(), None)
+                    .unwrap_or_else(|e| {
+                        panic!("{name} {defines:?} with {:?} to SPIR-V: {e}", s.overrides)
+                    });
+            assert!(words.len() > 5, "{name}: empty SPIR-V");
+            count += 1;
+        }
+    }
+    eprintln!(
+        "{} sources, {count} specializations validated",
+        sources.len()
+    );
+}
+
+/// The uniform block (binding 0) and the storage bindings of `module`.
+fn bindings(module: &naga::Module) -> BTreeMap<u32, naga::AddressSpace> {
+    module
+        .global_variables
+        .iter()
+        .filter_map(|(_, g)| g.binding.as_ref().map(|b| (b.binding, g.space)))
+        .collect()
+}
+
+#[test]
+fn uniform_blocks_equal_their_rust_mirrors() {
+    let layouts = wgpu_attention::kernels::uniform_layouts();
+    assert_eq!(layouts.len(), wgpu_attention::shaders::KERNELS.len());
+    for (kernel, (members, size)) in layouts {
+        let src = wgpu_attention::shaders::source(kernel);
+        let module = naga::front::wgsl::parse_str(&src).unwrap();
+        let uniform = module
+            .global_variables
+            .iter()
+            .map(|(_, g)| g)
+            .find(|g| g.space == naga::AddressSpace::Uniform)
+            .unwrap_or_else(|| panic!("{kernel}: no uniform block"));
+        assert_eq!(
+            uniform.binding.as_ref().map(|b| b.binding),
+            Some(0),
+            "{kernel}"
+        );
+        let naga::TypeInner::Struct {
+            members: wgsl,
+            span,
+        } = &module.types[uniform.ty].inner
+        else {
+            panic!("{kernel}: the uniform block is not a struct")
+        };
+        assert_eq!(*span as usize, size, "{kernel}: struct size WGSL vs Rust");
+        assert_eq!(
+            wgsl.len(),
+            members.len(),
+            "{kernel}: {} WGSL members, {} Rust scalars",
+            wgsl.len(),
+            members.len()
+        );
+        for (w, r) in wgsl.iter().zip(&members) {
+            let wname = w.name.as_deref().unwrap_or("");
+            let wsize = module.types[w.ty].inner.size(module.to_ctx()) as usize;
+            let name_ok = if r.array {
+                wname.starts_with(r.name) && wname.len() > r.name.len()
+            } else {
+                wname == r.name
+            };
+            assert!(
+                name_ok && w.offset as usize == r.offset && wsize == r.size,
+                "{kernel}: WGSL member {wname} (offset {}, {wsize} bytes) vs Rust {} (offset {}, {} bytes{})",
+                w.offset,
+                r.name,
+                r.offset,
+                r.size,
+                if r.array { ", array" } else { "" }
+            );
+        }
     }
 }
 
 #[test]
-fn every_shader_parses_validates_and_specializes() {
-    assert!(!wgpu_attention::shaders::KERNELS.is_empty());
-    for (name, _) in wgpu_attention::shaders::KERNELS {
-        for consts in source_consts(name) {
-            let src = wgpu_attention::shaders::source_with(name, &consts);
-            let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| {
-                panic!("{name}.wgsl:\n{}", e.emit_to_string_with_path(&src, name))
-            });
-            let info = Validator::new(ValidationFlags::all(), Capabilities::all())
-                .validate(&module)
-                .unwrap_or_else(|e| {
-                    panic!("{name}.wgsl:\n{}", e.emit_to_string_with_path(&src, name))
-                });
-            for spec in specializations(name) {
-                let mut constants = naga::back::PipelineConstants::default();
-                for (k, v) in &spec {
-                    constants.insert(k.to_string(), *v);
-                }
-                let (m, i) = naga::back::pipeline_constants::process_overrides(
-                    &module,
-                    &info,
-                    Some((naga::ShaderStage::Compute, "main")),
-                    &constants,
-                )
-                .unwrap_or_else(|e| panic!("{name} with {spec:?}: {e}"));
-                let words =
-                    naga::back::spv::write_vec(&m, &i, &naga::back::spv::Options::default(), None)
-                        .unwrap_or_else(|e| panic!("{name} with {spec:?} to SPIR-V: {e}"));
-                assert!(words.len() > 5, "{name}: empty SPIR-V");
+fn storage_bindings_have_the_declared_access() {
+    let mut seen = std::collections::BTreeSet::new();
+    for (_, caps, tuning) in devices() {
+        for s in wgpu_attention::plan::specializations(&caps, tuning) {
+            if !seen.insert(s.kernel.name) {
+                continue;
             }
+            let module = naga::front::wgsl::parse_str(&s.source()).unwrap();
+            let b = bindings(&module);
+            let want: Vec<(u32, bool)> = s
+                .kernel
+                .storage_read_only
+                .iter()
+                .enumerate()
+                .map(|(i, &ro)| (i as u32 + 1, ro))
+                .collect();
+            let got: Vec<(u32, bool)> = b
+                .iter()
+                .filter_map(|(&i, space)| match space {
+                    naga::AddressSpace::Storage { access } => {
+                        Some((i, !access.contains(naga::StorageAccess::STORE)))
+                    }
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(
+                got, want,
+                "{}: (binding, read-only) WGSL vs KernelSpec",
+                s.kernel.name
+            );
+            assert_eq!(
+                b.get(&0),
+                Some(&naga::AddressSpace::Uniform),
+                "{}",
+                s.kernel.name
+            );
         }
-    }
-}
-
-/// The `const` substitutions the host makes, per kernel (sizes of private arrays;
-/// rows, key block and vec4 chunks of the straight-line fused kernel).
-fn source_consts(kernel: &str) -> Vec<Vec<(&'static str, u32)>> {
-    match kernel {
-        "flash_attention" => [32, 64, 80, 96, 128, 256]
-            .into_iter()
-            .map(|d| vec![("DMAX", d), ("RMAX", 4)])
-            .collect(),
-        // Tiles as sized for a 16 KiB workgroup-memory limit, and the 64-key cap.
-        "flash_attention_tiled" => [
-            (32, 64),
-            (64, 32),
-            (80, 25),
-            (96, 21),
-            (128, 16),
-            (256, 8),
-            (64, 64),
-        ]
-        .into_iter()
-        .map(|(d, bc)| vec![("DMAX", d), ("BC", bc)])
-        .collect(),
-        // (rows, key block, vec4 chunks, subgroup size; 0 = whole-row K/V loads):
-        // without subgroups the lavapipe-GL shapes of the buckets 32, 64, 80, 96,
-        // 128, 256; with subgroups of 8 (lavapipe) the same plus the 1 and 2 rows
-        // of few queries; then subgroups of 4, 16 and 32 over buckets they divide.
-        // Each with the additive mask read per key (B4 = 0) and, for 4-key blocks,
-        // as vec4s (B4 = 1).
-        "flash_attention_cpu" => [
-            (8, 4, 8, 0),
-            (16, 4, 8, 0),
-            (8, 4, 16, 0),
-            (6, 4, 20, 0),
-            (5, 4, 24, 0),
-            (4, 4, 32, 0),
-            (2, 2, 64, 0),
-            (1, 4, 16, 0),
-            (8, 4, 8, 8),
-            (8, 4, 16, 8),
-            (1, 4, 16, 8),
-            (2, 4, 16, 8),
-            (6, 4, 20, 8),
-            (5, 4, 24, 8),
-            (4, 4, 32, 8),
-            (2, 2, 64, 8),
-            (8, 4, 16, 4),
-            (16, 4, 32, 16),
-            (8, 4, 32, 32),
-            (16, 4, 16, 16),
-        ]
-        .into_iter()
-        .flat_map(|(r, kb, dv, s)| {
-            let b4 = if kb == 4 { vec![0, 1] } else { vec![0] };
-            b4.into_iter().map(move |b4| {
-                let mut c = vec![("R", r), ("KB", kb), ("DV", dv), ("B4", b4)];
-                if s > 0 {
-                    c.extend([("S", s), ("NG", 4 * dv / s)]);
-                }
-                c
-            })
-        })
-        .collect(),
-        _ => vec![vec![]],
     }
 }
 

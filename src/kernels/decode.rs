@@ -14,9 +14,8 @@ pub(crate) const SPEC: KernelSpec = KernelSpec {
     storage_read_only: &[true, true, false, false],
 };
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
+crate::uniform! {
+pub(super) struct Params {
     rows: u32,
     d: u32,
     splits: u32,
@@ -29,7 +28,7 @@ struct Params {
     part_ss: u32,
     lse_ss: u32,
     _pad: [u32; 2],
-}
+}}
 
 /// Loop iterations per invocation of the merge of `splits` partials of dim `d`.
 pub(crate) fn combine_loop_iterations(splits: usize, d: usize) -> u64 {

@@ -225,9 +225,8 @@ pub(crate) struct FusedOut<'a> {
     pub lse_ss: u32,
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
+crate::uniform! {
+pub(super) struct Params {
     b: u32,
     hq: u32,
     group: u32,
@@ -258,7 +257,7 @@ struct Params {
     head_rows: u32,
     lse_off: u32,
     _pad: [u32; 2],
-}
+}}
 
 /// Records `launch` over `q` `[B, Hq, Nq, D]`, `k` and `v` `[B, Hkv, Nk, D]`
 /// (checked by the problem) under transform `t`, whose dense mask is `mask`.

@@ -12,9 +12,8 @@ pub(crate) const SPEC: KernelSpec = KernelSpec {
     storage_read_only: &[true, true, true, false],
 };
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
+crate::uniform! {
+pub(super) struct Params {
     batch: u32,
     m: u32,
     n: u32,
@@ -25,7 +24,7 @@ struct Params {
     bias_off: u32,
     a: [u32; 4],
     b: [u32; 4],
-}
+}}
 
 /// (batch, rows, cols) and (offset, batch stride, row stride, col stride) of a 2-D
 /// or 3-D operand; a 2-D operand has batch stride 0 (broadcast).

@@ -11,6 +11,7 @@ pub mod posenc;
 pub mod rope;
 pub mod scores;
 pub mod softmax;
+pub mod uniform;
 pub mod weighted_sum;
 
 use crate::error::{Error, Result};
@@ -36,6 +37,24 @@ pub(crate) fn specializations(
         out.push(Specialization::new(spec));
     }
     out
+}
+
+/// Every kernel's uniform block as its Rust mirror lays it out, by kernel name
+/// (for the boundary test in `tests/shaders.rs`).
+pub fn uniform_layouts() -> Vec<(&'static str, (Vec<uniform::Member>, usize))> {
+    use uniform::layout;
+    vec![
+        ("scores", layout::<scores::Params>()),
+        ("softmax", layout::<softmax::Params>()),
+        ("weighted_sum", layout::<weighted_sum::Params>()),
+        ("posenc", layout::<posenc::Params>()),
+        ("matmul", layout::<matmul::Params>()),
+        ("rope", layout::<rope::Params>()),
+        ("decode", layout::<decode::Params>()),
+        ("flash_attention", layout::<flash_attention::Params>()),
+        ("flash_attention_cpu", layout::<flash_attention::Params>()),
+        ("flash_attention_tiled", layout::<flash_attention::Params>()),
+    ]
 }
 
 /// Offset and strides of a tensor, as the u32 the shaders take. Storage bindings
@@ -126,10 +145,9 @@ impl TileConfig {
     }
 }
 
+crate::uniform! {
 /// The mask fields of a kernel's uniform block (same order in softmax.wgsl and
 /// shared/flash_common.wgsl): rules, then the dense-mask kind.
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 pub(crate) struct MaskFields {
     causal: u32,
     window: u32,
@@ -138,7 +156,7 @@ pub(crate) struct MaskFields {
     diag_off: i32,
     has_lengths: u32,
     mask_kind: u32,
-}
+}}
 
 impl MaskFields {
     /// The rules and dense-mask kind of `t`.

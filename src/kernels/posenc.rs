@@ -13,16 +13,15 @@ pub(crate) const SPEC: KernelSpec = KernelSpec {
     storage_read_only: &[true, true, false],
 };
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
+crate::uniform! {
+pub(super) struct Params {
     b: u32,
     n: u32,
     dm: u32,
     offset: u32,
     x_off: u32,
     x_s: [u32; 3],
-}
+}}
 
 /// `x + PE` for embeddings `x` `[B, N, d_model]` (any strides), positions
 /// `offset .. offset + N`. Output is contiguous `[B, N, d_model]`.

@@ -13,9 +13,8 @@ pub(crate) const SPEC: KernelSpec = KernelSpec {
     storage_read_only: &[true, true, false],
 };
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
+crate::uniform! {
+pub(super) struct Params {
     b: u32,
     h: u32,
     n: u32,
@@ -27,7 +26,7 @@ struct Params {
     x_s: [u32; 4],
     o_s: [u32; 3],
     _pad: u32,
-}
+}}
 
 /// RoPE applied to `x` `[B, H, N, D]` (any strides). The result is contiguous in
 /// `x`'s layout (BHND stays BHND, BNHD stays BNHD).

@@ -15,9 +15,8 @@ pub(crate) const SPEC: KernelSpec = KernelSpec {
     storage_read_only: &[true, true, true, true, false],
 };
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
+crate::uniform! {
+pub(super) struct Params {
     b: u32,
     hq: u32,
     group: u32,
@@ -37,7 +36,7 @@ struct Params {
     diag_off: i32,
     softcap: f32,
     m_off: u32,
-}
+}}
 
 /// ALiBi inside the score path: `− slopes[h] · |i + diag_off − j|`, the distance
 /// from the aligned diagonal (see [`crate::Masking::diagonal_offset`]).

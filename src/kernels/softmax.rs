@@ -15,9 +15,8 @@ pub(crate) const SPEC: KernelSpec = KernelSpec {
     storage_read_only: &[true, true, true, false, false],
 };
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
+crate::uniform! {
+pub(super) struct Params {
     b: u32,
     h: u32,
     nq: u32,
@@ -28,7 +27,7 @@ struct Params {
     neg_inf_bits: u32,
     m_off: u32,
     _pad: [u32; 2],
-}
+}}
 
 /// Weights (and optionally LSE) of [`softmax`].
 #[derive(Clone, Debug)]

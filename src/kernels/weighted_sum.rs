@@ -13,9 +13,8 @@ pub(crate) const SPEC: KernelSpec = KernelSpec {
     storage_read_only: &[true, true, false],
 };
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
+crate::uniform! {
+pub(super) struct Params {
     b: u32,
     hq: u32,
     group: u32,
@@ -29,7 +28,7 @@ struct Params {
     o_off: u32,
     o_s: [u32; 4],
     _pad: [u32; 2],
-}
+}}
 
 /// `O[b,h] = P[b,h] · V[b, h/g]` with `p` contiguous `[B, Hq, Nq, Nk]` and `v`
 /// `[B, Hkv, Nk, D]` (any strides). O is `[B, Hq, Nq, D]` stored in `out_layout`.

@@ -164,7 +164,7 @@ pub(crate) fn launch(
     let group = sh.group();
     let head_rows = (1..=group.min(block_cap / sh.nq.max(1)).max(1))
         .rev()
-        .find(|h| group % h == 0)
+        .find(|h| group.is_multiple_of(*h))
         .unwrap_or(1);
     let variant = if lane_splits {
         for_few_queries(base, head_rows * sh.nq)

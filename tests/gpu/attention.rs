@@ -1,4 +1,7 @@
-use super::{check_o_lse, each_fused_gpu, each_gpu, rng, run, uniform};
+use super::{
+    check_o_lse, each_fused_gpu, each_fused_gpu_skipping, each_gpu, each_gpu_skipping, rng, run,
+    uniform, Skip,
+};
 use wgpu_attention::reference::{self, ReferenceOptions};
 use wgpu_attention::verify::{assert_close, Tolerance};
 use wgpu_attention::{
@@ -336,10 +339,10 @@ fn attention_with_softcap_scale_and_masks_on_both_paths() {
 
 #[test]
 fn over_one_binding_unfused_runs_in_head_chunks_and_auto_goes_fused() {
-    each_gpu("attention over a binding", |gpu, t, ctx| {
-        if t.staged() {
-            return;
-        }
+    let skip = [Skip::Staged(
+        "about memory (chunking, the Auto choice): the kernels' variants are covered by the tests above",
+    )];
+    each_gpu_skipping("attention over a binding", &skip, |gpu, _, ctx| {
         let limits = gpu.limits();
         let limit = limits
             .max_storage_buffer_binding_size
@@ -396,10 +399,10 @@ fn unfused_chunks_place_masks_heads_and_batches() {
     // GQA 3:1), so every chunk reads its batch's and heads' part of Q, K, V, the
     // masks, the ALiBi slopes and the key lengths, and writes its part of O and
     // LSE. Each case against the reference, in both layouts.
-    each_gpu("unfused chunks", |gpu, t, ctx| {
-        if t.staged() {
-            return;
-        }
+    let skip = [Skip::Staged(
+        "about placing chunks: the unfused kernels' staged variant is covered by the tests above",
+    )];
+    each_gpu_skipping("unfused chunks", &skip, |gpu, t, ctx| {
         let mut limits = gpu.limits().clone();
         limits.max_storage_buffer_binding_size = 48 << 10;
         let small = pollster::block_on(Gpu::from_adapter_with(
@@ -478,10 +481,11 @@ fn unfused_chunks_place_masks_heads_and_batches() {
 
 #[test]
 fn decode_against_a_long_kv_with_uneven_splits() {
-    each_fused_gpu("decode long kv", |gpu, t, ctx| {
-        if t.staged() {
-            return;
-        }
+    let skip = [Skip::Staged(
+        "CI time: 32 768 keys per case; the tiled kernel's splits are covered by decode_serves_a_gqa_group_from_one_kv_load_with_every_option",
+    )];
+    each_fused_gpu_skipping("decode long kv", &skip, |gpu, t, ctx| {
+        // (Each variant through AttentionOptions::tuning: with and without subgroups.)
         // Nq = 1 and 3 against 32 768 keys, GQA 4:2, causal bottom-right and key padding;
         // the default split (512) and an uneven one (1000).
         let sh = shape(2, 4, 2, 3, 32_768, 64);
@@ -514,6 +518,7 @@ fn decode_against_a_long_kv_with_uneven_splits() {
                 masking: masking.clone(),
                 return_lse: true,
                 kv_split,
+                tuning: Some(t),
                 ..Default::default()
             };
             let out = wgpu_attention::attention(&qt, &kt, &vt, &opts).unwrap();

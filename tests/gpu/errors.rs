@@ -1,6 +1,6 @@
 //! One test per error kind: bad input is a typed error before any dispatch.
 
-use super::each_gpu;
+use super::{each_gpu, each_gpu_skipping, Skip};
 use wgpu_attention::kernels::{
     posenc::posenc, scores::scores, softmax::softmax, weighted_sum::weighted_sum,
 };
@@ -244,10 +244,10 @@ fn unknown_backend_and_adapter_names() {
 
 #[test]
 fn device_loss_surfaces_as_an_error() {
-    each_gpu("errors device lost", |gpu, t, ctx| {
-        if t.staged() {
-            return; // once per adapter is enough
-        }
+    let skip = [Skip::Staged(
+        "about the device, not a kernel variant: once per adapter",
+    )];
+    each_gpu_skipping("errors device lost", &skip, |gpu, _, ctx| {
         // A private device on the same adapter, destroyed under our feet.
         let own = pollster::block_on(Gpu::from_adapter(gpu.adapter().clone())).unwrap();
         let q = self::t(&own, [1, 1, 3, 4]);
@@ -265,10 +265,10 @@ fn device_loss_surfaces_as_an_error() {
 
 #[test]
 fn pipelines_are_compiled_once_not_per_shape() {
-    each_gpu("pipeline cache", |gpu, tuning, ctx| {
-        if tuning.staged() {
-            return;
-        }
+    let skip = [Skip::Staged(
+        "counts the unstaged straight-line kernel's row shapes; the staged kernels have one shape per bucket",
+    )];
+    each_gpu_skipping("pipeline cache", &skip, |gpu, _, ctx| {
         // A private device, so concurrent tests do not add pipelines to the count.
         let own = pollster::block_on(Gpu::from_adapter(gpu.adapter().clone())).unwrap();
         let run = |n: usize, d: usize, path: AttentionPath| {

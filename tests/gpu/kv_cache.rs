@@ -1,7 +1,9 @@
 //! The KV cache: append, attend at the current length, across pages (KV longer
 //! than one storage binding), against the f64 reference over the whole K/V.
 
-use super::{check_o_lse, each_fused_gpu, each_gpu, rng, run, uniform};
+use super::{
+    check_o_lse, each_fused_gpu, each_gpu, each_gpu_skipping, report_skip, rng, run, uniform, Skip,
+};
 use wgpu_attention::reference::{self, ReferenceOptions};
 use wgpu_attention::{
     AttentionOptions, AttentionPath, AttnShape, Error, Gpu, HostMask, KvCache, Layout, MaskTensor,
@@ -195,14 +197,14 @@ fn kv_cache_errors_say_what_to_change() {
 /// page length comes from the granted limit, and attention runs across the pages.
 #[test]
 fn kv_cache_longer_than_one_storage_binding() {
-    each_gpu("kv cache over one binding", |gpu, t, ctx| {
-        if t.staged() {
-            return; // the kernel variants are covered above; this is about memory
-        }
+    let skip = [Skip::Staged(
+        "about memory (pages over one binding): the kernel variants are covered by the tests above",
+    )];
+    each_gpu_skipping("kv cache over one binding", &skip, |gpu, t, ctx| {
         let limit = gpu.limits().max_storage_buffer_binding_size as usize;
         let (d, b, hkv) = (64usize, 1usize, 1usize);
         if limit > 256 << 20 {
-            eprintln!("{ctx}: storage binding limit {limit} B: a cache over it would take > 512 MiB; covered by the paged test");
+            report_skip(ctx, &format!("storage binding limit {limit} B: a cache over it would take > 512 MiB; covered by the paged test"));
             return;
         }
         let len = limit / (d * 4) + 1000;

@@ -60,17 +60,64 @@ fn gpus() -> &'static [(Gpu, Mutex<()>)] {
 /// `f` gets the variant to pass to `Recorder::with_tuning` and a context string
 /// naming adapter and variant for its failure messages.
 pub fn each_gpu(test: &str, f: impl Fn(&Gpu, Tuning, &str)) {
-    each_gpu_with(test, false, f)
+    each_gpu_with(test, false, &[], f)
+}
+
+/// Where a test does not run, declared with the test and reported (adapter,
+/// variant, reason) on stderr past the test harness's capture, so a skip is
+/// never silent.
+#[derive(Clone, Copy, Debug)]
+pub enum Skip {
+    /// The staged variant (`Tuning::staged`): the test is about something both
+    /// variants share.
+    Staged(&'static str),
+    /// Every variant but the adapter's own default.
+    NonDefault(&'static str),
+    /// Every adapter of this backend.
+    Backend(wgpu::Backend, &'static str),
+}
+
+impl Skip {
+    /// The reason when this rule skips `t` on `gpu`.
+    fn applies(&self, gpu: &Gpu, t: Tuning) -> Option<&'static str> {
+        match *self {
+            Skip::Staged(why) => t.staged().then_some(why),
+            Skip::NonDefault(why) => (t.staged() != gpu.tuning().staged()).then_some(why),
+            Skip::Backend(b, why) => (gpu.info().backend == b).then_some(why),
+        }
+    }
+}
+
+/// [`each_gpu`] except where `skips` say; each skip is reported.
+pub fn each_gpu_skipping(test: &str, skips: &[Skip], f: impl Fn(&Gpu, Tuning, &str)) {
+    each_gpu_with(test, false, skips, f)
+}
+
+/// [`each_fused_gpu`] except where `skips` say; each skip is reported.
+pub fn each_fused_gpu_skipping(test: &str, skips: &[Skip], f: impl Fn(&Gpu, Tuning, &str)) {
+    each_gpu_with(test, true, skips, f)
+}
+
+/// Reports a skip decided inside a test (`ctx` names adapter and variant), on
+/// stderr directly: the harness captures `eprintln!` of passing tests.
+pub fn report_skip(ctx: &str, reason: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "SKIP {ctx}: {reason}");
 }
 
 /// [`each_gpu`] for tests of the fused path: where the adapter's unstaged variant
 /// uses subgroups (`Tuning::subgroup`, lavapipe), also once without them, so the
 /// subgroup kernel and the plain straight-line kernel are both covered.
 pub fn each_fused_gpu(test: &str, f: impl Fn(&Gpu, Tuning, &str)) {
-    each_gpu_with(test, true, f)
+    each_gpu_with(test, true, &[], f)
 }
 
-fn each_gpu_with(test: &str, no_subgroup_too: bool, f: impl Fn(&Gpu, Tuning, &str)) {
+fn each_gpu_with(
+    test: &str,
+    no_subgroup_too: bool,
+    skips: &[Skip],
+    f: impl Fn(&Gpu, Tuning, &str),
+) {
     let gpus = gpus();
     if gpus.is_empty() {
         let msg = format!(
@@ -79,7 +126,7 @@ fn each_gpu_with(test: &str, no_subgroup_too: bool, f: impl Fn(&Gpu, Tuning, &st
         if std::env::var("WGPU_ATTENTION_REQUIRE_ADAPTER").is_ok_and(|v| v != "0") {
             panic!("{msg} (WGPU_ATTENTION_REQUIRE_ADAPTER is set)");
         }
-        eprintln!("SKIPPED {msg}");
+        report_skip(test, &format!("SKIPPED {msg}"));
         return;
     }
     for (gpu, turn) in gpus {
@@ -98,7 +145,10 @@ fn each_gpu_with(test: &str, no_subgroup_too: bool, f: impl Fn(&Gpu, Tuning, &st
                 t.staged(),
                 t.subgroup()
             );
-            f(gpu, t, &ctx);
+            match skips.iter().find_map(|s| s.applies(gpu, t)) {
+                Some(why) => report_skip(&ctx, why),
+                None => f(gpu, t, &ctx),
+            }
         }
     }
 }

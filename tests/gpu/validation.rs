@@ -2,12 +2,19 @@
 //! validate` and the browser page) on every adapter and kernel variant, with fresh
 //! seeds.
 
-use crate::each_gpu;
+use crate::{each_gpu_skipping, Skip};
 use wgpu_attention::validation::{matrix, run_case_blocking, Case};
 
 #[test]
 fn default_matrix_passes_with_fresh_seeds() {
-    each_gpu("validation matrix", |gpu, t, ctx| {
+    let skip = [
+        Skip::Backend(
+            wgpu::Backend::Gl,
+            "CI time (see the comment): GL's kernels and paths are covered by the per-kernel and attention tests",
+        ),
+        Skip::NonDefault("CI time: once per adapter, with its own variant; the browser test runs both"),
+    ];
+    each_gpu_skipping("validation matrix", &skip, |gpu, t, ctx| {
         // CI time: the matrix compiles ~60 pipelines (each mask-option specialization
         // of the fused kernel per head-dim bucket, plus the unfused kernels). Cold,
         // that took 251 s on llvmpipe-GL with the generic kernel and ~10 min with the
@@ -15,13 +22,6 @@ fn default_matrix_passes_with_fresh_seeds() {
         // So it runs once per adapter with the adapter's own variant, and not on GL,
         // whose kernels and paths the per-kernel and attention tests cover; the
         // browser test runs this matrix with both variants on SwiftShader.
-        if gpu.info().backend == wgpu::Backend::Gl {
-            eprintln!("{ctx}: validation matrix not run on GL (CI time, see the comment)");
-            return;
-        }
-        if t.staged() != gpu.tuning().staged() {
-            return;
-        }
         let base: u64 = std::env::var("WGPU_ATTENTION_SEED")
             .ok()
             .and_then(|s| s.parse().ok())
