@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 /// estimates count their main loops, not every small loop the compiler keeps.
 pub const LOOP_MARGIN: u64 = 256;
 
-/// A device's capabilities (see the module docs). [`crate::Gpu::caps`] gives a
+/// A device's capabilities (see the module docs). [`crate::gpu::Gpu::caps`] gives a
 /// real device's; tests build synthetic ones.
 #[derive(Clone, Debug)]
 pub struct DeviceCaps {
@@ -20,7 +20,7 @@ pub struct DeviceCaps {
     /// The optional features granted.
     pub features: wgpu::Features,
     /// Loop iterations one invocation may run in total, where the driver caps
-    /// them silently (Mesa's gallivm: 65535), see [`crate::Gpu::loop_budget`].
+    /// them silently (Mesa's gallivm: 65535), see [`crate::gpu::Gpu::loop_budget`].
     pub loop_budget: Option<u64>,
 }
 

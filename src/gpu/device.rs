@@ -206,7 +206,7 @@ impl Gpu {
 
     /// This device's default kernel variants: the adapter type's, with the
     /// environment's forced values, without what the device was not granted.
-    /// A call uses other variants through [`crate::Recorder::with_tuning`] or
+    /// A call uses other variants through [`crate::gpu::Recorder::with_tuning`] or
     /// [`crate::AttentionOptions::tuning`].
     pub fn tuning(&self) -> Tuning {
         self.inner.tuning

@@ -63,7 +63,7 @@ pub(crate) fn disabled_features() -> Result<wgpu::Features> {
     Ok(off)
 }
 
-/// Forced kernel variants (see [`crate::Tuning`]); `None` = the adapter's default.
+/// Forced kernel variants (see [`crate::gpu::Tuning`]); `None` = the adapter's default.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct TuningOverrides {
     /// `WGPU_ATTENTION_STAGED=0|1`.

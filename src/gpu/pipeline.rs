@@ -17,7 +17,7 @@ pub(crate) struct Kernel {
     pub(crate) read_only: &'static [bool],
     /// In a browser the validation scope around pipeline creation resolves after
     /// `kernel()` returns: it is kept here and checked at every later lookup and
-    /// readback ([`crate::Gpu::settle_kernels`]), so a rejected shader is reported
+    /// readback ([`crate::gpu::Gpu::settle_kernels`]), so a rejected shader is reported
     /// with the compiler's message and dropped from the cache instead of staying
     /// there as an "invalid pipeline".
     #[cfg(target_arch = "wasm32")]

@@ -7,9 +7,9 @@ use crate::error::{Error, Result};
 /// type ([`Tuning::for_adapter`]), forced per call for tests and benchmarks with
 /// the `with_*` methods (each checks its value), or by the environment switches
 /// `WGPU_ATTENTION_STAGED`, `…_SUBGROUP`, `…_CPU_ROWS`, `…_FUSED_ROWS` when a
-/// [`crate::Gpu`] opens. A tuning travels with a call
-/// ([`crate::Recorder::with_tuning`], [`crate::AttentionOptions::tuning`]); the
-/// device's own ([`crate::Gpu::tuning`]) never changes.
+/// [`crate::gpu::Gpu`] opens. A tuning travels with a call
+/// ([`crate::gpu::Recorder::with_tuning`], [`crate::AttentionOptions::tuning`]); the
+/// device's own ([`crate::gpu::Gpu::tuning`]) never changes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Tuning {
     staged: bool,

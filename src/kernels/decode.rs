@@ -42,8 +42,8 @@ pub(crate) fn record_combine(
     o_part: &Tensor,
     lse_part: &Tensor,
     splits: usize,
-    sh: &crate::AttnShape,
-    layout: crate::Layout,
+    sh: &crate::shape::AttnShape,
+    layout: crate::tensor::Layout,
     want_lse: bool,
 ) -> Result<(Tensor, Option<Tensor>)> {
     let gpu = o_part.gpu();

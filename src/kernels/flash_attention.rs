@@ -120,7 +120,7 @@ impl FusedVariant {
         !matches!(self.kind, Kind::Tiled { .. } | Kind::Subgroup { .. })
     }
 
-    /// Loop iterations per invocation for `keys` keys (see [`crate::Gpu::loop_budget`]).
+    /// Loop iterations per invocation for `keys` keys (see [`crate::gpu::Gpu::loop_budget`]).
     /// Generic: per key two loops over the bucket's D/4 chunks (the small row loops
     /// unroll), R loops over D around them. Straight-line: one per block of keys,
     /// plus the 4-element store loops. Tiled: per tile its load loop and, per key,

@@ -1,7 +1,7 @@
 //! One host module per WGSL kernel: parameter block, checks, dispatch.
 //!
 //! Each kernel has a `record_*` function that adds its dispatch to a
-//! [`Recorder`](crate::Recorder) (so several kernels go out in one submission) and
+//! [`Recorder`](crate::gpu::Recorder) (so several kernels go out in one submission) and
 //! a convenience function that records and submits.
 
 pub mod decode;
@@ -23,7 +23,7 @@ use crate::transform::{MaskInfo, ScoreTransform};
 /// with `caps` runs under `tuning` (see [`crate::plan::specializations`]).
 pub(crate) fn specializations(
     caps: &crate::gpu::DeviceCaps,
-    tuning: crate::Tuning,
+    tuning: crate::gpu::Tuning,
 ) -> Vec<crate::shaders::Specialization> {
     use crate::shaders::Specialization;
     let mut out = Vec::new();
@@ -184,7 +184,7 @@ impl MaskFields {
 
 /// The key lengths of `masking` uploaded, if it has any.
 pub(crate) fn upload_key_lengths(
-    gpu: &crate::Gpu,
+    gpu: &crate::gpu::Gpu,
     masking: &crate::mask::Masking,
 ) -> Result<Option<wgpu::Buffer>> {
     masking
@@ -202,7 +202,7 @@ pub(crate) fn upload_key_lengths(
 
 /// ALiBi slopes (checked by the problem) uploaded, if any.
 pub(crate) fn upload_slopes(
-    gpu: &crate::Gpu,
+    gpu: &crate::gpu::Gpu,
     slopes: Option<&[f32]>,
 ) -> Result<Option<wgpu::Buffer>> {
     slopes

@@ -39,7 +39,7 @@ pub(super) struct Params {
 }}
 
 /// ALiBi inside the score path: `− slopes[h] · |i + diag_off − j|`, the distance
-/// from the aligned diagonal (see [`crate::Masking::diagonal_offset`]).
+/// from the aligned diagonal (see [`crate::mask::Masking::diagonal_offset`]).
 #[derive(Clone, Copy, Debug)]
 pub struct AlibiBias<'a> {
     /// One slope per query head (e.g. [`crate::alibi_slopes`]).

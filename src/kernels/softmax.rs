@@ -144,7 +144,7 @@ pub(crate) fn record_softmax_into(
 
 /// Invocations per row: the tuning's, within the granted limits (and 256), as a
 /// power of two for the tree reduction.
-fn workgroup(limits: &wgpu::Limits, tuning: crate::Tuning) -> u32 {
+fn workgroup(limits: &wgpu::Limits, tuning: crate::gpu::Tuning) -> u32 {
     let max_wg = limits
         .max_compute_workgroup_size_x
         .min(limits.max_compute_invocations_per_workgroup)
@@ -154,6 +154,6 @@ fn workgroup(limits: &wgpu::Limits, tuning: crate::Tuning) -> u32 {
 }
 
 /// The softmax kernel a device with `limits` runs under `tuning`.
-pub(crate) fn specialization(limits: &wgpu::Limits, tuning: crate::Tuning) -> Specialization {
+pub(crate) fn specialization(limits: &wgpu::Limits, tuning: crate::gpu::Tuning) -> Specialization {
     Specialization::new(&SPEC).overrides(&[("WG", workgroup(limits, tuning) as f64)])
 }

@@ -130,7 +130,7 @@ impl Plan {
 }
 
 /// The plan of `problem` on a device with `caps`, under `tuning` (the device's
-/// granted one: [`crate::Gpu::tuning`] or a call's own). Fails with the typed
+/// granted one: [`crate::gpu::Gpu::tuning`] or a call's own). Fails with the typed
 /// error the run would hit: a head dim the fused kernels lack, a driver loop
 /// budget, an option the path cannot give.
 pub fn plan(problem: &AttentionProblem, caps: &DeviceCaps, tuning: Tuning) -> Result<Plan> {

@@ -33,8 +33,8 @@ pub struct AttentionOptions<'a> {
     /// (`Nk / 256`), and shorter where the driver's loop budget requires.
     pub kv_split: Option<usize>,
     /// Kernel variants for this call; `None` = the recorder's
-    /// ([`crate::Gpu::tuning`] unless [`Recorder::with_tuning`] says otherwise).
-    pub tuning: Option<crate::Tuning>,
+    /// ([`crate::gpu::Gpu::tuning`] unless [`Recorder::with_tuning`] says otherwise).
+    pub tuning: Option<crate::gpu::Tuning>,
 }
 
 /// The kernels that compute attention.
