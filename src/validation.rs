@@ -269,18 +269,54 @@ pub fn matrix(full: bool) -> Vec<Case> {
     cases
 }
 
-/// The inputs and options of a case, built from its seed.
-struct Problem {
-    q: Vec<f32>,
-    k: Vec<f32>,
-    v: Vec<f32>,
-    masking: Masking,
-    mask: Option<HostMask>,
-    alibi: Option<Vec<f32>>,
-    softcap: Option<f32>,
+/// The inputs and score options of a case, built from its seed by
+/// [`inputs`]: what [`run_case`] uploads and gives the reference, for a
+/// caller that runs the case its own way (the browser page times it and draws
+/// the weights).
+#[derive(Clone, Debug)]
+pub struct CaseInputs {
+    /// Q `[B, Hq, Nq, D]`, K and V `[B, Hkv, Nk, D]`, logical BHND order.
+    pub q: Vec<f32>,
+    pub k: Vec<f32>,
+    pub v: Vec<f32>,
+    /// The causal flag and the `key-padding` / `window` rules.
+    pub masking: Masking,
+    /// The dense mask of `additive` / `bool`.
+    pub mask: Option<HostMask>,
+    /// The slopes of `alibi`.
+    pub alibi: Option<Vec<f32>>,
+    /// The cap of `softcap`.
+    pub softcap: Option<f32>,
 }
 
-fn problem(case: &Case) -> Result<Problem> {
+impl CaseInputs {
+    /// The score options for the GPU, with `mask` the upload of
+    /// [`CaseInputs::mask`]; path, outputs and tuning left at their defaults.
+    pub fn attention_options<'a>(&'a self, mask: Option<&'a MaskTensor>) -> AttentionOptions<'a> {
+        AttentionOptions {
+            masking: self.masking.clone(),
+            mask,
+            alibi: self.alibi.as_deref(),
+            softcap: self.softcap,
+            ..Default::default()
+        }
+    }
+
+    /// The same options for the f64 reference.
+    pub fn reference_options(&self) -> ReferenceOptions<'_> {
+        ReferenceOptions {
+            masking: self.masking.clone(),
+            mask: self.mask.as_ref(),
+            alibi: self.alibi.as_deref(),
+            softcap: self.softcap.map(f64::from),
+            ..Default::default()
+        }
+    }
+}
+
+/// The inputs and score options of `case` from its seed; fails on an invalid
+/// shape or an unknown mask kind (before any GPU work).
+pub fn inputs(case: &Case) -> Result<CaseInputs> {
     let sh = case.shape();
     sh.validate()?;
     let mut rng = ChaCha8Rng::seed_from_u64(case.seed);
@@ -290,7 +326,7 @@ fn problem(case: &Case) -> Result<Problem> {
     let k = uniform(sh.kv_len());
     let v = uniform(sh.kv_len());
     let mut rng = ChaCha8Rng::seed_from_u64(case.seed ^ 0x6d61_736b);
-    let mut p = Problem {
+    let mut p = CaseInputs {
         q,
         k,
         v,
@@ -379,7 +415,7 @@ async fn run_inner(gpu: &Gpu, case: &Case) -> Result<CaseResult> {
     let sh = case.shape();
     let path = parse_path(&case.path)?;
     let layout = parse_layout(&case.layout)?;
-    let p = problem(case)?;
+    let p = inputs(case)?;
     let weights = path == AttentionPath::Unfused;
 
     let t0 = Instant::now();
@@ -392,15 +428,11 @@ async fn run_inner(gpu: &Gpu, case: &Case) -> Result<CaseResult> {
         .map(|m| MaskTensor::upload(gpu, m))
         .transpose()?;
     let opts = AttentionOptions {
-        masking: p.masking.clone(),
-        mask: mask.as_ref(),
-        alibi: p.alibi.as_deref(),
-        softcap: p.softcap,
         return_weights: weights,
         return_lse: true,
         path,
         tuning: case.staged.map(|s| gpu.tuning().with_staged(s)),
-        ..Default::default()
+        ..p.attention_options(mask.as_ref())
     };
     let out = attention(&q, &k, &v, &opts)?;
     let o = out.o.to_vec().await?; // logical BHND order whatever the layout
@@ -414,19 +446,7 @@ async fn run_inner(gpu: &Gpu, case: &Case) -> Result<CaseResult> {
     };
     let ms = t0.elapsed().as_secs_f64() * 1e3;
 
-    let want = reference::attention(
-        &p.q,
-        &p.k,
-        &p.v,
-        &sh,
-        &ReferenceOptions {
-            masking: p.masking.clone(),
-            mask: p.mask.as_ref(),
-            alibi: p.alibi.as_deref(),
-            softcap: p.softcap.map(f64::from),
-            ..Default::default()
-        },
-    );
+    let want = reference::attention(&p.q, &p.k, &p.v, &sh, &p.reference_options());
     let mut reports = vec![
         ("o".to_string(), verify(&o, &want.o)),
         ("lse".to_string(), verify(&lse, &want.lse)),

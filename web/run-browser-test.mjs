@@ -88,6 +88,7 @@ try {
     console.log(`FEATURES granted: f16=${a.granted_features.f16} subgroups=${a.granted_features.subgroups} timestamps=${a.granted_features.timestamps}` +
       ` | adapter: f16=${a.adapter_features.f16} subgroups=${a.adapter_features.subgroups} timestamps=${a.adapter_features.timestamps}` +
       ` | subgroup size ${a.subgroup_size.min}-${a.subgroup_size.max} | kernels ${a.tuning.staged ? 'staged' : 'direct'}, softmax WG ${a.tuning.softmax_workgroup}`);
+    console.log(`PLAN     fused at D 64: ${a.fused_d64}`);
     console.log('LIMITS   ' + Object.entries(a.limits).map(([k, v]) => `${k}=${v}`).join(' '));
   } else {
     console.log('ADAPTER  none' + (res && res.error ? `: ${res.error}` : ''));
@@ -103,6 +104,7 @@ try {
     const s = r.shape, t = r.timings;
     console.log(`RUN      B${s.b} H${s.hq}/${s.hkv} N${s.nq}x${s.nk} D${s.d} ${r.layout} ${r.masking}` +
       (r.dense_mask ? ` + dense ${r.dense_mask.kind} ${JSON.stringify(r.dense_mask.dims)}` : '') + ` -> ${r.pass ? 'PASS' : 'FAIL'}`);
+    for (const [path, k] of Object.entries(r.kernels || {})) console.log(`KERNELS  ${pad(path, 8)} ${k}`);
     for (const [k, e] of Object.entries(r.errors)) console.log(`         ${pad(k, 8)} max_abs=${sci(e.max_abs)} rel_l2=${sci(e.rel_l2)} nan=${e.nan} ${e.pass ? 'pass' : 'FAIL'}`);
     for (const [path, p] of Object.entries(t))
       console.log(`TIMINGS  ${pad(path, 8)} first run (compile+dispatch+readback) ${p.first_run_ms.toFixed(1)} ms | median ${ms(p.median_ms)} ms of ${p.repeats_ms.length} (${p.clock})` +
@@ -130,6 +132,7 @@ try {
   else if (!(res.ok && r.pass)) failures.push('the auto-run attention FAILED against the f64 reference');
   else if (!(r.paths.includes('fused') && r.timings.fused && Object.keys(r.errors).some((k) => k.includes('(fused)'))))
     failures.push('the auto-run did not run and check the fused path');
+  else if (!(r.kernels && r.kernels.fused)) failures.push('the auto-run did not report the fused path\'s plan');
   if (!val) failures.push(a ? 'validation did not complete' : 'validation not run (no adapter)');
   else {
     if (!(val.cases > 0 && val.rows.length === val.cases)) failures.push(`validation ran ${val.rows.length} of ${val.cases} cases`);

@@ -4,9 +4,11 @@
 //!
 //! Exports (called from `www/app.js`):
 //! - [`adapter_info`]: the adapter, its features and limits (JSON).
-//! - [`run_attention`]: one attention problem on each chosen path (fused: O and LSE;
-//!   unfused: also the weights), timed, verified (JSON + the (batch 0, head 0)
-//!   weights for the heatmap).
+//! - [`run_attention`]: one attention problem (a `validation::Case`, its inputs built
+//!   by the library exactly as the validation matrix builds them) on each chosen path
+//!   (fused: O and LSE; unfused: also the weights), with the kernels the library's plan
+//!   chooses, timed, verified (JSON + the (batch 0, head 0) weights for the heatmap).
+//! - [`mask_kinds`]: the library's mask kinds (`validation::MASK_KINDS`), for the form.
 //! - [`validation_cases`] / [`run_case`]: the library's validation matrix, case by
 //!   case.
 //! - [`check_shaders`]: every kernel's WGSL through the browser's own compiler.
@@ -20,13 +22,13 @@ use std::cell::RefCell;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use wasm_bindgen::prelude::*;
-use wgpu_attention::reference::{self, ReferenceOptions};
+use wgpu_attention::reference;
+use wgpu_attention::validation::{self, parse_layout, parse_path, Case, REL_L2_TOL};
 use wgpu_attention::verify::{verify, Report};
 use wgpu_attention::wgpu;
-use wgpu_attention::validation::{self, parse_path, REL_L2_TOL};
 use wgpu_attention::{
-    attention, record_attention, AttentionOptions, AttentionPath, AttnShape, Gpu, GpuOptions,
-    HostMask, Layout, MaskTensor, Masking, Tensor, Tuning,
+    attention, plan, record_attention, AttentionOptions, AttentionPath, AttentionProblem, Gpu,
+    GpuOptions, MaskTensor, MaskValues, Tensor, Tuning,
 };
 
 thread_local! {
@@ -93,6 +95,10 @@ async fn gpu() -> Result<Gpu, JsValue> {
     Ok(g)
 }
 
+fn tuning_json(t: Tuning) -> serde_json::Value {
+    json!({ "staged": t.staged(), "softmax_workgroup": t.softmax_workgroup() })
+}
+
 fn feature_flags(f: wgpu::Features) -> serde_json::Value {
     json!({
         "f16": f.contains(wgpu::Features::SHADER_F16),
@@ -102,8 +108,8 @@ fn feature_flags(f: wgpu::Features) -> serde_json::Value {
 }
 
 /// The adapter as wgpu sees it: name, backend, optional features (the adapter's and
-/// those granted to the device), the limits that matter to the kernels, and the
-/// kernel variant chosen for it. JSON.
+/// those granted to the device), the limits that matter to the kernels, the device's
+/// default tuning and the fused kernel the plan picks with it. JSON.
 #[wasm_bindgen]
 pub async fn adapter_info() -> Result<String, JsValue> {
     let g = gpu().await?;
@@ -128,7 +134,9 @@ pub async fn adapter_info() -> Result<String, JsValue> {
             "max_storage_buffers_per_shader_stage": l.max_storage_buffers_per_shader_stage,
         },
         "subgroup_size": { "min": i.subgroup_min_size, "max": i.subgroup_max_size },
-        "tuning": { "staged": t.staged, "softmax_workgroup": t.softmax_workgroup },
+        "tuning": tuning_json(t),
+        // The fused kernel the plan picks on this device for many queries at D = 64.
+        "fused_d64": wgpu_attention::plan::describe_fused_kernel(g.caps(), t, 64),
     })
     .to_string())
 }
@@ -178,36 +186,17 @@ pub async fn check_shaders() -> Result<String, JsValue> {
     Ok(serde_json::Value::Array(out).to_string())
 }
 
-/// One attention problem as the page describes it.
+/// One run of the page: a [`validation::Case`] (shape, causal rule, mask kind,
+/// layout, kernel variant, seed; its `path` is not used) on each of `paths`.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default)]
 pub struct RunConfig {
-    /// Label (validation table).
-    pub name: String,
-    pub b: usize,
-    /// Query heads.
-    pub heads: usize,
-    /// Key/value heads (GQA when < heads); 0 = heads.
-    pub kv_heads: usize,
-    /// Query length.
-    pub n: usize,
-    /// Key length; 0 = n.
-    pub nk: usize,
-    pub d: usize,
-    /// The causal rule (`Masking::causal`, bottom-right aligned).
-    pub causal: bool,
-    /// Extra mask: "none", "causal" (dense additive float mask, −inf above the
-    /// diagonal), "key-padding" (`Masking::key_lengths`), "bool" (dense random bool
-    /// mask broadcast over heads).
-    pub mask: String,
-    /// "bhnd" or "bnhd" (memory order of Q, K, V; O follows Q).
-    pub layout: String,
+    /// The problem, its inputs built from its seed exactly as the validation
+    /// matrix builds them ([`validation::inputs`]).
+    pub case: Case,
     /// Paths to run and check ("fused", "unfused", "decode", "auto"); the weights
     /// (heatmap) come from "unfused".
     pub paths: Vec<String>,
-    /// Kernel variant: `None` = the adapter's default.
-    pub staged: Option<bool>,
-    pub seed: u64,
     /// Timed repetitions after the verified run (0 = none).
     pub repeats: usize,
     /// Return the (batch 0, head 0) weights for the heatmap.
@@ -217,19 +206,16 @@ pub struct RunConfig {
 impl Default for RunConfig {
     fn default() -> Self {
         RunConfig {
-            name: String::new(),
-            b: 2,
-            heads: 4,
-            kv_heads: 0,
-            n: 128,
-            nk: 0,
-            d: 64,
-            causal: false,
-            mask: "none".into(),
-            layout: "bhnd".into(),
+            case: Case {
+                b: 2,
+                hq: 4,
+                hkv: 4,
+                nq: 128,
+                nk: 128,
+                d: 64,
+                ..Case::default()
+            },
             paths: vec!["fused".into(), "unfused".into()],
-            staged: None,
-            seed: 1,
             repeats: 5,
             heatmap: true,
         }
@@ -264,23 +250,6 @@ impl RunOutput {
     }
 }
 
-/// xorshift64*: reproducible inputs from the seed, uniform in [-1, 1).
-struct Rng(u64);
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
-    }
-    fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn uniform(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-    }
-}
-
 fn report_json(r: &Report) -> serde_json::Value {
     json!({
         "len": r.len,
@@ -300,105 +269,40 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
 }
 
 /// Runs one attention (`attention()` with weights and LSE) on the page's WebGPU
-/// device, downloads O, weights and LSE, compares each with the f64 reference, and
-/// times `repeats` more runs (GPU timestamps when the device has them, else wall
-/// clock including readback). `config_json` is a [`RunConfig`] (missing fields take
-/// their defaults).
+/// device for each path, downloads O, weights and LSE, compares each with the f64
+/// reference, and times `repeats` more runs (GPU timestamps when the device has
+/// them, else wall clock including readback). `config_json` is a [`RunConfig`]
+/// (missing fields take their defaults). The kernel variant is the case's
+/// (`staged`), passed with each call (`AttentionOptions::tuning`).
 #[wasm_bindgen]
 pub async fn run_attention(config_json: String) -> Result<RunOutput, JsValue> {
     let cfg: RunConfig =
         serde_json::from_str(&config_json).map_err(|e| err(format!("bad config: {e}")))?;
     let g = gpu().await?;
-    let default_tuning = g.tuning();
-    if let Some(staged) = cfg.staged {
-        g.set_tuning(Tuning {
-            staged,
-            ..default_tuning
-        });
-    }
-    let out = run_inner(&g, &cfg).await;
-    g.set_tuning(default_tuning);
-    out.map_err(err)
+    run_inner(&g, &cfg).await.map_err(err)
 }
 
 async fn run_inner(g: &Gpu, cfg: &RunConfig) -> Result<RunOutput, String> {
     let t_start = now_ms();
-    let hkv = if cfg.kv_heads == 0 {
-        cfg.heads
-    } else {
-        cfg.kv_heads
-    };
-    let nk = if cfg.nk == 0 { cfg.n } else { cfg.nk };
-    let sh = AttnShape {
-        b: cfg.b,
-        hq: cfg.heads,
-        hkv,
-        nq: cfg.n,
-        nk,
-        d: cfg.d,
-    };
-    sh.validate().map_err(|e| e.to_string())?;
-    let layout = match cfg.layout.to_ascii_lowercase().as_str() {
-        "bhnd" => Layout::Bhnd,
-        "bnhd" => Layout::Bnhd,
-        other => return Err(format!("unknown layout {other:?}: use bhnd or bnhd")),
-    };
-
-    // Inputs (logical BHND order), reproducible from the seed.
-    let mut rng = Rng::new(cfg.seed);
-    let q: Vec<f32> = (0..sh.q_len()).map(|_| rng.uniform()).collect();
-    let k: Vec<f32> = (0..sh.kv_len()).map(|_| rng.uniform()).collect();
-    let v: Vec<f32> = (0..sh.kv_len()).map(|_| rng.uniform()).collect();
-
-    // Masks: the causal rule from the checkbox, plus the chosen extra mask.
-    let mut masking = Masking {
-        causal: cfg.causal,
-        ..Default::default()
-    };
-    let offset = nk as i64 - sh.nq as i64; // bottom-right diagonal, as the rule
-    let host_mask = match cfg.mask.as_str() {
-        "none" | "" => None,
-        "causal" => {
-            let vals: Vec<f32> = (0..sh.nq * nk)
-                .map(|x| {
-                    let (i, j) = ((x / nk) as i64, (x % nk) as i64);
-                    if j > i + offset {
-                        f32::NEG_INFINITY
-                    } else {
-                        0.0
-                    }
-                })
-                .collect();
-            Some(HostMask::additive(vals, [1, 1, sh.nq, nk]).map_err(|e| e.to_string())?)
-        }
-        "key-padding" => {
-            // Batch 0 sees every key, later batches fewer (down to none for Nk = 1).
-            let lens = (0..sh.b)
-                .map(|b| (nk - (b * (nk + 1)) / sh.b.max(1)) as u32)
-                .collect();
-            masking.key_lengths = Some(lens);
-            None
-        }
-        "bool" => {
-            // Random, 3 in 4 keys visible, per batch, broadcast over heads: some
-            // rows (always at N = 1) are fully masked.
-            let vals: Vec<bool> = (0..sh.b * sh.nq * nk)
-                .map(|_| rng.next_u64() % 4 != 0)
-                .collect();
-            Some(HostMask::bool(vals, [sh.b, 1, sh.nq, nk]).map_err(|e| e.to_string())?)
-        }
-        other => {
-            return Err(format!(
-                "unknown mask kind {other:?}: use none, causal, key-padding or bool"
-            ))
-        }
-    };
-
     let e = |e: wgpu_attention::Error| e.to_string();
-    let qt = Tensor::from_bhnd(g, &q, [sh.b, sh.hq, sh.nq, sh.d], layout).map_err(e)?;
-    let kt = Tensor::from_bhnd(g, &k, [sh.b, sh.hkv, nk, sh.d], layout).map_err(e)?;
-    let vt = Tensor::from_bhnd(g, &v, [sh.b, sh.hkv, nk, sh.d], layout).map_err(e)?;
-    let mask_t = match &host_mask {
+    let case = &cfg.case;
+    let sh = case.shape();
+    // Everything the library parses, before any GPU work: layout, paths, then the
+    // shape and mask kind (`validation::inputs`).
+    let layout = parse_layout(&case.layout).map_err(e)?;
+    let paths = cfg
+        .paths
+        .iter()
+        .map(|name| parse_path(name).map(|path| (name, path)))
+        .collect::<wgpu_attention::Result<Vec<_>>>()
+        .map_err(e)?;
+    let inputs = validation::inputs(case).map_err(e)?;
+    let tuning = case.staged.map(|s| g.tuning().with_staged(s));
+
+    let qt = Tensor::from_bhnd(g, &inputs.q, [sh.b, sh.hq, sh.nq, sh.d], layout).map_err(e)?;
+    let kt = Tensor::from_bhnd(g, &inputs.k, [sh.b, sh.hkv, sh.nk, sh.d], layout).map_err(e)?;
+    let vt = Tensor::from_bhnd(g, &inputs.v, [sh.b, sh.hkv, sh.nk, sh.d], layout).map_err(e)?;
+    let mask_t = match &inputs.mask {
         Some(m) => Some(MaskTensor::upload(g, m).map_err(e)?),
         None => None,
     };
@@ -406,34 +310,35 @@ async fn run_inner(g: &Gpu, cfg: &RunConfig) -> Result<RunOutput, String> {
     // The f64 reference on the CPU (in wasm), once for every path.
     let t0 = now_ms();
     let want = reference::attention(
-        &q,
-        &k,
-        &v,
+        &inputs.q,
+        &inputs.k,
+        &inputs.v,
         &sh,
-        &ReferenceOptions {
-            masking: masking.clone(),
-            mask: host_mask.as_ref(),
-            ..Default::default()
-        },
+        &inputs.reference_options(),
     );
     let reference_ms = now_ms() - t0;
-    let flops = 4.0 * (sh.b * sh.hq * sh.nq * nk * sh.d) as f64;
+    let flops = 4.0 * (sh.b * sh.hq * sh.nq * sh.nk * sh.d) as f64;
 
     let mut pass = true;
     let mut errors = serde_json::Map::new();
     let mut timings = serde_json::Map::new();
+    let mut kernels = serde_json::Map::new();
     let mut medians = std::collections::HashMap::new();
     let mut heat = Vec::new();
-    for name in &cfg.paths {
-        let path = parse_path(name).map_err(e)?;
+    for (name, path) in paths {
         let opts = AttentionOptions {
-            masking: masking.clone(),
-            mask: mask_t.as_ref(),
             return_weights: path == AttentionPath::Unfused,
             return_lse: true,
             path,
-            ..Default::default()
+            tuning,
+            ..inputs.attention_options(mask_t.as_ref())
         };
+        // What runs, as the library's plan decides it for this call.
+        let planned = AttentionProblem::new(&qt, &kt, &vt, &opts)
+            .and_then(|p| plan(&p, g.caps(), tuning.unwrap_or_else(|| g.tuning())))
+            .map_err(e)?;
+        kernels.insert(name.clone(), planned.describe().into());
+
         // 1. The verified run, everything downloaded asynchronously.
         let t0 = now_ms();
         let out = attention(&qt, &kt, &vt, &opts).map_err(e)?;
@@ -456,7 +361,7 @@ async fn run_inner(g: &Gpu, cfg: &RunConfig) -> Result<RunOutput, String> {
         if let Some(p) = &p {
             check("weights P", verify(p, &want.p));
             if cfg.heatmap && heat.is_empty() {
-                heat = p[..sh.nq * nk].to_vec();
+                heat = p[..sh.nq * sh.nk].to_vec();
             }
         }
 
@@ -486,7 +391,10 @@ async fn run_inner(g: &Gpu, cfg: &RunConfig) -> Result<RunOutput, String> {
                 }
             }
             if let Some(o2) = last_o {
-                check("O last timed", verify(&o2.to_vec().await.map_err(e)?, &want.o));
+                check(
+                    "O last timed",
+                    verify(&o2.to_vec().await.map_err(e)?, &want.o),
+                );
             }
         }
         let med = median(times.clone());
@@ -509,19 +417,28 @@ async fn run_inner(g: &Gpu, cfg: &RunConfig) -> Result<RunOutput, String> {
         _ => None,
     };
 
-    let (heat_rows, heat_cols) = if heat.is_empty() { (0, 0) } else { (sh.nq, nk) };
-    let tuning = g.tuning();
+    let (heat_rows, heat_cols) = if heat.is_empty() {
+        (0, 0)
+    } else {
+        (sh.nq, sh.nk)
+    };
+    let masking = &inputs.masking;
     let json = json!({
         "config": cfg,
-        "shape": { "b": sh.b, "hq": sh.hq, "hkv": sh.hkv, "nq": sh.nq, "nk": nk, "d": sh.d },
+        // The case's label with the paths that ran (its own `path` is not used).
+        "case": Case { path: cfg.paths.join("+"), ..case.clone() }.label(),
+        "shape": { "b": sh.b, "hq": sh.hq, "hkv": sh.hkv, "nq": sh.nq, "nk": sh.nk, "d": sh.d },
         "layout": format!("{layout:?}"),
-        "tuning": { "staged": tuning.staged, "softmax_workgroup": tuning.softmax_workgroup },
+        "tuning": tuning_json(tuning.unwrap_or_else(|| g.tuning())),
+        "kernels": kernels,
         "masking": format!("{masking:?}"),
         "key_lengths": masking.key_lengths,
-        "dense_mask": host_mask.as_ref().map(|m| json!({
+        "dense_mask": inputs.mask.as_ref().map(|m| json!({
             "dims": m.dims,
-            "kind": match m.values { wgpu_attention::MaskValues::Bool(_) => "bool", _ => "additive" },
+            "kind": match m.values { MaskValues::Bool(_) => "bool", _ => "additive" },
         })),
+        "alibi": inputs.alibi.is_some(),
+        "softcap": inputs.softcap,
         "adapter": g.describe(),
         "paths": cfg.paths,
         "timings": timings,
@@ -541,6 +458,13 @@ async fn run_inner(g: &Gpu, cfg: &RunConfig) -> Result<RunOutput, String> {
     })
 }
 
+/// The mask kinds a [`Case`] takes (`validation::MASK_KINDS`), as a JSON list: the
+/// page's mask choices.
+#[wasm_bindgen]
+pub fn mask_kinds() -> String {
+    serde_json::to_string(&validation::MASK_KINDS).expect("names serialize")
+}
+
 /// The in-page validation matrix: the library's default case matrix
 /// (`wgpu_attention::validation::matrix`: every mask kind × fused, unfused and
 /// decode paths on shapes no tile divides, GQA/MQA, Nq ≠ Nk) once per kernel variant
@@ -551,7 +475,7 @@ pub fn validation_cases() -> String {
     let mut cases = Vec::new();
     for staged in [false, true] {
         for c in validation::matrix(false) {
-            let mut c = validation::Case {
+            let mut c = Case {
                 staged: Some(staged),
                 ..c
             };
@@ -566,8 +490,7 @@ pub fn validation_cases() -> String {
 /// reference; returns the `validation::CaseResult` as JSON.
 #[wasm_bindgen]
 pub async fn run_case(case_json: String) -> Result<String, JsValue> {
-    let case: validation::Case =
-        serde_json::from_str(&case_json).map_err(|e| err(format!("bad case: {e}")))?;
+    let case: Case = serde_json::from_str(&case_json).map_err(|e| err(format!("bad case: {e}")))?;
     let g = gpu().await?;
     let r = validation::run_case(&g, &case).await;
     serde_json::to_string(&r).map_err(err)

@@ -1,8 +1,9 @@
 // Page logic of the wgpu-attention browser demo. The work is done in wasm (./pkg, built by
-// web/test.sh): adapter_info(), run_attention(config JSON), validation_cases() + run_case(case JSON).
+// web/test.sh): adapter_info(), mask_kinds(), run_attention(config JSON: a validation::Case + paths),
+// validation_cases() + run_case(case JSON).
 // Results for scripts: window.__result (auto-run on load, then every Run), window.__validation
 // (Validate); body[data-done] is set after the auto-run, body[data-validated] after Validate.
-import init, { adapter_info, check_shaders, disable_features, run_attention, run_case, validation_cases } from './pkg/wgpu_attention_web.js';
+import init, { adapter_info, check_shaders, disable_features, mask_kinds, run_attention, run_case, validation_cases } from './pkg/wgpu_attention_web.js';
 
 const $ = (id) => document.getElementById(id);
 const fmt = (x, d = 2) => (x === null || x === undefined) ? '–' : Number(x).toFixed(d);
@@ -87,7 +88,8 @@ function showAdapter(a) {
     (a.browser && a.browser.features.includes('subgroups') && !ad.subgroups
       ? ' (the browser has "subgroups"; wgpu 30 does not map it)' : '') +
     ` subgroup size ${a.subgroup_size.min}–${a.subgroup_size.max}` +
-    ` · kernel variant: ${a.tuning.staged ? 'staged' : 'direct'}, softmax workgroup ${a.tuning.softmax_workgroup}`;
+    ` · default kernel variant: ${a.tuning.staged ? 'staged' : 'direct'}, softmax workgroup ${a.tuning.softmax_workgroup}` +
+    ` · fused kernel at D 64 (plan): ${a.fused_d64}`;
   const l = a.limits;
   $('limits').textContent = Object.entries(l).map(([k, v]) => `${k}=${v}`).join('  ') +
     (a.browser ? `\nbrowser features: ${a.browser.features.join(' ')}` : '');
@@ -107,7 +109,9 @@ function showRun(r) {
   const s = r.shape;
   $('summary').textContent = `Q [${s.b},${s.hq},${s.nq},${s.d}]  K,V [${s.b},${s.hkv},${s.nk},${s.d}]  ${r.layout}` +
     `  ${r.masking}` + (r.dense_mask ? `  dense ${r.dense_mask.kind} mask ${JSON.stringify(r.dense_mask.dims)}` : '') +
-    `  kernels: ${r.tuning.staged ? 'staged' : 'direct'}`;
+    (r.alibi ? '  ALiBi' : '') + (r.softcap ? `  softcap ${r.softcap}` : '');
+  // What ran, as the library's plan describes it (Plan::describe).
+  $('kernels').innerHTML = Object.entries(r.kernels).map(([path, k]) => `<b>${esc(path)}</b>: ${esc(k)}`).join('<br>');
   const row = (name, e) => `<tr><td class="l">${name}</td><td>${e.len}</td><td>${sci(e.max_abs)}</td><td>${sci(e.rel_l2)}</td>` +
     `<td>${e.nan}</td><td class="${e.pass ? 'PASS' : 'FAIL'}">${e.pass ? 'pass' : 'FAIL'}</td></tr>`;
   $('errors').innerHTML = '<tr><th class="l">vs f64 reference</th><th>elements</th><th>max abs</th><th>rel L2</th><th>NaN</th><th></th></tr>' +
@@ -120,13 +124,24 @@ function showRun(r) {
     `<br>f64 CPU reference (wasm): ${fmt(r.reference_ms, 1)} ms · whole run ${fmt(r.total_ms, 1)} ms`;
 }
 
+// The form as the library's validation::Case (the same fields `attn validate --json` writes),
+// plus the paths to run.
 function formConfig() {
   const num = (id) => Number($(id).value);
+  const variant = $('variant').value;
   return {
-    b: num('b'), n: num('n'), d: num('d'), heads: num('heads'), kv_heads: num('kv_heads'),
-    layout: $('layout').value, causal: $('causal').checked, mask: $('mask').value, seed: num('seed'),
+    case: {
+      b: num('b'), hq: num('heads'), hkv: num('kv_heads'), nq: num('n'), nk: num('n'), d: num('d'),
+      layout: $('layout').value, causal: $('causal').checked, mask: $('mask').value, seed: num('seed'),
+      staged: variant === '' ? null : variant === 'staged',
+    },
     paths: [...document.querySelectorAll('input[name=path]:checked')].map((x) => x.value), repeats: 5, heatmap: true,
   };
+}
+
+// The mask choices are the library's mask kinds (validation::MASK_KINDS).
+function fillMaskKinds(kinds, selected) {
+  $('mask').innerHTML = kinds.map((k) => `<option value="${esc(k)}"${k === selected ? ' selected' : ''}>${esc(k)}</option>`).join('');
 }
 
 async function runOnce() {
@@ -209,6 +224,7 @@ drawColorbar();
 await exclusive(async () => {
   try {
     await init();
+    fillMaskKinds(JSON.parse(mask_kinds()), 'key-padding');
     const params = new URLSearchParams(location.search);
     if (params.get('disable')) disable_features(params.get('disable')); // e.g. ?disable=timestamp
     state.adapter = JSON.parse(await adapter_info());

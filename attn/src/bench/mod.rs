@@ -1,0 +1,230 @@
+//! `attn bench`: attention paths over shapes on one adapter, with the project's
+//! GEMM measured in the same run as the ceiling.
+//!
+//! - [`configs`]: the flag lists expanded into shapes, checked before the device opens;
+//! - [`measure`]: the inputs, the timing (GPU timestamps or wall clock), the GEMM
+//!   ceiling, and the peak bytes from the library's plan;
+//! - [`report`]: the records, the table, the ratios and the JSON;
+//! - [`plot`]: the records as a chart (`--plot`).
+
+mod configs;
+mod measure;
+mod plot;
+mod report;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, ValueEnum};
+use serde::Serialize;
+use wgpu_attention::AttentionPath;
+
+use crate::args::DeviceArgs;
+use crate::io;
+use report::{Record, Run};
+
+/// A path to time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BenchPath {
+    Fused,
+    Unfused,
+    Decode,
+}
+
+impl BenchPath {
+    fn path(self) -> AttentionPath {
+        match self {
+            BenchPath::Fused => AttentionPath::Fused,
+            BenchPath::Unfused => AttentionPath::Unfused,
+            BenchPath::Decode => AttentionPath::Decode,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            BenchPath::Fused => "fused",
+            BenchPath::Unfused => "unfused",
+            BenchPath::Decode => "decode",
+        }
+    }
+}
+
+/// A score option to time against the plain run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScoreOption {
+    /// No extra option.
+    Plain,
+    /// An additive float mask `[1, 1, Nq, Nk]` (a bias on every score).
+    Bias,
+    /// Softcap 30 (`30·tanh(s/30)`).
+    Softcap,
+    /// A custom scale (0.1 instead of 1/sqrt(D)).
+    Scale,
+    /// ALiBi with the paper's slopes.
+    Alibi,
+}
+
+impl ScoreOption {
+    fn name(self) -> &'static str {
+        match self {
+            ScoreOption::Plain => "plain",
+            ScoreOption::Bias => "bias",
+            ScoreOption::Softcap => "softcap",
+            ScoreOption::Scale => "scale",
+            ScoreOption::Alibi => "alibi",
+        }
+    }
+}
+
+/// What `--plot` shows on the y axis.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Metric {
+    Gflops,
+    Ms,
+}
+
+#[derive(Args)]
+#[command(after_help = "Examples:
+  attn bench --path fused,unfused --b 1 --h 8 --n 1024 --d 64
+  attn bench --path decode,fused --nq 1 --nk 1800,32768 --d 64 --json
+  attn bench --path fused,unfused --n 256,512,1024 --plot bench.png
+  attn bench --path fused --n 1024 --options plain,bias,softcap,scale
+
+Per configuration (every combination of the lists): median of --reps (at least
+10) runs after one warm-up run (pipeline compile, reported as first_run_ms),
+timed with GPU timestamps where the adapter has them (wall clock including a
+one-element readback otherwise). GFLOP/s counts 4·B·Hq·Nq·Nk·D (halved for causal
+with Nq = Nk). peak_buffer_bytes is the library plan's (wgpu_attention::plan, Plan::peak_bytes):
+Q, K, V, the mask of --options bias, O, and for unfused the scores and weights
+(2·B·Hq·Nq·Nk f32, or of one chunk of heads when they exceed a storage binding),
+for decode the partial outputs (splits·B·Hq·Nq·(D+1) f32, splits as the plan
+chooses them on this device). The project's GEMM (--gemm-n cubed) is timed
+the same way as the ceiling; the table ends with fused/GEMM and fused/unfused
+ratios. A configuration a path cannot run (memory, driver limits) is reported
+with its error instead of a time.")]
+pub struct BenchArgs {
+    /// Paths to time (comma-separated).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "fused,unfused"
+    )]
+    pub path: Vec<BenchPath>,
+    /// Batch sizes.
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    pub b: Vec<usize>,
+    /// Query heads.
+    #[arg(long, value_delimiter = ',', default_value = "8")]
+    pub h: Vec<usize>,
+    /// Key/value heads [default: as many as query heads].
+    #[arg(long, value_delimiter = ',')]
+    pub hkv: Vec<usize>,
+    /// Query lengths [default: --n].
+    #[arg(long, value_delimiter = ',')]
+    pub nq: Vec<usize>,
+    /// Key lengths [default: --n].
+    #[arg(long, value_delimiter = ',')]
+    pub nk: Vec<usize>,
+    /// Sequence lengths, Nq = Nk = n, when --nq/--nk are not given (with one of them, the other takes these).
+    #[arg(long, value_delimiter = ',', default_value = "1024")]
+    pub n: Vec<usize>,
+    /// Head dims.
+    #[arg(long, value_delimiter = ',', default_value = "64")]
+    pub d: Vec<usize>,
+    /// Also run causal (bottom-right) for each configuration.
+    #[arg(long)]
+    pub causal: bool,
+    /// Score options to time, each against `plain` (the table then gives the
+    /// overhead of each over plain for the same path and shape).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "plain")]
+    pub options: Vec<ScoreOption>,
+    /// Timed runs per configuration (at least 10).
+    #[arg(long, default_value_t = 10)]
+    pub reps: usize,
+    /// Keys per split of the decode path [default: the library's choice].
+    #[arg(long, value_name = "N")]
+    pub kv_split: Option<usize>,
+    /// Size of the square GEMM measured as the ceiling.
+    #[arg(long, default_value_t = 1024)]
+    pub gemm_n: usize,
+    /// Print a JSON array of records instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Also draw the results as a PNG chart (one series per path, the GEMM ceiling dashed).
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
+    /// Y axis of --plot.
+    #[arg(long, value_enum, default_value_t = Metric::Gflops)]
+    pub plot_metric: Metric,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+pub fn main(a: BenchArgs) -> Result<()> {
+    if let Some(p) = &a.plot {
+        io::check_output(p, "--plot")?;
+    }
+    // Every (b, h, hkv, nq, nk, d), checked before anything runs.
+    let configs = configs::expand(&a)?;
+    let reps = a.reps.max(10);
+    let gpu = a.device.open()?;
+    let timed = gpu.timed_recorder().is_ok();
+    let gemm = measure::gemm_gflops(&gpu, timed, a.gemm_n)?;
+    let run = Run {
+        adapter: gpu.describe(),
+        timing: if timed {
+            "gpu-timestamps"
+        } else {
+            "wall-clock"
+        },
+        reps,
+        gemm_n: a.gemm_n,
+        gemm_gflops: gemm,
+    };
+    if !a.json {
+        report::print_header(&run);
+    }
+    let with_bias = a.options.contains(&ScoreOption::Bias);
+    let causals: &[bool] = if a.causal { &[false, true] } else { &[false] };
+    let mut records: Vec<Record> = Vec::new();
+    for &config in &configs {
+        let inputs = measure::Inputs::upload(&gpu, &config, with_bias)?;
+        for &causal in causals {
+            for (&path, &extra) in a
+                .path
+                .iter()
+                .flat_map(|p| a.options.iter().map(move |o| (p, o)))
+            {
+                let opts = inputs.options(path.path(), extra, causal, a.kv_split);
+                let m = measure::measure(&gpu, timed, &inputs, &opts, reps);
+                let r = Record::new(path, config, causal, extra, m, &run);
+                if !a.json {
+                    report::print_row(&r);
+                }
+                records.push(r);
+            }
+        }
+    }
+    report::set_fused_over_unfused(&mut records);
+    if !a.json {
+        report::print_summary(&records);
+    } else {
+        report::print_json(&records)?;
+    }
+    if let Some(p) = &a.plot {
+        let title = format!(
+            "attention f32 on {} ({:?})",
+            gpu.info().name,
+            gpu.info().backend
+        );
+        let png = plot::render(&records, &a, gemm, &title)?;
+        io::write_atomic(p, &png)?;
+        if !a.json {
+            println!("wrote {}", p.display());
+        }
+    }
+    Ok(())
+}

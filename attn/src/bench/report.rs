@@ -1,0 +1,269 @@
+//! What `attn bench` reports: one [`Record`] per (configuration, path,
+//! option), printed as a table row as it is measured, then the fused/GEMM and
+//! fused/unfused ratios and each option's overhead over plain, or all the
+//! records as JSON.
+
+use anyhow::Result;
+use serde::Serialize;
+
+use super::configs::Config;
+use super::measure::Measurement;
+use super::{BenchPath, ScoreOption};
+
+/// What every record of one `attn bench` run shares.
+pub struct Run {
+    /// [`wgpu_attention::Gpu::describe`].
+    pub adapter: String,
+    /// `gpu-timestamps` or `wall-clock`.
+    pub timing: &'static str,
+    /// Timed runs per configuration.
+    pub reps: usize,
+    /// Size of the square GEMM and its GFLOP/s (the ceiling).
+    pub gemm_n: usize,
+    pub gemm_gflops: f64,
+}
+
+/// One (path, configuration) measurement.
+#[derive(Clone, Debug, Serialize)]
+pub struct Record {
+    pub path: BenchPath,
+    pub b: usize,
+    pub hq: usize,
+    pub hkv: usize,
+    pub nq: usize,
+    pub nk: usize,
+    pub d: usize,
+    pub causal: bool,
+    /// The score option (`plain`, `bias`, `softcap`, `scale`, `alibi`).
+    pub options: ScoreOption,
+    pub dtype: &'static str,
+    pub median_ms: Option<f64>,
+    pub min_ms: Option<f64>,
+    pub gflops: Option<f64>,
+    /// GEMM GFLOP/s on the same adapter (the ceiling).
+    pub gemm_gflops: f64,
+    /// `gflops / gemm_gflops`.
+    pub of_gemm: Option<f64>,
+    /// On fused records: unfused median / fused median for the same configuration.
+    pub fused_over_unfused: Option<f64>,
+    pub peak_buffer_bytes: u64,
+    pub first_run_ms: Option<f64>,
+    pub reps: usize,
+    /// `gpu-timestamps` or `wall-clock`.
+    pub timing: &'static str,
+    pub adapter: String,
+    pub error: Option<String>,
+}
+
+impl Record {
+    /// The record of `path` with option `extra` on `c` (causal or not), from
+    /// what it measured (`fused_over_unfused` is filled in later, by
+    /// [`set_fused_over_unfused`]).
+    pub fn new(
+        path: BenchPath,
+        c: Config,
+        causal: bool,
+        extra: ScoreOption,
+        m: Measurement,
+        run: &Run,
+    ) -> Record {
+        let gflops = m.median_ms.map(|ms| c.flops(causal) / ms / 1e6);
+        Record {
+            path,
+            b: c.b,
+            hq: c.h,
+            hkv: c.hkv,
+            nq: c.nq,
+            nk: c.nk,
+            d: c.d,
+            causal,
+            options: extra,
+            dtype: "f32",
+            median_ms: m.median_ms,
+            min_ms: m.min_ms,
+            gflops,
+            gemm_gflops: run.gemm_gflops,
+            of_gemm: gflops.map(|g| g / run.gemm_gflops),
+            fused_over_unfused: None,
+            peak_buffer_bytes: m.peak_buffer_bytes,
+            first_run_ms: m.first_run_ms,
+            reps: run.reps,
+            timing: run.timing,
+            adapter: run.adapter.clone(),
+            error: m.error,
+        }
+    }
+
+    /// The shape and causal setting (what records of different paths and
+    /// options are matched by).
+    pub fn config(&self) -> (Config, bool) {
+        (
+            Config {
+                b: self.b,
+                h: self.hq,
+                hkv: self.hkv,
+                nq: self.nq,
+                nk: self.nk,
+                d: self.d,
+            },
+            self.causal,
+        )
+    }
+
+    /// `B1 H8/2 N1024 D64 c`.
+    pub fn label(&self) -> String {
+        let n = if self.nq == self.nk {
+            format!("N{}", self.nq)
+        } else {
+            format!("{}x{}", self.nq, self.nk)
+        };
+        let h = if self.hkv == self.hq {
+            format!("H{}", self.hq)
+        } else {
+            format!("H{}/{}", self.hq, self.hkv)
+        };
+        format!(
+            "B{} {h} {n} D{}{}",
+            self.b,
+            self.d,
+            if self.causal { " c" } else { "" }
+        )
+    }
+}
+
+/// `fused` or `fused+bias`: the table's path column and the chart's series.
+pub fn path_label(path: BenchPath, extra: ScoreOption) -> String {
+    if extra == ScoreOption::Plain {
+        path.name().to_string()
+    } else {
+        format!("{}+{}", path.name(), extra.name())
+    }
+}
+
+/// The adapter, the timing and the table's header.
+pub fn print_header(run: &Run) {
+    println!("adapter: {}", run.adapter);
+    println!(
+        "timing: {}, median of {} after a warm-up; GEMM {n}³ (ceiling): {gemm:.2} GFLOP/s",
+        run.timing,
+        run.reps,
+        n = run.gemm_n,
+        gemm = run.gemm_gflops
+    );
+    println!(
+        "{:<16} {:>2} {:>3} {:>3} {:>6} {:>6} {:>4} {:>6} {:>5} {:>10} {:>9} {:>8} {:>12} {:>10}",
+        "path",
+        "B",
+        "Hq",
+        "Hkv",
+        "Nq",
+        "Nk",
+        "D",
+        "causal",
+        "dtype",
+        "median ms",
+        "GFLOP/s",
+        "of GEMM",
+        "peak MiB",
+        "first ms"
+    );
+}
+
+/// One table row: the time, or the error instead.
+pub fn print_row(r: &Record) {
+    let head = format!(
+        "{:<16} {:>2} {:>3} {:>3} {:>6} {:>6} {:>4} {:>6} {:>5}",
+        path_label(r.path, r.options),
+        r.b,
+        r.hq,
+        r.hkv,
+        r.nq,
+        r.nk,
+        r.d,
+        r.causal,
+        r.dtype
+    );
+    match (r.median_ms, r.gflops) {
+        (Some(m), Some(g)) => println!(
+            "{head} {m:>10.2} {g:>9.2} {:>7.0}% {:>12.1} {:>10.0}",
+            100.0 * r.of_gemm.unwrap_or(f64::NAN),
+            r.peak_buffer_bytes as f64 / 1048576.0,
+            r.first_run_ms.unwrap_or(f64::NAN)
+        ),
+        _ => println!("{head}  — {}", r.error.as_deref().unwrap_or("")),
+    }
+}
+
+/// Fills `fused_over_unfused` on every fused record with an unfused one of the
+/// same configuration and option.
+pub fn set_fused_over_unfused(records: &mut [Record]) {
+    let speedups: Vec<(usize, f64)> = records
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.path == BenchPath::Fused)
+        .filter_map(|(i, f)| {
+            let u = records.iter().find(|u| {
+                u.path == BenchPath::Unfused && u.config() == f.config() && u.options == f.options
+            })?;
+            Some((i, u.median_ms? / f.median_ms?))
+        })
+        .collect();
+    for (i, s) in speedups {
+        records[i].fused_over_unfused = Some(s);
+    }
+}
+
+/// After the table: fused/GEMM and fused/unfused per fused record, then the
+/// overhead of each score option over plain (same path and shape).
+pub fn print_summary(records: &[Record]) {
+    let fused: Vec<&Record> = records
+        .iter()
+        .filter(|r| r.path == BenchPath::Fused && r.median_ms.is_some())
+        .collect();
+    if !fused.is_empty() {
+        println!("\nratios (fused):");
+        for r in fused {
+            println!(
+                "  {:<24} {:<8} fused/GEMM {:>5.0}%   fused/unfused {}",
+                r.label(),
+                r.options.name(),
+                100.0 * r.of_gemm.unwrap_or(f64::NAN),
+                r.fused_over_unfused
+                    .map_or("—".to_string(), |s| format!("{s:.2}× faster"))
+            );
+        }
+    }
+    let extra: Vec<&Record> = records
+        .iter()
+        .filter(|r| r.options != ScoreOption::Plain && r.median_ms.is_some())
+        .collect();
+    if !extra.is_empty() {
+        println!("\noverhead over plain (same path and shape):");
+        for r in extra {
+            let plain = records.iter().find(|p| {
+                p.options == ScoreOption::Plain && p.path == r.path && p.config() == r.config()
+            });
+            match plain.and_then(|p| p.median_ms) {
+                Some(pm) => println!(
+                    "  {:<8} {:<24} {:<8} {:+6.1}%",
+                    r.path.name(),
+                    r.label(),
+                    r.options.name(),
+                    100.0 * (r.median_ms.unwrap_or(f64::NAN) / pm - 1.0)
+                ),
+                None => println!(
+                    "  {:<8} {:<24} {:<8} (no plain run to compare; add plain to --options)",
+                    r.path.name(),
+                    r.label(),
+                    r.options.name()
+                ),
+            }
+        }
+    }
+}
+
+/// The records as a pretty JSON array (`--json`).
+pub fn print_json(records: &[Record]) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(records)?);
+    Ok(())
+}
