@@ -112,48 +112,69 @@ fn every_specialization_a_device_can_pick_validates() {
         kernels, registered,
         "a kernel no device picks, or one not registered"
     );
-    let mut count = 0;
-    for ((name, defines), specs) in &sources {
-        let src = specs[0].source();
-        let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| {
+    // Validated on every core: each source is parsed once, then each of its
+    // override sets is applied and translated.
+    let work: Vec<(&SourceKey, &Vec<Specialization>)> = sources.iter().collect();
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let count: usize = std::thread::scope(|scope| {
+        let work = &work;
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                scope.spawn(move || {
+                    work.iter()
+                        .skip(t)
+                        .step_by(threads)
+                        .map(|(k, specs)| validate_source(k, specs))
+                        .sum::<usize>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a validation thread panicked"))
+            .sum()
+    });
+    eprintln!(
+        "{} sources, {count} specializations validated",
+        sources.len()
+    );
+}
+
+/// Parses and validates one source, then applies and translates each override
+/// set of `specs` (all with that source); the number of specializations checked.
+fn validate_source((name, defines): &SourceKey, specs: &[Specialization]) -> usize {
+    let src = specs[0].source();
+    let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| {
+        panic!(
+            "{name} {defines:?}:\n{}",
+            e.emit_to_string_with_path(&src, name)
+        )
+    });
+    let info = Validator::new(ValidationFlags::all(), Capabilities::all())
+        .validate(&module)
+        .unwrap_or_else(|e| {
             panic!(
                 "{name} {defines:?}:\n{}",
                 e.emit_to_string_with_path(&src, name)
             )
         });
-        let info = Validator::new(ValidationFlags::all(), Capabilities::all())
-            .validate(&module)
-            .unwrap_or_else(|e| {
-                panic!(
-                    "{name} {defines:?}:\n{}",
-                    e.emit_to_string_with_path(&src, name)
-                )
-            });
-        for s in specs {
-            let mut constants = naga::back::PipelineConstants::default();
-            for (k, v) in &s.overrides {
-                constants.insert(k.to_string(), *v);
-            }
-            let (m, i) = naga::back::pipeline_constants::process_overrides(
-                &module,
-                &info,
-                Some((naga::ShaderStage::Compute, "main")),
-                &constants,
-            )
-            .unwrap_or_else(|e| panic!("{name} {defines:?} with {:?}: {e}", s.overrides));
-            let words =
-                naga::back::spv::write_vec(&m, &i, &naga::back::spv::Options::default(), None)
-                    .unwrap_or_else(|e| {
-                        panic!("{name} {defines:?} with {:?} to SPIR-V: {e}", s.overrides)
-                    });
-            assert!(words.len() > 5, "{name}: empty SPIR-V");
-            count += 1;
+    for s in specs {
+        let mut constants = naga::back::PipelineConstants::default();
+        for (k, v) in &s.overrides {
+            constants.insert(k.to_string(), *v);
         }
+        let (m, i) = naga::back::pipeline_constants::process_overrides(
+            &module,
+            &info,
+            Some((naga::ShaderStage::Compute, "main")),
+            &constants,
+        )
+        .unwrap_or_else(|e| panic!("{name} {defines:?} with {:?}: {e}", s.overrides));
+        let words = naga::back::spv::write_vec(&m, &i, &naga::back::spv::Options::default(), None)
+            .unwrap_or_else(|e| panic!("{name} {defines:?} with {:?} to SPIR-V: {e}", s.overrides));
+        assert!(words.len() > 5, "{name}: empty SPIR-V");
     }
-    eprintln!(
-        "{} sources, {count} specializations validated",
-        sources.len()
-    );
+    specs.len()
 }
 
 /// The uniform block (binding 0) and the storage bindings of `module`.

@@ -42,25 +42,28 @@ pub(crate) fn instance_flags() -> wgpu::InstanceFlags {
 /// `WGPU_ATTENTION_DISABLE_FEATURES=f16,subgroup,timestamp`: optional features
 /// not to request (tests the fallbacks).
 pub(crate) fn disabled_features() -> Result<wgpu::Features> {
-    let mut off = wgpu::Features::empty();
-    for name in var("WGPU_ATTENTION_DISABLE_FEATURES")
-        .unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-    {
-        off |= match name {
+    parse_features(&var("WGPU_ATTENTION_DISABLE_FEATURES").unwrap_or_default())
+        .map_err(|e| Error::InvalidArgument(format!("WGPU_ATTENTION_DISABLE_FEATURES: {e}")))
+}
+
+/// The optional features named in `list` (`"f16,subgroup,timestamp"`, any
+/// subset, comma-separated), as `WGPU_ATTENTION_DISABLE_FEATURES` and the
+/// browser page take them.
+pub fn parse_features(list: &str) -> std::result::Result<wgpu::Features, String> {
+    let mut out = wgpu::Features::empty();
+    for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        out |= match name {
             "f16" => wgpu::Features::SHADER_F16,
             "subgroup" | "subgroups" => wgpu::Features::SUBGROUP,
             "timestamp" | "timestamps" => wgpu::Features::TIMESTAMP_QUERY,
             other => {
-                return Err(Error::InvalidArgument(format!(
-                    "WGPU_ATTENTION_DISABLE_FEATURES: unknown feature {other:?}; use f16, subgroup or timestamp"
-                )))
+                return Err(format!(
+                    "unknown feature {other:?}; use f16, subgroup or timestamp"
+                ))
             }
         };
     }
-    Ok(off)
+    Ok(out)
 }
 
 /// Forced kernel variants (see [`crate::gpu::Tuning`]); `None` = the adapter's default.

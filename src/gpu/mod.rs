@@ -16,6 +16,7 @@ mod adapter;
 mod caps;
 mod device;
 pub(crate) mod env;
+pub use env::parse_features;
 mod memory;
 pub(crate) mod pipeline;
 mod recorder;

@@ -44,19 +44,8 @@ pub fn disable_features(list: &str) -> Result<(), JsValue> {
     if GPU.with(|c| c.borrow().is_some()) {
         return Err(err("disable_features: the device is already open"));
     }
-    let mut off = wgpu::Features::empty();
-    for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        off |= match name {
-            "f16" => wgpu::Features::SHADER_F16,
-            "subgroup" | "subgroups" => wgpu::Features::SUBGROUP,
-            "timestamp" | "timestamps" => wgpu::Features::TIMESTAMP_QUERY,
-            other => {
-                return Err(err(format!(
-                    "unknown feature {other:?}: use f16, subgroup or timestamp"
-                )))
-            }
-        };
-    }
+    let off = wgpu_attention::gpu::parse_features(list)
+        .map_err(|e| err(format!("disable_features: {e}")))?;
     DISABLED.with(|d| *d.borrow_mut() = off);
     Ok(())
 }

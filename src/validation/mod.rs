@@ -19,21 +19,19 @@
 //! is reproduced by its JSON alone. Outputs are poisoned before every run
 //! ([`Gpu::set_poison_outputs`]).
 
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
-use web_time::Instant;
+mod inputs;
+mod run;
 
-use crate::attention::{attention, AttentionOptions, AttentionPath};
+pub use inputs::{inputs, CaseInputs};
+pub use run::{run_case, run_case_blocking};
+
+use serde::{Deserialize, Serialize};
+
+use crate::attention::AttentionPath;
 use crate::error::{Error, Result};
-use crate::gpu::Gpu;
-use crate::mask::{HostMask, Masking, Window};
-use crate::mask_tensor::MaskTensor;
-use crate::positional::alibi_slopes;
-use crate::reference::{self, ReferenceOptions};
 use crate::shape::AttnShape;
-use crate::tensor::{Layout, Tensor};
-use crate::verify::{verify, Report, Tolerance};
+use crate::tensor::Layout;
+use crate::verify::{Report, Tolerance};
 
 /// The pass criterion for every output (O, LSE, weights): relative L2 error against
 /// the f64 reference, with no NaN and every `-inf` LSE matched. f32 storage and
@@ -267,202 +265,4 @@ pub fn matrix(full: bool) -> Vec<Case> {
         }
     }
     cases
-}
-
-/// The inputs and score options of a case, built from its seed by
-/// [`inputs`]: what [`run_case`] uploads and gives the reference, for a
-/// caller that runs the case its own way (the browser page times it and draws
-/// the weights).
-#[derive(Clone, Debug)]
-pub struct CaseInputs {
-    /// Q `[B, Hq, Nq, D]`, K and V `[B, Hkv, Nk, D]`, logical BHND order.
-    pub q: Vec<f32>,
-    pub k: Vec<f32>,
-    pub v: Vec<f32>,
-    /// The causal flag and the `key-padding` / `window` rules.
-    pub masking: Masking,
-    /// The dense mask of `additive` / `bool`.
-    pub mask: Option<HostMask>,
-    /// The slopes of `alibi`.
-    pub alibi: Option<Vec<f32>>,
-    /// The cap of `softcap`.
-    pub softcap: Option<f32>,
-}
-
-impl CaseInputs {
-    /// The score options for the GPU, with `mask` the upload of
-    /// [`CaseInputs::mask`]; path, outputs and tuning left at their defaults.
-    pub fn attention_options<'a>(&'a self, mask: Option<&'a MaskTensor>) -> AttentionOptions<'a> {
-        AttentionOptions {
-            masking: self.masking.clone(),
-            mask,
-            alibi: self.alibi.as_deref(),
-            softcap: self.softcap,
-            ..Default::default()
-        }
-    }
-
-    /// The same options for the f64 reference.
-    pub fn reference_options(&self) -> ReferenceOptions<'_> {
-        ReferenceOptions {
-            masking: self.masking.clone(),
-            mask: self.mask.as_ref(),
-            alibi: self.alibi.as_deref(),
-            softcap: self.softcap.map(f64::from),
-            ..Default::default()
-        }
-    }
-}
-
-/// The inputs and score options of `case` from its seed; fails on an invalid
-/// shape or an unknown mask kind (before any GPU work).
-pub fn inputs(case: &Case) -> Result<CaseInputs> {
-    let sh = case.shape();
-    sh.validate()?;
-    let mut rng = ChaCha8Rng::seed_from_u64(case.seed);
-    let mut uniform =
-        |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-1.0..1.0)).collect() };
-    let q = uniform(sh.q_len());
-    let k = uniform(sh.kv_len());
-    let v = uniform(sh.kv_len());
-    let mut rng = ChaCha8Rng::seed_from_u64(case.seed ^ 0x6d61_736b);
-    let mut p = CaseInputs {
-        q,
-        k,
-        v,
-        masking: Masking {
-            causal: case.causal,
-            ..Default::default()
-        },
-        mask: None,
-        alibi: None,
-        softcap: None,
-    };
-    let (nq, nk) = (sh.nq, sh.nk);
-    match case.mask.as_str() {
-        "none" | "" => {}
-        "additive" => {
-            let off = nk as i64 - nq as i64 + 1;
-            let vals = (0..nq * nk)
-                .map(|x| {
-                    let (i, j) = ((x / nk) as i64, (x % nk) as i64);
-                    if j > i + off {
-                        f32::NEG_INFINITY
-                    } else if rng.random_range(0..8) == 0 {
-                        // Strongly negative but f32-exact enough: with -1e4 a row whose
-                        // visible keys all carry it has scores rounded to 1e-3 (the ulp
-                        // at 1e4), an error of 1e-4 in O that no f32 kernel avoids.
-                        -8.0
-                    } else {
-                        0.5 * (j % 3) as f32
-                    }
-                })
-                .collect();
-            p.mask = Some(HostMask::additive(vals, [1, 1, nq, nk])?);
-        }
-        "key-padding" => {
-            // Batch 0 sees every key, later ones fewer, the last (for B > 1) none.
-            let b = sh.b;
-            let lens = (0..b)
-                .map(|i| {
-                    if b > 1 && i == b - 1 {
-                        0
-                    } else {
-                        (nk - i * nk / b.max(1)) as u32
-                    }
-                })
-                .collect();
-            p.masking.key_lengths = Some(lens);
-        }
-        "bool" => {
-            let vals = (0..sh.b * nq * nk)
-                .map(|_| rng.random_range(0..4) != 0)
-                .collect();
-            p.mask = Some(HostMask::bool(vals, [sh.b, 1, nq, nk])?);
-        }
-        "window" => {
-            p.masking.window = Some(Window { left: 3, right: 1 });
-        }
-        "alibi" => p.alibi = Some(alibi_slopes(sh.hq)),
-        "softcap" => p.softcap = Some(2.0),
-        other => {
-            return Err(Error::InvalidArgument(format!(
-                "unknown mask kind {other:?}: use one of {}",
-                MASK_KINDS.join(", ")
-            )))
-        }
-    }
-    Ok(p)
-}
-
-/// Runs `case` on `gpu` (all downloads asynchronous: works in a browser) and
-/// compares O, LSE and (unfused) the weights with the f64 reference, under the
-/// case's tuning. Outputs are poisoned for the run and the setting restored after.
-pub async fn run_case(gpu: &Gpu, case: &Case) -> CaseResult {
-    let poison = gpu.poison_outputs();
-    gpu.set_poison_outputs(true);
-    let out = run_inner(gpu, case).await;
-    gpu.set_poison_outputs(poison);
-    out.unwrap_or_else(|e| CaseResult::failed(case, e))
-}
-
-/// [`run_case`], blocking (native only).
-pub fn run_case_blocking(gpu: &Gpu, case: &Case) -> CaseResult {
-    pollster::block_on(run_case(gpu, case))
-}
-
-async fn run_inner(gpu: &Gpu, case: &Case) -> Result<CaseResult> {
-    let sh = case.shape();
-    let path = parse_path(&case.path)?;
-    let layout = parse_layout(&case.layout)?;
-    let p = inputs(case)?;
-    let weights = path == AttentionPath::Unfused;
-
-    let t0 = Instant::now();
-    let q = Tensor::from_bhnd(gpu, &p.q, [sh.b, sh.hq, sh.nq, sh.d], layout)?;
-    let k = Tensor::from_bhnd(gpu, &p.k, [sh.b, sh.hkv, sh.nk, sh.d], layout)?;
-    let v = Tensor::from_bhnd(gpu, &p.v, [sh.b, sh.hkv, sh.nk, sh.d], layout)?;
-    let mask = p
-        .mask
-        .as_ref()
-        .map(|m| MaskTensor::upload(gpu, m))
-        .transpose()?;
-    let opts = AttentionOptions {
-        return_weights: weights,
-        return_lse: true,
-        path,
-        tuning: case.staged.map(|s| gpu.tuning().with_staged(s)),
-        ..p.attention_options(mask.as_ref())
-    };
-    let out = attention(&q, &k, &v, &opts)?;
-    let o = out.o.to_vec().await?; // logical BHND order whatever the layout
-    let lse = match &out.lse {
-        Some(t) => t.to_vec().await?,
-        None => return Err(Error::InvalidArgument("no LSE returned".into())),
-    };
-    let w = match &out.weights {
-        Some(t) => Some(t.to_vec().await?),
-        None => None,
-    };
-    let ms = t0.elapsed().as_secs_f64() * 1e3;
-
-    let want = reference::attention(&p.q, &p.k, &p.v, &sh, &p.reference_options());
-    let mut reports = vec![
-        ("o".to_string(), verify(&o, &want.o)),
-        ("lse".to_string(), verify(&lse, &want.lse)),
-    ];
-    if let Some(w) = w {
-        reports.push(("weights".to_string(), verify(&w, &want.p)));
-    }
-    let pass = reports.iter().all(|(_, r)| r.passes(REL_L2_TOL));
-    let worst = |f: fn(&Report) -> f64| reports.iter().map(|(_, r)| f(r)).fold(0.0, f64::max);
-    Ok(CaseResult {
-        case: case.clone(),
-        pass,
-        error: None,
-        worst_rel_l2: worst(|r| r.rel_l2),
-        worst_max_abs: worst(|r| r.max_abs),
-        reports,
-        ms,
-    })
 }
