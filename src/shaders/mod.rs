@@ -5,8 +5,6 @@
 //! a few `const` sizes substituted ([`source_with`]), and for
 //! `flash_attention_cpu` a body generated per shape (`straight_line.rs`).
 
-#[cfg(test)]
-mod legacy;
 mod straight_line;
 
 /// What a kernel binds: `true` for each read-only storage buffer, `false` for
@@ -197,5 +195,74 @@ mod tests {
         // Element 4·3 + 1 = 13 of the row is lane 5 of the second register (G = 1).
         assert!(src.contains("subgroupBroadcast(kl0_1, 5u)"), "{src}");
         assert!(src.contains("let kl0_1 = ld_k(kr0, 1u * S + sl);"), "{src}");
+    }
+
+    /// The code part of `src` from `fn main` on.
+    fn main_of(src: &str) -> &str {
+        &src[src.find("fn main(").expect("a fn main")..]
+    }
+
+    /// Representative facts of the generated body: the default shape, one
+    /// register per row, key and chunk and nothing past them, one loop, the
+    /// loads per key block of each mode, and the vec4 mask reads.
+    #[test]
+    fn straight_line_body_has_one_register_per_row_key_and_chunk() {
+        let src = source("flash_attention_cpu");
+        for c in [
+            "R: u32 = 8u",
+            "KB: u32 = 4u",
+            "DV: u32 = 16u",
+            "S: u32 = 0u",
+            "B4: u32 = 0u",
+        ] {
+            assert_eq!(src.matches(&format!("const {c};")).count(), 1, "{c}");
+        }
+        let main = main_of(&src);
+        assert!(main.contains("let q7_15 = vec4(ld_q(qr7, 4u * 15u), ld_q(qr7, 4u * 15u + 1u), ld_q(qr7, 4u * 15u + 2u), ld_q(qr7, 4u * 15u + 3u)) * p.scale;"));
+        assert!(!main.contains("q8_") && !main.contains("q7_16"));
+        assert!(main.contains("let j3 = u32(j0) + 3u;") && !main.contains("let j4 "));
+        assert!(main.contains("s7_3 = flash_score(s7_3, w, f7, j3, flash_bias(f7, j3));"));
+        assert!(main.contains("o7_15 += p7_3 * v3_15;"));
+        assert!(main.contains("let j_start = w.j_lo;") && !main.contains("flash_bias4"));
+        // The key-block loop is the only loop.
+        assert_eq!(main.matches("for (").count(), 1);
+        // Per block: R·KB·DV dot products; whole-row loads of KB·D elements of K and of V.
+        assert_eq!(main.matches("dot(").count(), 8 * 4 * 16);
+        assert_eq!(main.matches("ld_k(").count(), 4 * 64);
+        assert_eq!(main.matches("ld_v(").count(), 4 * 64);
+
+        // lavapipe's default: subgroups of 8, vec4 mask reads. Each lane loads
+        // D/S = 8 elements of each key's row; every element is broadcast.
+        let sg = source_with(
+            "flash_attention_cpu",
+            &[
+                ("R", 8),
+                ("KB", 4),
+                ("DV", 16),
+                ("S", 8),
+                ("NG", 8),
+                ("B4", 1),
+            ],
+        );
+        let main = main_of(&sg);
+        assert_eq!(main.matches("ld_k(").count(), 4 * 8);
+        assert_eq!(main.matches("subgroupBroadcast(").count(), 2 * 4 * 64);
+        assert!(main.contains("let kl3_7 = ld_k(kr3, 7u * S + sl);"));
+        assert!(main.contains("let bias7 = flash_bias4(f7, u32(j0));"));
+        assert!(main.contains("s7_3 = flash_score(s7_3, w, f7, j3, bias7[3]);"));
+        assert!(main.contains("let j_start = w.j_lo & ~3;"));
+        assert!(!main.contains("flash_bias("));
+    }
+
+    #[test]
+    #[should_panic(expected = "declares no `const DMAX: u32`")]
+    fn straight_line_rejects_an_unknown_define() {
+        source_with("flash_attention_cpu", &[("DMAX", 64)]);
+    }
+
+    #[test]
+    #[should_panic(expected = "NG must be 4·DV / S")]
+    fn straight_line_checks_the_element_groups() {
+        source_with("flash_attention_cpu", &[("DV", 16), ("S", 8), ("NG", 4)]);
     }
 }
