@@ -1,7 +1,11 @@
 //! WGSL sources, embedded at compile time, with a tiny `#import` step.
 //!
 //! A line `#import shared/NAME` is replaced by `shaders/shared/NAME.wgsl` (once per
-//! module). Everything else is plain WGSL, specialized with `override` constants.
+//! module). Everything else is plain WGSL, specialized with `override` constants,
+//! a few `const` sizes substituted ([`source_with`]), and for
+//! `flash_attention_cpu` a body generated per shape (`straight_line.rs`).
+
+mod straight_line;
 
 /// What a kernel binds: `true` for each read-only storage buffer, `false` for
 /// read-write, in binding order after the uniform block (binding 0). The shader
@@ -94,25 +98,27 @@ const SHARED: &[(&str, &str)] = &[
     ),
 ];
 
-/// [`source`] with module constants replaced: each `const NAME: u32 = …;` line
-/// whose NAME is in `consts` gets the given value. Only for what `override` cannot
-/// express (sizes of function-scope arrays, straight-line code); everything else
-/// is an `override`.
+/// [`source`] specialized by `consts`.
 ///
-/// Straight-line code: in a kernel that declares `const R`, `const KB` and
-/// `const DV`, every line that contains `@R`, `@T` or `@C` (and `@G` with
-/// `const NG`) is repeated for each value of those markers (0..R, 0..KB, 0..DV,
-/// 0..NG, nested in that order, with the values the constants hold after
-/// substitution) with the marker replaced by the number. Lines starting
-/// `@if(NAME)` are kept only when `const NAME` is above 0, `@if(!NAME)` only when
-/// it is 0; `@S` is S's value and `@{expr}` an integer expression evaluated last.
-/// So the result is always plain WGSL.
+/// `flash_attention_cpu`: its body is generated from the shape the constants
+/// name (`R`, `KB`, `DV`, `S`, `NG`, `B4`; see src/shaders/straight_line.rs) and appended to
+/// the file's shared part.
+///
+/// Every other kernel: each `const NAME: u32 = …;` line whose NAME is in `consts`
+/// gets the given value. Only for what `override` cannot express (sizes of
+/// function-scope arrays); everything else is an `override`.
 ///
 /// # Panics
 /// If a named constant is not declared in the kernel (a build-time fact the test
 /// suite checks).
 pub fn source_with(name: &str, consts: &[(&str, u32)]) -> String {
     let mut src = resolved(name);
+    if name == "flash_attention_cpu" {
+        src.push_str(&straight_line::generate(
+            straight_line::Shape::from_defines(consts),
+        ));
+        return src;
+    }
     for (cname, value) in consts {
         let prefix = format!("const {cname}: u32 = ");
         let start = src
@@ -121,151 +127,11 @@ pub fn source_with(name: &str, consts: &[(&str, u32)]) -> String {
         let end = start + src[start..].find(';').expect("const line ends with ;");
         src.replace_range(start..end, &format!("{prefix}{value}u"));
     }
-    if let (Some(r), Some(kb), Some(dv)) = (
-        const_value(&src, "R"),
-        const_value(&src, "KB"),
-        const_value(&src, "DV"),
-    ) {
-        let mut markers = vec![("@R", r), ("@T", kb), ("@C", dv)];
-        if let Some(ng) = const_value(&src, "NG") {
-            markers.push(("@G", ng));
-        }
-        let s = const_value(&src, "S").unwrap_or(0);
-        src = keep_conditional_lines(&src);
-        src = src.replace("@S", &s.to_string());
-        src = expand_markers(&src, &markers);
-        src = eval_braces(&src);
-    }
     src
 }
 
-/// A line starting `@if(NAME)` is kept (without the prefix) when the kernel's
-/// `const NAME: u32` is above 0, one starting `@if(!NAME)` when it is 0.
-///
-/// # Panics
-/// If NAME is not a constant of the kernel.
-fn keep_conditional_lines(src: &str) -> String {
-    let mut out = String::with_capacity(src.len());
-    for line in src.lines() {
-        let kept = match line.strip_prefix("@if(") {
-            Some(rest) => {
-                let end = rest.find(')').expect("`@if(` closes with `)`");
-                let (negated, name) = match rest[..end].strip_prefix('!') {
-                    Some(n) => (true, n),
-                    None => (false, &rest[..end]),
-                };
-                let on = const_value(src, name)
-                    .unwrap_or_else(|| panic!("`@if({name})` names no `const {name}: u32`"))
-                    > 0;
-                (on != negated).then_some(&rest[end + 1..])
-            }
-            None => Some(line),
-        };
-        if let Some(l) = kept {
-            out.push_str(l);
-            out.push('\n');
-        }
-    }
-    out
-}
-
-/// Replaces each `@{expr}` (integers with `+ - * / %` and parentheses, as left by
-/// marker expansion) by its value, so straight-line templates can name the
-/// register and lane an element lives in (`kl@{4*@C/@S}`).
-fn eval_braces(src: &str) -> String {
-    let mut out = String::with_capacity(src.len());
-    let mut rest = src;
-    while let Some(start) = rest.find("@{") {
-        out.push_str(&rest[..start]);
-        let body = &rest[start + 2..];
-        let end = body.find('}').expect("`@{` closes with `}`");
-        let value = eval_int(&body[..end])
-            .unwrap_or_else(|| panic!("bad template expression `@{{{}}}`", &body[..end]));
-        out.push_str(&value.to_string());
-        rest = &body[end + 1..];
-    }
-    out.push_str(rest);
-    out
-}
-
-/// Evaluates an integer expression of `+ - * / %` and parentheses (no unary minus).
-fn eval_int(expr: &str) -> Option<i64> {
-    fn sum(t: &[u8], i: &mut usize) -> Option<i64> {
-        let mut v = product(t, i)?;
-        while *i < t.len() && (t[*i] == b'+' || t[*i] == b'-') {
-            let op = t[*i];
-            *i += 1;
-            let r = product(t, i)?;
-            v = if op == b'+' { v + r } else { v - r };
-        }
-        Some(v)
-    }
-    fn product(t: &[u8], i: &mut usize) -> Option<i64> {
-        let mut v = atom(t, i)?;
-        while *i < t.len() && matches!(t[*i], b'*' | b'/' | b'%') {
-            let op = t[*i];
-            *i += 1;
-            let r = atom(t, i)?;
-            v = match op {
-                b'*' => v * r,
-                b'/' => v.checked_div(r)?,
-                _ => v.checked_rem(r)?,
-            };
-        }
-        Some(v)
-    }
-    fn atom(t: &[u8], i: &mut usize) -> Option<i64> {
-        if *i < t.len() && t[*i] == b'(' {
-            *i += 1;
-            let v = sum(t, i)?;
-            (*i < t.len() && t[*i] == b')').then(|| *i += 1)?;
-            return Some(v);
-        }
-        let start = *i;
-        while *i < t.len() && t[*i].is_ascii_digit() {
-            *i += 1;
-        }
-        std::str::from_utf8(&t[start..*i]).ok()?.parse().ok()
-    }
-    let t: Vec<u8> = expr.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-    let mut i = 0;
-    let v = sum(&t, &mut i)?;
-    (i == t.len()).then_some(v)
-}
-
-/// The value of `const NAME: u32 = <n>u;` in `src`, if declared with a literal.
-fn const_value(src: &str, name: &str) -> Option<u32> {
-    let prefix = format!("const {name}: u32 = ");
-    let start = src.find(&prefix)? + prefix.len();
-    let end = start + src[start..].find(';')?;
-    src[start..end].trim().trim_end_matches('u').parse().ok()
-}
-
-fn expand_markers(src: &str, markers: &[(&str, u32)]) -> String {
-    let mut out = String::with_capacity(src.len() * 4);
-    for line in src.lines() {
-        let present: Vec<(&str, u32)> = markers
-            .iter()
-            .copied()
-            .filter(|(m, _)| line.contains(m))
-            .collect();
-        let mut combos: Vec<String> = vec![line.to_string()];
-        for (marker, count) in present {
-            combos = combos
-                .iter()
-                .flat_map(|l| (0..count).map(move |i| l.replace(marker, &i.to_string())))
-                .collect();
-        }
-        for l in combos {
-            out.push_str(&l);
-            out.push('\n');
-        }
-    }
-    out
-}
-
-/// The complete WGSL of kernel `name`: imports resolved, straight-line template
-/// lines expanded with the kernel's default constants (see [`source_with`]).
+/// The complete WGSL of kernel `name` with its default constants (for
+/// `flash_attention_cpu`, the body of the default shape; see [`source_with`]).
 ///
 /// # Panics
 /// If `name` is not a kernel of this crate or an import is unknown (both are
@@ -309,16 +175,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn template_expressions_evaluate() {
-        assert_eq!(eval_int("4*3/8"), Some(1));
-        assert_eq!(eval_int("(4*3+3)%8"), Some(7));
-        assert_eq!(eval_int("2+3*4-1"), Some(13));
-        assert_eq!(eval_int("7/0"), None);
-        assert_eq!(eval_int("1+"), None);
-        assert_eq!(eval_braces("kl0_@{4*5/8}, @{4*5%8}u"), "kl0_2, 4u");
-    }
-
-    #[test]
     fn subgroup_kernel_names_the_register_and_lane_of_each_element() {
         let src = source_with(
             "flash_attention_cpu",
@@ -339,5 +195,74 @@ mod tests {
         // Element 4·3 + 1 = 13 of the row is lane 5 of the second register (G = 1).
         assert!(src.contains("subgroupBroadcast(kl0_1, 5u)"), "{src}");
         assert!(src.contains("let kl0_1 = ld_k(kr0, 1u * S + sl);"), "{src}");
+    }
+
+    /// The code part of `src` from `fn main` on.
+    fn main_of(src: &str) -> &str {
+        &src[src.find("fn main(").expect("a fn main")..]
+    }
+
+    /// Representative facts of the generated body: the default shape, one
+    /// register per row, key and chunk and nothing past them, one loop, the
+    /// loads per key block of each mode, and the vec4 mask reads.
+    #[test]
+    fn straight_line_body_has_one_register_per_row_key_and_chunk() {
+        let src = source("flash_attention_cpu");
+        for c in [
+            "R: u32 = 8u",
+            "KB: u32 = 4u",
+            "DV: u32 = 16u",
+            "S: u32 = 0u",
+            "B4: u32 = 0u",
+        ] {
+            assert_eq!(src.matches(&format!("const {c};")).count(), 1, "{c}");
+        }
+        let main = main_of(&src);
+        assert!(main.contains("let q7_15 = vec4(ld_q(qr7, 4u * 15u), ld_q(qr7, 4u * 15u + 1u), ld_q(qr7, 4u * 15u + 2u), ld_q(qr7, 4u * 15u + 3u)) * p.scale;"));
+        assert!(!main.contains("q8_") && !main.contains("q7_16"));
+        assert!(main.contains("let j3 = u32(j0) + 3u;") && !main.contains("let j4 "));
+        assert!(main.contains("s7_3 = flash_score(s7_3, w, f7, j3, flash_bias(f7, j3));"));
+        assert!(main.contains("o7_15 += p7_3 * v3_15;"));
+        assert!(main.contains("let j_start = w.j_lo;") && !main.contains("flash_bias4"));
+        // The key-block loop is the only loop.
+        assert_eq!(main.matches("for (").count(), 1);
+        // Per block: R·KB·DV dot products; whole-row loads of KB·D elements of K and of V.
+        assert_eq!(main.matches("dot(").count(), 8 * 4 * 16);
+        assert_eq!(main.matches("ld_k(").count(), 4 * 64);
+        assert_eq!(main.matches("ld_v(").count(), 4 * 64);
+
+        // lavapipe's default: subgroups of 8, vec4 mask reads. Each lane loads
+        // D/S = 8 elements of each key's row; every element is broadcast.
+        let sg = source_with(
+            "flash_attention_cpu",
+            &[
+                ("R", 8),
+                ("KB", 4),
+                ("DV", 16),
+                ("S", 8),
+                ("NG", 8),
+                ("B4", 1),
+            ],
+        );
+        let main = main_of(&sg);
+        assert_eq!(main.matches("ld_k(").count(), 4 * 8);
+        assert_eq!(main.matches("subgroupBroadcast(").count(), 2 * 4 * 64);
+        assert!(main.contains("let kl3_7 = ld_k(kr3, 7u * S + sl);"));
+        assert!(main.contains("let bias7 = flash_bias4(f7, u32(j0));"));
+        assert!(main.contains("s7_3 = flash_score(s7_3, w, f7, j3, bias7[3]);"));
+        assert!(main.contains("let j_start = w.j_lo & ~3;"));
+        assert!(!main.contains("flash_bias("));
+    }
+
+    #[test]
+    #[should_panic(expected = "declares no `const DMAX: u32`")]
+    fn straight_line_rejects_an_unknown_define() {
+        source_with("flash_attention_cpu", &[("DMAX", 64)]);
+    }
+
+    #[test]
+    #[should_panic(expected = "NG must be 4·DV / S")]
+    fn straight_line_checks_the_element_groups() {
+        source_with("flash_attention_cpu", &[("DV", 16), ("S", 8), ("NG", 4)]);
     }
 }
