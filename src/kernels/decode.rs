@@ -1,6 +1,6 @@
 //! The merge of split-KV decoding (flash-decoding): the fused kernel runs once
 //! per chunk of keys, in parallel, writing a partial O and LSE per chunk
-//! (the plan chooses the chunks, [`crate::plan`]); `shaders/decode.wgsl` merges
+//! (the plan chooses the chunks, [`mod@crate::plan`]); `shaders/decode.wgsl` merges
 //! them by LSE (CPU twin [`crate::reference::decode_combine`]).
 
 use super::addressing;

@@ -4,7 +4,7 @@
 //!
 //! This module says what each variant of the fused kernel family is (its
 //! shader, shape, constants, loop estimate) and records a launch; which variant
-//! runs, and how the work is split, is the plan's decision ([`crate::plan`]).
+//! runs, and how the work is split, is the plan's decision ([`mod@crate::plan`]).
 
 use super::{addressing, upload_key_lengths, upload_slopes, MaskFields};
 use crate::error::Result;

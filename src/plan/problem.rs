@@ -33,7 +33,7 @@ pub struct AttentionOptions<'a> {
     /// (`Nk / 256`), and shorter where the driver's loop budget requires.
     pub kv_split: Option<usize>,
     /// Kernel variants for this call; `None` = the recorder's
-    /// ([`crate::gpu::Gpu::tuning`] unless [`Recorder::with_tuning`] says otherwise).
+    /// ([`crate::gpu::Gpu::tuning`] unless [`crate::gpu::Recorder::with_tuning`] says otherwise).
     pub tuning: Option<crate::gpu::Tuning>,
 }
 

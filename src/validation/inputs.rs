@@ -12,7 +12,7 @@ use crate::positional::alibi_slopes;
 use crate::reference::ReferenceOptions;
 
 /// The inputs and score options of a case, built from its seed by
-/// [`inputs`]: what [`run_case`] uploads and gives the reference, for a
+/// [`inputs`]: what [`super::run_case`] uploads and gives the reference, for a
 /// caller that runs the case its own way (the browser page times it and draws
 /// the weights).
 #[derive(Clone, Debug)]

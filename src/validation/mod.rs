@@ -17,7 +17,7 @@
 //!
 //! Inputs are uniform in [-1, 1) from the case's seed (ChaCha8), so a failing case
 //! is reproduced by its JSON alone. Outputs are poisoned before every run
-//! ([`Gpu::set_poison_outputs`]).
+//! ([`crate::gpu::Gpu::set_poison_outputs`]).
 
 mod inputs;
 mod run;
@@ -78,7 +78,7 @@ pub struct Case {
     /// `auto`, `fused`, `unfused` or `decode`.
     pub path: String,
     /// The kernel variant: `None` = the adapter's default, else
-    /// [`Tuning::staged`] forced.
+    /// [`crate::gpu::Tuning::staged`] forced.
     pub staged: Option<bool>,
     pub seed: u64,
 }
