@@ -12,9 +12,11 @@
 
 mod args;
 mod bench;
+mod check;
 mod error;
 mod info;
 mod io;
+mod mha;
 mod plot;
 mod run;
 mod validate;
@@ -41,7 +43,7 @@ enum Command {
     /// Attention on Q, K, V from .npy or .safetensors files.
     Run(Box<run::RunArgs>),
     /// The multi-head attention layer with weights from a .safetensors file.
-    Mha(Box<run::MhaArgs>),
+    Mha(Box<mha::MhaArgs>),
     /// The library's validation matrix (shapes × options × paths) on every adapter.
     Validate(validate::ValidateArgs),
     /// Time the attention paths over shapes, with the project's GEMM as the ceiling.
@@ -102,7 +104,7 @@ fn main() {
     let result = match cli.command {
         Command::Info(a) => info::main(a),
         Command::Run(a) => run::run_main(*a),
-        Command::Mha(a) => run::mha_main(*a),
+        Command::Mha(a) => mha::mha_main(*a),
         Command::Validate(a) => validate::main(a),
         Command::Bench(a) => bench::main(a),
         Command::Viz(a) => viz::main(*a),
