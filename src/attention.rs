@@ -12,7 +12,7 @@ use crate::gpu::Recorder;
 use crate::kernels::flash_attention::{record_fused, FusedOut};
 use crate::kernels::{decode, scores, softmax, weighted_sum};
 use crate::mask_tensor::MaskTensor;
-use crate::plan::{plan, AttentionProblem, PageLaunch, Plan, Steps};
+use crate::plan::{plan, AttentionProblem, PageLaunch, Plan, Steps, UnfusedLaunch};
 use crate::tensor::Tensor;
 use crate::transform::ScoreTransform;
 
@@ -167,11 +167,11 @@ fn record_steps(
                 path: plan.path,
             })
         }
-        (Steps::Unfused { chunk_heads }, KvSource::Tensors(k, v)) => match chunk_heads {
-            None => record_unfused(rec, problem, [q, k, v], mask),
+        (Steps::Unfused(u), KvSource::Tensors(k, v)) => match u.chunk_heads {
+            None => record_unfused(rec, problem, u, [q, k, v], mask),
             Some(heads) => {
                 let (o, lse) = (new_o()?, new_lse()?);
-                record_unfused_chunked(rec, problem, [q, k, v], mask, *heads, &o, lse.as_ref())?;
+                record_unfused_chunked(rec, problem, u, [q, k, v], mask, heads, &o, lse.as_ref())?;
                 Ok(Attention {
                     o,
                     lse,
@@ -244,6 +244,7 @@ fn record_decode(
 fn record_unfused(
     rec: &mut Recorder<'_>,
     problem: &AttentionProblem,
+    u: &UnfusedLaunch,
     [q, k, v]: [&Tensor; 3],
     mask: Option<&MaskTensor>,
 ) -> Result<Attention> {
@@ -252,14 +253,29 @@ fn record_unfused(
     let t = &problem.transform;
     let dims = [sh.b, sh.hq, sh.nq, sh.nk];
     let s = Tensor::output(gpu, "scores", &dims, None)?;
-    scores::record_scores_into(rec, q, k, t, mask, &s)?;
+    scores::record_scores_into(rec, q, k, t, mask, &s, &u.tile)?;
     let p = Tensor::output(gpu, "attention weights", &dims, None)?;
     let lse = problem
         .want_lse
         .then(|| Tensor::output(gpu, "lse", &[sh.b, sh.hq, sh.nq], None))
         .transpose()?;
-    softmax::record_softmax_into(rec, &s, &softmax_part(t), mask, &p, lse.as_ref())?;
-    let o = weighted_sum::record_weighted_sum(rec, &p, v, problem.layout)?;
+    softmax::record_softmax_into(
+        rec,
+        &s,
+        &softmax_part(t),
+        mask,
+        &p,
+        lse.as_ref(),
+        u.softmax_wg,
+    )?;
+    let o_dims = [sh.b, sh.hq, sh.nq, sh.d];
+    let o = Tensor::output(
+        gpu,
+        "attention output",
+        &o_dims,
+        Some(problem.layout.strides(o_dims).to_vec()),
+    )?;
+    weighted_sum::record_weighted_sum_into(rec, &p, v, &o, &u.tile)?;
     Ok(Attention {
         o,
         lse,
@@ -281,9 +297,14 @@ fn softmax_part(t: &ScoreTransform) -> ScoreTransform {
 /// chunk's scores and weights go to the same two scratch tensors (recorded in
 /// order, so each chunk waits for the previous one), O to its view of the whole
 /// output, LSE through a scratch copied into place.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the chunked recording's inputs and outputs, each used once"
+)]
 fn record_unfused_chunked(
     rec: &mut Recorder<'_>,
     problem: &AttentionProblem,
+    u: &UnfusedLaunch,
     [q, k, v]: [&Tensor; 3],
     mask: Option<&MaskTensor>,
     heads: usize,
@@ -305,9 +326,11 @@ fn record_unfused_chunked(
             let qc = heads_view(q, b, h0, heads)?;
             let kc = heads_view(k, b, h0 / sh.group(), kv_heads)?;
             let vc = heads_view(v, b, h0 / sh.group(), kv_heads)?;
-            scores::record_scores_into(rec, &qc, &kc, &t, mask, &s)?;
-            softmax::record_softmax_into(rec, &s, &softmax_part(&t), mask, &p, lse_part.as_ref())?;
-            weighted_sum::record_weighted_sum_into(rec, &p, &vc, &heads_view(o, b, h0, heads)?)?;
+            scores::record_scores_into(rec, &qc, &kc, &t, mask, &s, &u.tile)?;
+            let sm = softmax_part(&t);
+            softmax::record_softmax_into(rec, &s, &sm, mask, &p, lse_part.as_ref(), u.softmax_wg)?;
+            let oc = heads_view(o, b, h0, heads)?;
+            weighted_sum::record_weighted_sum_into(rec, &p, &vc, &oc, &u.tile)?;
             if let (Some(all), Some(part)) = (lse, &lse_part) {
                 rec.encoder().copy_buffer_to_buffer(
                     part.buffer(),

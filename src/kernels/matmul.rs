@@ -103,7 +103,7 @@ pub fn record_matmul(
         vec![m, n]
     };
     let c = Tensor::output(gpu, "matmul output", &out_shape, None)?;
-    let tile = TileConfig::new(rec.tuning())?;
+    let tile = TileConfig::new(rec.tuning());
     gpu.check_loop_budget("matmul", tile.loop_iterations(k))?;
     let (tiles_m, tiles_n) = tile.tiles(m, n);
     let params = Params {

@@ -27,12 +27,14 @@ pub(crate) fn specializations(
 ) -> Vec<crate::shaders::Specialization> {
     use crate::shaders::Specialization;
     let mut out = Vec::new();
-    if let Ok(tile) = TileConfig::new(tuning) {
-        for spec in [&scores::SPEC, &weighted_sum::SPEC, &matmul::SPEC] {
-            out.push(Specialization::new(spec).overrides(&tile.constants));
-        }
+    let tile = TileConfig::new(tuning);
+    for spec in [&scores::SPEC, &weighted_sum::SPEC, &matmul::SPEC] {
+        out.push(Specialization::new(spec).overrides(&tile.constants));
     }
-    out.push(softmax::specialization(&caps.limits, tuning));
+    out.push(softmax::specialization(softmax::workgroup(
+        &caps.limits,
+        tuning,
+    )));
     for spec in [&decode::SPEC, &posenc::SPEC, &rope::SPEC] {
         out.push(Specialization::new(spec));
     }
@@ -98,6 +100,7 @@ pub(crate) fn attn_shape(q: &Tensor, k: &Tensor) -> Result<AttnShape> {
 
 /// The shared output-tile routine (`shaders/shared/tile_mm.wgsl`) in the variant
 /// `tuning` asks for: tile size, and the `override` constants selecting it.
+#[derive(Clone, Debug, PartialEq)]
 pub(crate) struct TileConfig {
     pub staged: bool,
     pub rows: usize,
@@ -106,27 +109,23 @@ pub(crate) struct TileConfig {
 }
 
 impl TileConfig {
-    pub(crate) fn new(tuning: crate::gpu::Tuning) -> Result<Self> {
+    pub(crate) fn new(tuning: crate::gpu::Tuning) -> Self {
         if tuning.staged() {
-            return Ok(TileConfig {
+            return TileConfig {
                 staged: true,
                 rows: 32,
                 cols: 32,
                 constants: [("STAGED", 1.0), ("WG_Y", 8.0), ("CPU_ROWS", 8.0)],
-            });
+            };
         }
+        // Tuning::with_cpu_rows admits 8, 16 and 32 only.
         let r = tuning.cpu_rows();
-        if ![8, 16, 32].contains(&r) {
-            return Err(Error::InvalidArgument(format!(
-                "Tuning::cpu_rows = {r}: use 8, 16 or 32"
-            )));
-        }
-        Ok(TileConfig {
+        TileConfig {
             staged: false,
             rows: r as usize,
             cols: 8 * (32 / r as usize),
             constants: [("STAGED", 0.0), ("WG_Y", 1.0), ("CPU_ROWS", r as f64)],
-        })
+        }
     }
 
     /// Loop iterations per invocation for a reduction of length `kdim`: one per k

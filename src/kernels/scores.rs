@@ -95,14 +95,14 @@ pub fn record_scores(
     };
     t.validate(sh.hq)?;
     let out = Tensor::output(q.gpu(), "scores", &dims, None)?;
-    record_scores_into(rec, q, k, &t, bias, &out)?;
+    record_scores_into(rec, q, k, &t, bias, &out, &TileConfig::new(rec.tuning()))?;
     Ok(out)
 }
 
 /// The scores part of `t` (scale, softcap, its additive mask `bias`, ALiBi;
 /// checked by the caller) for `q` against `k`, into `out`, contiguous
 /// `[B, Hq, Nq, Nk]` (a reused scratch tensor for a chunk of a larger problem,
-/// whose mask `t` places).
+/// whose mask `t` places), with output tiles `tile`.
 pub(crate) fn record_scores_into(
     rec: &mut Recorder<'_>,
     q: &Tensor,
@@ -110,6 +110,7 @@ pub(crate) fn record_scores_into(
     t: &ScoreTransform,
     bias: Option<&MaskTensor>,
     out: &Tensor,
+    tile: &TileConfig,
 ) -> Result<()> {
     let sh = attn_shape(q, k)?;
     let gpu = q.gpu();
@@ -119,7 +120,6 @@ pub(crate) fn record_scores_into(
     let slopes = upload_slopes(gpu, t.alibi.as_deref())?;
     let (q_off, q_s) = addressing(q);
     let (k_off, k_s) = addressing(k);
-    let tile = TileConfig::new(rec.tuning())?;
     gpu.check_loop_budget("scores", tile.loop_iterations(sh.d))?;
     let (tiles_m, tiles_n) = tile.tiles(sh.nq, sh.nk);
     let params = Params {

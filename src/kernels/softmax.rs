@@ -85,7 +85,8 @@ pub fn record_softmax(
     } else {
         None
     };
-    record_softmax_into(rec, s, &t, mask, &p, lse.as_ref())?;
+    let wg = workgroup(gpu.limits(), rec.tuning());
+    record_softmax_into(rec, s, &t, mask, &p, lse.as_ref(), wg)?;
     Ok(SoftmaxOutput { p, lse })
 }
 
@@ -101,6 +102,7 @@ pub(crate) fn record_softmax_into(
     mask: Option<&MaskTensor>,
     p: &Tensor,
     lse: Option<&Tensor>,
+    wg: u32,
 ) -> Result<()> {
     let gpu = s.gpu();
     let [b, h, nq, nk] = s.dims4("scores")?;
@@ -123,10 +125,8 @@ pub(crate) fn record_softmax_into(
         m_off: t.mask.map_or(0, |m| m.offset),
         _pad: [0; 2],
     };
-    let wg = workgroup(gpu.limits(), rec.tuning());
-    // Two strided passes over the row, plus the reduction tree.
-    gpu.check_loop_budget("softmax", 2 * nk.div_ceil(wg as usize) as u64 + 9)?;
-    let kernel = gpu.kernel(&specialization(gpu.limits(), rec.tuning()))?;
+    gpu.check_loop_budget("softmax", loop_iterations(nk, wg))?;
+    let kernel = gpu.kernel(&specialization(wg))?;
     rec.dispatch(
         &kernel,
         "softmax",
@@ -144,7 +144,7 @@ pub(crate) fn record_softmax_into(
 
 /// Invocations per row: the tuning's, within the granted limits (and 256), as a
 /// power of two for the tree reduction.
-fn workgroup(limits: &wgpu::Limits, tuning: crate::gpu::Tuning) -> u32 {
+pub(crate) fn workgroup(limits: &wgpu::Limits, tuning: crate::gpu::Tuning) -> u32 {
     let max_wg = limits
         .max_compute_workgroup_size_x
         .min(limits.max_compute_invocations_per_workgroup)
@@ -153,7 +153,13 @@ fn workgroup(limits: &wgpu::Limits, tuning: crate::gpu::Tuning) -> u32 {
     1u32 << (31 - wg.leading_zeros())
 }
 
-/// The softmax kernel a device with `limits` runs under `tuning`.
-pub(crate) fn specialization(limits: &wgpu::Limits, tuning: crate::gpu::Tuning) -> Specialization {
-    Specialization::new(&SPEC).overrides(&[("WG", workgroup(limits, tuning) as f64)])
+/// The softmax kernel with `wg` invocations per row.
+pub(crate) fn specialization(wg: u32) -> Specialization {
+    Specialization::new(&SPEC).overrides(&[("WG", wg as f64)])
+}
+
+/// Loop iterations per invocation over rows of `nk` scores with `wg`
+/// invocations per row: two strided passes, plus the reduction tree.
+pub(crate) fn loop_iterations(nk: usize, wg: u32) -> u64 {
+    2 * nk.div_ceil(wg as usize) as u64 + 9
 }

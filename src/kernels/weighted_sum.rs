@@ -54,7 +54,7 @@ pub fn record_weighted_sum(
         &dims,
         Some(out_layout.strides(dims).to_vec()),
     )?;
-    record_weighted_sum_into(rec, p, v, &out)?;
+    record_weighted_sum_into(rec, p, v, &out, &TileConfig::new(rec.tuning()))?;
     Ok(out)
 }
 
@@ -91,6 +91,7 @@ pub(crate) fn record_weighted_sum_into(
     p: &Tensor,
     v: &Tensor,
     out: &Tensor,
+    tile: &TileConfig,
 ) -> Result<()> {
     let sh = checked_shape(p, v)?;
     let AttnShape {
@@ -100,7 +101,6 @@ pub(crate) fn record_weighted_sum_into(
     let gpu = p.gpu();
     let (v_off, v_s) = addressing(v);
     let (o_off, o_s) = addressing(out);
-    let tile = TileConfig::new(rec.tuning())?;
     gpu.check_loop_budget("weighted_sum", tile.loop_iterations(nk))?;
     let (tiles_m, tiles_n) = tile.tiles(nq, d);
     let params = Params {

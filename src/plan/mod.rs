@@ -23,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{DeviceCaps, Tuning};
 use crate::kernels::decode::combine_loop_iterations;
 use crate::kernels::flash_attention::FusedLaunch;
+use crate::kernels::TileConfig;
 use crate::shape::AttnShape;
 use fused::Splits;
 
@@ -48,7 +49,17 @@ pub(crate) enum Steps {
         total_splits: usize,
     },
     /// scores → softmax → weighted sum, whole or in chunks of query heads.
-    Unfused { chunk_heads: Option<usize> },
+    Unfused(UnfusedLaunch),
+}
+
+/// The unfused path's kernels: output tiles of scores and weighted sum,
+/// invocations per softmax row, and the chunk of query heads per pass (`None`:
+/// all at once).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct UnfusedLaunch {
+    pub tile: TileConfig,
+    pub softmax_wg: u32,
+    pub chunk_heads: Option<usize>,
 }
 
 /// A decided plan for one problem on one device: see the module docs.
@@ -82,9 +93,7 @@ impl Plan {
     /// pass unless it runs in chunks); `None` on the other paths.
     pub fn unfused_heads_per_pass(&self) -> Option<usize> {
         match &self.steps {
-            Steps::Unfused { chunk_heads } => {
-                Some(chunk_heads.unwrap_or(self.shape.b * self.shape.hq))
-            }
+            Steps::Unfused(u) => Some(u.chunk_heads.unwrap_or(self.shape.b * self.shape.hq)),
             _ => None,
         }
     }
@@ -119,7 +128,7 @@ impl Plan {
                     }
                 )
             }
-            Steps::Unfused { chunk_heads } => match chunk_heads {
+            Steps::Unfused(u) => match u.chunk_heads {
                 None => "unfused: scores → softmax → weighted_sum".into(),
                 Some(h) => {
                     format!("unfused: scores → softmax → weighted_sum in chunks of {h} query heads")
@@ -142,22 +151,16 @@ pub fn plan(problem: &AttentionProblem, caps: &DeviceCaps, tuning: Tuning) -> Re
             Steps::Fused(fused::launch(&sh, &problem.transform, caps, tuning, None)?)
         }
         AttentionPath::Decode => decode_steps(problem, caps, tuning)?,
-        _ => Steps::Unfused {
-            chunk_heads: if problem.want_weights {
-                None
-            } else {
-                unfused::chunk_heads(caps, &sh)
-            },
-        },
+        _ => Steps::Unfused(unfused::launch(problem, caps, tuning)?),
     };
     let rows = (sh.b * sh.hq * sh.nq) as u64;
     let outputs = 4 * sh.q_len() as u64 + if problem.want_lse { 4 * rows } else { 0 };
     let scratch = match &steps {
         Steps::Fused(_) => 0,
         Steps::Decode { total_splits, .. } => 4 * *total_splits as u64 * rows * (sh.d as u64 + 1),
-        Steps::Unfused { chunk_heads } => {
-            let heads = chunk_heads.unwrap_or(sh.b * sh.hq) as u64;
-            let lse_chunk = if chunk_heads.is_some() && problem.want_lse {
+        Steps::Unfused(u) => {
+            let heads = u.chunk_heads.unwrap_or(sh.b * sh.hq) as u64;
+            let lse_chunk = if u.chunk_heads.is_some() && problem.want_lse {
                 4 * heads * sh.nq as u64
             } else {
                 0

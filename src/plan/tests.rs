@@ -5,7 +5,9 @@
 use super::fused::{base_variant, fit_rows, for_few_queries, Splits};
 use super::*;
 use crate::kernels::flash_attention::{Kind, HEAD_DIM_BUCKETS};
+use crate::kernels::{scores, softmax, weighted_sum};
 use crate::mask::Masking;
+use crate::shaders::Specialization;
 
 fn info(device_type: wgpu::DeviceType, backend: wgpu::Backend, subgroup: u32) -> wgpu::AdapterInfo {
     wgpu::AdapterInfo {
@@ -344,6 +346,7 @@ fn every_choice_is_enumerated() {
                             AttentionPath::Auto,
                             AttentionPath::Fused,
                             AttentionPath::Decode,
+                            AttentionPath::Unfused,
                         ] {
                             p.path = path;
                             let Ok(pl) = plan(&p, &caps, t) else { continue };
@@ -352,7 +355,20 @@ fn every_choice_is_enumerated() {
                                 Steps::Decode { pages, .. } => {
                                     pages.iter().map(|g| &g.launch).collect()
                                 }
-                                Steps::Unfused { .. } => vec![],
+                                Steps::Unfused(u) => {
+                                    let unfused = [
+                                        Specialization::new(&scores::SPEC)
+                                            .overrides(&u.tile.constants),
+                                        Specialization::new(&weighted_sum::SPEC)
+                                            .overrides(&u.tile.constants),
+                                        softmax::specialization(u.softmax_wg),
+                                    ];
+                                    for spec in unfused {
+                                        assert!(all.contains(&spec), "{}: {spec:?}", caps.name);
+                                        checked += 1;
+                                    }
+                                    vec![]
+                                }
                             };
                             for l in launches {
                                 assert!(

@@ -1,8 +1,38 @@
 //! The unfused path's chunking: when its `[B, Hq, Nq, Nk]` scores exceed one
 //! storage binding, it runs in chunks of (batch, heads) through reused scratch.
 
-use crate::gpu::DeviceCaps;
+use super::problem::AttentionProblem;
+use super::UnfusedLaunch;
+use crate::error::Result;
+use crate::gpu::{DeviceCaps, Tuning};
+use crate::kernels::{softmax, TileConfig};
 use crate::shape::AttnShape;
+
+/// The unfused kernels for `p` under `tuning`, checked against the driver's
+/// loop budget: tiles from the tuning, the softmax row width within the
+/// granted limits, chunks when the scores exceed one binding (never with
+/// weights, which must exist whole).
+pub(crate) fn launch(
+    p: &AttentionProblem,
+    caps: &DeviceCaps,
+    tuning: Tuning,
+) -> Result<UnfusedLaunch> {
+    let sh = &p.shape;
+    let tile = TileConfig::new(tuning);
+    let softmax_wg = softmax::workgroup(&caps.limits, tuning);
+    caps.check_loop_budget("scores", tile.loop_iterations(sh.d))?;
+    caps.check_loop_budget("softmax", softmax::loop_iterations(sh.nk, softmax_wg))?;
+    caps.check_loop_budget("weighted_sum", tile.loop_iterations(sh.nk))?;
+    Ok(UnfusedLaunch {
+        tile,
+        softmax_wg,
+        chunk_heads: if p.want_weights {
+            None
+        } else {
+            chunk_heads(caps, sh)
+        },
+    })
+}
 
 /// Query heads per chunk of the unfused path without weights, when its
 /// `[B, Hq, Nq, Nk]` scores do not fit one storage binding (or buffer) but one
