@@ -3,6 +3,7 @@
 //! a function of this value and the device, so it can be tested without a GPU.
 
 use crate::error::{Error, Result};
+use crate::kernels::attn_shape;
 use crate::mask::Masking;
 use crate::mask_tensor::MaskTensor;
 use crate::shape::AttnShape;
@@ -89,34 +90,15 @@ impl AttentionProblem {
     /// input checked: devices, shapes, head counts, key lengths, softcap, ALiBi
     /// slopes, the mask's broadcast, weights only on the unfused path.
     pub fn new(q: &Tensor, k: &Tensor, v: &Tensor, opts: &AttentionOptions) -> Result<Self> {
-        same_device(q, k, "Q and K")?;
+        let shape = attn_shape(q, k)?;
         same_device(k, v, "K and V")?;
-        let [b, hq, nq, d] = q.dims4("Q")?;
-        let [bk, hkv, nk, dk] = k.dims4("K")?;
-        if b != bk {
-            return Err(Error::Shape(format!(
-                "Q has batch {b} but K has batch {bk}"
-            )));
-        }
-        if d != dk {
-            return Err(Error::Shape(format!(
-                "head dim differs: Q has D = {d}, K has D = {dk}"
-            )));
-        }
+        let (b, hkv, nk, d) = (shape.b, shape.hkv, shape.nk, shape.d);
         let [bv, hv, nv, dv] = v.dims4("V")?;
         if (bv, hv, nv, dv) != (b, hkv, nk, d) {
             return Err(Error::Shape(format!(
                 "V is [{bv}, {hv}, {nv}, {dv}] but K is [{b}, {hkv}, {nk}, {d}]: V must be shaped like K"
             )));
         }
-        let shape = AttnShape {
-            b,
-            hq,
-            hkv,
-            nq,
-            nk,
-            d,
-        };
         Self::with_shape(shape, q, opts, Keys::Tensors)
     }
 
