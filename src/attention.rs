@@ -100,23 +100,8 @@ pub(crate) fn record_plan(
     keys: &KvSource<'_>,
     mask: Option<&MaskTensor>,
 ) -> Result<Attention> {
-    let saved = rec.swap_tuning(plan.tuning);
-    let out = record_steps(rec, plan, problem, q, keys, mask);
-    rec.swap_tuning(saved);
-    Ok(Attention {
-        path: plan.path,
-        ..out?
-    })
-}
-
-fn record_steps(
-    rec: &mut Recorder<'_>,
-    plan: &Plan,
-    problem: &AttentionProblem,
-    q: &Tensor,
-    keys: &KvSource<'_>,
-    mask: Option<&MaskTensor>,
-) -> Result<Attention> {
+    // Every kernel's variant comes from the plan (its launches carry their
+    // specializations), not from the recorder's tuning.
     let gpu = q.gpu();
     let sh = problem.shape;
     let t = &problem.transform;

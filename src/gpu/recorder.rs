@@ -89,12 +89,6 @@ impl Recorder<'_> {
         self
     }
 
-    /// Uses `t` (already granted) from now on and returns the variants used so
-    /// far, so a call with its own tuning can restore them.
-    pub(crate) fn swap_tuning(&mut self, t: Tuning) -> Tuning {
-        std::mem::replace(&mut self.tuning, t)
-    }
-
     /// The kernel variants this recorder uses.
     pub fn tuning(&self) -> Tuning {
         self.tuning

@@ -81,6 +81,11 @@ impl Plan {
         self.peak_bytes
     }
 
+    /// The kernel variants the plan was made with (granted by the device).
+    pub fn tuning(&self) -> Tuning {
+        self.tuning
+    }
+
     /// Split-KV partials written (decode), 1 otherwise.
     pub fn splits(&self) -> usize {
         match &self.steps {
