@@ -71,6 +71,7 @@ pub struct Plan {
     pub(crate) tuning: Tuning,
     shape: AttnShape,
     peak_bytes: u64,
+    scratch_bytes: u64,
 }
 
 impl Plan {
@@ -79,6 +80,12 @@ impl Plan {
     /// unfused scores and weights of one pass).
     pub fn peak_bytes(&self) -> u64 {
         self.peak_bytes
+    }
+
+    /// Bytes of the path's scratch alone: split-KV partials (decode), scores and
+    /// weights of one pass and a chunk's LSE (unfused); 0 for the fused path.
+    pub fn scratch_bytes(&self) -> u64 {
+        self.scratch_bytes
     }
 
     /// The kernel variants the plan was made with (granted by the device).
@@ -179,6 +186,7 @@ pub fn plan(problem: &AttentionProblem, caps: &DeviceCaps, tuning: Tuning) -> Re
         tuning,
         shape: sh,
         peak_bytes: problem.input_bytes() + outputs + scratch,
+        scratch_bytes: scratch,
     })
 }
 

@@ -244,6 +244,7 @@ fn decode_splits() {
         pl.peak_bytes(),
         4 * (8 * 64 + 2 * 8 * 32768 * 64) + 4 * 8 * 64 + 4 * 64 * rows * 65
     );
+    assert_eq!(pl.scratch_bytes(), 4 * 64 * rows * 65);
     assert!(
         pl.describe().starts_with("decode: 64 splits of 512 keys"),
         "{}",
