@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 /// [`crate::gpu::Gpu`] opens. A tuning travels with a call
 /// ([`crate::gpu::Recorder::with_tuning`], [`crate::AttentionOptions::tuning`]); the
 /// device's own ([`crate::gpu::Gpu::tuning`]) never changes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Tuning {
     staged: bool,
     softmax_workgroup: u32,
@@ -54,6 +54,15 @@ impl Tuning {
             t = t.with_fused_rows(r)?;
         }
         Ok(t)
+    }
+
+    /// `self` if every value is in range (a tuning read from a file is checked
+    /// here, since deserializing does not go through the setters).
+    pub fn validated(self) -> Result<Self> {
+        self.with_softmax_workgroup(self.softmax_workgroup)?
+            .with_cpu_rows(self.cpu_rows)?
+            .with_fused_rows(self.fused_rows)?
+            .with_subgroup(self.subgroup)
     }
 
     /// `self` without what a device with `features` cannot run (subgroup

@@ -7,6 +7,7 @@
 //! data), a device's [`DeviceCaps`] and a [`Tuning`], so it is tested without a
 //! GPU (`plan/tests.rs`); recording a plan is `attention.rs`'s job.
 
+pub mod autotune;
 mod decode;
 mod fused;
 mod problem;

@@ -1,0 +1,481 @@
+//! Choosing kernel variants by measurement — the mechanism, without the GPU
+//! side yet: the candidates a device may run for a problem class, the rule that
+//! picks one from their measurements within a time budget, and the cache that
+//! remembers the choice per (adapter, driver, library version) and class, in
+//! memory and in a small JSON file. A candidate is a [`Tuning`]: the plan is a
+//! function of (problem, device, tuning), so choosing a tuning per class is
+//! choosing the plan.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::problem::AttentionProblem;
+use super::AttentionPath;
+use crate::gpu::{DeviceCaps, Tuning};
+use crate::kernels::flash_attention::head_dim_bucket;
+use crate::transform::MaskInfo;
+
+use super::decode::FEW_QUERIES;
+use super::fused::base_variant;
+
+/// One candidate's measurement: the median run and its first (cold) compile.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Measurement {
+    pub run_ms: f64,
+    pub compile_ms: f64,
+}
+
+/// How much tuning may cost.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Budget {
+    /// Compile and run time spent on one class, at most (the heuristic's own
+    /// candidate is always measured).
+    pub total_ms: f64,
+    /// A candidate that compiles longer than this is chosen only when no
+    /// candidate within `close` of its speed compiles faster.
+    pub max_compile_ms: f64,
+    /// Run-time ratio within which candidates count as equally fast.
+    pub close: f64,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget {
+            total_ms: 60_000.0,
+            max_compile_ms: 10_000.0,
+            close: 1.05,
+        }
+    }
+}
+
+/// What one candidate gave: its measurement, the error that stopped it, or
+/// nothing when the budget ran out first.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Trial<C> {
+    pub candidate: C,
+    pub result: Option<Result<Measurement, String>>,
+}
+
+/// The choice among candidates, with every trial (for `attn tune`'s table).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outcome<C> {
+    /// Index into `trials` of the chosen candidate.
+    pub chosen: usize,
+    pub trials: Vec<Trial<C>>,
+    /// Compile and run time the measurements took.
+    pub spent_ms: f64,
+}
+
+/// Measures `candidates` in order with `measure` until `budget.total_ms` is
+/// spent (the first, the heuristic's choice, is always measured) and picks the
+/// fastest, except that a candidate over `budget.max_compile_ms` loses to any
+/// candidate within `budget.close` of its run time that compiles within it. A
+/// candidate whose measurement failed is never chosen; `None` when none
+/// succeeded.
+pub fn choose<C: Clone>(
+    candidates: &[C],
+    mut measure: impl FnMut(&C) -> Result<Measurement, String>,
+    budget: &Budget,
+) -> Option<Outcome<C>> {
+    let mut trials = Vec::with_capacity(candidates.len());
+    let mut spent = 0.0;
+    for (i, c) in candidates.iter().enumerate() {
+        if i > 0 && spent >= budget.total_ms {
+            trials.push(Trial {
+                candidate: c.clone(),
+                result: None,
+            });
+            continue;
+        }
+        let r = measure(c);
+        if let Ok(m) = &r {
+            spent += m.compile_ms + m.run_ms;
+        }
+        trials.push(Trial {
+            candidate: c.clone(),
+            result: Some(r),
+        });
+    }
+    let ok: Vec<(usize, Measurement)> = trials
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| match &t.result {
+            Some(Ok(m)) => Some((i, *m)),
+            _ => None,
+        })
+        .collect();
+    let fastest = ok
+        .iter()
+        .copied()
+        .min_by(|a, b| a.1.run_ms.total_cmp(&b.1.run_ms))?;
+    let chosen = if fastest.1.compile_ms > budget.max_compile_ms {
+        ok.iter()
+            .copied()
+            .filter(|(_, m)| {
+                m.compile_ms <= budget.max_compile_ms && m.run_ms <= fastest.1.run_ms * budget.close
+            })
+            .min_by(|a, b| a.1.run_ms.total_cmp(&b.1.run_ms))
+            .unwrap_or(fastest)
+    } else {
+        fastest
+    };
+    Some(Outcome {
+        chosen: chosen.0,
+        trials,
+        spent_ms: spent,
+    })
+}
+
+/// The candidates for a device: the heuristic's tuning first, then each switch
+/// the fused kernels answer to (subgroup sharing off, 4 and 16 rows per lane,
+/// staging), keeping only those that give another fused kernel at head dim `d`.
+pub fn candidates(caps: &DeviceCaps, heuristic: Tuning, d: usize) -> Vec<Tuning> {
+    let base = heuristic.granted(caps.features);
+    let mut tries = vec![base];
+    if let Ok(t) = base.with_subgroup(0) {
+        tries.push(t);
+    }
+    for rows in [4, 16] {
+        if let Ok(t) = base.with_fused_rows(rows) {
+            tries.push(t);
+        }
+    }
+    tries.push(base.with_staged(!base.staged()));
+    let mut out: Vec<Tuning> = Vec::new();
+    let mut seen = Vec::new();
+    for t in tries {
+        let v = base_variant(t, d, &caps.limits);
+        if !seen.contains(&v) {
+            seen.push(v);
+            out.push(t);
+        }
+    }
+    out
+}
+
+/// The class a problem's choice is kept for: path, head-dim bucket, dtype, mask
+/// mode and query-count class (1, few, many), e.g. `fused d64 f32 mask0 nq-many`.
+pub fn class_of(p: &AttentionProblem, path: AttentionPath) -> String {
+    let nq = match p.shape.nq {
+        1 => "1",
+        n if n <= FEW_QUERIES => "few",
+        _ => "many",
+    };
+    format!(
+        "{path:?} d{} f32 mask{} nq-{nq}",
+        head_dim_bucket(p.shape.d),
+        MaskInfo::mode(p.transform.mask.as_ref())
+    )
+    .to_lowercase()
+}
+
+/// Whose measurements a cache entry holds: the adapter, its driver, this
+/// library's version (a new version may change the kernels).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct CacheKey {
+    pub adapter: String,
+    pub driver: String,
+    pub library: String,
+}
+
+impl CacheKey {
+    /// The key of an adapter described by `info`, for this library.
+    pub fn new(info: &wgpu::AdapterInfo) -> Self {
+        CacheKey {
+            adapter: info.name.clone(),
+            driver: format!("{} {}", info.driver, info.driver_info),
+            library: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+
+    fn text(&self) -> String {
+        format!("{} | {} | {}", self.adapter, self.driver, self.library)
+    }
+}
+
+/// The file's format.
+#[derive(Default, Serialize, Deserialize)]
+struct CacheFile {
+    version: u32,
+    /// `CacheKey` text → class → chosen tuning.
+    entries: BTreeMap<String, BTreeMap<String, Tuning>>,
+}
+
+const FORMAT: u32 = 1;
+
+/// Tuning choices by device and class, in memory; [`TuneCache::load`] and
+/// [`TuneCache::save`] keep them in a JSON file.
+#[derive(Default)]
+pub struct TuneCache {
+    file: CacheFile,
+}
+
+impl TuneCache {
+    /// An empty cache.
+    pub fn new() -> Self {
+        TuneCache {
+            file: CacheFile {
+                version: FORMAT,
+                entries: BTreeMap::new(),
+            },
+        }
+    }
+
+    /// The cache in `text` (a file's contents): an empty cache and a warning
+    /// when it does not parse, has another format version, or holds a tuning
+    /// that does not validate — a corrupt file is never an error.
+    pub fn parse(text: &str) -> (Self, Option<String>) {
+        match serde_json::from_str::<CacheFile>(text) {
+            Ok(f) if f.version != FORMAT => (
+                Self::new(),
+                Some(format!(
+                    "tuning cache format {} (this library reads {FORMAT}): ignored",
+                    f.version
+                )),
+            ),
+            Ok(f) => {
+                let bad = f
+                    .entries
+                    .values()
+                    .flat_map(|c| c.values())
+                    .find_map(|t| t.validated().err());
+                match bad {
+                    Some(e) => (Self::new(), Some(format!("tuning cache ignored: {e}"))),
+                    None => (TuneCache { file: f }, None),
+                }
+            }
+            Err(e) => (
+                Self::new(),
+                Some(format!("tuning cache does not parse ({e}): ignored")),
+            ),
+        }
+    }
+
+    /// The cache as the file holds it.
+    pub fn to_text(&self) -> String {
+        serde_json::to_string_pretty(&self.file).expect("a map of strings and tunings serializes")
+    }
+
+    /// The cache at `path`: empty without a warning when there is no file.
+    pub fn load(path: &std::path::Path) -> (Self, Option<String>) {
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let (c, w) = Self::parse(&text);
+                (c, w.map(|w| format!("{}: {w}", path.display())))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (Self::new(), None),
+            Err(e) => (
+                Self::new(),
+                Some(format!("{}: {e}: tuning cache ignored", path.display())),
+            ),
+        }
+    }
+
+    /// Writes the cache to `path` (its folder created), through a temporary
+    /// file renamed into place so a reader never sees half a file.
+    pub fn save(&self, path: &std::path::Path) -> std::io::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, self.to_text())?;
+        std::fs::rename(tmp, path)
+    }
+
+    /// The tuning chosen for `class` on `key`'s device.
+    pub fn get(&self, key: &CacheKey, class: &str) -> Option<Tuning> {
+        self.file.entries.get(&key.text())?.get(class).copied()
+    }
+
+    /// Remembers `tuning` for `class` on `key`'s device.
+    pub fn insert(&mut self, key: &CacheKey, class: &str, tuning: Tuning) {
+        self.file
+            .entries
+            .entry(key.text())
+            .or_default()
+            .insert(class.to_string(), tuning);
+    }
+
+    /// Every (class, tuning) kept for `key`'s device.
+    pub fn choices(&self, key: &CacheKey) -> Vec<(String, Tuning)> {
+        self.file
+            .entries
+            .get(&key.text())
+            .map(|c| c.iter().map(|(k, t)| (k.clone(), *t)).collect())
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(run_ms: f64, compile_ms: f64) -> Result<Measurement, String> {
+        Ok(Measurement { run_ms, compile_ms })
+    }
+
+    /// A fake timer: the fastest candidate wins; a failed one never does.
+    #[test]
+    fn the_fastest_candidate_wins() {
+        let times = [
+            m(70.0, 1000.0),
+            Err("lost".into()),
+            m(58.0, 2000.0),
+            m(85.0, 900.0),
+        ];
+        let out = choose(&[0, 1, 2, 3], |&i| times[i].clone(), &Budget::default()).unwrap();
+        assert_eq!(out.chosen, 2);
+        assert_eq!(out.trials.len(), 4);
+        assert!(matches!(out.trials[1].result, Some(Err(_))));
+        assert_eq!(out.spent_ms, 70.0 + 1000.0 + 58.0 + 2000.0 + 85.0 + 900.0);
+        assert!(choose(&[0], |_| Err("no".into()), &Budget::default()).is_none());
+    }
+
+    /// Cold compile counts: a variant over the compile budget loses to a close
+    /// one that compiles fast, but not to a much slower one.
+    #[test]
+    fn compile_budget_is_respected() {
+        let b = Budget::default();
+        // 61 ms is within 5% of 58.6: the 1 s compile wins over the 51 s one.
+        let times = [m(61.0, 1000.0), m(58.6, 51_000.0)];
+        assert_eq!(
+            choose(&[0, 1], |&i| times[i].clone(), &b).unwrap().chosen,
+            0
+        );
+        // 70 ms is not: the slow compile is worth it.
+        let times = [m(70.0, 1000.0), m(58.6, 51_000.0)];
+        assert_eq!(
+            choose(&[0, 1], |&i| times[i].clone(), &b).unwrap().chosen,
+            1
+        );
+    }
+
+    /// The time budget: once spent, the rest are not measured (the first always is).
+    #[test]
+    fn time_budget_stops_measuring() {
+        let b = Budget {
+            total_ms: 1000.0,
+            ..Budget::default()
+        };
+        let mut measured = Vec::new();
+        let out = choose(
+            &[0, 1, 2],
+            |&i| {
+                measured.push(i);
+                m(100.0, 2000.0)
+            },
+            &b,
+        )
+        .unwrap();
+        assert_eq!(measured, [0]);
+        assert_eq!(out.trials[2].result, None);
+    }
+
+    fn lavapipe() -> (DeviceCaps, Tuning) {
+        let info = wgpu::AdapterInfo {
+            name: "llvmpipe (LLVM 15.0.6, 256 bits)".into(),
+            driver: "llvmpipe".into(),
+            driver_info: "Mesa 22.3.6".into(),
+            subgroup_min_size: 8,
+            subgroup_max_size: 8,
+            ..wgpu::AdapterInfo::new(wgpu::DeviceType::Cpu, wgpu::Backend::Vulkan)
+        };
+        let caps = DeviceCaps::new(&info, wgpu::Limits::default(), wgpu::Features::SUBGROUP);
+        (caps, Tuning::for_adapter(&info))
+    }
+
+    /// The candidates: the heuristic first, then one per other fused kernel.
+    #[test]
+    fn candidates_are_distinct_kernels_heuristic_first() {
+        let (caps, t) = lavapipe();
+        let c = candidates(&caps, t, 64);
+        assert_eq!(c[0], t);
+        let kernels: Vec<_> = c
+            .iter()
+            .map(|&t| base_variant(t, 64, &caps.limits))
+            .collect();
+        for (i, k) in kernels.iter().enumerate() {
+            assert!(!kernels[..i].contains(k), "{k:?} twice");
+        }
+        // Default (8 rows, subgroups), no subgroups, 4 rows, 16 rows, staged.
+        assert_eq!(c.len(), 5);
+        // D = 256 caps rows at 2: 4 and 8 rows give the same kernel, 16 does not.
+        assert!(candidates(&caps, t, 256).len() < 5);
+    }
+
+    /// The cache is keyed by adapter, driver and library version; round-trips
+    /// through its file; a corrupt or foreign file is ignored with a warning.
+    #[test]
+    fn cache_keys_round_trip_and_corrupt_files() {
+        let (_, t) = lavapipe();
+        let info = wgpu::AdapterInfo {
+            name: "llvmpipe".into(),
+            driver_info: "Mesa 22.3.6".into(),
+            ..wgpu::AdapterInfo::new(wgpu::DeviceType::Cpu, wgpu::Backend::Vulkan)
+        };
+        let key = CacheKey::new(&info);
+        let other_driver = CacheKey {
+            driver: "llvmpipe Mesa 26.1.6".into(),
+            ..key.clone()
+        };
+        let other_version = CacheKey {
+            library: "0.0.0".into(),
+            ..key.clone()
+        };
+        let mut c = TuneCache::new();
+        let t16 = t.with_fused_rows(16).unwrap();
+        c.insert(&key, "fused d64 f32 mask0 nq-many", t16);
+        assert_eq!(c.get(&key, "fused d64 f32 mask0 nq-many"), Some(t16));
+        assert_eq!(c.get(&other_driver, "fused d64 f32 mask0 nq-many"), None);
+        assert_eq!(c.get(&other_version, "fused d64 f32 mask0 nq-many"), None);
+        assert_eq!(c.get(&key, "fused d128 f32 mask0 nq-many"), None);
+        let (back, warning) = TuneCache::parse(&c.to_text());
+        assert!(warning.is_none());
+        assert_eq!(back.choices(&key), c.choices(&key));
+        for bad in ["", "{", "[1, 2]", "{\"version\": 99, \"entries\": {}}"] {
+            let (empty, warning) = TuneCache::parse(bad);
+            assert!(warning.is_some(), "{bad:?}");
+            assert!(empty.choices(&key).is_empty());
+        }
+        // A tuning that does not validate (17 cpu rows) is refused.
+        let text = c.to_text().replace("\"cpu_rows\": 8", "\"cpu_rows\": 17");
+        assert_ne!(text, c.to_text());
+        let (empty, warning) = TuneCache::parse(&text);
+        assert!(warning.unwrap().contains("cpu_rows") && empty.choices(&key).is_empty());
+        // The file: written through a temporary name, read back; a missing file
+        // is an empty cache without a warning.
+        let dir = std::env::temp_dir().join(format!("wgpu-attention-tune-{}", std::process::id()));
+        let path = dir.join("sub").join("tune.json");
+        c.save(&path).unwrap();
+        let (loaded, warning) = TuneCache::load(&path);
+        assert!(warning.is_none() && loaded.get(&key, "fused d64 f32 mask0 nq-many") == Some(t16));
+        std::fs::write(&path, "not json").unwrap();
+        assert!(TuneCache::load(&path).1.unwrap().contains("tune.json"));
+        let (none, warning) = TuneCache::load(&dir.join("missing.json"));
+        assert!(warning.is_none() && none.choices(&key).is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn classes_name_path_bucket_mask_and_queries() {
+        let sh = crate::shape::AttnShape {
+            b: 1,
+            hq: 8,
+            hkv: 8,
+            nq: 1,
+            nk: 4096,
+            d: 70,
+        };
+        let p = AttentionProblem::of_shape(sh).unwrap();
+        assert_eq!(
+            class_of(&p, AttentionPath::Decode),
+            "decode d80 f32 mask0 nq-1"
+        );
+        let p = AttentionProblem::of_shape(crate::shape::AttnShape { nq: 1024, ..sh }).unwrap();
+        assert_eq!(
+            class_of(&p, AttentionPath::Fused),
+            "fused d80 f32 mask0 nq-many"
+        );
+    }
+}
