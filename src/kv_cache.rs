@@ -29,12 +29,11 @@
 //! # Ok(()) }
 //! ```
 
-use crate::attention::{
-    plan_for, record_attention, record_plan, Attention, AttentionOptions, KvSource,
-};
+use crate::attention::{plan_for, record_attention, Attention, AttentionOptions};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Recorder};
 use crate::plan::{AttentionProblem, Keys};
+use crate::record::{record_plan, KvSource};
 use crate::shape::AttnShape;
 use crate::tensor::Tensor;
 

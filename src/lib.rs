@@ -22,16 +22,20 @@ mod mask_tensor;
 pub mod mha;
 pub mod plan;
 pub mod positional;
+mod record;
 pub mod reference;
 pub mod shaders;
 mod shape;
 mod tensor;
 pub mod transform;
+pub mod tune;
 pub mod validation;
 pub mod verify;
 pub mod weights;
 
-pub use attention::{attention, record_attention, Attention, AttentionOptions, AttentionPath};
+pub use attention::{
+    attention, record_attention, Attention, AttentionOptions, AttentionPath, TuningMode,
+};
 pub use plan::{plan, AttentionProblem, Plan};
 
 pub use error::{Error, Result};

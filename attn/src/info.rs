@@ -86,6 +86,18 @@ fn describe(gpu: &Gpu) -> Value {
             "subgroup": tuning.subgroup(),
             "fused_d64": wgpu_attention::plan::describe_fused_kernel(gpu.caps(), tuning, 64),
         },
+        "tuned": gpu.tuned_choices().iter().map(|(class, t)| {
+            // The class names its head-dim bucket (`d64`).
+            let d = class
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix('d')?.parse::<usize>().ok())
+                .unwrap_or(64);
+            json!({
+                "class": class,
+                "kernel": wgpu_attention::plan::describe_fused_kernel(gpu.caps(), *t, d),
+            })
+        }).collect::<Vec<_>>(),
+        "tune_cache": gpu.tune_cache_path().map(|p| p.display().to_string()),
     })
 }
 
@@ -180,6 +192,20 @@ fn print_text(v: &Value) {
     );
     if let Some(f) = v["kernel_variant"]["fused_d64"].as_str() {
         println!("  fused (D = 64)    {f}");
+    }
+    let tuned = v["tuned"].as_array().map_or(&[][..], |a| a.as_slice());
+    let cache = v["tune_cache"].as_str().unwrap_or("memory only");
+    if tuned.is_empty() {
+        println!("  autotuned         none yet (attn tune; cache: {cache})");
+    } else {
+        println!("  autotuned         ({cache})");
+        for t in tuned {
+            println!(
+                "    {:<28} {}",
+                t["class"].as_str().unwrap_or(""),
+                t["kernel"].as_str().unwrap_or("")
+            );
+        }
     }
 }
 

@@ -19,6 +19,7 @@ mod io;
 mod mha;
 mod plot;
 mod run;
+mod tune;
 mod validate;
 mod viz;
 
@@ -29,7 +30,7 @@ use clap::{Parser, Subcommand};
     name = "attn",
     version,
     about = "Transformer attention on any wgpu adapter (Vulkan, Metal, DX12, GL), checked against an f64 CPU reference",
-    after_help = "Examples:\n  attn info\n  attn run --q q.npy --k k.npy --v v.npy --causal bottom-right --out o.npy --check\n  attn validate --json report.json\n  attn bench --path fused,unfused --n 512 --d 64\n  attn viz --random 1,2,32,16 --causal top-left --out weights.png\n\nExit codes: 0 ok, 1 a check failed (or the GPU failed at run time), 2 bad input.\nAdapter choice also honours WGPU_BACKEND and WGPU_ADAPTER_NAME."
+    after_help = "Examples:\n  attn info\n  attn run --q q.npy --k k.npy --v v.npy --causal bottom-right --out o.npy --check\n  attn validate --json report.json\n  attn bench --path fused,unfused --n 512 --d 64\n  attn tune --n 1024 --d 64\n  attn viz --random 1,2,32,16 --causal top-left --out weights.png\n\nExit codes: 0 ok, 1 a check failed (or the GPU failed at run time), 2 bad input.\nAdapter choice also honours WGPU_BACKEND and WGPU_ADAPTER_NAME."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -48,6 +49,7 @@ enum Command {
     Validate(validate::ValidateArgs),
     /// Time the attention paths over shapes, with the project's GEMM as the ceiling.
     Bench(bench::BenchArgs),
+    Tune(tune::TuneArgs),
     /// The attention weights of one (batch, head) as a heatmap PNG.
     Viz(Box<viz::VizArgs>),
 }
@@ -107,6 +109,7 @@ fn main() {
         Command::Mha(a) => mha::mha_main(*a),
         Command::Validate(a) => validate::main(a),
         Command::Bench(a) => bench::main(a),
+        Command::Tune(a) => tune::main(a),
         Command::Viz(a) => viz::main(*a),
     };
     drop(runtime_dir);

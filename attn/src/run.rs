@@ -149,7 +149,7 @@ pub fn run_main(a: RunArgs) -> Result<()> {
         return_lse: want_lse,
         path: a.path.path(),
         kv_split: a.kv_split,
-        tuning: None,
+        tuning: wgpu_attention::TuningMode::Heuristic,
     };
     let out = attention(&q, &k, &v, &opts)?;
     let o_bhnd = out.o.to_vec_blocking()?;

@@ -21,6 +21,9 @@ pub struct GpuOptions {
     /// e.g. `wgpu::Limits::default()` to run as a browser would, or a small
     /// storage binding to exercise the paths that split work across bindings.
     pub limits: Option<wgpu::Limits>,
+    /// The tuning cache's file instead of `WGPU_ATTENTION_TUNE_CACHE` or the
+    /// user's cache directory (see [`crate::TuningMode::Autotune`]).
+    pub tune_cache: Option<std::path::PathBuf>,
 }
 
 impl GpuOptions {

@@ -8,6 +8,7 @@ use super::adapter::{self, GpuOptions};
 use super::caps::DeviceCaps;
 use super::env;
 use super::pipeline::{self, Kernel, PipelineCache, PipelineKey};
+use super::tune_cache::{CacheKey, TuneCache};
 use super::tuning::Tuning;
 use crate::error::{Error, Result};
 use crate::shaders::Specialization;
@@ -24,6 +25,10 @@ pub(crate) struct GpuInner {
     pub(crate) error: Arc<Mutex<Option<String>>>,
     pub(crate) lost: Arc<Mutex<Option<String>>>,
     pub(crate) pipelines: PipelineCache,
+    /// The variants chosen by measurement on this adapter, and the file they
+    /// are kept in (`None`: memory only).
+    tune: Mutex<TuneCache>,
+    tune_path: Option<std::path::PathBuf>,
     /// Bound where an optional input is absent.
     pub(crate) dummy: wgpu::Buffer,
     /// GL only: wgpu's GL backend shares one context per device behind a lock it
@@ -137,6 +142,17 @@ impl Gpu {
             mapped_at_creation: false,
         });
         let serial = (info.backend == wgpu::Backend::Gl).then(|| Mutex::new(()));
+        let tune_path = options.tune_cache.clone().or_else(env::tune_cache_path);
+        let tune = match &tune_path {
+            Some(p) => {
+                let (cache, warning) = TuneCache::load(p);
+                if let Some(w) = warning {
+                    log::warn!("{w}");
+                }
+                cache
+            }
+            None => TuneCache::new(),
+        };
         Ok(Gpu {
             inner: Arc::new(GpuInner {
                 adapter,
@@ -149,6 +165,8 @@ impl Gpu {
                 error,
                 lost,
                 pipelines: PipelineCache::default(),
+                tune: Mutex::new(tune),
+                tune_path,
                 dummy,
                 serial,
             }),
@@ -210,6 +228,34 @@ impl Gpu {
     /// [`crate::AttentionOptions::tuning`].
     pub fn tuning(&self) -> Tuning {
         self.inner.tuning
+    }
+
+    /// The variants chosen by measurement for `class` on this adapter (driver,
+    /// library version), if any.
+    pub fn tuned_choice(&self, class: &str) -> Option<Tuning> {
+        locked(&self.inner.tune).get(&CacheKey::new(&self.inner.info), class)
+    }
+
+    /// Every (class, variants) chosen by measurement on this adapter.
+    pub fn tuned_choices(&self) -> Vec<(String, Tuning)> {
+        locked(&self.inner.tune).choices(&CacheKey::new(&self.inner.info))
+    }
+
+    /// Remembers `t` for `class` on this adapter, in memory and (when the
+    /// cache has a file) on disk; a file that cannot be written is a warning.
+    pub fn remember_tuning(&self, class: &str, t: Tuning) {
+        let mut cache = locked(&self.inner.tune);
+        cache.insert(&CacheKey::new(&self.inner.info), class, t);
+        if let Some(p) = &self.inner.tune_path {
+            if let Err(e) = cache.save(p) {
+                log::warn!("{}: tuning cache not written: {e}", p.display());
+            }
+        }
+    }
+
+    /// The tuning cache's file, if it has one.
+    pub fn tune_cache_path(&self) -> Option<&std::path::Path> {
+        self.inner.tune_path.as_deref()
     }
 
     /// `t` without what the device was not granted (subgroup use needs SUBGROUP).

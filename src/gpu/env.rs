@@ -66,6 +66,23 @@ pub fn parse_features(list: &str) -> std::result::Result<wgpu::Features, String>
     Ok(out)
 }
 
+/// Where the tuning cache lives: `WGPU_ATTENTION_TUNE_CACHE=PATH`, or `off` for
+/// none (memory only); by default `$XDG_CACHE_HOME/wgpu-attention/tune.json`,
+/// else `$HOME/.cache/wgpu-attention/tune.json`. In a browser, memory only.
+pub(crate) fn tune_cache_path() -> Option<std::path::PathBuf> {
+    if cfg!(target_arch = "wasm32") {
+        return None;
+    }
+    match var("WGPU_ATTENTION_TUNE_CACHE") {
+        Some(v) if v.trim().eq_ignore_ascii_case("off") => None,
+        Some(v) => Some(v.trim().into()),
+        None => var("XDG_CACHE_HOME")
+            .map(std::path::PathBuf::from)
+            .or_else(|| var("HOME").map(|h| std::path::Path::new(&h).join(".cache")))
+            .map(|d| d.join("wgpu-attention").join("tune.json")),
+    }
+}
+
 /// Forced kernel variants (see [`crate::gpu::Tuning`]); `None` = the adapter's default.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct TuningOverrides {

@@ -3,6 +3,8 @@
 //!
 //! - `env`: the environment switches (the only place env vars are read);
 //! - `tuning`: [`Tuning`], kernel variant choices, validated when made;
+//! - `tune_cache`: [`TuneCache`], the variants chosen by measurement, per
+//!   device and problem class, in memory and in a file;
 //! - `adapter`: [`GpuOptions`], backend names, adapter choice;
 //! - `caps`: [`DeviceCaps`], what a device can run as a plain value (limits,
 //!   features, the driver's loop budget), what plans are made from;
@@ -20,10 +22,12 @@ pub use env::parse_features;
 mod memory;
 pub(crate) mod pipeline;
 mod recorder;
+mod tune_cache;
 mod tuning;
 
 pub use adapter::{parse_backend, GpuOptions};
 pub use caps::{DeviceCaps, LOOP_MARGIN};
 pub use device::Gpu;
 pub use recorder::{split_grid, Recorder};
+pub use tune_cache::{CacheKey, TuneCache};
 pub use tuning::Tuning;

@@ -17,7 +17,9 @@ mod tests;
 mod unfused;
 
 pub use decode::{DEFAULT_SPLIT, FEW_QUERIES, TARGET_SPLITS};
-pub use problem::{AttentionOptions, AttentionPath, AttentionProblem, Keys, MAX_HEAD_DIM};
+pub use problem::{
+    AttentionOptions, AttentionPath, AttentionProblem, Keys, TuningMode, MAX_HEAD_DIM,
+};
 pub use specs::specializations;
 
 use crate::error::{Error, Result};

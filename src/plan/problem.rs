@@ -33,9 +33,26 @@ pub struct AttentionOptions<'a> {
     /// Keys per split of the decode path; `None` = 512, longer past 256 splits
     /// (`Nk / 256`), and shorter where the driver's loop budget requires.
     pub kv_split: Option<usize>,
-    /// Kernel variants for this call; `None` = the recorder's
-    /// ([`crate::gpu::Gpu::tuning`] unless [`crate::gpu::Recorder::with_tuning`] says otherwise).
-    pub tuning: Option<crate::gpu::Tuning>,
+    /// How this call's kernel variants are chosen ([`TuningMode::Heuristic`]:
+    /// the recorder's).
+    pub tuning: TuningMode,
+}
+
+/// How a call's kernel variants are chosen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TuningMode {
+    /// The recorder's tuning ([`crate::gpu::Gpu::tuning`], the adapter type's
+    /// rules, unless [`crate::gpu::Recorder::with_tuning`] says otherwise):
+    /// deterministic, nothing timed. What the tests use.
+    #[default]
+    Heuristic,
+    /// The fastest of the candidates measured on this device for the problem's
+    /// class ([`crate::plan::autotune`]): from the tuning cache, or measured on
+    /// first use (within a time budget) and remembered there. Native only; in a
+    /// browser this is the heuristic for now.
+    Autotune,
+    /// These variants (checked against what the device grants).
+    Fixed(crate::gpu::Tuning),
 }
 
 /// The kernels that compute attention.

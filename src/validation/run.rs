@@ -3,7 +3,7 @@
 use web_time::Instant;
 
 use super::{inputs, parse_layout, parse_path, Case, CaseResult, REL_L2_TOL};
-use crate::attention::{attention, AttentionOptions, AttentionPath};
+use crate::attention::{attention, AttentionOptions, AttentionPath, TuningMode};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::mask_tensor::MaskTensor;
@@ -47,7 +47,9 @@ async fn run_inner(gpu: &Gpu, case: &Case) -> Result<CaseResult> {
         return_weights: weights,
         return_lse: true,
         path,
-        tuning: case.staged.map(|s| gpu.tuning().with_staged(s)),
+        tuning: case.staged.map_or(TuningMode::Heuristic, |s| {
+            TuningMode::Fixed(gpu.tuning().with_staged(s))
+        }),
         ..p.attention_options(mask.as_ref())
     };
     let out = attention(&q, &k, &v, &opts)?;

@@ -75,7 +75,7 @@ fn check_splits(gpu: &Gpu, t: Tuning, ctx: &str, c: &Case, splits: &[usize]) {
         return_lse: true,
         path: AttentionPath::Unfused,
         kv_split: None,
-        tuning: None,
+        tuning: wgpu_attention::TuningMode::Heuristic,
     };
     let out = run(gpu, t, |rec| record_attention(rec, &qt, &kt, &vt, &opts));
     assert_eq!(out.o.layout(), c.layout, "{ctx}: O keeps Q's layout");

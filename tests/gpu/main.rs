@@ -15,6 +15,7 @@ mod posenc;
 mod rope;
 mod scores;
 mod softmax;
+mod tune;
 mod validation;
 mod weighted_sum;
 

@@ -127,6 +127,7 @@ async fn run_inner(g: &Gpu, cfg: &RunConfig) -> Result<RunOutput, String> {
         .map_err(e)?;
     let inputs = validation::inputs(case).map_err(e)?;
     let tuning = case.staged.map(|s| g.tuning().with_staged(s));
+    let mode = tuning.map_or(wgpu_attention::TuningMode::Heuristic, wgpu_attention::TuningMode::Fixed);
 
     let qt = Tensor::from_bhnd(g, &inputs.q, [sh.b, sh.hq, sh.nq, sh.d], layout).map_err(e)?;
     let kt = Tensor::from_bhnd(g, &inputs.k, [sh.b, sh.hkv, sh.nk, sh.d], layout).map_err(e)?;
@@ -159,7 +160,7 @@ async fn run_inner(g: &Gpu, cfg: &RunConfig) -> Result<RunOutput, String> {
             return_weights: path == AttentionPath::Unfused,
             return_lse: true,
             path,
-            tuning,
+            tuning: mode,
             ..inputs.attention_options(mask_t.as_ref())
         };
         // What runs, as the library's plan decides it for this call.

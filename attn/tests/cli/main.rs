@@ -15,6 +15,7 @@ mod errors;
 mod info_viz;
 mod mha;
 mod run;
+mod tune;
 mod validate;
 
 use std::fs::File;

@@ -47,7 +47,7 @@ fn decode_against_a_long_kv_with_uneven_splits() {
                 masking: masking.clone(),
                 return_lse: true,
                 kv_split,
-                tuning: Some(t),
+                tuning: wgpu_attention::TuningMode::Fixed(t),
                 ..Default::default()
             };
             let out = wgpu_attention::attention(&qt, &kt, &vt, &opts).unwrap();

@@ -1,0 +1,279 @@
+//! Recording a plan: the kernels a [`Plan`] lists, over the problem's tensors
+//! (or a KV cache's pages), into one command encoder. Decides nothing.
+
+use crate::error::Result;
+use crate::gpu::Recorder;
+use crate::kernels::flash_attention::{record_fused, FusedOut};
+use crate::kernels::{decode, scores, softmax, weighted_sum};
+use crate::mask_tensor::MaskTensor;
+use crate::plan::{AttentionPath, AttentionProblem, PageLaunch, Plan, Steps, UnfusedLaunch};
+use crate::tensor::Tensor;
+use crate::transform::ScoreTransform;
+
+/// Results of [`crate::attention()`].
+#[derive(Clone, Debug)]
+pub struct Attention {
+    /// `[B, Hq, Nq, D]`, stored in the same layout as Q.
+    pub o: Tensor,
+    pub lse: Option<Tensor>,
+    pub weights: Option<Tensor>,
+    /// The path that ran (what [`AttentionPath::Auto`] resolved to).
+    pub path: AttentionPath,
+}
+
+/// The keys and values a plan reads: tensors, or a KV cache's pages in order
+/// (each `[B, Hkv, n, D]`).
+pub(crate) enum KvSource<'a> {
+    Tensors(&'a Tensor, &'a Tensor),
+    Pages(Vec<(Tensor, Tensor)>),
+}
+
+/// Records `plan` for `problem` (whose dense mask is `mask`).
+pub(crate) fn record_plan(
+    rec: &mut Recorder<'_>,
+    plan: &Plan,
+    problem: &AttentionProblem,
+    q: &Tensor,
+    keys: &KvSource<'_>,
+    mask: Option<&MaskTensor>,
+) -> Result<Attention> {
+    // Every kernel's variant comes from the plan (its launches carry their
+    // specializations), not from the recorder's tuning.
+    let gpu = q.gpu();
+    let sh = problem.shape;
+    let t = &problem.transform;
+    let o_dims = [sh.b, sh.hq, sh.nq, sh.d];
+    let new_o = || {
+        Tensor::output(
+            gpu,
+            "attention output",
+            &o_dims,
+            Some(problem.layout.strides(o_dims).to_vec()),
+        )
+    };
+    let new_lse = || {
+        problem
+            .want_lse
+            .then(|| Tensor::output(gpu, "lse", &[sh.b, sh.hq, sh.nq], None))
+            .transpose()
+    };
+    match (&plan.steps, keys) {
+        (Steps::Fused(launch), KvSource::Tensors(k, v)) => {
+            let (o, lse) = (new_o()?, new_lse()?);
+            let out = FusedOut {
+                o: &o,
+                lse: lse.as_ref(),
+                o_ss: 0,
+                lse_ss: 0,
+            };
+            record_fused(rec, launch, [q, k, v], t, mask, out)?;
+            Ok(Attention {
+                o,
+                lse,
+                weights: None,
+                path: plan.path,
+            })
+        }
+        (
+            Steps::Decode {
+                pages,
+                total_splits,
+            },
+            keys,
+        ) => {
+            let (o, lse) = record_decode(rec, problem, q, keys, mask, pages, *total_splits)?;
+            Ok(Attention {
+                o,
+                lse,
+                weights: None,
+                path: plan.path,
+            })
+        }
+        (Steps::Unfused(u), KvSource::Tensors(k, v)) => match u.chunk_heads {
+            None => record_unfused(rec, problem, u, [q, k, v], mask),
+            Some(heads) => {
+                let (o, lse) = (new_o()?, new_lse()?);
+                record_unfused_chunked(rec, problem, u, [q, k, v], mask, heads, &o, lse.as_ref())?;
+                Ok(Attention {
+                    o,
+                    lse,
+                    weights: None,
+                    path: plan.path,
+                })
+            }
+        },
+        _ => unreachable!("plans over KV-cache pages are decode plans"),
+    }
+}
+
+/// Split-KV: each page's launch writes its partials into its place in one
+/// stack, then the merge.
+fn record_decode(
+    rec: &mut Recorder<'_>,
+    problem: &AttentionProblem,
+    q: &Tensor,
+    keys: &KvSource<'_>,
+    mask: Option<&MaskTensor>,
+    pages: &[PageLaunch],
+    total: usize,
+) -> Result<(Tensor, Option<Tensor>)> {
+    let gpu = q.gpu();
+    let sh = problem.shape;
+    let rows = sh.b * sh.hq * sh.nq;
+    let o_part = Tensor::output(
+        gpu,
+        "decode partial O",
+        &[total, sh.b, sh.hq, sh.nq, sh.d],
+        None,
+    )?;
+    let lse_part = Tensor::output(gpu, "decode partial LSE", &[total, rows], None)?;
+    for (i, page) in pages.iter().enumerate() {
+        let (k, v) = match keys {
+            KvSource::Tensors(k, v) => (*k, *v),
+            KvSource::Pages(views) => (&views[i].0, &views[i].1),
+        };
+        let first_o = o_part.view(
+            &[sh.b, sh.hq, sh.nq, sh.d],
+            &[sh.hq * sh.nq * sh.d, sh.nq * sh.d, sh.d, 1],
+            page.first_split * sh.q_len(),
+        )?;
+        let lse_p = lse_part.view(
+            &[page.launch.splits, rows],
+            &[rows, 1],
+            page.first_split * rows,
+        )?;
+        let out = FusedOut {
+            o: &first_o,
+            lse: Some(&lse_p),
+            o_ss: sh.q_len() as u32,
+            lse_ss: rows as u32,
+        };
+        let t = problem.transform.for_page(page.p0, page.n);
+        record_fused(rec, &page.launch, [q, k, v], &t, mask, out)?;
+    }
+    decode::record_combine(
+        rec,
+        &o_part,
+        &lse_part,
+        total,
+        &sh,
+        problem.layout,
+        problem.want_lse,
+    )
+}
+
+/// The unfused path in one pass.
+fn record_unfused(
+    rec: &mut Recorder<'_>,
+    problem: &AttentionProblem,
+    u: &UnfusedLaunch,
+    [q, k, v]: [&Tensor; 3],
+    mask: Option<&MaskTensor>,
+) -> Result<Attention> {
+    let gpu = q.gpu();
+    let sh = problem.shape;
+    let t = &problem.transform;
+    let dims = [sh.b, sh.hq, sh.nq, sh.nk];
+    let s = Tensor::output(gpu, "scores", &dims, None)?;
+    scores::record_scores_into(rec, q, k, t, mask, &s, &u.tile)?;
+    let p = Tensor::output(gpu, "attention weights", &dims, None)?;
+    let lse = problem
+        .want_lse
+        .then(|| Tensor::output(gpu, "lse", &[sh.b, sh.hq, sh.nq], None))
+        .transpose()?;
+    softmax::record_softmax_into(
+        rec,
+        &s,
+        &softmax_part(t),
+        mask,
+        &p,
+        lse.as_ref(),
+        u.softmax_wg,
+    )?;
+    let o_dims = [sh.b, sh.hq, sh.nq, sh.d];
+    let o = Tensor::output(
+        gpu,
+        "attention output",
+        &o_dims,
+        Some(problem.layout.strides(o_dims).to_vec()),
+    )?;
+    weighted_sum::record_weighted_sum_into(rec, &p, v, &o, &u.tile)?;
+    Ok(Attention {
+        o,
+        lse,
+        weights: problem.want_weights.then_some(p),
+        path: AttentionPath::Unfused,
+    })
+}
+
+/// What the softmax applies in the unfused path: the rules and a bool mask (an
+/// additive one went into the scores).
+fn softmax_part(t: &ScoreTransform) -> ScoreTransform {
+    ScoreTransform {
+        mask: t.bool_mask(),
+        ..t.clone()
+    }
+}
+
+/// The unfused path in chunks of (batch b, `heads` query heads from h0): each
+/// chunk's scores and weights go to the same two scratch tensors (recorded in
+/// order, so each chunk waits for the previous one), O to its view of the whole
+/// output, LSE through a scratch copied into place.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the chunked recording's inputs and outputs, each used once"
+)]
+fn record_unfused_chunked(
+    rec: &mut Recorder<'_>,
+    problem: &AttentionProblem,
+    u: &UnfusedLaunch,
+    [q, k, v]: [&Tensor; 3],
+    mask: Option<&MaskTensor>,
+    heads: usize,
+    o: &Tensor,
+    lse: Option<&Tensor>,
+) -> Result<()> {
+    let gpu = q.gpu();
+    let sh = problem.shape;
+    let chunk = [1, heads, sh.nq, sh.nk];
+    let s = Tensor::output(gpu, "scores (chunk)", &chunk, None)?;
+    let p = Tensor::output(gpu, "attention weights (chunk)", &chunk, None)?;
+    let lse_part = lse
+        .map(|_| Tensor::output(gpu, "lse (chunk)", &[1, heads, sh.nq], None))
+        .transpose()?;
+    let kv_heads = (heads / sh.group()).max(1);
+    for b in 0..sh.b {
+        for h0 in (0..sh.hq).step_by(heads) {
+            let t = problem.transform.for_chunk(b, h0, heads);
+            let qc = heads_view(q, b, h0, heads)?;
+            let kc = heads_view(k, b, h0 / sh.group(), kv_heads)?;
+            let vc = heads_view(v, b, h0 / sh.group(), kv_heads)?;
+            scores::record_scores_into(rec, &qc, &kc, &t, mask, &s, &u.tile)?;
+            let sm = softmax_part(&t);
+            softmax::record_softmax_into(rec, &s, &sm, mask, &p, lse_part.as_ref(), u.softmax_wg)?;
+            let oc = heads_view(o, b, h0, heads)?;
+            weighted_sum::record_weighted_sum_into(rec, &p, &vc, &oc, &u.tile)?;
+            if let (Some(all), Some(part)) = (lse, &lse_part) {
+                rec.encoder().copy_buffer_to_buffer(
+                    part.buffer(),
+                    0,
+                    all.buffer(),
+                    ((b * sh.hq + h0) * sh.nq * 4) as u64,
+                    (heads * sh.nq * 4) as u64,
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `[1, n, N, D]`: heads h0..h0+n of batch b of a `[B, H, N, D]` tensor.
+fn heads_view(t: &Tensor, b: usize, h0: usize, n: usize) -> Result<Tensor> {
+    let st = t.strides();
+    let shape = t.shape();
+    t.view(
+        &[1, n, shape[2], shape[3]],
+        st,
+        t.offset() + b * st[0] + h0 * st[1],
+    )
+}
