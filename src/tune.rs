@@ -3,21 +3,12 @@
 //! representative shape, the choice made by [`crate::plan::autotune::choose`]
 //! and remembered in the device's tuning cache.
 
-use web_time::Instant;
-
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::gpu::{Gpu, Tuning};
-use crate::mask::{HostMask, Masking};
-use crate::mask_tensor::{MaskKind, MaskTensor};
-use crate::plan::autotune::{self, Budget, Measurement, Outcome};
-use crate::plan::{plan, AttentionPath, AttentionProblem, Keys};
-use crate::record::{record_plan, KvSource};
-use crate::shape::AttnShape;
-use crate::tensor::{Layout, Tensor};
-use crate::transform::MaskInfo;
+use crate::plan::AttentionProblem;
 
-/// Timed runs per candidate after its first (compiling) run.
-const RUNS: usize = 5;
+#[cfg(not(target_arch = "wasm32"))]
+pub use native::tune_class;
 
 /// The variants [`crate::TuningMode::Autotune`] uses for `problem` on `gpu`:
 /// the cached choice for its class, or the candidates measured now (then
@@ -29,138 +20,159 @@ pub(crate) fn tuned(gpu: &Gpu, problem: &AttentionProblem, heuristic: Tuning) ->
         Ok(heuristic)
     }
     #[cfg(not(target_arch = "wasm32"))]
-    tuned_native(gpu, problem, heuristic)
+    native::tuned_native(gpu, problem, heuristic)
 }
 
+/// The measuring, which blocks on readbacks: native only.
 #[cfg(not(target_arch = "wasm32"))]
-fn tuned_native(gpu: &Gpu, problem: &AttentionProblem, heuristic: Tuning) -> Result<Tuning> {
-    let path = plan(problem, gpu.caps(), heuristic)?.path;
-    if path == AttentionPath::Unfused || problem.keys != Keys::Tensors {
-        return Ok(heuristic);
-    }
-    let class = autotune::class_of(problem, path);
-    if let Some(t) = gpu.tuned_choice(&class) {
-        return Ok(gpu.granted_tuning(t));
-    }
-    let out = tune_class(gpu, problem, heuristic, &Budget::default())?;
-    let t = out.trials[out.chosen].candidate;
-    gpu.remember_tuning(&class, t);
-    Ok(t)
-}
+mod native {
+    use web_time::Instant;
 
-/// Measures every candidate for `problem`'s class on a representative shape
-/// (its own, with B = 1 and at most 1024 queries and 4096 keys), on the path the
-/// heuristic takes, within `budget` (`attn tune` prints the trials). Blocks
-/// (native only).
-#[cfg(not(target_arch = "wasm32"))]
-pub fn tune_class(
-    gpu: &Gpu,
-    problem: &AttentionProblem,
-    heuristic: Tuning,
-    budget: &Budget,
-) -> Result<Outcome<Tuning>> {
-    let path = plan(problem, gpu.caps(), heuristic)?.path;
-    let rep = representative(problem, path)?;
-    let sh = rep.shape;
-    let data = |n: usize| -> Vec<f32> {
-        (0..n)
-            .map(|i| ((i * 7919 % 17) as f32 - 8.0) / 17.0)
-            .collect()
-    };
-    let q = Tensor::from_bhnd(
-        gpu,
-        &data(sh.q_len()),
-        [sh.b, sh.hq, sh.nq, sh.d],
-        Layout::Bhnd,
-    )?;
-    let kv = [sh.b, sh.hkv, sh.nk, sh.d];
-    let k = Tensor::from_bhnd(gpu, &data(sh.kv_len()), kv, Layout::Bhnd)?;
-    let v = Tensor::from_bhnd(gpu, &data(sh.kv_len()), kv, Layout::Bhnd)?;
-    let mask = match rep.transform.mask.map(|m| m.kind) {
-        Some(MaskKind::Additive) => Some(HostMask::additive(
-            vec![0.0; sh.nq * sh.nk],
-            [1, 1, sh.nq, sh.nk],
-        )?),
-        Some(MaskKind::Bool) => Some(HostMask::bool(
-            vec![true; sh.nq * sh.nk],
-            [1, 1, sh.nq, sh.nk],
-        )?),
-        None => None,
-    }
-    .map(|m| MaskTensor::upload(gpu, &m))
-    .transpose()?;
-    let mut rep = rep;
-    rep.transform.mask = mask
-        .as_ref()
-        .map(|m| MaskInfo::of(m, [sh.b, sh.hq, sh.nq, sh.nk]))
-        .transpose()?;
-    let candidates = autotune::candidates(gpu.caps(), gpu.granted_tuning(heuristic), sh.d);
-    let keys = KvSource::Tensors(&k, &v);
-    let run = |t: &Tuning, timed: bool| -> Result<f64> {
-        let pl = plan(&rep, gpu.caps(), *t)?;
-        if timed {
-            if let Ok(mut rec) = gpu.timed_recorder() {
-                record_plan(&mut rec, &pl, &rep, &q, &keys, mask.as_ref())?;
-                return pollster::block_on(rec.submit_timed());
-            }
+    use crate::error::{Error, Result};
+    use crate::gpu::{Gpu, Tuning};
+    use crate::mask::{HostMask, Masking};
+    use crate::mask_tensor::{MaskKind, MaskTensor};
+    use crate::plan::autotune::{self, Budget, Measurement, Outcome};
+    use crate::plan::{plan, AttentionPath, AttentionProblem, Keys};
+    use crate::record::{record_plan, KvSource};
+    use crate::shape::AttnShape;
+    use crate::tensor::{Layout, Tensor};
+    use crate::transform::MaskInfo;
+
+    /// Timed runs per candidate after its first (compiling) run.
+    const RUNS: usize = 5;
+
+    pub(crate) fn tuned_native(
+        gpu: &Gpu,
+        problem: &AttentionProblem,
+        heuristic: Tuning,
+    ) -> Result<Tuning> {
+        let path = plan(problem, gpu.caps(), heuristic)?.path;
+        if path == AttentionPath::Unfused || problem.keys != Keys::Tensors {
+            return Ok(heuristic);
         }
-        let t0 = Instant::now();
-        let mut rec = gpu.recorder();
-        let out = record_plan(&mut rec, &pl, &rep, &q, &keys, mask.as_ref())?;
-        rec.submit()?;
-        pollster::block_on(out.o.view(&[1], &[1], 0)?.to_vec())?;
-        Ok(t0.elapsed().as_secs_f64() * 1e3)
-    };
-    let measure = |t: &Tuning| -> std::result::Result<Measurement, String> {
-        let first = run(t, false).map_err(|e| e.to_string())?;
-        let mut times = (0..RUNS)
-            .map(|_| run(t, true))
-            .collect::<Result<Vec<f64>>>()
-            .map_err(|e| e.to_string())?;
-        times.sort_by(f64::total_cmp);
-        let run_ms = times[RUNS / 2];
-        Ok(Measurement {
-            run_ms,
-            compile_ms: (first - run_ms).max(0.0),
-        })
-    };
-    autotune::choose(&candidates, measure, budget).ok_or_else(|| {
-        Error::InvalidArgument(format!(
-            "autotuning {}: no candidate ran on this device",
-            autotune::class_of(problem, path)
-        ))
-    })
-}
+        let class = autotune::class_of(problem, path);
+        if let Some(t) = gpu.tuned_choice(&class) {
+            return Ok(gpu.granted_tuning(t));
+        }
+        let out = tune_class(gpu, problem, heuristic, &Budget::default())?;
+        let t = out.trials[out.chosen].candidate;
+        gpu.remember_tuning(&class, t);
+        Ok(t)
+    }
 
-#[cfg(not(target_arch = "wasm32"))]
-/// `p` on a shape of the same class that times quickly: B = 1, at most 1024
-/// queries (or as few as the class has) and 4096 keys, key lengths clipped, the
-/// same path forced.
-fn representative(p: &AttentionProblem, path: AttentionPath) -> Result<AttentionProblem> {
-    let sh = AttnShape {
-        b: 1,
-        nq: p.shape.nq.min(1024),
-        nk: p.shape.nk.min(if path == AttentionPath::Decode {
-            32_768
-        } else {
-            4096
-        }),
-        ..p.shape
-    };
-    let mut rep = AttentionProblem::of_shape(sh)?;
-    rep.path = path;
-    rep.transform = crate::transform::ScoreTransform {
-        masking: Masking {
-            key_lengths: p
-                .transform
-                .masking
-                .key_lengths
-                .as_ref()
-                .map(|l| vec![l[0].min(sh.nk as u32)]),
-            ..p.transform.masking.clone()
-        },
-        diag_off: p.transform.masking.diagonal_offset(sh.nq, sh.nk),
-        ..p.transform.clone()
-    };
-    Ok(rep)
+    /// Measures every candidate for `problem`'s class on a representative shape
+    /// (its own, with B = 1 and at most 1024 queries and 4096 keys), on the path the
+    /// heuristic takes, within `budget` (`attn tune` prints the trials). Blocks
+    /// (native only).
+    pub fn tune_class(
+        gpu: &Gpu,
+        problem: &AttentionProblem,
+        heuristic: Tuning,
+        budget: &Budget,
+    ) -> Result<Outcome<Tuning>> {
+        let path = plan(problem, gpu.caps(), heuristic)?.path;
+        let rep = representative(problem, path)?;
+        let sh = rep.shape;
+        let data = |n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|i| ((i * 7919 % 17) as f32 - 8.0) / 17.0)
+                .collect()
+        };
+        let q = Tensor::from_bhnd(
+            gpu,
+            &data(sh.q_len()),
+            [sh.b, sh.hq, sh.nq, sh.d],
+            Layout::Bhnd,
+        )?;
+        let kv = [sh.b, sh.hkv, sh.nk, sh.d];
+        let k = Tensor::from_bhnd(gpu, &data(sh.kv_len()), kv, Layout::Bhnd)?;
+        let v = Tensor::from_bhnd(gpu, &data(sh.kv_len()), kv, Layout::Bhnd)?;
+        let mask = match rep.transform.mask.map(|m| m.kind) {
+            Some(MaskKind::Additive) => Some(HostMask::additive(
+                vec![0.0; sh.nq * sh.nk],
+                [1, 1, sh.nq, sh.nk],
+            )?),
+            Some(MaskKind::Bool) => Some(HostMask::bool(
+                vec![true; sh.nq * sh.nk],
+                [1, 1, sh.nq, sh.nk],
+            )?),
+            None => None,
+        }
+        .map(|m| MaskTensor::upload(gpu, &m))
+        .transpose()?;
+        let mut rep = rep;
+        rep.transform.mask = mask
+            .as_ref()
+            .map(|m| MaskInfo::of(m, [sh.b, sh.hq, sh.nq, sh.nk]))
+            .transpose()?;
+        let candidates = autotune::candidates(gpu.caps(), gpu.granted_tuning(heuristic), sh.d);
+        let keys = KvSource::Tensors(&k, &v);
+        let run = |t: &Tuning, timed: bool| -> Result<f64> {
+            let pl = plan(&rep, gpu.caps(), *t)?;
+            if timed {
+                if let Ok(mut rec) = gpu.timed_recorder() {
+                    record_plan(&mut rec, &pl, &rep, &q, &keys, mask.as_ref())?;
+                    return pollster::block_on(rec.submit_timed());
+                }
+            }
+            let t0 = Instant::now();
+            let mut rec = gpu.recorder();
+            let out = record_plan(&mut rec, &pl, &rep, &q, &keys, mask.as_ref())?;
+            rec.submit()?;
+            pollster::block_on(out.o.view(&[1], &[1], 0)?.to_vec())?;
+            Ok(t0.elapsed().as_secs_f64() * 1e3)
+        };
+        let measure = |t: &Tuning| -> std::result::Result<Measurement, String> {
+            let first = run(t, false).map_err(|e| e.to_string())?;
+            let mut times = (0..RUNS)
+                .map(|_| run(t, true))
+                .collect::<Result<Vec<f64>>>()
+                .map_err(|e| e.to_string())?;
+            times.sort_by(f64::total_cmp);
+            let run_ms = times[RUNS / 2];
+            Ok(Measurement {
+                run_ms,
+                compile_ms: (first - run_ms).max(0.0),
+            })
+        };
+        autotune::choose(&candidates, measure, budget).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "autotuning {}: no candidate ran on this device",
+                autotune::class_of(problem, path)
+            ))
+        })
+    }
+
+    /// `p` on a shape of the same class that times quickly: B = 1, at most 1024
+    /// queries (or as few as the class has) and 4096 keys, key lengths clipped, the
+    /// same path forced.
+    fn representative(p: &AttentionProblem, path: AttentionPath) -> Result<AttentionProblem> {
+        let sh = AttnShape {
+            b: 1,
+            nq: p.shape.nq.min(1024),
+            nk: p.shape.nk.min(if path == AttentionPath::Decode {
+                32_768
+            } else {
+                4096
+            }),
+            ..p.shape
+        };
+        let mut rep = AttentionProblem::of_shape(sh)?;
+        rep.path = path;
+        rep.transform = crate::transform::ScoreTransform {
+            masking: Masking {
+                key_lengths: p
+                    .transform
+                    .masking
+                    .key_lengths
+                    .as_ref()
+                    .map(|l| vec![l[0].min(sh.nk as u32)]),
+                ..p.transform.masking.clone()
+            },
+            diag_off: p.transform.masking.diagonal_offset(sh.nq, sh.nk),
+            ..p.transform.clone()
+        };
+        Ok(rep)
+    }
 }
