@@ -106,7 +106,18 @@ mod native {
             .as_ref()
             .map(|m| MaskInfo::of(m, [sh.b, sh.hq, sh.nq, sh.nk]))
             .transpose()?;
-        let candidates = autotune::candidates(gpu.caps(), gpu.granted_tuning(heuristic), sh.d);
+        // Candidates whose plans for this shape are the same kernels (decode runs
+        // one row per query whatever the rows per lane) are measured once.
+        let mut candidates: Vec<Tuning> = Vec::new();
+        let mut steps = Vec::new();
+        for t in autotune::candidates(gpu.caps(), gpu.granted_tuning(heuristic), sh.d) {
+            match plan(&rep, gpu.caps(), t) {
+                Ok(pl) if steps.contains(&pl.steps) => continue,
+                Ok(pl) => steps.push(pl.steps),
+                Err(_) => {}
+            }
+            candidates.push(t);
+        }
         let keys = KvSource::Tensors(&k, &v);
         let run = |t: &Tuning, timed: bool| -> Result<f64> {
             let pl = plan(&rep, gpu.caps(), *t)?;
