@@ -57,7 +57,7 @@ pub(crate) fn record_plan(
             .then(|| Tensor::output(gpu, "lse", &[sh.b, sh.hq, sh.nq], None))
             .transpose()
     };
-    match (&plan.steps, keys) {
+    let (o, lse, weights) = match (&plan.steps, keys) {
         (Steps::Fused(launch), KvSource::Tensors(k, v)) => {
             let (o, lse) = (new_o()?, new_lse()?);
             let out = FusedOut {
@@ -67,12 +67,7 @@ pub(crate) fn record_plan(
                 lse_ss: 0,
             };
             record_fused(rec, launch, [q, k, v], t, mask, out)?;
-            Ok(Attention {
-                o,
-                lse,
-                weights: None,
-                path: plan.path,
-            })
+            (o, lse, None)
         }
         (
             Steps::Decode {
@@ -82,28 +77,36 @@ pub(crate) fn record_plan(
             keys,
         ) => {
             let (o, lse) = record_decode(rec, problem, q, keys, mask, pages, *total_splits)?;
-            Ok(Attention {
-                o,
-                lse,
-                weights: None,
-                path: plan.path,
-            })
+            (o, lse, None)
         }
-        (Steps::Unfused(u), KvSource::Tensors(k, v)) => match u.chunk_heads {
-            None => record_unfused(rec, problem, u, [q, k, v], mask),
-            Some(heads) => {
-                let (o, lse) = (new_o()?, new_lse()?);
-                record_unfused_chunked(rec, problem, u, [q, k, v], mask, heads, &o, lse.as_ref())?;
-                Ok(Attention {
-                    o,
-                    lse,
-                    weights: None,
-                    path: plan.path,
-                })
-            }
-        },
+        (Steps::Unfused(u), KvSource::Tensors(k, v)) => {
+            let (o, lse) = (new_o()?, new_lse()?);
+            let weights = match u.chunk_heads {
+                None => record_unfused(rec, problem, u, [q, k, v], mask, &o, lse.as_ref())?,
+                Some(heads) => {
+                    record_unfused_chunked(
+                        rec,
+                        problem,
+                        u,
+                        [q, k, v],
+                        mask,
+                        heads,
+                        &o,
+                        lse.as_ref(),
+                    )?;
+                    None
+                }
+            };
+            (o, lse, weights)
+        }
         _ => unreachable!("plans over KV-cache pages are decode plans"),
-    }
+    };
+    Ok(Attention {
+        o,
+        lse,
+        weights,
+        path: plan.path,
+    })
 }
 
 /// Split-KV: each page's launch writes its partials into its place in one
@@ -162,14 +165,17 @@ fn record_decode(
     )
 }
 
-/// The unfused path in one pass.
+/// The unfused path in one pass, into `o` and `lse`; the weights when the
+/// problem asks for them.
 fn record_unfused(
     rec: &mut Recorder<'_>,
     problem: &AttentionProblem,
     u: &UnfusedLaunch,
     [q, k, v]: [&Tensor; 3],
     mask: Option<&MaskTensor>,
-) -> Result<Attention> {
+    o: &Tensor,
+    lse: Option<&Tensor>,
+) -> Result<Option<Tensor>> {
     let gpu = q.gpu();
     let sh = problem.shape;
     let t = &problem.transform;
@@ -177,33 +183,9 @@ fn record_unfused(
     let s = Tensor::output(gpu, "scores", &dims, None)?;
     scores::record_scores_into(rec, q, k, t, mask, &s, &u.tile)?;
     let p = Tensor::output(gpu, "attention weights", &dims, None)?;
-    let lse = problem
-        .want_lse
-        .then(|| Tensor::output(gpu, "lse", &[sh.b, sh.hq, sh.nq], None))
-        .transpose()?;
-    softmax::record_softmax_into(
-        rec,
-        &s,
-        &softmax_part(t),
-        mask,
-        &p,
-        lse.as_ref(),
-        u.softmax_wg,
-    )?;
-    let o_dims = [sh.b, sh.hq, sh.nq, sh.d];
-    let o = Tensor::output(
-        gpu,
-        "attention output",
-        &o_dims,
-        Some(problem.layout.strides(o_dims).to_vec()),
-    )?;
-    weighted_sum::record_weighted_sum_into(rec, &p, v, &o, &u.tile)?;
-    Ok(Attention {
-        o,
-        lse,
-        weights: problem.want_weights.then_some(p),
-        path: AttentionPath::Unfused,
-    })
+    softmax::record_softmax_into(rec, &s, &softmax_part(t), mask, &p, lse, u.softmax_wg)?;
+    weighted_sum::record_weighted_sum_into(rec, &p, v, o, &u.tile)?;
+    Ok(problem.want_weights.then_some(p))
 }
 
 /// What the softmax applies in the unfused path: the rules and a bool mask (an
