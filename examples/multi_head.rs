@@ -14,7 +14,9 @@ use std::time::Instant;
 use wgpu_attention::kernels::posenc::record_posenc;
 use wgpu_attention::reference::{self, MhaReferenceOptions};
 use wgpu_attention::verify::verify;
-use wgpu_attention::{Gpu, Masking, MhaConfig, MhaOptions, MhaWeights, MultiHeadAttention, Tensor};
+use wgpu_attention::{
+    Gpu, Masking, MhaConfig, MhaOptions, MhaWeights, MultiHeadAttention, Tensor, TuningMode,
+};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let gpu = Gpu::new_blocking(&Default::default())?;
@@ -45,6 +47,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             causal: true,
             ..Default::default()
         },
+        // Kernel variants measured on this adapter (cached after the first run).
+        tuning: TuningMode::Autotune,
         ..Default::default()
     };
 

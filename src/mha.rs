@@ -11,7 +11,7 @@
 //! ```
 //! Heads are split and merged by strides only: no transpose kernel.
 
-use crate::attention::{record_attention, AttentionOptions};
+use crate::attention::{record_attention, AttentionOptions, TuningMode};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::gpu::Recorder;
@@ -35,6 +35,9 @@ pub struct MhaOptions<'a> {
     pub alibi: bool,
     /// Softmax scale; `None` = `1/sqrt(head_dim)`.
     pub scale: Option<f32>,
+    /// How the attention's kernel variants are chosen (the projections' GEMM
+    /// keeps the recorder's tiles).
+    pub tuning: TuningMode,
 }
 
 struct GpuLinear {
@@ -142,6 +145,7 @@ impl MultiHeadAttention {
             masking: opts.masking.clone(),
             mask: opts.mask,
             alibi: opts.alibi.then_some(&self.slopes[..]),
+            tuning: opts.tuning,
             ..Default::default()
         };
         let o = record_attention(rec, &q, &k, &v, &attn)?.o;

@@ -19,6 +19,9 @@ pub struct Attention {
     pub weights: Option<Tensor>,
     /// The path that ran (what [`AttentionPath::Auto`] resolved to).
     pub path: AttentionPath,
+    /// The kernels that ran and their shapes ([`crate::Plan::describe`]), e.g.
+    /// what [`crate::TuningMode::Autotune`] chose.
+    pub kernels: String,
 }
 
 /// The keys and values a plan reads: tensors, or a KV cache's pages in order
@@ -106,6 +109,7 @@ pub(crate) fn record_plan(
         lse,
         weights,
         path: plan.path,
+        kernels: plan.describe(),
     })
 }
 

@@ -12,7 +12,7 @@ use wgpu_attention::{
     MhaConfig, MhaOptions, MhaWeights, MultiHeadAttention, Pairing, Rope, Tensor,
 };
 
-use crate::args::{upload_mask, DeviceArgs, MaskArgs};
+use crate::args::{upload_mask, DeviceArgs, MaskArgs, TuningArgs};
 use crate::check::judge;
 use crate::error::bad_input;
 use crate::io;
@@ -75,6 +75,8 @@ pub struct MhaArgs {
     pub masks: MaskArgs,
     #[command(flatten)]
     pub device: DeviceArgs,
+    #[command(flatten)]
+    pub tuning: TuningArgs,
     /// Output [B, Nq, d_model] as .npy (f32).
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
@@ -231,6 +233,7 @@ pub fn mha_main(a: MhaArgs) -> Result<()> {
         rope,
         alibi: a.masks.alibi,
         scale: a.masks.scale,
+        tuning: a.tuning.mode(),
     };
     let mut rec = gpu.recorder();
     let (xq_in, xkv_in) = match a.pe {

@@ -11,7 +11,7 @@ use wgpu_attention::verify::{verify, Tolerance};
 use wgpu_attention::{alibi_slopes, attention, AttentionOptions, AttentionPath, Tensor};
 
 use crate::args::{
-    check_softcap, from_bhnd, upload_mask, value_name, DeviceArgs, InputArgs, MaskArgs,
+    check_softcap, from_bhnd, upload_mask, value_name, DeviceArgs, InputArgs, MaskArgs, TuningArgs,
 };
 use crate::check::judge;
 use crate::error::bad_input;
@@ -73,6 +73,8 @@ pub struct RunArgs {
     pub kv_split: Option<usize>,
     #[command(flatten)]
     pub device: DeviceArgs,
+    #[command(flatten)]
+    pub tuning: TuningArgs,
     /// Output O as .npy (f32), in the input's layout.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
@@ -149,7 +151,7 @@ pub fn run_main(a: RunArgs) -> Result<()> {
         return_lse: want_lse,
         path: a.path.path(),
         kv_split: a.kv_split,
-        tuning: wgpu_attention::TuningMode::Heuristic,
+        tuning: a.tuning.mode(),
     };
     let out = attention(&q, &k, &v, &opts)?;
     let o_bhnd = out.o.to_vec_blocking()?;
@@ -160,10 +162,16 @@ pub fn run_main(a: RunArgs) -> Result<()> {
         .map(Tensor::to_vec_blocking)
         .transpose()?;
     println!(
-        "gpu: {:.1} ms (upload, compile on first use, run, readback) on the {} path",
+        "gpu: {:.1} ms (upload, compile on first use{}, run, readback) on the {} path",
         t0.elapsed().as_secs_f64() * 1e3,
+        if a.tuning.mode() == wgpu_attention::TuningMode::Autotune {
+            ", autotuning on a class's first use"
+        } else {
+            ""
+        },
         format!("{:?}", out.path).to_lowercase()
     );
+    println!("kernels ({}): {}", value_name(a.tuning.tuning), out.kernels);
 
     let q_dims = [sh.b, sh.hq, sh.nq, sh.d];
     let mut writes: Vec<(PathBuf, Vec<usize>, Vec<f32>)> = Vec::new();

@@ -1,13 +1,13 @@
 //! Attention against the f64 reference on the unfused, fused and decode paths
 //! (`Case`, `check`): plain and GQA in both layouts, every mask and option, an
 //! additive bias read four keys at a time, a grid over 65 535 heads, ALiBi and
-//! soft-capping. `decode` holds the decode path's long-KV and GQA-group tests,
+//! soft-capping, and every variant the autotuner may choose. `decode` holds the decode path's long-KV and GQA-group tests,
 //! `chunks` the unfused path over one storage binding.
 
 mod chunks;
 mod decode;
 
-use super::{check_o_lse, each_fused_gpu, each_gpu, rng, run, uniform};
+use super::{check_o_lse, each_fused_gpu, each_gpu, each_gpu_skipping, rng, run, uniform, Skip};
 use wgpu_attention::reference::{self, ReferenceOptions};
 use wgpu_attention::verify::{assert_close, Tolerance};
 use wgpu_attention::{
@@ -340,5 +340,119 @@ fn attention_with_softcap_scale_and_masks_on_both_paths() {
                 ..Case::plain(shape(2, 2, 1, 33, 17, 24), Layout::Bnhd)
             },
         );
+    });
+}
+
+/// Every variant `TuningMode::Autotune` may choose
+/// (`plan::autotune::candidates`, per head-dim bucket) that the tests above do
+/// not already run (they run the adapter's unstaged variant, the same without
+/// subgroups, and the staged one): today 4 and 16 rows per lane. In the 32
+/// bucket each runs on every path (unfused, fused, decode, Auto) over the mask
+/// modes, an additive and a boolean mask, ALiBi, soft-capping and GQA; in the 64
+/// and 128 buckets (the same generated code at another width) on the fused path
+/// with causal masking and LSE: there a 16-row kernel takes 30–80 s to compile
+/// cold on lavapipe, per specialization. So the tuner never picks an untested
+/// kernel.
+#[test]
+fn every_autotune_candidate_matches_reference() {
+    use wgpu_attention::plan::autotune::candidates;
+    let skip = [Skip::Staged(
+        "the candidates are listed from the adapter's own variant: once per adapter",
+    )];
+    each_gpu_skipping("autotune candidates", &skip, |gpu, _, ctx| {
+        let base = gpu.tuning().with_staged(false);
+        let covered = [base, base.with_subgroup(0).unwrap(), base.with_staged(true)];
+        let causal = Masking {
+            causal: true,
+            alignment: Alignment::BottomRight,
+            ..Default::default()
+        };
+        for d in [16, 64, 128] {
+            let new: Vec<Tuning> = candidates(gpu.caps(), gpu.tuning(), d)
+                .into_iter()
+                .filter(|t| !covered.contains(t))
+                .collect();
+            for t in new {
+                let ctx = &format!("{ctx} candidate {t:?} d={d}");
+                if d > 32 {
+                    let sh = shape(1, 4, 2, 37, 45, d - 3);
+                    let (mut r, ctx) = rng(&format!("{ctx} {sh:?} causal fused"));
+                    let q = uniform(&mut r, sh.q_len(), 1.0);
+                    let k = uniform(&mut r, sh.kv_len(), 1.0);
+                    let v = uniform(&mut r, sh.kv_len(), 1.0);
+                    let up = |x: &[f32], h, n| {
+                        Tensor::from_bhnd(gpu, x, [sh.b, h, n, sh.d], Layout::Bhnd).unwrap()
+                    };
+                    let (qt, kt, vt) = (
+                        up(&q, sh.hq, sh.nq),
+                        up(&k, sh.hkv, sh.nk),
+                        up(&v, sh.hkv, sh.nk),
+                    );
+                    let opts = AttentionOptions {
+                        masking: causal.clone(),
+                        return_lse: true,
+                        path: AttentionPath::Fused,
+                        ..Default::default()
+                    };
+                    let out = run(gpu, t, |rec| record_attention(rec, &qt, &kt, &vt, &opts));
+                    let want = reference::attention(
+                        &q,
+                        &k,
+                        &v,
+                        &sh,
+                        &ReferenceOptions {
+                            masking: causal.clone(),
+                            ..Default::default()
+                        },
+                    );
+                    check_o_lse(&out, &want, &ctx);
+                    continue;
+                }
+                let (mut r, _) = rng(ctx);
+                let sh = shape(2, 4, 2, 17, 33, d);
+                let bool_mask = HostMask::bool(
+                    (0..2 * 17 * 33).map(|i| i % 5 != 0).collect(),
+                    [2, 1, 17, 33],
+                )
+                .unwrap();
+                let mut add = uniform(&mut r, 4 * 17 * 33, 2.0);
+                add[..33].iter_mut().for_each(|v| *v = f32::NEG_INFINITY);
+                let additive = HostMask::additive(add, [1, 4, 17, 33]).unwrap();
+                let cases = [
+                    Case {
+                        masking: causal.clone(),
+                        ..Case::plain(shape(1, 4, 2, 37, 45, d - 3), Layout::Bhnd)
+                    },
+                    Case {
+                        masking: Masking {
+                            window: Some(Window { left: 4, right: 1 }),
+                            key_lengths: Some(vec![0, 20]),
+                            ..Default::default()
+                        },
+                        ..Case::plain(sh, Layout::Bnhd)
+                    },
+                    Case {
+                        mask: Some(bool_mask),
+                        alibi: true,
+                        ..Case::plain(sh, Layout::Bhnd)
+                    },
+                    Case {
+                        masking: Masking {
+                            causal: true,
+                            alignment: Alignment::TopLeft,
+                            ..Default::default()
+                        },
+                        mask: Some(additive),
+                        scale: Some(2.5),
+                        softcap: Some(3.0),
+                        ..Case::plain(sh, Layout::Bnhd)
+                    },
+                    Case::plain(shape(2, 2, 1, 1, 70, d), Layout::Bnhd),
+                ];
+                for c in &cases {
+                    check(gpu, t, ctx, c);
+                }
+            }
+        }
     });
 }

@@ -7,7 +7,7 @@ use std::time::Instant;
 use wgpu_attention::kernels::matmul::record_matmul;
 use wgpu_attention::{
     alibi_slopes, plan, record_attention, AttentionOptions, AttentionPath, AttentionProblem, Gpu,
-    HostMask, Layout, MaskTensor, Masking, Tensor,
+    HostMask, Layout, MaskTensor, Masking, Tensor, TuningMode,
 };
 
 use super::configs::Config;
@@ -68,9 +68,11 @@ impl Inputs {
         extra: ScoreOption,
         causal: bool,
         kv_split: Option<usize>,
+        tuning: TuningMode,
     ) -> AttentionOptions<'_> {
         AttentionOptions {
             path,
+            tuning,
             masking: Masking {
                 causal,
                 ..Default::default()
@@ -97,6 +99,8 @@ pub struct Measurement {
     pub error: Option<String>,
     /// The library plan's [`wgpu_attention::Plan::peak_bytes`] (0 when it has no plan).
     pub peak_buffer_bytes: u64,
+    /// `Attention::kernels` of the warm-up run.
+    pub kernels: Option<String>,
 }
 
 /// Times `opts` on `inputs`: one warm-up, then `reps` runs; the peak bytes
@@ -110,12 +114,13 @@ pub fn measure(
 ) -> Measurement {
     let peak_buffer_bytes = peak_bytes(gpu, inputs, opts);
     match time_path(gpu, timed, inputs, opts, reps) {
-        Ok((t, first)) => Measurement {
+        Ok((t, first, kernels)) => Measurement {
             median_ms: Some(median(&t)),
             min_ms: Some(t[0]),
             first_run_ms: Some(first),
             error: None,
             peak_buffer_bytes,
+            kernels: Some(kernels),
         },
         Err(e) => Measurement {
             median_ms: None,
@@ -123,6 +128,7 @@ pub fn measure(
             first_run_ms: None,
             error: Some(e.to_string()),
             peak_buffer_bytes,
+            kernels: None,
         },
     }
 }
@@ -135,43 +141,45 @@ fn peak_bytes(gpu: &Gpu, inputs: &Inputs, opts: &AttentionOptions) -> u64 {
         .map_or(0, |p| p.peak_bytes())
 }
 
-/// Times one run: GPU timestamps when available, else wall clock with a readback.
+/// Times one run: GPU timestamps when available, else wall clock with a
+/// readback; also the kernels that ran.
 fn once(
     gpu: &Gpu,
     timed: bool,
     inputs: &Inputs,
     opts: &AttentionOptions,
-) -> wgpu_attention::Result<f64> {
+) -> wgpu_attention::Result<(f64, String)> {
     let Inputs { q, k, v, .. } = inputs;
     if timed {
         let mut rec = gpu.timed_recorder()?;
-        record_attention(&mut rec, q, k, v, opts)?;
-        return pollster::block_on(rec.submit_timed());
+        let out = record_attention(&mut rec, q, k, v, opts)?;
+        return Ok((pollster::block_on(rec.submit_timed())?, out.kernels));
     }
     let t = Instant::now();
     let mut rec = gpu.recorder();
     let out = record_attention(&mut rec, q, k, v, opts)?;
     rec.submit()?;
     out.o.view(&[1], &[1], 0)?.to_vec_blocking()?;
-    Ok(t.elapsed().as_secs_f64() * 1e3)
+    Ok((t.elapsed().as_secs_f64() * 1e3, out.kernels))
 }
 
-/// (sorted times, first-run ms).
+/// (sorted times, first-run ms, the kernels).
 fn time_path(
     gpu: &Gpu,
     timed: bool,
     inputs: &Inputs,
     opts: &AttentionOptions,
     reps: usize,
-) -> wgpu_attention::Result<(Vec<f64>, f64)> {
+) -> wgpu_attention::Result<(Vec<f64>, f64, String)> {
     let cold = Instant::now();
-    once(gpu, timed, inputs, opts)?; // warm-up: pipeline compile
+    // Warm-up: pipeline compile (and autotuning of the class when not cached).
+    let (_, kernels) = once(gpu, timed, inputs, opts)?;
     let first_ms = cold.elapsed().as_secs_f64() * 1e3;
     let mut t = (0..reps)
-        .map(|_| once(gpu, timed, inputs, opts))
+        .map(|_| once(gpu, timed, inputs, opts).map(|(ms, _)| ms))
         .collect::<wgpu_attention::Result<Vec<f64>>>()?;
     t.sort_by(f64::total_cmp);
-    Ok((t, first_ms))
+    Ok((t, first_ms, kernels))
 }
 
 fn median(sorted: &[f64]) -> f64 {

@@ -5,12 +5,15 @@
 //! - [`measure`]: the inputs, the timing (GPU timestamps or wall clock), the GEMM
 //!   ceiling, and the peak bytes from the library's plan;
 //! - [`report`]: the records, the table, the ratios and the JSON;
-//! - [`plot`]: the records as a chart (`--plot`).
+//! - [`plot`]: the records as a chart (`--plot`);
+//! - [`targets`]: the machine's SIMD peak and copy bandwidth, and each record
+//!   against them (`--targets`).
 
 mod configs;
 mod measure;
 mod plot;
 mod report;
+mod targets;
 
 use std::path::PathBuf;
 
@@ -19,7 +22,7 @@ use clap::{Args, ValueEnum};
 use serde::Serialize;
 use wgpu_attention::AttentionPath;
 
-use crate::args::DeviceArgs;
+use crate::args::{DeviceArgs, TuningArgs};
 use crate::io;
 use report::{Record, Run};
 
@@ -91,9 +94,11 @@ pub enum Metric {
   attn bench --path decode,fused --nq 1 --nk 1800,32768 --d 64 --json
   attn bench --path fused,unfused --n 256,512,1024 --plot bench.png
   attn bench --path fused --n 1024 --options plain,bias,softcap,scale
+  attn bench --path fused,decode --nq 1 --nk 32768 --h 8 --d 128 --targets
 
 Per configuration (every combination of the lists): median of --reps (at least
-10) runs after one warm-up run (pipeline compile, reported as first_run_ms),
+10) runs after one warm-up run (pipeline compile, and with --tuning autotune
+(the default) the class's tuning when the cache lacks it: reported as first_run_ms),
 timed with GPU timestamps where the adapter has them (wall clock including a
 one-element readback otherwise). GFLOP/s counts 4·B·Hq·Nq·Nk·D (halved for causal
 with Nq = Nk). peak_buffer_bytes is the library plan's (wgpu_attention::plan, Plan::peak_bytes):
@@ -159,8 +164,16 @@ pub struct BenchArgs {
     /// Y axis of --plot.
     #[arg(long, value_enum, default_value_t = Metric::Gflops)]
     pub plot_metric: Metric,
+    /// Also measure the machine's ceilings (host copy bandwidth; the SIMD peak of
+    /// a CPU adapter) and report each record against them: fused GFLOP/s as a
+    /// share of the peak, decode's K/V bytes per second as a share of the copy
+    /// bandwidth, and decode against fused at the same shape.
+    #[arg(long)]
+    pub targets: bool,
     #[command(flatten)]
     pub device: DeviceArgs,
+    #[command(flatten)]
+    pub tuning: TuningArgs,
 }
 
 pub fn main(a: BenchArgs) -> Result<()> {
@@ -198,7 +211,7 @@ pub fn main(a: BenchArgs) -> Result<()> {
                 .iter()
                 .flat_map(|p| a.options.iter().map(move |o| (p, o)))
             {
-                let opts = inputs.options(path.path(), extra, causal, a.kv_split);
+                let opts = inputs.options(path.path(), extra, causal, a.kv_split, a.tuning.mode());
                 let m = measure::measure(&gpu, timed, &inputs, &opts, reps);
                 let r = Record::new(path, config, causal, extra, m, &run);
                 if !a.json {
@@ -209,8 +222,18 @@ pub fn main(a: BenchArgs) -> Result<()> {
         }
     }
     report::set_fused_over_unfused(&mut records);
+    let machine = a.targets.then(|| targets::machine(&gpu.info().name));
+    if let Some(m) = &machine {
+        targets::annotate(&mut records, m);
+        for r in &mut records {
+            r.machine = Some(m.clone());
+        }
+    }
     if !a.json {
         report::print_summary(&records);
+        if let Some(m) = &machine {
+            targets::print(&records, m);
+        }
     } else {
         report::print_json(&records)?;
     }

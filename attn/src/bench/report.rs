@@ -47,7 +47,20 @@ pub struct Record {
     /// On fused records: unfused median / fused median for the same configuration.
     pub fused_over_unfused: Option<f64>,
     pub peak_buffer_bytes: u64,
+    /// The warm-up run: pipeline compile, and with `--tuning autotune` the
+    /// tuning of the class when the cache does not have it.
     pub first_run_ms: Option<f64>,
+    /// `--targets`: K and V bytes (read once) per second, GB/s.
+    pub kv_gbps: Option<f64>,
+    /// `--targets`: `gflops` over the CPU adapter's SIMD peak.
+    pub of_simd_peak: Option<f64>,
+    /// `--targets`: `kv_gbps` over the host copy bandwidth.
+    pub of_copy_bandwidth: Option<f64>,
+    /// The kernels that ran (`Attention::kernels`).
+    pub kernels: Option<String>,
+    /// `--targets`: the machine's ceilings this record is compared with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub machine: Option<super::targets::Machine>,
     pub reps: usize,
     /// `gpu-timestamps` or `wall-clock`.
     pub timing: &'static str,
@@ -87,6 +100,11 @@ impl Record {
             fused_over_unfused: None,
             peak_buffer_bytes: m.peak_buffer_bytes,
             first_run_ms: m.first_run_ms,
+            kv_gbps: None,
+            of_simd_peak: None,
+            of_copy_bandwidth: None,
+            kernels: m.kernels,
+            machine: None,
             reps: run.reps,
             timing: run.timing,
             adapter: run.adapter.clone(),

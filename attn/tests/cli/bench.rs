@@ -124,3 +124,56 @@ fn bench_score_options_against_plain() {
     assert!(text.contains("overhead over plain"), "{text}");
     assert!(text.matches('%').count() >= 8, "{text}");
 }
+
+/// `--targets`: the machine's copy bandwidth and (on a CPU adapter) SIMD peak,
+/// and every record against them, in the table and the JSON.
+#[test]
+fn bench_targets_against_the_machine() {
+    let Some(be) = backend("bench --targets") else {
+        return;
+    };
+    let args = [
+        "bench",
+        "--path",
+        "fused,decode",
+        "--h",
+        "2",
+        "--nq",
+        "1",
+        "--nk",
+        "300",
+        "--d",
+        "16",
+        "--reps",
+        "10",
+        "--gemm-n",
+        "32",
+        "--targets",
+    ];
+    let out = ok(attn(be, &[&args[..], &["--json"]].concat()));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let recs = v.as_array().unwrap();
+    assert_eq!(recs.len(), 2, "{v}");
+    for r in recs {
+        let m = &r["machine"];
+        assert!(m["copy_gbps"].as_f64().unwrap() > 0.0, "{r}");
+        // K and V of 1·2·300·16 f32 over the median time.
+        let want = (2 * 2 * 300 * 16 * 4) as f64 / r["median_ms"].as_f64().unwrap() / 1e6;
+        let got = r["kv_gbps"].as_f64().unwrap();
+        assert!((got - want).abs() <= 1e-9 * want, "{got} vs {want}: {r}");
+        assert!(r["of_copy_bandwidth"].as_f64().unwrap() > 0.0, "{r}");
+        let kernels = r["kernels"].as_str().unwrap();
+        assert!(kernels.starts_with(r["path"].as_str().unwrap()), "{r}");
+        // A CPU adapter names its vector width: the SIMD peak follows.
+        if r["adapter"].as_str().unwrap().contains(" bits)") {
+            assert!(m["simd_peak_gflops"].as_f64().unwrap() > 0.0, "{r}");
+            assert!(r["of_simd_peak"].as_f64().unwrap() > 0.0, "{r}");
+        }
+    }
+    let text = String::from_utf8_lossy(&ok(attn(be, &args)).stdout).to_string();
+    assert!(text.contains("host copy bandwidth"), "{text}");
+    assert!(
+        text.contains("of the copy bandwidth; fused/decode time"),
+        "{text}"
+    );
+}

@@ -97,13 +97,25 @@ fn runtime_dir() -> PathBuf {
 }
 
 fn attn(backend: &str, args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_attn"))
-        .args(args)
+    attn_with(
+        backend,
+        args,
+        &[("WGPU_ATTENTION_TUNING", "heuristic".as_ref())],
+    )
+}
+
+/// [`attn`] with these environment variables instead of the deterministic
+/// `WGPU_ATTENTION_TUNING=heuristic` (autotune has its own tests in `tune`).
+fn attn_with(backend: &str, args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_attn"));
+    cmd.args(args)
         .env("WGPU_BACKEND", backend)
         .env("XDG_RUNTIME_DIR", runtime_dir())
-        .output()
-        .expect("run attn");
-    out
+        .env_remove("WGPU_ATTENTION_TUNING");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run attn")
 }
 
 fn text(out: &Output) -> String {
@@ -191,6 +203,15 @@ impl Problem {
 
     /// `run --q --k --v --out o.npy --lse lse.npy` plus `extra`.
     fn run(&self, backend: &str, extra: &[&str]) -> Output {
+        self.run_with(
+            backend,
+            extra,
+            &[("WGPU_ATTENTION_TUNING", "heuristic".as_ref())],
+        )
+    }
+
+    /// [`Problem::run`] with the environment of [`attn_with`].
+    fn run_with(&self, backend: &str, extra: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Output {
         let (q, k, v, o, l) = (
             self.p("q.npy"),
             self.p("k.npy"),
@@ -202,7 +223,7 @@ impl Problem {
             "run", "--q", &q, "--k", &k, "--v", &v, "--out", &o, "--lse", &l,
         ];
         args.extend_from_slice(extra);
-        attn(backend, &args)
+        attn_with(backend, &args, env)
     }
 
     fn reference(&self, opts: &ReferenceOptions) -> reference::AttentionOutput {

@@ -3,7 +3,9 @@
 
 use serde_json::Value;
 
-use super::{backend, ok, runtime_dir};
+use wgpu_attention::reference::ReferenceOptions;
+
+use super::{backend, ok, runtime_dir, text, Problem};
 
 #[test]
 fn tune_measures_candidates_and_keeps_the_choice() {
@@ -43,4 +45,42 @@ fn tune_measures_candidates_and_keeps_the_choice() {
             .any(|t| t["class"] == "fused d32 f32 mask0 nq-many"),
         "{info}"
     );
+}
+
+/// `attn run` autotunes by default: the first run measures the class and keeps
+/// the choice in the cache file, the second finds it there; both results match
+/// the reference, and `--tuning heuristic` times nothing.
+#[test]
+fn run_autotunes_by_default() {
+    let Some(be) = backend("run (autotune)") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("tune.json");
+    let env = [("WGPU_ATTENTION_TUNE_CACHE", cache.as_os_str())];
+    // A small head dim and Nq class of its own: every candidate compiles quickly.
+    let p = Problem::new(1, 2, 1, 23, 29, 12, 41);
+    let first = text(&ok(p.run_with(be, &["--check"], &env)));
+    p.check_outputs("run autotuned", &ReferenceOptions::default());
+    assert!(first.contains("kernels (autotune): fused"), "{first}");
+    let saved = std::fs::read_to_string(&cache).unwrap_or_default();
+    assert!(
+        saved.contains("fused d32 f32 mask0 nq-many"),
+        "{saved}\n{first}"
+    );
+    let again = text(&ok(p.run_with(be, &["--check"], &env)));
+    p.check_outputs("run autotuned, cached", &ReferenceOptions::default());
+    assert_eq!(
+        std::fs::read_to_string(&cache).unwrap(),
+        saved,
+        "the second run tuned again:\n{again}"
+    );
+    // The heuristic leaves a fresh cache untouched.
+    let fresh = dir.path().join("fresh.json");
+    ok(p.run_with(
+        be,
+        &["--tuning", "heuristic"],
+        &[("WGPU_ATTENTION_TUNE_CACHE", fresh.as_os_str())],
+    ));
+    assert!(!fresh.exists(), "heuristic wrote {}", fresh.display());
 }
