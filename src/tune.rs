@@ -1,189 +1,223 @@
 //! Autotuning on the device: the candidates of a problem's class
 //! ([`crate::plan::autotune::candidates`]) recorded and timed on a
-//! representative shape, the choice made by [`crate::plan::autotune::choose`]
-//! and remembered in the device's tuning cache.
+//! representative shape, the choice made by the rule of
+//! [`crate::plan::autotune::choose`] and remembered in the device's tuning
+//! cache.
+//!
+//! The measuring is async ([`tune_class`], [`autotune`]): native callers block
+//! on it (`TuningMode::Autotune` inside [`crate::attention`], `attn tune`); a
+//! browser cannot block, so a page awaits [`autotune`] for the classes it will
+//! use (with a shorter [`Budget`]), and `TuningMode::Autotune` there reads the
+//! choices from the cache (the heuristic's variants for a class not tuned yet).
 
-use crate::error::Result;
+use web_time::Instant;
+
+use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Tuning};
-use crate::plan::AttentionProblem;
+use crate::mask::{HostMask, Masking};
+use crate::mask_tensor::{MaskKind, MaskTensor};
+use crate::plan::autotune::{self, Budget, Measurement, Outcome, Trials};
+use crate::plan::{plan, AttentionPath, AttentionProblem, Keys};
+use crate::record::{record_plan, KvSource};
+use crate::shape::AttnShape;
+use crate::tensor::{Layout, Tensor};
+use crate::transform::MaskInfo;
 
-#[cfg(not(target_arch = "wasm32"))]
-pub use native::tune_class;
+/// Timed runs per candidate after its first (compiling) run.
+const RUNS: usize = 5;
 
 /// The variants [`crate::TuningMode::Autotune`] uses for `problem` on `gpu`:
-/// the cached choice for its class, or the candidates measured now (then
-/// remembered). The unfused path and the browser keep `heuristic`.
+/// the cached choice for its class, or (native) the candidates measured now and
+/// remembered; in a browser the heuristic until [`autotune`] has run for the
+/// class. The unfused path and KV-cache pages keep `heuristic`.
 pub(crate) fn tuned(gpu: &Gpu, problem: &AttentionProblem, heuristic: Tuning) -> Result<Tuning> {
+    let Some(class) = class(gpu, problem, heuristic)? else {
+        return Ok(heuristic);
+    };
+    if let Some(t) = gpu.tuned_choice(&class) {
+        return Ok(gpu.granted_tuning(t));
+    }
     #[cfg(target_arch = "wasm32")]
     {
-        let _ = (gpu, problem);
         Ok(heuristic)
     }
     #[cfg(not(target_arch = "wasm32"))]
-    native::tuned_native(gpu, problem, heuristic)
-}
-
-/// The measuring, which blocks on readbacks: native only.
-#[cfg(not(target_arch = "wasm32"))]
-mod native {
-    use web_time::Instant;
-
-    use crate::error::{Error, Result};
-    use crate::gpu::{Gpu, Tuning};
-    use crate::mask::{HostMask, Masking};
-    use crate::mask_tensor::{MaskKind, MaskTensor};
-    use crate::plan::autotune::{self, Budget, Measurement, Outcome};
-    use crate::plan::{plan, AttentionPath, AttentionProblem, Keys};
-    use crate::record::{record_plan, KvSource};
-    use crate::shape::AttnShape;
-    use crate::tensor::{Layout, Tensor};
-    use crate::transform::MaskInfo;
-
-    /// Timed runs per candidate after its first (compiling) run.
-    const RUNS: usize = 5;
-
-    pub(crate) fn tuned_native(
-        gpu: &Gpu,
-        problem: &AttentionProblem,
-        heuristic: Tuning,
-    ) -> Result<Tuning> {
-        let path = plan(problem, gpu.caps(), heuristic)?.path;
-        if path == AttentionPath::Unfused || problem.keys != Keys::Tensors {
-            return Ok(heuristic);
-        }
-        let class = autotune::class_of(problem, path);
-        if let Some(t) = gpu.tuned_choice(&class) {
-            return Ok(gpu.granted_tuning(t));
-        }
-        let out = tune_class(gpu, problem, heuristic, &Budget::default())?;
+    {
+        let out = pollster::block_on(tune_class(gpu, problem, heuristic, &Budget::default()))?;
         let t = out.trials[out.chosen].candidate;
         gpu.remember_tuning(&class, t);
         Ok(t)
     }
+}
 
-    /// Measures every candidate for `problem`'s class on a representative shape
-    /// (its own, with B = 1 and at most 1024 queries and 4096 keys), on the path the
-    /// heuristic takes, within `budget` (`attn tune` prints the trials). Blocks
-    /// (native only).
-    pub fn tune_class(
-        gpu: &Gpu,
-        problem: &AttentionProblem,
-        heuristic: Tuning,
-        budget: &Budget,
-    ) -> Result<Outcome<Tuning>> {
-        let path = plan(problem, gpu.caps(), heuristic)?.path;
-        let rep = representative(problem, path)?;
-        let sh = rep.shape;
-        let data = |n: usize| -> Vec<f32> {
-            (0..n)
-                .map(|i| ((i * 7919 % 17) as f32 - 8.0) / 17.0)
-                .collect()
-        };
-        let q = Tensor::from_bhnd(
-            gpu,
-            &data(sh.q_len()),
-            [sh.b, sh.hq, sh.nq, sh.d],
-            Layout::Bhnd,
-        )?;
-        let kv = [sh.b, sh.hkv, sh.nk, sh.d];
-        let k = Tensor::from_bhnd(gpu, &data(sh.kv_len()), kv, Layout::Bhnd)?;
-        let v = Tensor::from_bhnd(gpu, &data(sh.kv_len()), kv, Layout::Bhnd)?;
-        let mask = match rep.transform.mask.map(|m| m.kind) {
-            Some(MaskKind::Additive) => Some(HostMask::additive(
-                vec![0.0; sh.nq * sh.nk],
-                [1, 1, sh.nq, sh.nk],
-            )?),
-            Some(MaskKind::Bool) => Some(HostMask::bool(
-                vec![true; sh.nq * sh.nk],
-                [1, 1, sh.nq, sh.nk],
-            )?),
-            None => None,
-        }
-        .map(|m| MaskTensor::upload(gpu, &m))
+/// The class `problem` is tuned as on `gpu` (the path the device's heuristic
+/// takes, e.g. `fused d64 f32 mask0 nq-many`; [`Gpu::tuned_choice`] has its
+/// choice once tuned), or `None` where nothing is tuned (the unfused path,
+/// KV-cache pages).
+pub fn class_for(gpu: &Gpu, problem: &AttentionProblem) -> Result<Option<String>> {
+    class(gpu, problem, gpu.tuning())
+}
+
+fn class(gpu: &Gpu, problem: &AttentionProblem, heuristic: Tuning) -> Result<Option<String>> {
+    let path = plan(problem, gpu.caps(), heuristic)?.path;
+    Ok(
+        (path != AttentionPath::Unfused && problem.keys == Keys::Tensors)
+            .then(|| autotune::class_of(problem, path)),
+    )
+}
+
+/// Measures `problem`'s class now, within `budget`, and remembers the choice
+/// (the browser's way to tune, before the calls that use
+/// [`crate::TuningMode::Autotune`]). Returns the class name and the trials;
+/// `None` where the problem's path is not tuned (unfused, KV-cache pages).
+pub async fn autotune(
+    gpu: &Gpu,
+    problem: &AttentionProblem,
+    budget: &Budget,
+) -> Result<Option<(String, Outcome<Tuning>)>> {
+    let heuristic = gpu.tuning();
+    let Some(class) = class(gpu, problem, heuristic)? else {
+        return Ok(None);
+    };
+    let out = tune_class(gpu, problem, heuristic, budget).await?;
+    gpu.remember_tuning(&class, out.trials[out.chosen].candidate);
+    Ok(Some((class, out)))
+}
+
+/// Measures every candidate for `problem`'s class on a representative shape
+/// (its own, with B = 1 and at most 1024 queries and 4096 keys), on the path the
+/// heuristic takes, within `budget` (`attn tune` prints the trials); remembers
+/// nothing.
+pub async fn tune_class(
+    gpu: &Gpu,
+    problem: &AttentionProblem,
+    heuristic: Tuning,
+    budget: &Budget,
+) -> Result<Outcome<Tuning>> {
+    let path = plan(problem, gpu.caps(), heuristic)?.path;
+    let rep = representative(problem, path)?;
+    let sh = rep.shape;
+    let data = |n: usize| -> Vec<f32> {
+        (0..n)
+            .map(|i| ((i * 7919 % 17) as f32 - 8.0) / 17.0)
+            .collect()
+    };
+    let q = Tensor::from_bhnd(
+        gpu,
+        &data(sh.q_len()),
+        [sh.b, sh.hq, sh.nq, sh.d],
+        Layout::Bhnd,
+    )?;
+    let kv = [sh.b, sh.hkv, sh.nk, sh.d];
+    let k = Tensor::from_bhnd(gpu, &data(sh.kv_len()), kv, Layout::Bhnd)?;
+    let v = Tensor::from_bhnd(gpu, &data(sh.kv_len()), kv, Layout::Bhnd)?;
+    let mask = match rep.transform.mask.map(|m| m.kind) {
+        Some(MaskKind::Additive) => Some(HostMask::additive(
+            vec![0.0; sh.nq * sh.nk],
+            [1, 1, sh.nq, sh.nk],
+        )?),
+        Some(MaskKind::Bool) => Some(HostMask::bool(
+            vec![true; sh.nq * sh.nk],
+            [1, 1, sh.nq, sh.nk],
+        )?),
+        None => None,
+    }
+    .map(|m| MaskTensor::upload(gpu, &m))
+    .transpose()?;
+    let mut rep = rep;
+    rep.transform.mask = mask
+        .as_ref()
+        .map(|m| MaskInfo::of(m, [sh.b, sh.hq, sh.nq, sh.nk]))
         .transpose()?;
-        let mut rep = rep;
-        rep.transform.mask = mask
-            .as_ref()
-            .map(|m| MaskInfo::of(m, [sh.b, sh.hq, sh.nq, sh.nk]))
-            .transpose()?;
-        // Candidates whose plans for this shape are the same kernels (decode runs
-        // one row per query whatever the rows per lane) are measured once.
-        let mut candidates: Vec<Tuning> = Vec::new();
-        let mut steps = Vec::new();
-        for t in autotune::candidates(gpu.caps(), gpu.granted_tuning(heuristic), sh.d) {
-            match plan(&rep, gpu.caps(), t) {
-                Ok(pl) if steps.contains(&pl.steps) => continue,
-                Ok(pl) => steps.push(pl.steps),
-                Err(_) => {}
-            }
-            candidates.push(t);
+    // Candidates whose plans for this shape are the same kernels (decode runs
+    // one row per query whatever the rows per lane) are measured once.
+    let mut candidates: Vec<Tuning> = Vec::new();
+    let mut steps = Vec::new();
+    for t in autotune::candidates(gpu.caps(), gpu.granted_tuning(heuristic), sh.d) {
+        match plan(&rep, gpu.caps(), t) {
+            Ok(pl) if steps.contains(&pl.steps) => continue,
+            Ok(pl) => steps.push(pl.steps),
+            Err(_) => {}
         }
-        let keys = KvSource::Tensors(&k, &v);
-        let run = |t: &Tuning, timed: bool| -> Result<f64> {
-            let pl = plan(&rep, gpu.caps(), *t)?;
+        candidates.push(t);
+    }
+    let keys = KvSource::Tensors(&k, &v);
+    let run = |t: Tuning, timed: bool| {
+        let (rep, q, keys, mask) = (&rep, &q, &keys, mask.as_ref());
+        async move {
+            let pl = plan(rep, gpu.caps(), t)?;
             if timed {
                 if let Ok(mut rec) = gpu.timed_recorder() {
-                    record_plan(&mut rec, &pl, &rep, &q, &keys, mask.as_ref())?;
-                    return pollster::block_on(rec.submit_timed());
+                    record_plan(&mut rec, &pl, rep, q, keys, mask)?;
+                    return rec.submit_timed().await;
                 }
             }
             let t0 = Instant::now();
             let mut rec = gpu.recorder();
-            let out = record_plan(&mut rec, &pl, &rep, &q, &keys, mask.as_ref())?;
+            let out = record_plan(&mut rec, &pl, rep, q, keys, mask)?;
             rec.submit()?;
-            pollster::block_on(out.o.view(&[1], &[1], 0)?.to_vec())?;
+            out.o.view(&[1], &[1], 0)?.to_vec().await?;
             Ok(t0.elapsed().as_secs_f64() * 1e3)
-        };
-        let measure = |t: &Tuning| -> std::result::Result<Measurement, String> {
-            let first = run(t, false).map_err(|e| e.to_string())?;
-            let mut times = (0..RUNS)
-                .map(|_| run(t, true))
-                .collect::<Result<Vec<f64>>>()
-                .map_err(|e| e.to_string())?;
+        }
+    };
+    let mut trials = Trials::new(budget);
+    for t in candidates {
+        if !trials.may_measure() {
+            trials.push(t, None);
+            continue;
+        }
+        let measured: Result<Measurement> = async {
+            let first = run(t, false).await?;
+            let mut times = Vec::with_capacity(RUNS);
+            for _ in 0..RUNS {
+                times.push(run(t, true).await?);
+            }
             times.sort_by(f64::total_cmp);
             let run_ms = times[RUNS / 2];
             Ok(Measurement {
                 run_ms,
                 compile_ms: (first - run_ms).max(0.0),
             })
-        };
-        autotune::choose(&candidates, measure, budget).ok_or_else(|| {
-            Error::InvalidArgument(format!(
-                "autotuning {}: no candidate ran on this device",
-                autotune::class_of(problem, path)
-            ))
-        })
+        }
+        .await;
+        trials.push(t, Some(measured.map_err(|e| e.to_string())));
     }
+    trials.pick().ok_or_else(|| {
+        Error::InvalidArgument(format!(
+            "autotuning {}: no candidate ran on this device",
+            autotune::class_of(problem, path)
+        ))
+    })
+}
 
-    /// `p` on a shape of the same class that times quickly: B = 1, at most 1024
-    /// queries (or as few as the class has) and 4096 keys, key lengths clipped, the
-    /// same path forced.
-    fn representative(p: &AttentionProblem, path: AttentionPath) -> Result<AttentionProblem> {
-        let sh = AttnShape {
-            b: 1,
-            nq: p.shape.nq.min(1024),
-            nk: p.shape.nk.min(if path == AttentionPath::Decode {
-                32_768
-            } else {
-                4096
-            }),
-            ..p.shape
-        };
-        let mut rep = AttentionProblem::of_shape(sh)?;
-        rep.path = path;
-        rep.transform = crate::transform::ScoreTransform {
-            masking: Masking {
-                key_lengths: p
-                    .transform
-                    .masking
-                    .key_lengths
-                    .as_ref()
-                    .map(|l| vec![l[0].min(sh.nk as u32)]),
-                ..p.transform.masking.clone()
-            },
-            diag_off: p.transform.masking.diagonal_offset(sh.nq, sh.nk),
-            ..p.transform.clone()
-        };
-        Ok(rep)
-    }
+/// `p` on a shape of the same class that times quickly: B = 1, at most 1024
+/// queries (or as few as the class has) and 4096 keys, key lengths clipped, the
+/// same path forced.
+fn representative(p: &AttentionProblem, path: AttentionPath) -> Result<AttentionProblem> {
+    let sh = AttnShape {
+        b: 1,
+        nq: p.shape.nq.min(1024),
+        nk: p.shape.nk.min(if path == AttentionPath::Decode {
+            32_768
+        } else {
+            4096
+        }),
+        ..p.shape
+    };
+    let mut rep = AttentionProblem::of_shape(sh)?;
+    rep.path = path;
+    rep.transform = crate::transform::ScoreTransform {
+        masking: Masking {
+            key_lengths: p
+                .transform
+                .masking
+                .key_lengths
+                .as_ref()
+                .map(|l| vec![l[0].min(sh.nk as u32)]),
+            ..p.transform.masking.clone()
+        },
+        diag_off: p.transform.masking.diagonal_offset(sh.nq, sh.nk),
+        ..p.transform.clone()
+    };
+    Ok(rep)
 }

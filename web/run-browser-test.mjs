@@ -105,6 +105,11 @@ try {
     console.log(`RUN      B${s.b} H${s.hq}/${s.hkv} N${s.nq}x${s.nk} D${s.d} ${r.layout} ${r.masking}` +
       (r.dense_mask ? ` + dense ${r.dense_mask.kind} ${JSON.stringify(r.dense_mask.dims)}` : '') + ` -> ${r.pass ? 'PASS' : 'FAIL'}`);
     for (const [path, k] of Object.entries(r.kernels || {})) console.log(`KERNELS  ${pad(path, 8)} ${k}`);
+    for (const c of r.autotune || []) {
+      console.log(`AUTOTUNE ${c.class}: ${c.ms.toFixed(0)} ms`);
+      for (const t of c.candidates) console.log(`         ${t.chosen ? '*' : ' '} ${t.kernel}: ` +
+        (t.skipped ? 'over budget' : t.error ? `ERROR ${t.error}` : `${t.run_ms.toFixed(3)} ms, compile ${t.compile_ms.toFixed(0)} ms`));
+    }
     for (const [k, e] of Object.entries(r.errors)) console.log(`         ${pad(k, 8)} max_abs=${sci(e.max_abs)} rel_l2=${sci(e.rel_l2)} nan=${e.nan} ${e.pass ? 'pass' : 'FAIL'}`);
     for (const [path, p] of Object.entries(t))
       console.log(`TIMINGS  ${pad(path, 8)} first run (compile+dispatch+readback) ${p.first_run_ms.toFixed(1)} ms | median ${ms(p.median_ms)} ms of ${p.repeats_ms.length} (${p.clock})` +
@@ -133,6 +138,9 @@ try {
   else if (!(r.paths.includes('fused') && r.timings.fused && Object.keys(r.errors).some((k) => k.includes('(fused)'))))
     failures.push('the auto-run did not run and check the fused path');
   else if (!(r.kernels && r.kernels.fused)) failures.push('the auto-run did not report the fused path\'s plan');
+  else if (!(r.config.autotune && r.autotune && r.autotune.some((c) => c.class.startsWith('fused') &&
+      c.candidates.filter((t) => t.chosen).length === 1 && c.candidates.find((t) => t.chosen).run_ms > 0)))
+    failures.push('the auto-run did not autotune the fused class (async, in the page)');
   if (!val) failures.push(a ? 'validation did not complete' : 'validation not run (no adapter)');
   else {
     if (!(val.cases > 0 && val.rows.length === val.cases)) failures.push(`validation ran ${val.rows.length} of ${val.cases} cases`);

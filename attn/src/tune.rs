@@ -104,7 +104,9 @@ pub fn main(a: TuneArgs) -> Result<()> {
     for p in &shapes {
         let path = plan(p, gpu.caps(), heuristic)?.path;
         let class = autotune::class_of(p, path);
-        let out = wgpu_attention::tune::tune_class(&gpu, p, heuristic, &budget)?;
+        let out = pollster::block_on(wgpu_attention::tune::tune_class(
+            &gpu, p, heuristic, &budget,
+        ))?;
         let chosen = out.trials[out.chosen].candidate;
         gpu.remember_tuning(&class, chosen);
         let sh = p.shape;

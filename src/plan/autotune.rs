@@ -75,25 +75,54 @@ pub fn choose<C: Clone>(
     mut measure: impl FnMut(&C) -> Result<Measurement, String>,
     budget: &Budget,
 ) -> Option<Outcome<C>> {
-    let mut trials = Vec::with_capacity(candidates.len());
-    let mut spent = 0.0;
-    for (i, c) in candidates.iter().enumerate() {
-        if i > 0 && spent >= budget.total_ms {
-            trials.push(Trial {
-                candidate: c.clone(),
-                result: None,
-            });
-            continue;
-        }
-        let r = measure(c);
-        if let Ok(m) = &r {
-            spent += m.compile_ms + m.run_ms;
-        }
-        trials.push(Trial {
-            candidate: c.clone(),
-            result: Some(r),
-        });
+    let mut trials = Trials::new(budget);
+    for c in candidates {
+        let r = trials.may_measure().then(|| measure(c));
+        trials.push(c.clone(), r);
     }
+    trials.pick()
+}
+
+/// The trials of [`choose`] as they are made, for a caller that measures
+/// asynchronously (the browser): ask [`Trials::may_measure`], measure or not,
+/// [`Trials::push`] the result, then [`Trials::pick`].
+#[derive(Clone, Debug)]
+pub struct Trials<C> {
+    trials: Vec<Trial<C>>,
+    spent: f64,
+    budget: Budget,
+}
+
+impl<C: Clone> Trials<C> {
+    pub fn new(budget: &Budget) -> Self {
+        Trials {
+            trials: Vec::new(),
+            spent: 0.0,
+            budget: *budget,
+        }
+    }
+
+    /// Whether the next candidate is measured: the first always, the others
+    /// while the budget lasts.
+    pub fn may_measure(&self) -> bool {
+        self.trials.is_empty() || self.spent < self.budget.total_ms
+    }
+
+    /// The next candidate's result (`None`: not measured).
+    pub fn push(&mut self, candidate: C, result: Option<Result<Measurement, String>>) {
+        if let Some(Ok(m)) = &result {
+            self.spent += m.compile_ms + m.run_ms;
+        }
+        self.trials.push(Trial { candidate, result });
+    }
+
+    /// The choice by the rule of [`choose`].
+    pub fn pick(self) -> Option<Outcome<C>> {
+        pick(self.trials, self.spent, &self.budget)
+    }
+}
+
+fn pick<C>(trials: Vec<Trial<C>>, spent: f64, budget: &Budget) -> Option<Outcome<C>> {
     let ok: Vec<(usize, Measurement)> = trials
         .iter()
         .enumerate()

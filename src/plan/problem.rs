@@ -48,8 +48,10 @@ pub enum TuningMode {
     Heuristic,
     /// The fastest of the candidates measured on this device for the problem's
     /// class ([`crate::plan::autotune`]): from the tuning cache, or measured on
-    /// first use (within a time budget) and remembered there. Native only; in a
-    /// browser this is the heuristic for now.
+    /// first use (within a time budget) and remembered there. A browser cannot
+    /// block on the measuring: a page awaits [`crate::tune::autotune`] for its
+    /// classes first (with a shorter budget); a class not tuned yet runs the
+    /// heuristic's variants there.
     Autotune,
     /// These variants (checked against what the device grants).
     Fixed(crate::gpu::Tuning),

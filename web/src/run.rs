@@ -8,9 +8,11 @@ use wgpu_attention::reference;
 use wgpu_attention::validation::{self, parse_layout, parse_path, Case, REL_L2_TOL};
 use wgpu_attention::verify::{verify, Report};
 use wgpu_attention::wgpu;
+use wgpu_attention::plan::autotune::{Budget, Outcome};
+use wgpu_attention::tune::{autotune, class_for};
 use wgpu_attention::{
-    attention, plan, record_attention, AttentionOptions, AttentionPath, AttentionProblem, Gpu,
-    MaskTensor, MaskValues, Tensor,
+    attention, record_attention, AttentionOptions, AttentionPath, AttentionProblem, Gpu,
+    MaskTensor, MaskValues, Tensor, TuningMode,
 };
 
 use crate::{err, gpu, now_ms, tuning_json};
@@ -30,6 +32,12 @@ pub struct RunConfig {
     pub repeats: usize,
     /// Return the (batch 0, head 0) weights for the heatmap.
     pub heatmap: bool,
+    /// Choose the kernel variants by measurement (`TuningMode::Autotune`):
+    /// each path's class not yet in the page's cache is tuned first, async,
+    /// within `autotune_budget_ms` (the case's `staged` is then not used).
+    pub autotune: bool,
+    /// The browser's shortened tuning budget per class (compile and run time).
+    pub autotune_budget_ms: f64,
 }
 
 impl Default for RunConfig {
@@ -47,6 +55,8 @@ impl Default for RunConfig {
             paths: vec!["fused".into(), "unfused".into()],
             repeats: 5,
             heatmap: true,
+            autotune: false,
+            autotune_budget_ms: 8000.0,
         }
     }
 }
@@ -102,7 +112,9 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
 /// reference, and times `repeats` more runs (GPU timestamps when the device has
 /// them, else wall clock including readback). `config_json` is a [`RunConfig`]
 /// (missing fields take their defaults). The kernel variant is the case's
-/// (`staged`), passed with each call (`AttentionOptions::tuning`).
+/// (`staged`), or with `autotune` the measured one: each path's class is tuned
+/// first (`tune::autotune(..).await`, within the shortened budget) unless the
+/// page's cache has it; passed with each call (`AttentionOptions::tuning`).
 #[wasm_bindgen]
 pub async fn run_attention(config_json: String) -> Result<RunOutput, JsValue> {
     let cfg: RunConfig =
@@ -127,7 +139,11 @@ async fn run_inner(g: &Gpu, cfg: &RunConfig) -> Result<RunOutput, String> {
         .map_err(e)?;
     let inputs = validation::inputs(case).map_err(e)?;
     let tuning = case.staged.map(|s| g.tuning().with_staged(s));
-    let mode = tuning.map_or(wgpu_attention::TuningMode::Heuristic, wgpu_attention::TuningMode::Fixed);
+    let mode = match tuning {
+        _ if cfg.autotune => TuningMode::Autotune,
+        Some(t) => TuningMode::Fixed(t),
+        None => TuningMode::Heuristic,
+    };
 
     let qt = Tensor::from_bhnd(g, &inputs.q, [sh.b, sh.hq, sh.nq, sh.d], layout).map_err(e)?;
     let kt = Tensor::from_bhnd(g, &inputs.k, [sh.b, sh.hkv, sh.nk, sh.d], layout).map_err(e)?;
@@ -155,6 +171,7 @@ async fn run_inner(g: &Gpu, cfg: &RunConfig) -> Result<RunOutput, String> {
     let mut kernels = serde_json::Map::new();
     let mut medians = std::collections::HashMap::new();
     let mut heat = Vec::new();
+    let mut tuned = Vec::new();
     for (name, path) in paths {
         let opts = AttentionOptions {
             return_weights: path == AttentionPath::Unfused,
@@ -163,15 +180,29 @@ async fn run_inner(g: &Gpu, cfg: &RunConfig) -> Result<RunOutput, String> {
             tuning: mode,
             ..inputs.attention_options(mask_t.as_ref())
         };
-        // What runs, as the library's plan decides it for this call.
-        let planned = AttentionProblem::new(&qt, &kt, &vt, &opts)
-            .and_then(|p| plan(&p, g.caps(), tuning.unwrap_or_else(|| g.tuning())))
-            .map_err(e)?;
-        kernels.insert(name.clone(), planned.describe().into());
+        // 0. Autotuning: the class measured now unless the page has tuned it
+        //    (the browser cannot block inside `attention()`, so it tunes first).
+        if cfg.autotune {
+            let problem = AttentionProblem::new(&qt, &kt, &vt, &opts).map_err(e)?;
+            let t0 = now_ms();
+            let budget = Budget {
+                total_ms: cfg.autotune_budget_ms,
+                max_compile_ms: cfg.autotune_budget_ms / 2.0,
+                ..Budget::default()
+            };
+            let class = class_for(g, &problem).map_err(e)?;
+            if class.is_some_and(|c| g.tuned_choice(&c).is_none()) {
+                if let Some((class, out)) = autotune(g, &problem, &budget).await.map_err(e)? {
+                    tuned.push(outcome_json(g, &class, sh.d, &out, now_ms() - t0));
+                }
+            }
+        }
 
         // 1. The verified run, everything downloaded asynchronously.
         let t0 = now_ms();
         let out = attention(&qt, &kt, &vt, &opts).map_err(e)?;
+        // What ran, as the library's plan decided it for this call.
+        kernels.insert(name.clone(), out.kernels.clone().into());
         let o = out.o.to_vec().await.map_err(e)?;
         let lse = match &out.lse {
             Some(t) => t.to_vec().await.map_err(e)?,
@@ -261,6 +292,7 @@ async fn run_inner(g: &Gpu, cfg: &RunConfig) -> Result<RunOutput, String> {
         "layout": format!("{layout:?}"),
         "tuning": tuning_json(tuning.unwrap_or_else(|| g.tuning())),
         "kernels": kernels,
+        "autotune": tuned,
         "masking": format!("{masking:?}"),
         "key_lengths": masking.key_lengths,
         "dense_mask": inputs.mask.as_ref().map(|m| json!({
@@ -285,5 +317,30 @@ async fn run_inner(g: &Gpu, cfg: &RunConfig) -> Result<RunOutput, String> {
         heat,
         heat_rows,
         heat_cols,
+    })
+}
+
+/// One class's tuning as JSON: each candidate's kernel, times and whether it was
+/// chosen.
+fn outcome_json(
+    g: &Gpu,
+    class: &str,
+    d: usize,
+    out: &Outcome<wgpu_attention::Tuning>,
+    ms: f64,
+) -> serde_json::Value {
+    json!({
+        "class": class,
+        "ms": ms,
+        "spent_ms": out.spent_ms,
+        "candidates": out.trials.iter().enumerate().map(|(i, t)| json!({
+            "kernel": wgpu_attention::plan::describe_fused_kernel(g.caps(), t.candidate, d),
+            "tuning": tuning_json(t.candidate),
+            "run_ms": t.result.as_ref().and_then(|r| r.as_ref().ok()).map(|m| m.run_ms),
+            "compile_ms": t.result.as_ref().and_then(|r| r.as_ref().ok()).map(|m| m.compile_ms),
+            "error": t.result.as_ref().and_then(|r| r.as_ref().err()),
+            "skipped": t.result.is_none(),
+            "chosen": i == out.chosen,
+        })).collect::<Vec<_>>(),
     })
 }

@@ -111,7 +111,11 @@ function showRun(r) {
     `  ${r.masking}` + (r.dense_mask ? `  dense ${r.dense_mask.kind} mask ${JSON.stringify(r.dense_mask.dims)}` : '') +
     (r.alibi ? '  ALiBi' : '') + (r.softcap ? `  softcap ${r.softcap}` : '');
   // What ran, as the library's plan describes it (Plan::describe).
-  $('kernels').innerHTML = Object.entries(r.kernels).map(([path, k]) => `<b>${esc(path)}</b>: ${esc(k)}`).join('<br>');
+  $('kernels').innerHTML = Object.entries(r.kernels).map(([path, k]) => `<b>${esc(path)}</b>: ${esc(k)}`).join('<br>') +
+    // Classes tuned by this run (TuningMode::Autotune; later runs find them in the cache).
+    (r.autotune || []).map((c) => `<br><b>autotuned</b> ${esc(c.class)} in ${fmt(c.ms, 0)} ms: ` + c.candidates.map((t) =>
+      `<span class="${t.chosen ? 'PASS' : ''}">${esc(t.kernel)} ${t.skipped ? '(over budget)' : t.error ? 'ERROR ' + esc(t.error) :
+        `${fmt(t.run_ms, 2)} ms + compile ${fmt(t.compile_ms, 0)} ms`}${t.chosen ? ' ✓' : ''}</span>`).join(' · ')).join('');
   const row = (name, e) => `<tr><td class="l">${name}</td><td>${e.len}</td><td>${sci(e.max_abs)}</td><td>${sci(e.rel_l2)}</td>` +
     `<td>${e.nan}</td><td class="${e.pass ? 'PASS' : 'FAIL'}">${e.pass ? 'pass' : 'FAIL'}</td></tr>`;
   $('errors').innerHTML = '<tr><th class="l">vs f64 reference</th><th>elements</th><th>max abs</th><th>rel L2</th><th>NaN</th><th></th></tr>' +
@@ -133,9 +137,10 @@ function formConfig() {
     case: {
       b: num('b'), hq: num('heads'), hkv: num('kv_heads'), nq: num('n'), nk: num('n'), d: num('d'),
       layout: $('layout').value, causal: $('causal').checked, mask: $('mask').value, seed: num('seed'),
-      staged: variant === '' ? null : variant === 'staged',
+      staged: variant === '' || variant === 'autotune' ? null : variant === 'staged',
     },
     paths: [...document.querySelectorAll('input[name=path]:checked')].map((x) => x.value), repeats: 5, heatmap: true,
+    autotune: variant === 'autotune', autotune_budget_ms: 8000,
   };
 }
 
