@@ -1,8 +1,10 @@
 //! The WGSL side of the host/kernel boundary, checked by naga without a GPU:
 //!
 //! - every specialization a device can pick (`plan::specializations`, for each
-//!   kind of device the project meets) parses, validates, takes its overrides
-//!   and translates to SPIR-V, so a WGSL mistake fails here with a line number;
+//!   kind of device the project meets, under its heuristic tuning and every
+//!   autotune candidate, `plan::autotune::candidates`) parses, validates, takes
+//!   its overrides and translates to SPIR-V, so a WGSL mistake fails here with a
+//!   line number;
 //! - every kernel's uniform block equals its Rust mirror (names, offsets,
 //!   sizes: `kernels::uniform_layouts`), and its storage bindings have the
 //!   access its `KernelSpec` declares.
@@ -93,8 +95,20 @@ type SourceKey = (&'static str, Vec<(&'static str, u32)>);
 fn every_specialization_a_device_can_pick_validates() {
     // One source per (kernel, defines), with every override set used with it.
     let mut sources: BTreeMap<SourceKey, Vec<Specialization>> = BTreeMap::new();
-    for (_, caps, tuning) in devices() {
-        for s in wgpu_attention::plan::specializations(&caps, tuning) {
+    for (_, caps, heuristic) in devices() {
+        // The heuristic's tuning and every candidate the autotuner may choose.
+        let mut tunings = vec![heuristic];
+        for d in wgpu_attention::kernels::flash_attention::HEAD_DIM_BUCKETS {
+            for t in wgpu_attention::plan::autotune::candidates(&caps, heuristic, d as usize) {
+                if !tunings.contains(&t) {
+                    tunings.push(t);
+                }
+            }
+        }
+        for s in tunings
+            .into_iter()
+            .flat_map(|t| wgpu_attention::plan::specializations(&caps, t))
+        {
             let list = sources
                 .entry((s.kernel.name, s.defines.clone()))
                 .or_default();

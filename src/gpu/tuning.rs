@@ -18,6 +18,13 @@ pub struct Tuning {
     fused_rows: u32,
     straight_line: bool,
     subgroup: u32,
+    /// Lanes per workgroup of the tiled kernel; 0 = the plan's default (64).
+    #[serde(default)]
+    tile_lanes: u32,
+    /// Keys per K/V tile of the tiled kernel, at most; 0 = as many as fit the
+    /// granted workgroup memory, up to 64.
+    #[serde(default)]
+    tile_keys: u32,
 }
 
 impl Tuning {
@@ -35,6 +42,8 @@ impl Tuning {
             } else {
                 0
             },
+            tile_lanes: 0,
+            tile_keys: 0,
         }
     }
 
@@ -62,7 +71,9 @@ impl Tuning {
         self.with_softmax_workgroup(self.softmax_workgroup)?
             .with_cpu_rows(self.cpu_rows)?
             .with_fused_rows(self.fused_rows)?
-            .with_subgroup(self.subgroup)
+            .with_subgroup(self.subgroup)?
+            .with_tile_lanes(self.tile_lanes)?
+            .with_tile_keys(self.tile_keys)
     }
 
     /// `self` without what a device with `features` cannot run (subgroup
@@ -111,6 +122,40 @@ impl Tuning {
     /// it cuts the gathered loads by that factor.
     pub fn subgroup(&self) -> u32 {
         self.subgroup
+    }
+
+    /// Lanes (query rows) per workgroup of the tiled kernel (staged, real GPUs);
+    /// 0 = the plan's default. Capped by the device's workgroup limits.
+    pub fn tile_lanes(&self) -> u32 {
+        self.tile_lanes
+    }
+
+    /// Keys per K/V tile of the tiled kernel, at most (fewer where the granted
+    /// workgroup memory holds fewer); 0 = as many as fit, up to 64.
+    pub fn tile_keys(&self) -> u32 {
+        self.tile_keys
+    }
+
+    /// Lanes per tiled workgroup: 0 (the default) or a power of two from 16 to 256.
+    pub fn with_tile_lanes(mut self, lanes: u32) -> Result<Self> {
+        if lanes != 0 && !(lanes.is_power_of_two() && (16..=256).contains(&lanes)) {
+            return Err(Error::InvalidArgument(format!(
+                "Tuning tile_lanes = {lanes}: use 0 (default) or a power of two from 16 to 256"
+            )));
+        }
+        self.tile_lanes = lanes;
+        Ok(self)
+    }
+
+    /// Keys per tile, at most: 0 (as many as fit) or 4 to 64.
+    pub fn with_tile_keys(mut self, keys: u32) -> Result<Self> {
+        if keys != 0 && !(4..=64).contains(&keys) {
+            return Err(Error::InvalidArgument(format!(
+                "Tuning tile_keys = {keys}: use 0 (as many as fit) or 4 to 64"
+            )));
+        }
+        self.tile_keys = keys;
+        Ok(self)
     }
 
     /// With or without workgroup-memory staging.

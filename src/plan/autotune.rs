@@ -154,17 +154,34 @@ fn pick<C>(trials: Vec<Trial<C>>, spent: f64, budget: &Budget) -> Option<Outcome
 }
 
 /// The candidates for a device: the heuristic's tuning first, then each switch
-/// the fused kernels answer to (subgroup sharing off, 4 and 16 rows per lane,
-/// staging), keeping only those that give another fused kernel at head dim `d`.
+/// the fused kernels answer to (subgroup sharing off, 4 and (with subgroup
+/// sharing) 16 rows per lane;
+/// when staged, the tiled kernel's 32 and 128 lanes and 16- and 32-key tiles;
+/// staging toggled), keeping only those that give another fused kernel at head
+/// dim `d`.
 pub fn candidates(caps: &DeviceCaps, heuristic: Tuning, d: usize) -> Vec<Tuning> {
     let base = heuristic.granted(caps.features);
     let mut tries = vec![base];
     if let Ok(t) = base.with_subgroup(0) {
         tries.push(t);
     }
-    for rows in [4, 16] {
+    // 16 rows only with subgroup sharing: without it (llvmpipe GL) the 16-row
+    // straight-line kernel took 67 s to compile at D 32 (4 rows: 5 s), more than
+    // any budget allows, and its whole-row loads grow with the rows.
+    let rows: &[u32] = if base.subgroup() > 0 { &[4, 16] } else { &[4] };
+    for &rows in rows {
         if let Ok(t) = base.with_fused_rows(rows) {
             tries.push(t);
+        }
+    }
+    // The tiled kernel's shapes (real GPUs, browsers): narrower and wider
+    // workgroups, shorter tiles.
+    if base.staged() {
+        for lanes in [32, 128] {
+            tries.extend(base.with_tile_lanes(lanes));
+        }
+        for keys in [16, 32] {
+            tries.extend(base.with_tile_keys(keys));
         }
     }
     tries.push(base.with_staged(!base.staged()));
@@ -272,6 +289,56 @@ mod tests {
         };
         let caps = DeviceCaps::new(&info, wgpu::Limits::default(), wgpu::Features::SUBGROUP);
         (caps, Tuning::for_adapter(&info))
+    }
+
+    /// On a real GPU (staged): the tiled kernel's workgroup widths and tile
+    /// lengths, each a distinct kernel within the device's limits.
+    #[test]
+    fn gpu_candidates_cover_tile_shapes_within_the_limits() {
+        let info = wgpu::AdapterInfo {
+            name: "Some GPU".into(),
+            ..wgpu::AdapterInfo::new(wgpu::DeviceType::DiscreteGpu, wgpu::Backend::Vulkan)
+        };
+        let heuristic = Tuning::for_adapter(&info);
+        let caps = DeviceCaps::new(&info, wgpu::Limits::default(), wgpu::Features::empty());
+        let kernels: Vec<String> = candidates(&caps, heuristic, 64)
+            .iter()
+            .map(|&t| base_variant(t, 64, &caps.limits).describe())
+            .collect();
+        for want in [
+            "64 lanes × 1 row, K/V tiles of 31 keys",
+            "32 lanes × 1 row, K/V tiles of 31 keys",
+            "128 lanes × 1 row, K/V tiles of 31 keys",
+            "64 lanes × 1 row, K/V tiles of 16 keys",
+            // Staging off: the straight-line kernel.
+            "flash_attention_cpu: 8 rows",
+        ] {
+            assert!(
+                kernels.iter().any(|k| k.contains(want)),
+                "{want}: {kernels:?}"
+            );
+        }
+        // 16 KiB of workgroup memory (WebGPU's default) holds 31 keys at D 64 (16
+        // bytes go to the key range): the 32-key candidate is the heuristic's
+        // kernel, so it is not measured twice.
+        assert_eq!(kernels.len(), 5, "{kernels:?}");
+        // A device allowing only 64 invocations per workgroup: no 128-lane kernel.
+        let small = DeviceCaps::new(
+            &info,
+            wgpu::Limits {
+                max_compute_invocations_per_workgroup: 64,
+                ..wgpu::Limits::default()
+            },
+            wgpu::Features::empty(),
+        );
+        let kernels: Vec<String> = candidates(&small, heuristic, 64)
+            .iter()
+            .map(|&t| base_variant(t, 64, &small.limits).describe())
+            .collect();
+        assert!(
+            !kernels.iter().any(|k| k.contains("128 lanes")),
+            "{kernels:?}"
+        );
     }
 
     /// The candidates: the heuristic first, then one per other fused kernel.

@@ -35,9 +35,17 @@ pub(crate) fn base_variant(tuning: Tuning, d: usize, limits: &wgpu::Limits) -> F
     if tuning.staged() {
         // K and V tiles: 2 · keys · bucket · 4 bytes, plus the 16 bytes of the
         // shared key range (llvmpipe-GL counts it: 32 776 of 32 768 failed).
+        let want_keys = match tuning.tile_keys() {
+            0 => TILED_MAX_KEYS,
+            k => k,
+        };
         let keys = (limits.max_compute_workgroup_storage_size.saturating_sub(16) / (8 * bucket))
-            .min(TILED_MAX_KEYS);
-        let lanes = TILED_WORKGROUP
+            .min(want_keys);
+        let want_lanes = match tuning.tile_lanes() {
+            0 => TILED_WORKGROUP,
+            l => l,
+        };
+        let lanes = want_lanes
             .min(limits.max_compute_invocations_per_workgroup)
             .min(limits.max_compute_workgroup_size_x);
         if keys == 0 || lanes == 0 {

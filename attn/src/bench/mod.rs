@@ -158,6 +158,9 @@ pub struct BenchArgs {
     /// Print a JSON array of records instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Also write the JSON array of records to this file (with the table printed).
+    #[arg(long, value_name = "FILE")]
+    pub json_file: Option<PathBuf>,
     /// Also draw the results as a PNG chart (one series per path, the GEMM ceiling dashed).
     #[arg(long, value_name = "FILE")]
     pub plot: Option<PathBuf>,
@@ -179,6 +182,9 @@ pub struct BenchArgs {
 pub fn main(a: BenchArgs) -> Result<()> {
     if let Some(p) = &a.plot {
         io::check_output(p, "--plot")?;
+    }
+    if let Some(p) = &a.json_file {
+        io::check_output(p, "--json-file")?;
     }
     // Every (b, h, hkv, nq, nk, d), checked before anything runs.
     let configs = configs::expand(&a)?;
@@ -236,6 +242,9 @@ pub fn main(a: BenchArgs) -> Result<()> {
         }
     } else {
         report::print_json(&records)?;
+    }
+    if let Some(p) = &a.json_file {
+        io::write_atomic(p, serde_json::to_string_pretty(&records)?.as_bytes())?;
     }
     if let Some(p) = &a.plot {
         let title = format!(
