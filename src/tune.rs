@@ -4,9 +4,9 @@
 //! [`crate::plan::autotune::choose`] and remembered in the device's tuning
 //! cache.
 //!
-//! The measuring is async ([`tune_class`], [`autotune`]): native callers block
-//! on it (`TuningMode::Autotune` inside [`crate::attention`], `attn tune`); a
-//! browser cannot block, so a page awaits [`autotune`] for the classes it will
+//! The measuring is async ([`tune_class`], [`autotune()`]): native callers block
+//! on it (`TuningMode::Autotune` inside [`crate::attention()`], `attn tune`); a
+//! browser cannot block, so a page awaits [`autotune()`] for the classes it will
 //! use (with a shorter [`Budget`]), and `TuningMode::Autotune` there reads the
 //! choices from the cache (the heuristic's variants for a class not tuned yet).
 
@@ -28,7 +28,7 @@ const RUNS: usize = 5;
 
 /// The variants [`crate::TuningMode::Autotune`] uses for `problem` on `gpu`:
 /// the cached choice for its class, or (native) the candidates measured now and
-/// remembered; in a browser the heuristic until [`autotune`] has run for the
+/// remembered; in a browser the heuristic until [`autotune()`] has run for the
 /// class. The unfused path and KV-cache pages keep `heuristic`.
 pub(crate) fn tuned(gpu: &Gpu, problem: &AttentionProblem, heuristic: Tuning) -> Result<Tuning> {
     let Some(class) = class(gpu, problem, heuristic)? else {

@@ -179,19 +179,25 @@ fn attention_plain_and_gqa_in_both_layouts() {
     });
 }
 
+/// A boolean mask `[2, 1, 17, 33]` (every fifth key hidden) and an additive one
+/// `[1, 4, 17, 33]` (random, seeded from `ctx`, with head 0's first row all -inf).
+fn masks_for_b2_h4_17x33(ctx: &str) -> (HostMask, HostMask) {
+    let (mut r, _) = rng(ctx);
+    let bool_mask = HostMask::bool(
+        (0..2 * 17 * 33).map(|i| i % 5 != 0).collect(),
+        [2, 1, 17, 33],
+    )
+    .unwrap();
+    let mut add = uniform(&mut r, 4 * 17 * 33, 2.0);
+    add[..33].iter_mut().for_each(|v| *v = f32::NEG_INFINITY);
+    (bool_mask, HostMask::additive(add, [1, 4, 17, 33]).unwrap())
+}
+
 #[test]
 fn attention_with_every_option() {
     each_fused_gpu("attention options", |gpu, t, ctx| {
-        let (mut r, _) = rng(ctx);
         let sh = shape(2, 4, 2, 17, 33, 16);
-        let bool_mask = HostMask::bool(
-            (0..2 * 17 * 33).map(|i| i % 5 != 0).collect(),
-            [2, 1, 17, 33],
-        )
-        .unwrap();
-        let mut add = uniform(&mut r, 4 * 17 * 33, 2.0);
-        add[..33].iter_mut().for_each(|v| *v = f32::NEG_INFINITY);
-        let additive = HostMask::additive(add, [1, 4, 17, 33]).unwrap();
+        let (bool_mask, additive) = masks_for_b2_h4_17x33(ctx);
         let cases = [
             Masking {
                 causal: true,
@@ -417,16 +423,8 @@ fn every_autotune_candidate_matches_reference() {
                     check_o_lse(&out, &want, &ctx);
                     continue;
                 }
-                let (mut r, _) = rng(ctx);
                 let sh = shape(2, 4, 2, 17, 33, d);
-                let bool_mask = HostMask::bool(
-                    (0..2 * 17 * 33).map(|i| i % 5 != 0).collect(),
-                    [2, 1, 17, 33],
-                )
-                .unwrap();
-                let mut add = uniform(&mut r, 4 * 17 * 33, 2.0);
-                add[..33].iter_mut().for_each(|v| *v = f32::NEG_INFINITY);
-                let additive = HostMask::additive(add, [1, 4, 17, 33]).unwrap();
+                let (bool_mask, additive) = masks_for_b2_h4_17x33(ctx);
                 let cases = [
                     Case {
                         masking: causal.clone(),

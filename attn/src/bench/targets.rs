@@ -136,7 +136,8 @@ pub fn print(records: &[Record], m: &Machine) {
                 ""
             }
         ),
-        _ => println!("  SIMD peak                — (not a CPU adapter: no vector width in its name)"),
+        (_, None, _) => println!("  SIMD peak                — (not a CPU adapter: no vector width in its name)"),
+        _ => println!("  SIMD peak                — (no clock: /proc/cpuinfo has no `cpu MHz`, e.g. unmounted in a chroot)"),
     }
     for r in records.iter().filter(|r| r.median_ms.is_some()) {
         let what = match r.path {
