@@ -167,16 +167,21 @@ pub async fn tune_class(
             continue;
         }
         let measured: Result<Measurement> = async {
+            let started = Instant::now();
             let first = run(t, false).await?;
             let mut times = Vec::with_capacity(RUNS);
             for _ in 0..RUNS {
                 times.push(run(t, true).await?);
             }
+            // Wall time, readbacks and submits included (the timed runs' GPU
+            // timestamps leave those out).
+            let total_ms = started.elapsed().as_secs_f64() * 1e3;
             times.sort_by(f64::total_cmp);
             let run_ms = times[RUNS / 2];
             Ok(Measurement {
                 run_ms,
                 compile_ms: (first - run_ms).max(0.0),
+                total_ms,
             })
         }
         .await;

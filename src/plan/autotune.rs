@@ -21,6 +21,10 @@ use super::fused::base_variant;
 pub struct Measurement {
     pub run_ms: f64,
     pub compile_ms: f64,
+    /// Wall time the whole measurement took (the compiling run and every timed
+    /// one): what counts against [`Budget::total_ms`].
+    #[serde(default)]
+    pub total_ms: f64,
 }
 
 /// How much tuning may cost.
@@ -111,7 +115,7 @@ impl<C: Clone> Trials<C> {
     /// The next candidate's result (`None`: not measured).
     pub fn push(&mut self, candidate: C, result: Option<Result<Measurement, String>>) {
         if let Some(Ok(m)) = &result {
-            self.spent += m.compile_ms + m.run_ms;
+            self.spent += m.total_ms;
         }
         self.trials.push(Trial { candidate, result });
     }
@@ -218,7 +222,11 @@ mod tests {
     use super::*;
 
     fn m(run_ms: f64, compile_ms: f64) -> Result<Measurement, String> {
-        Ok(Measurement { run_ms, compile_ms })
+        Ok(Measurement {
+            run_ms,
+            compile_ms,
+            total_ms: run_ms + compile_ms,
+        })
     }
 
     /// A fake timer: the fastest candidate wins; a failed one never does.
@@ -276,6 +284,24 @@ mod tests {
         .unwrap();
         assert_eq!(measured, [0]);
         assert_eq!(out.trials[2].result, None);
+        // The whole measurement's wall time counts, not its median run and
+        // compile: a candidate whose six runs took 1.2 s stops the next one.
+        let mut measured = Vec::new();
+        let out = choose(
+            &[0, 1],
+            |&i| {
+                measured.push(i);
+                Ok(Measurement {
+                    run_ms: 200.0,
+                    compile_ms: 0.0,
+                    total_ms: 1200.0,
+                })
+            },
+            &b,
+        )
+        .unwrap();
+        assert_eq!(measured, [0]);
+        assert_eq!(out.spent_ms, 1200.0);
     }
 
     fn lavapipe() -> (DeviceCaps, Tuning) {
