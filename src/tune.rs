@@ -31,57 +31,92 @@ const RUNS: usize = 5;
 /// remembered; in a browser the heuristic until [`autotune()`] has run for the
 /// class. The unfused path and KV-cache pages keep `heuristic`.
 pub(crate) fn tuned(gpu: &Gpu, problem: &AttentionProblem, heuristic: Tuning) -> Result<Tuning> {
-    let Some(class) = class(gpu, problem, heuristic)? else {
-        return Ok(heuristic);
-    };
-    if let Some(t) = gpu.tuned_choice(&class) {
-        return Ok(gpu.granted_tuning(t));
-    }
-    #[cfg(target_arch = "wasm32")]
-    {
-        Ok(heuristic)
-    }
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        let out = pollster::block_on(tune_class(gpu, problem, heuristic, &Budget::default()))?;
-        let t = out.trials[out.chosen].candidate;
-        gpu.remember_tuning(&class, t);
-        Ok(t)
+    match choice(gpu, problem, heuristic)? {
+        Choice::Untuned => Ok(heuristic),
+        Choice::Cached(_, t) => Ok(t),
+        #[cfg(target_arch = "wasm32")]
+        Choice::Missing(_) => Ok(heuristic),
+        #[cfg(not(target_arch = "wasm32"))]
+        Choice::Missing(class) => {
+            let out =
+                pollster::block_on(measure(gpu, problem, heuristic, &class, &Budget::default()))?;
+            Ok(out.trials[out.chosen].candidate)
+        }
     }
 }
 
-/// The class `problem` is tuned as on `gpu` (the path the device's heuristic
-/// takes, e.g. `fused d64 f32 mask0 nq-many`; [`Gpu::tuned_choice`] has its
-/// choice once tuned), or `None` where nothing is tuned (the unfused path,
-/// KV-cache pages).
-pub fn class_for(gpu: &Gpu, problem: &AttentionProblem) -> Result<Option<String>> {
-    class(gpu, problem, gpu.tuning())
+/// Where `problem`'s class stands on `gpu`.
+enum Choice {
+    /// Nothing is tuned for it (the unfused path, KV-cache pages).
+    Untuned,
+    /// The class (e.g. `fused d64 f32 mask0 nq-many`) and its cached choice.
+    Cached(String, Tuning),
+    /// The class, not tuned yet.
+    Missing(String),
 }
 
-fn class(gpu: &Gpu, problem: &AttentionProblem, heuristic: Tuning) -> Result<Option<String>> {
+/// The class of `problem` on the path `heuristic` takes, and its cached choice.
+fn choice(gpu: &Gpu, problem: &AttentionProblem, heuristic: Tuning) -> Result<Choice> {
     let path = plan(problem, gpu.caps(), heuristic)?.path;
-    Ok(
-        (path != AttentionPath::Unfused && problem.keys == Keys::Tensors)
-            .then(|| autotune::class_of(problem, path)),
-    )
+    if path == AttentionPath::Unfused || problem.keys != Keys::Tensors {
+        return Ok(Choice::Untuned);
+    }
+    let class = autotune::class_of(problem, path);
+    Ok(match gpu.tuned_choice(&class) {
+        Some(t) => Choice::Cached(class, gpu.granted_tuning(t)),
+        None => Choice::Missing(class),
+    })
 }
 
-/// Measures `problem`'s class now, within `budget`, and remembers the choice
-/// (the browser's way to tune, before the calls that use
-/// [`crate::TuningMode::Autotune`]). Returns the class name and the trials;
-/// `None` where the problem's path is not tuned (unfused, KV-cache pages).
+/// [`tune_class`], and the choice remembered for `class`.
+async fn measure(
+    gpu: &Gpu,
+    problem: &AttentionProblem,
+    heuristic: Tuning,
+    class: &str,
+    budget: &Budget,
+) -> Result<Outcome<Tuning>> {
+    let out = tune_class(gpu, problem, heuristic, budget).await?;
+    gpu.remember_tuning(class, out.trials[out.chosen].candidate);
+    Ok(out)
+}
+
+/// Tunes `problem`'s class within `budget` unless the cache already has it (the
+/// browser's way to tune, before the calls that use
+/// [`crate::TuningMode::Autotune`]). Returns the class name and the trials when
+/// it measured; `None` when the class was cached or its path is not tuned
+/// (unfused, KV-cache pages).
 pub async fn autotune(
     gpu: &Gpu,
     problem: &AttentionProblem,
     budget: &Budget,
 ) -> Result<Option<(String, Outcome<Tuning>)>> {
     let heuristic = gpu.tuning();
-    let Some(class) = class(gpu, problem, heuristic)? else {
-        return Ok(None);
-    };
-    let out = tune_class(gpu, problem, heuristic, budget).await?;
-    gpu.remember_tuning(&class, out.trials[out.chosen].candidate);
-    Ok(Some((class, out)))
+    match choice(gpu, problem, heuristic)? {
+        Choice::Missing(class) => {
+            let out = measure(gpu, problem, heuristic, &class, budget).await?;
+            Ok(Some((class, out)))
+        }
+        Choice::Untuned | Choice::Cached(..) => Ok(None),
+    }
+}
+
+/// Measures `problem`'s class now, cached or not, within `budget`, and
+/// remembers the choice (`attn tune`). Returns the class name and the trials;
+/// `None` where the problem's path is not tuned (unfused, KV-cache pages).
+pub async fn retune(
+    gpu: &Gpu,
+    problem: &AttentionProblem,
+    budget: &Budget,
+) -> Result<Option<(String, Outcome<Tuning>)>> {
+    let heuristic = gpu.tuning();
+    match choice(gpu, problem, heuristic)? {
+        Choice::Missing(class) | Choice::Cached(class, _) => {
+            let out = measure(gpu, problem, heuristic, &class, budget).await?;
+            Ok(Some((class, out)))
+        }
+        Choice::Untuned => Ok(None),
+    }
 }
 
 /// Measures every candidate for `problem`'s class on a representative shape

@@ -4,7 +4,7 @@
 use anyhow::Result;
 use clap::Args;
 use serde_json::json;
-use wgpu_attention::plan::autotune::{self, Budget};
+use wgpu_attention::plan::autotune::Budget;
 use wgpu_attention::{plan, AttentionProblem, AttnShape, Masking};
 
 use crate::args::DeviceArgs;
@@ -96,19 +96,19 @@ pub fn main(a: TuneArgs) -> Result<()> {
         ..Budget::default()
     };
     let gpu = a.device.open()?;
-    let heuristic = gpu.tuning();
     let mut report = Vec::new();
     if !a.json {
         println!("adapter: {}", gpu.describe());
     }
     for p in &shapes {
-        let path = plan(p, gpu.caps(), heuristic)?.path;
-        let class = autotune::class_of(p, path);
-        let out = pollster::block_on(wgpu_attention::tune::tune_class(
-            &gpu, p, heuristic, &budget,
-        ))?;
-        let chosen = out.trials[out.chosen].candidate;
-        gpu.remember_tuning(&class, chosen);
+        let Some((class, out)) =
+            pollster::block_on(wgpu_attention::tune::retune(&gpu, p, &budget))?
+        else {
+            return Err(bad_input!(
+                "{:?}: this problem runs the unfused path, which is not tuned",
+                p.shape
+            ));
+        };
         let sh = p.shape;
         let mut rows = Vec::new();
         if !a.json {

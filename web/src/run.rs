@@ -9,7 +9,7 @@ use wgpu_attention::validation::{self, parse_layout, parse_path, Case, REL_L2_TO
 use wgpu_attention::verify::{verify, Report};
 use wgpu_attention::wgpu;
 use wgpu_attention::plan::autotune::{Budget, Outcome};
-use wgpu_attention::tune::{autotune, class_for};
+use wgpu_attention::tune::autotune;
 use wgpu_attention::{
     attention, record_attention, AttentionOptions, AttentionPath, AttentionProblem, Gpu,
     MaskTensor, MaskValues, Tensor, TuningMode,
@@ -190,11 +190,8 @@ async fn run_inner(g: &Gpu, cfg: &RunConfig) -> Result<RunOutput, String> {
                 max_compile_ms: cfg.autotune_budget_ms / 2.0,
                 ..Budget::default()
             };
-            let class = class_for(g, &problem).map_err(e)?;
-            if class.is_some_and(|c| g.tuned_choice(&c).is_none()) {
-                if let Some((class, out)) = autotune(g, &problem, &budget).await.map_err(e)? {
-                    tuned.push(outcome_json(g, &class, sh.d, &out, now_ms() - t0));
-                }
+            if let Some((class, out)) = autotune(g, &problem, &budget).await.map_err(e)? {
+                tuned.push(outcome_json(g, &class, sh.d, &out, now_ms() - t0));
             }
         }
 

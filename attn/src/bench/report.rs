@@ -212,6 +212,13 @@ pub fn print_row(r: &Record) {
     }
 }
 
+/// The record of `path` with `r`'s configuration and option, if measured.
+pub fn counterpart<'a>(records: &'a [Record], r: &Record, path: BenchPath) -> Option<&'a Record> {
+    records
+        .iter()
+        .find(|o| o.path == path && o.config() == r.config() && o.options == r.options)
+}
+
 /// Fills `fused_over_unfused` on every fused record with an unfused one of the
 /// same configuration and option.
 pub fn set_fused_over_unfused(records: &mut [Record]) {
@@ -220,9 +227,7 @@ pub fn set_fused_over_unfused(records: &mut [Record]) {
         .enumerate()
         .filter(|(_, r)| r.path == BenchPath::Fused)
         .filter_map(|(i, f)| {
-            let u = records.iter().find(|u| {
-                u.path == BenchPath::Unfused && u.config() == f.config() && u.options == f.options
-            })?;
+            let u = counterpart(records, f, BenchPath::Unfused)?;
             Some((i, u.median_ms? / f.median_ms?))
         })
         .collect();

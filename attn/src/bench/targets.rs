@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::report::Record;
+use super::report::{counterpart, Record};
 use super::BenchPath;
 
 /// The ceilings of the machine the adapter runs on.
@@ -152,9 +152,7 @@ pub fn print(records: &[Record], m: &Machine) {
                 },
             ),
             BenchPath::Decode => {
-                let fused = records.iter().find(|f| {
-                    f.path == BenchPath::Fused && f.config() == r.config() && f.options == r.options
-                });
+                let fused = counterpart(records, r, BenchPath::Fused);
                 format!(
                     "K/V read at {:.1} GB/s = {:.0}% of the copy bandwidth{}",
                     r.kv_gbps.unwrap_or(f64::NAN),
