@@ -5,6 +5,7 @@
 // 0; a row no split saw gets O = 0 and LSE = −inf. No arithmetic on infinities.
 // One invocation per query row.
 
+#import shared/half
 #import shared/grid
 
 struct Params {
@@ -17,7 +18,7 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> o_part: array<f32>;   // [S, rows, D]
 @group(0) @binding(2) var<storage, read> lse_part: array<f32>; // [S, rows]
-@group(0) @binding(3) var<storage, read_write> o: array<f32>;
+#storage 3 o read_write
 @group(0) @binding(4) var<storage, read_write> lse: array<f32>;
 
 const NEG_BIG: f32 = -3.0e38;
@@ -59,7 +60,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
                 acc += exp(x - mx) * o_part[s * p.part_ss + row * p.d + c];
             }
         }
-        o[obase + c * p.o_sd] = acc * inv;
+        o_put(obase + c * p.o_sd, acc * inv);
     }
     if (p.write_lse != 0u) {
         lse[row] = select(bitcast<f32>(p.neg_inf_bits), mx + log(wsum), wsum > 0.0);

@@ -38,7 +38,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         fr[r] = flash_row(w, w.row0 + r);
         let qrow = flash_q_row(w, fr[r]);
         for (var c = 0u; c < p.d; c++) {
-            qr[r][c / 4u][c % 4u] = q[qrow + c * p.q_sd] * p.scale;
+            qr[r][c / 4u][c % 4u] = q_at(qrow + c * p.q_sd) * p.scale;
         }
         m[r] = NEG_BIG;
         l[r] = 0.0;

@@ -2,6 +2,7 @@
 // addressed through strides (a transpose is a stride swap; a batch stride of 0
 // broadcasts, e.g. one weight matrix for every batch). C is contiguous.
 
+#import shared/half
 #import shared/grid
 #import shared/tile_mm
 
@@ -13,17 +14,15 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> c: array<f32>;
+#storage 1 a read
+#storage 2 b read
+#storage 3 bias read
+#storage 4 c read_write
 
 fn a_base(bi: u32, row: u32) -> u32 { return p.a_off + bi * p.a_sb + row * p.a_sm; }
 fn a_kstride() -> u32 { return p.a_sk; }
-fn a_at(i: u32) -> f32 { return a[i]; }
 fn b_base(bi: u32, col: u32) -> u32 { return p.b_off + bi * p.b_sb + col * p.b_sn; }
 fn b_kstride() -> u32 { return p.b_sk; }
-fn b_at(i: u32) -> f32 { return b[i]; }
 
 @compute @workgroup_size(8, WG_Y, 1)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -47,9 +46,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             if (row < p.m && col < p.n) {
                 var v = acc_at(&accv, ii, jj);
                 if (p.has_bias != 0u) {
-                    v += bias[p.bias_off + col];
+                    v += bias_at(p.bias_off + col);
                 }
-                c[(bi * p.m + row) * p.n + col] = v;
+                c_put((bi * p.m + row) * p.n + col, v);
             }
         }
     }

@@ -3,6 +3,7 @@
 //
 // freq[i] holds ω_i/(2π) as 0.64 fixed point; see shared/trig.wgsl for why.
 
+#import shared/half
 #import shared/grid
 #import shared/trig
 
@@ -12,9 +13,9 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
+#storage 1 x read
 @group(0) @binding(2) var<storage, read> freq: array<vec2<u32>>; // (hi, lo)
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+#storage 3 out read_write
 
 @compute @workgroup_size(64, 1, 1)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -30,5 +31,5 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let pos = p.offset + n;
     let sc = sincos_position(pos, freq[c / 2u]);
     let pe = select(sc.y, sc.x, (c & 1u) == 0u);
-    out[idx] = x[p.x_off + b * p.x_sb + n * p.x_sn + c * p.x_sc] + pe;
+    out_put(idx, x_at(p.x_off + b * p.x_sb + n * p.x_sn + c * p.x_sc) + pe);
 }

@@ -6,6 +6,7 @@
 //   interleaved (GPT-J):          pair i = (2i, 2i + 1)
 //   x1' = x1·cos − x2·sin,  x2' = x1·sin + x2·cos
 
+#import shared/half
 #import shared/grid
 #import shared/trig
 
@@ -17,9 +18,9 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
+#storage 1 x read
 @group(0) @binding(2) var<storage, read> freq: array<vec2<u32>>; // θ_i/(2π), 0.64 fixed point
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+#storage 3 out read_write
 
 @compute @workgroup_size(64, 1, 1)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -37,7 +38,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let row = p.x_off + b * p.x_sb + h * p.x_sh + n * p.x_sn;
     let o = b * p.o_sb + h * p.o_sh + n * p.o_sn + c;
     if (c >= p.rot) {
-        out[o] = x[row + c * p.x_sd];
+        out_put(o, x_at(row + c * p.x_sd));
         return;
     }
     let half = p.rot / 2u;
@@ -53,8 +54,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         c1 = i;
         c2 = i + half;
     }
-    let x1 = x[row + c1 * p.x_sd];
-    let x2 = x[row + c2 * p.x_sd];
+    let x1 = x_at(row + c1 * p.x_sd);
+    let x2 = x_at(row + c2 * p.x_sd);
     let sc = sincos_position(p.offset + n, freq[i]);
-    out[o] = select(x1 * sc.x + x2 * sc.y, x1 * sc.y - x2 * sc.x, c == c1);
+    out_put(o, select(x1 * sc.x + x2 * sc.y, x1 * sc.y - x2 * sc.x, c == c1));
 }

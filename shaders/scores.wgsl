@@ -20,8 +20,8 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> q: array<f32>;
-@group(0) @binding(2) var<storage, read> k: array<f32>;
+#storage 1 q read
+#storage 2 k read
 @group(0) @binding(3) var<storage, read> mask_words: array<u32>;
 @group(0) @binding(4) var<storage, read> slopes: array<f32>;
 @group(0) @binding(5) var<storage, read_write> s: array<f32>;
@@ -29,10 +29,10 @@ struct Params {
 // A = Q[b, h] (rows i, k = d); B = K[b, h/g]ᵀ (k = d, cols j).
 fn a_base(bh: u32, row: u32) -> u32 { return p.q_off + (bh / p.hq) * p.q_sb + (bh % p.hq) * p.q_sh + row * p.q_sn; }
 fn a_kstride() -> u32 { return p.q_sd; }
-fn a_at(i: u32) -> f32 { return q[i]; }
+fn a_at(i: u32) -> f32 { return q_at(i); }
 fn b_base(bh: u32, col: u32) -> u32 { return p.k_off + (bh / p.hq) * p.k_sb + ((bh % p.hq) / p.group) * p.k_sh + col * p.k_sn; }
 fn b_kstride() -> u32 { return p.k_sd; }
-fn b_at(i: u32) -> f32 { return k[i]; }
+fn b_at(i: u32) -> f32 { return k_at(i); }
 
 @compute @workgroup_size(8, WG_Y, 1)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

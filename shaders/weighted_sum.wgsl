@@ -1,6 +1,7 @@
 // weighted_sum: O[b,h,i,c] = Σ_j P[b,h,i,j] · V[b,h/g,j,c]
 // P is contiguous [B, Hq, Nq, Nk]; V and O are addressed through strides.
 
+#import shared/half
 #import shared/grid
 #import shared/tile_mm
 
@@ -14,8 +15,8 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> pw: array<f32>;
-@group(0) @binding(2) var<storage, read> v: array<f32>;
-@group(0) @binding(3) var<storage, read_write> o: array<f32>;
+#storage 2 v read
+#storage 3 o read_write
 
 // A = P[b, h] (rows i, k = j, contiguous); B = V[b, h/g] (k = j, cols d).
 fn a_base(bh: u32, row: u32) -> u32 { return (bh * p.nq + row) * p.nk; }
@@ -23,7 +24,7 @@ fn a_kstride() -> u32 { return 1u; }
 fn a_at(i: u32) -> f32 { return pw[i]; }
 fn b_base(bh: u32, col: u32) -> u32 { return p.v_off + (bh / p.hq) * p.v_sb + ((bh % p.hq) / p.group) * p.v_sh + col * p.v_sd; }
 fn b_kstride() -> u32 { return p.v_sn; }
-fn b_at(i: u32) -> f32 { return v[i]; }
+fn b_at(i: u32) -> f32 { return v_at(i); }
 
 @compute @workgroup_size(8, WG_Y, 1)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -47,7 +48,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         for (var jj = 0u; jj < cols_per_invocation(); jj++) {
             let col = col0 + lid.x + 8u * jj;
             if (row < p.nq && col < p.d) {
-                o[p.o_off + b * p.o_sb + h * p.o_sh + row * p.o_sn + col * p.o_sd] = acc_at(&accv, ii, jj);
+                o_put(p.o_off + b * p.o_sb + h * p.o_sh + row * p.o_sn + col * p.o_sd, acc_at(&accv, ii, jj));
             }
         }
     }

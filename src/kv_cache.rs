@@ -11,6 +11,11 @@
 //! shifted to the page's first key) and merges them by LSE, as the decode path
 //! does: O(N) memory, any length.
 //!
+//! The cache holds f32, f16 or bf16 ([`KvCache::new_with_dtype`]): a page of
+//! halves holds twice the positions of an f32 page in the same bytes. Appends
+//! convert on the GPU (`cast`, rounding to nearest even), so the appended data
+//! may have any dtype ([`KvCache::append_tensors`]).
+//!
 //! ```
 //! use wgpu_attention::{AttentionOptions, Gpu, KvCache, Layout, Tensor};
 //! # fn main() -> wgpu_attention::Result<()> {
@@ -30,9 +35,10 @@
 //! ```
 
 use crate::attention::{plan_for, record_attention, Attention, AttentionOptions};
+use crate::dtype::{DType, Element};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Recorder};
-use crate::plan::{AttentionProblem, Keys};
+use crate::plan::{AttentionProblem, DTypes, Keys};
 use crate::record::{record_plan, KvSource};
 use crate::shape::AttnShape;
 use crate::tensor::Tensor;
@@ -53,13 +59,27 @@ pub struct KvCache {
     capacity: usize,
     len: usize,
     pages: Vec<Page>,
+    dtype: DType,
 }
 
 impl KvCache {
     /// A cache for `capacity` positions of `b` sequences, `hkv` key/value heads of
     /// dim `d`, with pages as long as one storage binding allows.
     pub fn new(gpu: &Gpu, b: usize, hkv: usize, d: usize, capacity: usize) -> Result<Self> {
-        let row = (b * hkv * d * 4).max(1) as u64;
+        Self::new_with_dtype(gpu, b, hkv, d, capacity, DType::F32)
+    }
+
+    /// [`KvCache::new`] holding `dtype` elements (pages of f16 or bf16 hold
+    /// twice the positions of f32 pages).
+    pub fn new_with_dtype(
+        gpu: &Gpu,
+        b: usize,
+        hkv: usize,
+        d: usize,
+        capacity: usize,
+        dtype: DType,
+    ) -> Result<Self> {
+        let row = (b * hkv * d * dtype.size()).max(1) as u64;
         let limit = gpu
             .limits()
             .max_storage_buffer_binding_size
@@ -71,7 +91,7 @@ impl KvCache {
                  storage binding limit ({limit} bytes): use fewer batches or heads per cache"
             )));
         }
-        Self::with_page_len(gpu, b, hkv, d, capacity, page_len)
+        Self::with_page_len_dtype(gpu, b, hkv, d, capacity, page_len, dtype)
     }
 
     /// [`KvCache::new`] with at most `page_len` positions per page (tests and
@@ -84,6 +104,19 @@ impl KvCache {
         capacity: usize,
         page_len: usize,
     ) -> Result<Self> {
+        Self::with_page_len_dtype(gpu, b, hkv, d, capacity, page_len, DType::F32)
+    }
+
+    /// [`KvCache::with_page_len`] holding `dtype` elements.
+    pub fn with_page_len_dtype(
+        gpu: &Gpu,
+        b: usize,
+        hkv: usize,
+        d: usize,
+        capacity: usize,
+        page_len: usize,
+        dtype: DType,
+    ) -> Result<Self> {
         if b == 0 || hkv == 0 || d == 0 || capacity == 0 || page_len == 0 {
             return Err(Error::Shape(format!(
                 "KV cache B={b}, Hkv={hkv}, D={d}, capacity={capacity}, page_len={page_len}: all must be at least 1"
@@ -95,8 +128,8 @@ impl KvCache {
                 let n = page_len.min(capacity - p * page_len);
                 let dims = [b, hkv, n, d];
                 Ok(Page {
-                    k: Tensor::output(gpu, "KV cache K page", &dims, None)?,
-                    v: Tensor::output(gpu, "KV cache V page", &dims, None)?,
+                    k: Tensor::output_as(gpu, "KV cache K page", &dims, None, dtype)?,
+                    v: Tensor::output_as(gpu, "KV cache V page", &dims, None, dtype)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -109,7 +142,18 @@ impl KvCache {
             capacity,
             len: 0,
             pages,
+            dtype,
         })
+    }
+
+    /// The dtype the cache holds.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Bytes of K and V per position (all batches and heads).
+    pub fn bytes_per_position(&self) -> usize {
+        2 * self.b * self.hkv * self.d * self.dtype.size()
     }
 
     /// Positions filled.
@@ -142,8 +186,10 @@ impl KvCache {
     }
 
     /// Appends `n` positions: `k` and `v` hold `[B, Hkv, n, D]` in logical (BHND)
-    /// order. Written with queue writes, ordered before any later submission.
-    pub fn append(&mut self, k: &[f32], v: &[f32], n: usize) -> Result<()> {
+    /// order, as f32, [`half::f16`] or [`half::bf16`] (converted to the cache's
+    /// dtype on the GPU). Submitted before it returns, so ordered before any
+    /// later submission.
+    pub fn append<T: Element>(&mut self, k: &[T], v: &[T], n: usize) -> Result<()> {
         let want = self.b * self.hkv * n * self.d;
         if k.len() != want || v.len() != want {
             return Err(Error::Shape(format!(
@@ -155,30 +201,90 @@ impl KvCache {
                 v.len()
             )));
         }
-        if self.len + n > self.capacity {
-            return Err(Error::InvalidArgument(format!(
-                "append of {n} positions to a cache holding {} of {}: over capacity; create the cache with a larger capacity",
-                self.len, self.capacity
+        self.check_room(n)?;
+        // Uploaded in chunks of at most a page of positions, so each staging
+        // tensor fits one storage binding like the pages do.
+        let gpu = self.gpu.clone();
+        let rows = self.b * self.hkv;
+        let mut done = 0;
+        while done < n {
+            let run = (n - done).min(self.page_len);
+            let gather = |x: &[T]| -> Vec<T> {
+                (0..rows)
+                    .flat_map(|r| &x[(r * n + done) * self.d..(r * n + done + run) * self.d])
+                    .copied()
+                    .collect()
+            };
+            let dims = [self.b, self.hkv, run, self.d];
+            let kt = Tensor::from_slice(&gpu, &gather(k), &dims)?;
+            let vt = Tensor::from_slice(&gpu, &gather(v), &dims)?;
+            let mut rec = gpu.recorder();
+            self.record_append(&mut rec, &kt, &vt)?;
+            rec.submit()?;
+            done += run;
+        }
+        Ok(())
+    }
+
+    /// Appends the positions of `k` and `v` `[B, Hkv, n, D]` (any dtype, any
+    /// strides) without a host round trip; submitted before it returns.
+    pub fn append_tensors(&mut self, k: &Tensor, v: &Tensor) -> Result<()> {
+        let gpu = self.gpu.clone();
+        let mut rec = gpu.recorder();
+        self.record_append(&mut rec, k, v)?;
+        rec.submit().map(|_| ())
+    }
+
+    /// Records [`KvCache::append_tensors`] into `rec` (the cache counts the
+    /// positions as soon as they are recorded).
+    pub fn record_append(&mut self, rec: &mut Recorder<'_>, k: &Tensor, v: &Tensor) -> Result<()> {
+        let [b, h, n, d] = k.dims4("appended K")?;
+        if k.shape() != v.shape() || (b, h, d) != (self.b, self.hkv, self.d) {
+            return Err(Error::Shape(format!(
+                "append of K {:?} and V {:?} to a cache of B={}, Hkv={}, D={}: both must be [B, Hkv, n, D]",
+                k.shape(),
+                v.shape(),
+                self.b,
+                self.hkv,
+                self.d
             )));
         }
-        let queue = self.gpu.queue();
-        // Runs of consecutive positions inside one page, per (batch, head).
+        if !k.gpu().is_same(&self.gpu) || !v.gpu().is_same(&self.gpu) {
+            return Err(Error::InvalidArgument(
+                "appended K/V and the KV cache are on different devices".into(),
+            ));
+        }
+        self.check_room(n)?;
+        // Runs of consecutive positions inside one page: one strided copy each.
         let mut done = 0;
         while done < n {
             let pos = self.len + done;
             let (page, at) = (pos / self.page_len, pos % self.page_len);
             let run = (n - done).min(self.page_len - at);
             let pg = &self.pages[page];
-            let page_rows = pg.k.shape()[2];
-            for bh in 0..self.b * self.hkv {
-                let src = (bh * n + done) * self.d..(bh * n + done + run) * self.d;
-                let dst = ((bh * page_rows + at) * self.d * 4) as u64;
-                queue.write_buffer(pg.k.buffer(), dst, bytemuck::cast_slice(&k[src.clone()]));
-                queue.write_buffer(pg.v.buffer(), dst, bytemuck::cast_slice(&v[src]));
+            let rows = pg.k.shape()[2];
+            let dims = [self.b, self.hkv, run, self.d];
+            let strides = [self.hkv * rows * self.d, rows * self.d, self.d, 1];
+            for (src, dst) in [(k, &pg.k), (v, &pg.v)] {
+                let s = src.strides();
+                let from = src.view(&dims, s, src.offset() + done * s[2])?;
+                let to = dst.view(&dims, &strides, at * self.d)?;
+                crate::kernels::cast::record_cast_into(rec, &from, &to)?;
             }
             done += run;
         }
         self.len += n;
+        Ok(())
+    }
+
+    /// A typed error unless `n` more positions fit.
+    fn check_room(&self, n: usize) -> Result<()> {
+        if self.len + n > self.capacity {
+            return Err(Error::InvalidArgument(format!(
+                "append of {n} positions to a cache holding {} of {}: over capacity; create the cache with a larger capacity",
+                self.len, self.capacity
+            )));
+        }
         Ok(())
     }
 
@@ -256,6 +362,12 @@ impl KvCache {
             opts,
             Keys::Pages {
                 page_len: self.page_len,
+            },
+            DTypes {
+                q: q.dtype(),
+                k: self.dtype,
+                v: self.dtype,
+                o: opts.out_dtype.unwrap_or(q.dtype()),
             },
         )?;
         let plan = plan_for(rec, q, &problem, opts)?;

@@ -13,6 +13,7 @@
 //! See `ARCHITECTURE.md` for the layering and `README.md` for the commands.
 
 pub mod attention;
+pub mod dtype;
 pub mod error;
 pub mod gpu;
 pub mod kernels;
@@ -36,8 +37,9 @@ pub mod weights;
 pub use attention::{
     attention, record_attention, Attention, AttentionOptions, AttentionPath, TuningMode,
 };
-pub use plan::{plan, AttentionProblem, Plan};
+pub use plan::{plan, AttentionProblem, DTypes, Plan};
 
+pub use dtype::{DType, Element};
 pub use error::{Error, Result};
 pub use gpu::{parse_backend, split_grid, Gpu, GpuOptions, Recorder, Tuning};
 pub use kv_cache::KvCache;

@@ -47,11 +47,12 @@ pub(crate) fn record_plan(
     let t = &problem.transform;
     let o_dims = [sh.b, sh.hq, sh.nq, sh.d];
     let new_o = || {
-        Tensor::output(
+        Tensor::output_as(
             gpu,
             "attention output",
             &o_dims,
             Some(problem.layout.strides(o_dims).to_vec()),
+            problem.dtypes.o,
         )
     };
     let new_lse = || {
@@ -166,6 +167,7 @@ fn record_decode(
         &sh,
         problem.layout,
         problem.want_lse,
+        problem.dtypes.o,
     )
 }
 

@@ -1,10 +1,11 @@
-//! Tensors: a GPU buffer plus shape, strides and offset in elements (f32).
+//! Tensors: a GPU buffer plus dtype, shape, strides and offset in elements.
 //!
 //! Kernels read through strides, so a logical `[B, H, N, D]` tensor can be stored
 //! as BHND (PyTorch SDPA) or BNHD (what `X·W_Q` produces) without a transpose copy.
 
 use std::sync::Arc;
 
+use crate::dtype::{DType, Element};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 
@@ -28,9 +29,9 @@ impl Layout {
     }
 
     /// Reorders logical BHND data into this layout's memory order.
-    pub fn from_bhnd(self, data: &[f32], dims: [usize; 4]) -> Vec<f32> {
+    pub fn from_bhnd<T: Copy + bytemuck::Zeroable>(self, data: &[T], dims: [usize; 4]) -> Vec<T> {
         let s = self.strides(dims);
-        let mut out = vec![0.0; data.len()];
+        let mut out = vec![T::zeroed(); data.len()];
         for (i, &v) in data.iter().enumerate() {
             out[physical_index(i, &dims, &s)] = v;
         }
@@ -81,46 +82,104 @@ fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
     strides
 }
 
-/// An f32 tensor on the GPU.
+/// A tensor on the GPU: f32, f16 or bf16 elements ([`DType`]).
+///
+/// ```no_run
+/// # fn main() -> wgpu_attention::Result<()> {
+/// use wgpu_attention::{DType, Gpu, GpuOptions, Tensor};
+/// let gpu = Gpu::new_blocking(&GpuOptions::default())?;
+/// let x = Tensor::from_slice_as(&gpu, &[1.0, 2.5, 1e-4], &[3], DType::F16)?;
+/// assert_eq!(x.dtype(), DType::F16);
+/// let h: Vec<half::f16> = x.to_vec_of_blocking()?;
+/// assert_eq!(h[1].to_f32(), 2.5);
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct Tensor {
     gpu: Gpu,
     buffer: Arc<wgpu::Buffer>,
+    dtype: DType,
     shape: Vec<usize>,
     strides: Vec<usize>,
     offset: usize,
 }
 
 impl Tensor {
-    /// Uploads `data` as a contiguous (row-major) tensor of `shape`.
-    pub fn from_slice(gpu: &Gpu, data: &[f32], shape: &[usize]) -> Result<Tensor> {
+    /// Uploads `data` (`f32`, [`half::f16`] or [`half::bf16`]) as a contiguous
+    /// (row-major) tensor of `shape` in that type's dtype.
+    pub fn from_slice<T: Element>(gpu: &Gpu, data: &[T], shape: &[usize]) -> Result<Tensor> {
         Self::from_strided(gpu, data, shape, &contiguous_strides(shape), 0)
+    }
+
+    /// Uploads f32 `data` rounded to `dtype` (to nearest, ties to even), contiguous.
+    pub fn from_slice_as(gpu: &Gpu, data: &[f32], shape: &[usize], dtype: DType) -> Result<Tensor> {
+        Self::from_bytes(gpu, &dtype.encode(data), shape, dtype)
+    }
+
+    /// Uploads `bytes`, little-endian elements of `dtype`, as a contiguous tensor.
+    pub fn from_bytes(gpu: &Gpu, bytes: &[u8], shape: &[usize], dtype: DType) -> Result<Tensor> {
+        if !bytes.len().is_multiple_of(dtype.size()) {
+            return Err(Error::Shape(format!(
+                "{} bytes is not a whole number of {dtype} elements ({} bytes each)",
+                bytes.len(),
+                dtype.size()
+            )));
+        }
+        Self::upload(
+            gpu,
+            bytes,
+            bytes.len() / dtype.size(),
+            shape,
+            &contiguous_strides(shape),
+            0,
+            dtype,
+        )
     }
 
     /// Uploads `data` as the memory of a tensor with explicit `strides` and
     /// `offset` (elements). Every addressed element must lie inside `data`.
-    pub fn from_strided(
+    pub fn from_strided<T: Element>(
         gpu: &Gpu,
-        data: &[f32],
+        data: &[T],
         shape: &[usize],
         strides: &[usize],
         offset: usize,
     ) -> Result<Tensor> {
+        Self::upload(
+            gpu,
+            bytemuck::cast_slice(data),
+            data.len(),
+            shape,
+            strides,
+            offset,
+            T::DTYPE,
+        )
+    }
+
+    fn upload(
+        gpu: &Gpu,
+        bytes: &[u8],
+        elements: usize,
+        shape: &[usize],
+        strides: &[usize],
+        offset: usize,
+        dtype: DType,
+    ) -> Result<Tensor> {
         let span = checked_span("tensor", shape, strides, offset)?;
-        if span > data.len() {
+        if span > elements {
             return Err(Error::Shape(format!(
-                "shape {shape:?} with strides {strides:?} and offset {offset} addresses {span} elements but data has {}",
-                data.len()
+                "shape {shape:?} with strides {strides:?} and offset {offset} addresses {span} elements but data has {elements}"
             )));
         }
         let buffer = gpu.upload(
             "tensor",
-            bytemuck::cast_slice(data),
+            bytes,
             wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
         )?;
         Ok(Tensor {
             gpu: gpu.clone(),
             buffer: Arc::new(buffer),
+            dtype,
             shape: shape.to_vec(),
             strides: strides.to_vec(),
             offset,
@@ -128,7 +187,12 @@ impl Tensor {
     }
 
     /// Uploads logical `[B, H, N, D]` data (given in BHND order), stored in `layout`.
-    pub fn from_bhnd(gpu: &Gpu, data: &[f32], dims: [usize; 4], layout: Layout) -> Result<Tensor> {
+    pub fn from_bhnd<T: Element>(
+        gpu: &Gpu,
+        data: &[T],
+        dims: [usize; 4],
+        layout: Layout,
+    ) -> Result<Tensor> {
         let n: usize = dims.iter().product();
         if data.len() != n {
             return Err(Error::Shape(format!(
@@ -145,12 +209,38 @@ impl Tensor {
         )
     }
 
-    /// A new uninitialized (zero, or NaN when poisoning) tensor for kernel output.
+    /// [`Tensor::from_bhnd`] from f32 data rounded to `dtype`.
+    pub fn from_bhnd_as(
+        gpu: &Gpu,
+        data: &[f32],
+        dims: [usize; 4],
+        layout: Layout,
+        dtype: DType,
+    ) -> Result<Tensor> {
+        match dtype {
+            DType::F32 => Self::from_bhnd(gpu, data, dims, layout),
+            DType::F16 => Self::from_bhnd(gpu, &rounded::<half::f16>(data), dims, layout),
+            DType::BF16 => Self::from_bhnd(gpu, &rounded::<half::bf16>(data), dims, layout),
+        }
+    }
+
+    /// A new uninitialized (zero, or NaN when poisoning) f32 tensor for kernel output.
     pub(crate) fn output(
         gpu: &Gpu,
         what: &str,
         shape: &[usize],
         strides: Option<Vec<usize>>,
+    ) -> Result<Tensor> {
+        Self::output_as(gpu, what, shape, strides, DType::F32)
+    }
+
+    /// [`Tensor::output`] of `dtype`.
+    pub(crate) fn output_as(
+        gpu: &Gpu,
+        what: &str,
+        shape: &[usize],
+        strides: Option<Vec<usize>>,
+        dtype: DType,
     ) -> Result<Tensor> {
         if let Some(i) = shape.iter().position(|&n| n == 0) {
             return Err(Error::ZeroSized(format!(
@@ -158,11 +248,13 @@ impl Tensor {
             )));
         }
         let n: u64 = shape.iter().map(|&v| v as u64).product();
-        let buffer = gpu.alloc(what, n * 4)?;
         let strides = strides.unwrap_or_else(|| contiguous_strides(shape));
+        let n = n.max(span(shape, &strides, 0) as u64);
+        let buffer = gpu.alloc(what, n * dtype.size() as u64)?;
         Ok(Tensor {
             gpu: gpu.clone(),
             buffer: Arc::new(buffer),
+            dtype,
             shape: shape.to_vec(),
             strides,
             offset: 0,
@@ -173,7 +265,7 @@ impl Tensor {
     /// Used to split or merge heads as stride changes.
     pub fn view(&self, shape: &[usize], strides: &[usize], offset: usize) -> Result<Tensor> {
         let span = checked_span("view", shape, strides, offset)?;
-        if span as u64 * 4 > self.buffer.size() {
+        if (span * self.dtype.size()) as u64 > self.buffer.size() {
             return Err(Error::Shape(format!(
                 "view {shape:?}/{strides:?}+{offset} reaches past the buffer"
             )));
@@ -181,6 +273,7 @@ impl Tensor {
         Ok(Tensor {
             gpu: self.gpu.clone(),
             buffer: self.buffer.clone(),
+            dtype: self.dtype,
             shape: shape.to_vec(),
             strides: strides.to_vec(),
             offset,
@@ -199,6 +292,17 @@ impl Tensor {
         t.shape.swap(d0, d1);
         t.strides.swap(d0, d1);
         Ok(t)
+    }
+
+    /// This tensor converted to `dtype` on the GPU (a new contiguous tensor;
+    /// [`crate::kernels::cast::cast`]).
+    pub fn to_dtype(&self, dtype: DType) -> Result<Tensor> {
+        crate::kernels::cast::cast(self, dtype)
+    }
+
+    /// What each element is.
+    pub fn dtype(&self) -> DType {
+        self.dtype
     }
 
     pub fn shape(&self) -> &[usize] {
@@ -252,17 +356,41 @@ impl Tensor {
         }
     }
 
-    /// Downloads the logical elements in row-major order of the shape.
+    /// Downloads the logical elements in row-major order of the shape, widened
+    /// to f32 (exactly: every f16 and bf16 is an f32).
     pub async fn to_vec(&self) -> Result<Vec<f32>> {
-        let span = span(&self.shape, &self.strides, self.offset);
-        let raw = self
-            .gpu
-            .read_buffer(&self.buffer, 0, span as u64 * 4)
-            .await?;
-        let words: &[f32] = bytemuck::cast_slice(&raw);
-        Ok((0..self.len())
-            .map(|i| words[self.offset + physical_index(i, &self.shape, &self.strides)])
+        let raw = self.to_bytes().await?;
+        Ok(self.dtype.decode(&raw))
+    }
+
+    /// Downloads the logical elements as `T`: widened, or rounded to nearest
+    /// (ties to even) when `T` is narrower than the dtype.
+    pub async fn to_vec_of<T: Element>(&self) -> Result<Vec<T>> {
+        let raw = self.to_bytes().await?;
+        if T::DTYPE == self.dtype {
+            return Ok(bytemuck::pod_collect_to_vec(&raw));
+        }
+        Ok(self
+            .dtype
+            .decode(&raw)
+            .into_iter()
+            .map(T::from_f32)
             .collect())
+    }
+
+    /// Downloads the logical elements in row-major order as the dtype's
+    /// little-endian bytes.
+    pub async fn to_bytes(&self) -> Result<Vec<u8>> {
+        let size = self.dtype.size();
+        let span = span(&self.shape, &self.strides, self.offset);
+        let bytes = ((span * size) as u64).div_ceil(4) * 4;
+        let raw = self.gpu.read_buffer(&self.buffer, 0, bytes).await?;
+        let mut out = Vec::with_capacity(self.len() * size);
+        for i in 0..self.len() {
+            let at = (self.offset + physical_index(i, &self.shape, &self.strides)) * size;
+            out.extend_from_slice(&raw[at..at + size]);
+        }
+        Ok(out)
     }
 
     /// Blocking [`Tensor::to_vec`].
@@ -270,6 +398,16 @@ impl Tensor {
     pub fn to_vec_blocking(&self) -> Result<Vec<f32>> {
         pollster::block_on(self.to_vec())
     }
+
+    /// Blocking [`Tensor::to_vec_of`].
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn to_vec_of_blocking<T: Element>(&self) -> Result<Vec<T>> {
+        pollster::block_on(self.to_vec_of())
+    }
+}
+
+fn rounded<T: Element>(data: &[f32]) -> Vec<T> {
+    data.iter().map(|&x| T::from_f32(x)).collect()
 }
 
 /// Errors unless `a` and `b` live on the same device.

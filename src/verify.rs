@@ -128,6 +128,23 @@ impl Tolerance {
         elem_abs: 1e-4,
         elem_rel: 1e-4,
     };
+
+    /// An output stored in `dtype`, computed in f32 from inputs the reference
+    /// read exactly (the half-rounded values): the f32 tolerance plus the one
+    /// rounding of each stored element, at most half an ulp relative (f16 2⁻¹¹,
+    /// bf16 2⁻⁸; [`crate::DType::unit_roundoff`]), which bounds the relative
+    /// L2 error by the same amount. Nothing else differs from f32.
+    pub fn stored(dtype: crate::DType) -> Tolerance {
+        if dtype == crate::DType::F32 {
+            return Tolerance::F32;
+        }
+        let u = dtype.unit_roundoff();
+        Tolerance {
+            rel_l2: Tolerance::F32.rel_l2 + u,
+            elem_abs: Tolerance::F32.elem_abs,
+            elem_rel: Tolerance::F32.elem_rel + u,
+        }
+    }
 }
 
 /// Panics with a full report (and `context`, e.g. the seed and adapter) unless

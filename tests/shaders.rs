@@ -154,6 +154,70 @@ fn every_specialization_a_device_can_pick_validates() {
     );
 }
 
+/// Every source a device can pick, with its `#storage` bindings in each
+/// half-precision storage mode: all native f16, all packed f16, all bf16, and a
+/// mix (f32 Q, bf16 K, packed f16 V, native f16 out; what a half-precision KV
+/// cache under an f32 query makes). Each source is validated with its first
+/// override set (the overrides do not touch the accessors).
+#[test]
+fn every_source_validates_in_every_storage_mode() {
+    use wgpu_attention::shaders::{storage_bindings, Elem};
+    let mut sources: BTreeMap<SourceKey, Specialization> = BTreeMap::new();
+    for (_, caps, t) in devices() {
+        for s in wgpu_attention::plan::specializations(&caps, t) {
+            sources
+                .entry((s.kernel.name, s.defines.clone()))
+                .or_insert(s);
+        }
+    }
+    let mixes: [&dyn Fn(usize) -> Elem; 4] = [
+        &|_| Elem::F16,
+        &|_| Elem::F16Packed,
+        &|_| Elem::BF16,
+        &|i| [Elem::F32, Elem::BF16, Elem::F16Packed, Elem::F16][i % 4],
+    ];
+    let mut work = Vec::new();
+    for ((name, defines), s) in &sources {
+        let names: Vec<&'static str> = storage_bindings(name)
+            .into_iter()
+            .map(|n| &*Box::leak(n.into_boxed_str()))
+            .collect();
+        if names.is_empty() {
+            // softmax: scores in, weights out, both f32 intermediates.
+            assert_eq!(*name, "softmax", "{name} has no #storage binding");
+            continue;
+        }
+        for mix in &mixes {
+            let elems: Vec<_> = names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (*n, mix(i)))
+                .collect();
+            let spec = s.clone().elems(&elems);
+            work.push(((*name, defines.clone()), spec));
+        }
+    }
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let work = &work;
+    let count: usize = std::thread::scope(|scope| {
+        (0..threads)
+            .map(|t| {
+                scope.spawn(move || {
+                    work.iter()
+                        .skip(t)
+                        .step_by(threads)
+                        .map(|(k, s)| validate_source(k, std::slice::from_ref(s)))
+                        .sum::<usize>()
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().expect("a validation thread panicked"))
+            .sum()
+    });
+    eprintln!("{count} half-precision specializations validated");
+}
+
 /// Parses and validates one source, then applies and translates each override
 /// set of `specs` (all with that source); the number of specializations checked.
 fn validate_source((name, defines): &SourceKey, specs: &[Specialization]) -> usize {

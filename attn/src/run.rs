@@ -152,6 +152,7 @@ pub fn run_main(a: RunArgs) -> Result<()> {
         path: a.path.path(),
         kv_split: a.kv_split,
         tuning: a.tuning.mode(),
+        out_dtype: None,
     };
     let out = attention(&q, &k, &v, &opts)?;
     let o_bhnd = out.o.to_vec_blocking()?;

@@ -2,6 +2,8 @@
 // parameters, bindings, work decomposition, key range, and the per-key score
 // transform, so both apply exactly the same semantics.
 //
+#import shared/half
+
 // Per key: s = scale·q·k → softcap c·tanh(s/c) → + additive mask − ALiBi →
 // excluded (NEG_BIG) by rules / bool mask / s <= MASKED.
 
@@ -32,16 +34,18 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> q: array<f32>;
-@group(0) @binding(2) var<storage, read> k: array<f32>;
-@group(0) @binding(3) var<storage, read> v: array<f32>;
+// Q, K, V and O in their tensors' dtypes (src/shaders/mod.rs, Elem): q_at(i),
+// k_at(i), v_at(i) widen to f32, o_put(i, x) rounds once.
+#storage 1 q read
+#storage 2 k read
+#storage 3 v read
 // The dense mask (one f32 per element for additive masks, four bools per u32 for
 // bool masks), as vec4s so that four aligned keys of an additive mask come in one
 // load (flash_bias4); MaskTensor pads its buffer to 16 bytes.
 @group(0) @binding(4) var<storage, read> mask4: array<vec4<u32>>;
 @group(0) @binding(5) var<storage, read> key_lengths: array<u32>;
 @group(0) @binding(6) var<storage, read> slopes: array<f32>;
-@group(0) @binding(7) var<storage, read_write> o: array<f32>;
+#storage 7 o read_write
 @group(0) @binding(8) var<storage, read_write> lse: array<f32>;
 
 struct FlashWork {
@@ -210,15 +214,15 @@ fn flash_score(s: f32, w: FlashWork, f: FlashRow, j: u32, bias: f32) -> f32 {
 // Element c of row `base` of Q / K / V; Q is zero past D (so padded chunks add
 // nothing), K and V clamp to the last element (valid memory, times zero).
 fn ld_q(base: u32, c: u32) -> f32 {
-    return select(0.0, q[base + min(c, p.d - 1u) * p.q_sd], c < p.d);
+    return select(0.0, q_at(base + min(c, p.d - 1u) * p.q_sd), c < p.d);
 }
 
 fn ld_k(base: u32, c: u32) -> f32 {
-    return k[base + min(c, p.d - 1u) * p.k_sd];
+    return k_at(base + min(c, p.d - 1u) * p.k_sd);
 }
 
 fn ld_v(base: u32, c: u32) -> f32 {
-    return v[base + min(c, p.d - 1u) * p.v_sd];
+    return v_at(base + min(c, p.d - 1u) * p.v_sd);
 }
 
 // Writes the finished row: O = acc / l (0 when no key was seen), LSE = m + log l
@@ -231,7 +235,7 @@ fn flash_store4(w: FlashWork, f: FlashRow, c: u32, acc: vec4<f32>, l: f32) {
     let base = p.o_off + w.split * p.o_ss + w.b * p.o_sb + f.h * p.o_sh + f.n * p.o_sn;
     for (var e = 0u; e < 4u; e++) {
         if (c + e < p.d) {
-            o[base + (c + e) * p.o_sd] = acc[e] * inv;
+            o_put(base + (c + e) * p.o_sd, acc[e] * inv);
         }
     }
 }

@@ -60,6 +60,12 @@ impl DeviceCaps {
         )))
     }
 
+    /// Whether f16 storage is read and written as WGSL `f16` (`SHADER_F16`
+    /// granted); otherwise packed two per `u32` ([`crate::shaders::Elem`]).
+    pub fn native_f16(&self) -> bool {
+        self.features.contains(wgpu::Features::SHADER_F16)
+    }
+
     /// The largest buffer one storage binding may hold.
     pub fn max_binding_bytes(&self) -> u64 {
         self.limits

@@ -56,7 +56,7 @@ impl Gpu {
     }
 
     /// Allocates a storage buffer of `bytes` (rounded up to 4), checked against the
-    /// limits, NaN-filled when poisoning is on.
+    /// limits, NaN-filled when poisoning is on (in every dtype).
     pub(crate) fn alloc(&self, what: &str, bytes: u64) -> Result<wgpu::Buffer> {
         self.check_alive()?;
         let bytes = bytes.max(4).div_ceil(4) * 4;
@@ -70,7 +70,8 @@ impl Gpu {
             mapped_at_creation: false,
         });
         if self.inner.poison.load(Ordering::Relaxed) {
-            let nan = f32::NAN.to_bits().to_le_bytes();
+            // 0x7fc0_7fc0: a NaN read as one f32 and as each of two f16 or bf16.
+            let nan = 0x7fc0_7fc0u32.to_le_bytes();
             let fill: Vec<u8> = nan.iter().copied().cycle().take(bytes as usize).collect();
             let _serial = self.exclusive();
             self.inner.queue.write_buffer(&buf, 0, &fill);

@@ -46,6 +46,7 @@ pub(crate) struct PipelineKey {
     kernel: &'static str,
     defines: Vec<(&'static str, u32)>,
     overrides: Vec<(&'static str, u64)>,
+    elems: Vec<(&'static str, crate::shaders::Elem)>,
 }
 
 impl PipelineKey {
@@ -54,6 +55,7 @@ impl PipelineKey {
             kernel: s.kernel.name,
             defines: s.defines.clone(),
             overrides: s.overrides.iter().map(|(n, v)| (*n, v.to_bits())).collect(),
+            elems: s.elems.clone(),
         }
     }
 }

@@ -36,7 +36,12 @@ pub(crate) fn combine_loop_iterations(splits: usize, d: usize) -> u64 {
 }
 
 /// Merges `splits` partial results (`o_part` `[splits, B, Hq, Nq, D]`, `lse_part`
-/// `[splits, B·Hq·Nq]`) by LSE into O (in `layout`) and, if `want_lse`, the LSE.
+/// `[splits, B·Hq·Nq]`, both f32) by LSE into O (in `layout`, of `dtype`) and,
+/// if `want_lse`, the LSE (f32).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the partials, their count, and the output's shape, layout, LSE and dtype"
+)]
 pub(crate) fn record_combine(
     rec: &mut Recorder<'_>,
     o_part: &Tensor,
@@ -45,15 +50,17 @@ pub(crate) fn record_combine(
     sh: &crate::shape::AttnShape,
     layout: crate::tensor::Layout,
     want_lse: bool,
+    dtype: crate::DType,
 ) -> Result<(Tensor, Option<Tensor>)> {
     let gpu = o_part.gpu();
     let rows = sh.b * sh.hq * sh.nq;
     let dims = [sh.b, sh.hq, sh.nq, sh.d];
-    let out = Tensor::output(
+    let out = Tensor::output_as(
         gpu,
         "attention output",
         &dims,
         Some(layout.strides(dims).to_vec()),
+        dtype,
     )?;
     let lse = if want_lse {
         Some(Tensor::output(gpu, "lse", &[sh.b, sh.hq, sh.nq], None)?)
@@ -76,7 +83,7 @@ pub(crate) fn record_combine(
         lse_ss: rows as u32,
         _pad: [0; 2],
     };
-    let kernel = gpu.kernel(&Specialization::new(&SPEC))?;
+    let kernel = gpu.kernel(&Specialization::new(&SPEC).elems(&[("o", super::elem(&out))]))?;
     rec.dispatch(
         &kernel,
         "decode combine",

@@ -1,7 +1,7 @@
 //! `C = A·B (+ bias)`, batched, any sizes, operands through strides
 //! (`shaders/matmul.wgsl`, CPU twin [`crate::reference::matmul`]).
 
-use super::{same_device, TileConfig};
+use super::{elem, same_device, TileConfig};
 use crate::error::{Error, Result};
 use crate::gpu::Recorder;
 use crate::shaders::{KernelSpec, Specialization};
@@ -45,7 +45,8 @@ fn operand(t: &Tensor, what: &str) -> Result<([usize; 3], [u32; 4])> {
 
 /// `a` `[M, K]` or `[batch, M, K]` times `b` `[K, N]` (shared by every batch) or
 /// `[batch, K, N]`, plus `bias` `[N]`. Any strides: pass a transposed view for
-/// `Aᵀ` or `Bᵀ`. The result is contiguous, `[M, N]` or `[batch, M, N]`.
+/// `Aᵀ` or `Bᵀ`. The result is contiguous, `[M, N]` or `[batch, M, N]`, in A's
+/// dtype; every operand may have any dtype (accumulation is f32).
 pub fn matmul(a: &Tensor, b: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     let mut rec = a.gpu().recorder();
     let c = record_matmul(&mut rec, a, b, bias)?;
@@ -102,7 +103,7 @@ pub fn record_matmul(
     } else {
         vec![m, n]
     };
-    let c = Tensor::output(gpu, "matmul output", &out_shape, None)?;
+    let c = Tensor::output_as(gpu, "matmul output", &out_shape, None, a.dtype())?;
     let tile = TileConfig::new(rec.tuning());
     gpu.check_loop_budget("matmul", tile.loop_iterations(k))?;
     let (tiles_m, tiles_n) = tile.tiles(m, n);
@@ -118,7 +119,15 @@ pub fn record_matmul(
         a: a_s,
         b: b_s,
     };
-    let kernel = gpu.kernel(&Specialization::new(&SPEC).overrides(&tile.constants))?;
+    let mut elems = vec![("a", elem(a)), ("b", elem(b)), ("c", elem(&c))];
+    if let Some(t) = bias {
+        elems.push(("bias", elem(t)));
+    }
+    let kernel = gpu.kernel(
+        &Specialization::new(&SPEC)
+            .overrides(&tile.constants)
+            .elems(&elems),
+    )?;
     let total = ba as u64 * tiles_m as u64 * tiles_n as u64;
     rec.dispatch(
         &kernel,

@@ -4,6 +4,7 @@
 //! [`Recorder`](crate::gpu::Recorder) (so several kernels go out in one submission) and
 //! a convenience function that records and submits.
 
+pub mod cast;
 pub mod decode;
 pub mod flash_attention;
 pub mod matmul;
@@ -35,7 +36,7 @@ pub(crate) fn specializations(
         &caps.limits,
         tuning,
     )));
-    for spec in [&decode::SPEC, &posenc::SPEC, &rope::SPEC] {
+    for spec in [&decode::SPEC, &posenc::SPEC, &rope::SPEC, &cast::SPEC] {
         out.push(Specialization::new(spec));
     }
     out
@@ -53,10 +54,28 @@ pub fn uniform_layouts() -> Vec<(&'static str, (Vec<uniform::Member>, usize))> {
         ("matmul", layout::<matmul::Params>()),
         ("rope", layout::<rope::Params>()),
         ("decode", layout::<decode::Params>()),
+        ("cast", layout::<cast::Params>()),
         ("flash_attention", layout::<flash_attention::Params>()),
         ("flash_attention_cpu", layout::<flash_attention::Params>()),
         ("flash_attention_tiled", layout::<flash_attention::Params>()),
     ]
+}
+
+/// How `t`'s elements are read or written on its device (see
+/// [`crate::shaders::Elem`]).
+pub(crate) fn elem(t: &Tensor) -> crate::shaders::Elem {
+    crate::shaders::Elem::of(t.dtype(), t.gpu().caps().native_f16())
+}
+
+/// A typed error unless `t` is f32 (`what` is an f32-only operand).
+pub(crate) fn require_f32(t: &Tensor, what: &str) -> Result<()> {
+    if t.dtype() == crate::DType::F32 {
+        return Ok(());
+    }
+    Err(Error::InvalidArgument(format!(
+        "{what} must be f32 (it is {}): it is an f32 intermediate of the kernels",
+        t.dtype()
+    )))
 }
 
 /// Offset and strides of a tensor, as the u32 the shaders take. Storage bindings

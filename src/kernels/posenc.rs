@@ -1,7 +1,7 @@
 //! Sinusoidal positional encoding added to embeddings (`shaders/posenc.wgsl`, CPU
 //! twin [`crate::reference::posenc`]).
 
-use super::addressing;
+use super::{addressing, elem};
 use crate::error::{Error, Result};
 use crate::gpu::Recorder;
 use crate::positional::frequency_table;
@@ -62,8 +62,9 @@ pub fn record_posenc(rec: &mut Recorder<'_>, x: &Tensor, offset: u32) -> Result<
         )),
         wgpu::BufferUsages::STORAGE,
     )?;
-    let out = Tensor::output(gpu, "posenc", &[b, n, dm], None)?;
-    let kernel = gpu.kernel(&Specialization::new(&SPEC))?;
+    let out = Tensor::output_as(gpu, "posenc", &[b, n, dm], None, x.dtype())?;
+    let kernel =
+        gpu.kernel(&Specialization::new(&SPEC).elems(&[("x", elem(x)), ("out", elem(&out))]))?;
     let total = ((b * n * dm) as u64).div_ceil(64);
     rec.dispatch(
         &kernel,

@@ -1,7 +1,7 @@
 //! Rotary position embedding of Q or K (`shaders/rope.wgsl`, CPU twin
 //! [`crate::reference::rope`]).
 
-use super::addressing;
+use super::{addressing, elem};
 use crate::error::Result;
 use crate::gpu::Recorder;
 use crate::positional::{frequency_table, Pairing, Rope};
@@ -50,7 +50,7 @@ pub fn record_rope(rec: &mut Recorder<'_>, x: &Tensor, cfg: &Rope) -> Result<Ten
     }
     let layout = x.layout();
     let o_s = layout.strides(dims);
-    let out = Tensor::output(gpu, "rope", &dims, Some(o_s.to_vec()))?;
+    let out = Tensor::output_as(gpu, "rope", &dims, Some(o_s.to_vec()), x.dtype())?;
     let (x_off, x_s) = addressing(x);
     let params = Params {
         b: b as u32,
@@ -72,7 +72,8 @@ pub fn record_rope(rec: &mut Recorder<'_>, x: &Tensor, cfg: &Rope) -> Result<Ten
         bytemuck::cast_slice(&table),
         wgpu::BufferUsages::STORAGE,
     )?;
-    let kernel = gpu.kernel(&Specialization::new(&SPEC))?;
+    let kernel =
+        gpu.kernel(&Specialization::new(&SPEC).elems(&[("x", elem(x)), ("out", elem(&out))]))?;
     let total = ((b * h * n * d) as u64).div_ceil(64);
     rec.dispatch(
         &kernel,

@@ -1,7 +1,7 @@
 //! `S = scale · QKᵀ (+ bias) (+ ALiBi)` for all batches and heads in one dispatch
 //! (`shaders/scores.wgsl`, CPU twin [`crate::reference::scores`]).
 
-use super::{addressing, attn_shape, upload_slopes, TileConfig};
+use super::{addressing, attn_shape, elem, upload_slopes, TileConfig};
 use crate::error::Result;
 use crate::gpu::Recorder;
 use crate::mask::Masking;
@@ -143,7 +143,11 @@ pub(crate) fn record_scores_into(
         softcap: t.softcap.unwrap_or(0.0),
         m_off: additive.map_or(0, |m| m.offset),
     };
-    let kernel = gpu.kernel(&Specialization::new(&SPEC).overrides(&tile.constants))?;
+    let kernel = gpu.kernel(
+        &Specialization::new(&SPEC)
+            .overrides(&tile.constants)
+            .elems(&[("q", elem(q)), ("k", elem(k))]),
+    )?;
     let total = (sh.b * sh.hq) as u64 * params.tiles_m as u64 * params.tiles_n as u64;
     rec.dispatch(
         &kernel,

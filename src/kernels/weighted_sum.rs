@@ -1,7 +1,7 @@
 //! `O = P·V` for all batches and heads in one dispatch (`shaders/weighted_sum.wgsl`,
 //! CPU twin [`crate::reference::weighted_sum`]).
 
-use super::{addressing, same_device, TileConfig};
+use super::{addressing, elem, require_f32, same_device, TileConfig};
 use crate::error::{Error, Result};
 use crate::gpu::Recorder;
 use crate::shaders::{KernelSpec, Specialization};
@@ -48,11 +48,12 @@ pub fn record_weighted_sum(
 ) -> Result<Tensor> {
     let sh = checked_shape(p, v)?;
     let dims = [sh.b, sh.hq, sh.nq, sh.d];
-    let out = Tensor::output(
+    let out = Tensor::output_as(
         p.gpu(),
         "attention output",
         &dims,
         Some(out_layout.strides(dims).to_vec()),
+        v.dtype(),
     )?;
     record_weighted_sum_into(rec, p, v, &out, &TileConfig::new(rec.tuning()))?;
     Ok(out)
@@ -62,6 +63,7 @@ pub fn record_weighted_sum(
 /// batch and key count, heads that divide.
 fn checked_shape(p: &Tensor, v: &Tensor) -> Result<AttnShape> {
     same_device(p, v, "P and V")?;
+    require_f32(p, "P")?;
     let [b, hq, nq, nk] = p.dims4("P")?;
     let [bv, hkv, nkv, d] = v.dims4("V")?;
     if p.strides() != [hq * nq * nk, nq * nk, nk, 1] || p.offset() != 0 {
@@ -118,7 +120,11 @@ pub(crate) fn record_weighted_sum_into(
         o_s,
         _pad: [0; 2],
     };
-    let kernel = gpu.kernel(&Specialization::new(&SPEC).overrides(&tile.constants))?;
+    let kernel = gpu.kernel(
+        &Specialization::new(&SPEC)
+            .overrides(&tile.constants)
+            .elems(&[("v", elem(v)), ("o", elem(out))]),
+    )?;
     let total = (b * hq) as u64 * params.tiles_m as u64 * params.tiles_n as u64;
     rec.dispatch(
         &kernel,

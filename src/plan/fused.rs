@@ -138,13 +138,15 @@ pub(crate) struct Splits {
 }
 
 /// The launch of the fused kernel for `sh` (its `nk` the keys of this launch)
-/// under transform `t`, with `split` key splits when they write partials.
+/// under transform `t`, with `split` key splits when they write partials, over
+/// bindings of element storage `elems` ([`crate::AttentionProblem::elems`]).
 pub(crate) fn launch(
     sh: &AttnShape,
     t: &ScoreTransform,
     caps: &DeviceCaps,
     tuning: Tuning,
     split: Option<Splits>,
+    elems: &[(&'static str, crate::shaders::Elem)],
 ) -> Result<FusedLaunch> {
     if sh.d > MAX_HEAD_DIM {
         return Err(Error::Shape(format!(
@@ -200,7 +202,7 @@ pub(crate) fn launch(
         heads * splits as u64 * blocks_q as u64
     };
     Ok(FusedLaunch {
-        spec: variant.specialization(t.fused_overrides()),
+        spec: variant.specialization(t.fused_overrides()).elems(elems),
         variant,
         lane_splits,
         head_rows,

@@ -18,7 +18,7 @@ mod unfused;
 
 pub use decode::{DEFAULT_SPLIT, FEW_QUERIES, TARGET_SPLITS};
 pub use problem::{
-    AttentionOptions, AttentionPath, AttentionProblem, Keys, TuningMode, MAX_HEAD_DIM,
+    AttentionOptions, AttentionPath, AttentionProblem, DTypes, Keys, TuningMode, MAX_HEAD_DIM,
 };
 pub use specs::specializations;
 
@@ -162,14 +162,20 @@ pub fn plan(problem: &AttentionProblem, caps: &DeviceCaps, tuning: Tuning) -> Re
     let sh = problem.shape;
     let path = choose_path(problem, caps, tuning)?;
     let steps = match path {
-        AttentionPath::Fused => {
-            Steps::Fused(fused::launch(&sh, &problem.transform, caps, tuning, None)?)
-        }
+        AttentionPath::Fused => Steps::Fused(fused::launch(
+            &sh,
+            &problem.transform,
+            caps,
+            tuning,
+            None,
+            &problem.elems(caps.native_f16(), false),
+        )?),
         AttentionPath::Decode => decode_steps(problem, caps, tuning)?,
         _ => Steps::Unfused(unfused::launch(problem, caps, tuning)?),
     };
     let rows = (sh.b * sh.hq * sh.nq) as u64;
-    let outputs = 4 * sh.q_len() as u64 + if problem.want_lse { 4 * rows } else { 0 };
+    let outputs =
+        (problem.dtypes.o.size() * sh.q_len()) as u64 + if problem.want_lse { 4 * rows } else { 0 };
     let scratch = match &steps {
         Steps::Fused(_) => 0,
         Steps::Decode { total_splits, .. } => 4 * *total_splits as u64 * rows * (sh.d as u64 + 1),
@@ -243,7 +249,14 @@ fn decode_steps(p: &AttentionProblem, caps: &DeviceCaps, tuning: Tuning) -> Resu
             p0,
             n,
             first_split: total,
-            launch: fused::launch(&page_shape, &t, caps, tuning, Some(s))?,
+            launch: fused::launch(
+                &page_shape,
+                &t,
+                caps,
+                tuning,
+                Some(s),
+                &p.elems(caps.native_f16(), true),
+            )?,
         });
         total += s.splits;
     }

@@ -2,10 +2,12 @@
 //! transform, what it returns, and where its keys live. No GPU data: the plan is
 //! a function of this value and the device, so it can be tested without a GPU.
 
+use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::kernels::attn_shape;
 use crate::mask::Masking;
 use crate::mask_tensor::MaskTensor;
+use crate::shaders::Elem;
 use crate::shape::AttnShape;
 use crate::tensor::{same_device, Layout, Tensor};
 use crate::transform::{MaskInfo, ScoreTransform};
@@ -36,6 +38,8 @@ pub struct AttentionOptions<'a> {
     /// How this call's kernel variants are chosen ([`TuningMode::Heuristic`]:
     /// the recorder's).
     pub tuning: TuningMode,
+    /// O's dtype; `None` = Q's. The LSE is always f32.
+    pub out_dtype: Option<DType>,
 }
 
 /// How a call's kernel variants are chosen.
@@ -85,6 +89,37 @@ pub enum Keys {
     Pages { page_len: usize },
 }
 
+/// The element types of a problem's tensors: Q, K, V as given (any mix: an f32
+/// or f16 Q against an f16 or bf16 KV cache), O as asked for. Kernels widen
+/// every element to f32 before any arithmetic and round once when they store O.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct DTypes {
+    pub q: DType,
+    pub k: DType,
+    pub v: DType,
+    pub o: DType,
+}
+
+impl DTypes {
+    /// Every tensor of `dtype`.
+    pub fn all(dtype: DType) -> Self {
+        DTypes {
+            q: dtype,
+            k: dtype,
+            v: dtype,
+            o: dtype,
+        }
+    }
+
+    /// `q/k/v→o` in words, `f32` when all are.
+    pub fn describe(&self) -> String {
+        if *self == DTypes::all(self.q) {
+            return self.q.name().to_string();
+        }
+        format!("q {} k {} v {} → o {}", self.q, self.k, self.v, self.o)
+    }
+}
+
 /// One attention problem, validated: see the module docs.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AttentionProblem {
@@ -99,6 +134,7 @@ pub struct AttentionProblem {
     /// Keys per decode split asked for.
     pub kv_split: Option<usize>,
     pub keys: Keys,
+    pub dtypes: DTypes,
 }
 
 /// Largest head dim of the fused kernels (private row buffers are sized for it).
@@ -118,7 +154,13 @@ impl AttentionProblem {
                 "V is [{bv}, {hv}, {nv}, {dv}] but K is [{b}, {hkv}, {nk}, {d}]: V must be shaped like K"
             )));
         }
-        Self::with_shape(shape, q, opts, Keys::Tensors)
+        let dtypes = DTypes {
+            q: q.dtype(),
+            k: k.dtype(),
+            v: v.dtype(),
+            o: opts.out_dtype.unwrap_or(q.dtype()),
+        };
+        Self::with_shape(shape, q, opts, Keys::Tensors, dtypes)
     }
 
     /// The problem of `q` against `shape.nk` positions held as `keys` (the KV
@@ -128,6 +170,7 @@ impl AttentionProblem {
         q: &Tensor,
         opts: &AttentionOptions,
         keys: Keys,
+        dtypes: DTypes,
     ) -> Result<Self> {
         shape.validate()?;
         let sh = shape;
@@ -163,6 +206,7 @@ impl AttentionProblem {
             path: opts.path,
             kv_split: opts.kv_split,
             keys,
+            dtypes,
         })
     }
 
@@ -186,12 +230,39 @@ impl AttentionProblem {
             path: AttentionPath::Auto,
             kv_split: None,
             keys: Keys::Tensors,
+            dtypes: DTypes::default(),
         })
+    }
+
+    /// The same problem over tensors of `dtypes`.
+    pub fn with_dtypes(mut self, dtypes: DTypes) -> Self {
+        self.dtypes = dtypes;
+        self
     }
 
     /// Bytes of Q, K, V and the dense mask.
     pub fn input_bytes(&self) -> u64 {
         let sh = &self.shape;
-        4 * (sh.q_len() + 2 * sh.kv_len()) as u64 + self.transform.mask.map_or(0, |m| m.bytes)
+        let t = &self.dtypes;
+        (sh.q_len() * t.q.size() + sh.kv_len() * (t.k.size() + t.v.size())) as u64
+            + self.transform.mask.map_or(0, |m| m.bytes)
+    }
+
+    /// The element storage of the fused kernels' Q, K, V and O bindings on a
+    /// device that does (`native_f16`) or does not grant `SHADER_F16`; O is f32
+    /// when a launch writes split-KV partials (`partials`).
+    pub(crate) fn elems(&self, native_f16: bool, partials: bool) -> [(&'static str, Elem); 4] {
+        let e = |d| Elem::of(d, native_f16);
+        let o = if partials {
+            Elem::F32
+        } else {
+            e(self.dtypes.o)
+        };
+        [
+            ("q", e(self.dtypes.q)),
+            ("k", e(self.dtypes.k)),
+            ("v", e(self.dtypes.v)),
+            ("o", o),
+        ]
     }
 }

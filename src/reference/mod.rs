@@ -6,6 +6,7 @@
 //! the GPU.
 
 mod attention;
+mod cast;
 mod decode;
 mod matmul;
 mod mha;
@@ -16,6 +17,7 @@ mod softmax;
 mod weighted_sum;
 
 pub use attention::{attention, AttentionOutput, ReferenceOptions};
+pub use cast::cast;
 pub use decode::decode_combine;
 pub use matmul::matmul;
 pub use mha::{multi_head_attention, MhaReferenceOptions};

@@ -7,6 +7,83 @@
 
 mod straight_line;
 
+/// How a storage binding declared with `#storage` holds its elements (the
+/// dtype of the tensor bound there, and for f16 the device's storage mode).
+/// Every mode reads the same bytes; a kernel sees `NAME_at(i) -> f32` for a
+/// read-only binding and `NAME_put(i, x: f32)` for a written one, `i` in
+/// elements.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Elem {
+    /// `array<f32>`.
+    #[default]
+    F32,
+    /// `array<f16>` (`enable f16;`), where the device grants `SHADER_F16`.
+    F16,
+    /// f16 two per `u32`, unpacked with `unpack2x16float`; stores round in
+    /// software (to nearest even, ±inf past 65 504) and write their half of the
+    /// word with `atomicAnd` + `atomicOr`, so neighbours owned by other
+    /// invocations are never clobbered.
+    F16Packed,
+    /// bf16 two per `u32`: widened by a shift, rounded to nearest even on store.
+    BF16,
+}
+
+impl Elem {
+    /// The storage mode of `dtype` on a device that does (`native_f16`) or does
+    /// not grant `SHADER_F16`.
+    pub fn of(dtype: crate::DType, native_f16: bool) -> Elem {
+        match dtype {
+            crate::DType::F32 => Elem::F32,
+            crate::DType::F16 if native_f16 => Elem::F16,
+            crate::DType::F16 => Elem::F16Packed,
+            crate::DType::BF16 => Elem::BF16,
+        }
+    }
+
+    /// The declaration and accessors of binding `binding` named `name`.
+    fn declare(self, binding: &str, name: &str, write: bool) -> String {
+        let access = if write { "read_write" } else { "read" };
+        let ty = match (self, write) {
+            (Elem::F32, _) => "f32",
+            (Elem::F16, _) => "f16",
+            (Elem::F16Packed | Elem::BF16, false) => "u32",
+            (Elem::F16Packed | Elem::BF16, true) => "atomic<u32>",
+        };
+        let mut out =
+            format!("@group(0) @binding({binding}) var<storage, {access}> {name}: array<{ty}>;\n");
+        if !write {
+            let body = match self {
+                Elem::F32 => format!("return {name}[i];"),
+                Elem::F16 => format!("return f32({name}[i]);"),
+                Elem::F16Packed => format!(
+                    "let h = unpack2x16float({name}[i >> 1u]); return select(h.x, h.y, (i & 1u) != 0u);"
+                ),
+                Elem::BF16 => format!(
+                    "let w = {name}[i >> 1u]; return bitcast<f32>(select(w << 16u, w & 0xffff0000u, (i & 1u) != 0u));"
+                ),
+            };
+            out.push_str(&format!("fn {name}_at(i: u32) -> f32 {{ {body} }}\n"));
+        } else {
+            let body = match self {
+                Elem::F32 => format!("{name}[i] = x;"),
+                Elem::F16 => format!("{name}[i] = f16(unpack2x16float(half_bits_f16(x)).x);"),
+                Elem::F16Packed | Elem::BF16 => {
+                    let bits = if self == Elem::BF16 {
+                        "half_bits_bf16"
+                    } else {
+                        "half_bits_f16"
+                    };
+                    format!(
+                        "let sh = (i & 1u) * 16u; atomicAnd(&{name}[i >> 1u], ~(0xffffu << sh)); atomicOr(&{name}[i >> 1u], {bits}(x) << sh);"
+                    )
+                }
+            };
+            out.push_str(&format!("fn {name}_put(i: u32, x: f32) {{ {body} }}\n"));
+        }
+        out
+    }
+}
+
 /// What a kernel binds: `true` for each read-only storage buffer, `false` for
 /// read-write, in binding order after the uniform block (binding 0). The shader
 /// test checks each list against the WGSL declarations.
@@ -27,6 +104,9 @@ pub struct Specialization {
     pub kernel: &'static KernelSpec,
     pub defines: Vec<(&'static str, u32)>,
     pub overrides: Vec<(&'static str, f64)>,
+    /// The element storage of each `#storage` binding, by name; unnamed ones
+    /// are f32.
+    pub elems: Vec<(&'static str, Elem)>,
 }
 
 impl Specialization {
@@ -36,7 +116,21 @@ impl Specialization {
             kernel,
             defines: Vec::new(),
             overrides: Vec::new(),
+            elems: Vec::new(),
         }
+    }
+
+    /// With the element storage of `#storage` bindings (F32 entries are
+    /// dropped, so an all-f32 specialization equals one without elems).
+    pub fn elems(mut self, elems: &[(&'static str, Elem)]) -> Self {
+        for &(name, e) in elems {
+            self.elems.retain(|(n, _)| *n != name);
+            if e != Elem::F32 {
+                self.elems.push((name, e));
+            }
+        }
+        self.elems.sort_by_key(|(n, _)| *n);
+        self
     }
 
     /// With module constants substituted.
@@ -53,7 +147,7 @@ impl Specialization {
 
     /// The complete WGSL this specialization compiles.
     pub fn source(&self) -> String {
-        source_with(self.kernel.name, &self.defines)
+        source_full(self.kernel.name, &self.defines, &self.elems)
     }
 }
 
@@ -73,6 +167,7 @@ pub const KERNELS: &[(&str, &str)] = &[
         include_str!("../../shaders/flash_attention.wgsl"),
     ),
     ("decode", include_str!("../../shaders/decode.wgsl")),
+    ("cast", include_str!("../../shaders/cast.wgsl")),
     (
         "flash_attention_cpu",
         include_str!("../../shaders/flash_attention_cpu.wgsl"),
@@ -92,6 +187,7 @@ const SHARED: &[(&str, &str)] = &[
         include_str!("../../shaders/shared/mask_words.wgsl"),
     ),
     ("trig", include_str!("../../shaders/shared/trig.wgsl")),
+    ("half", include_str!("../../shaders/shared/half.wgsl")),
     (
         "flash_common",
         include_str!("../../shaders/shared/flash_common.wgsl"),
@@ -112,6 +208,63 @@ const SHARED: &[(&str, &str)] = &[
 /// If a named constant is not declared in the kernel (a build-time fact the test
 /// suite checks).
 pub fn source_with(name: &str, consts: &[(&str, u32)]) -> String {
+    source_full(name, consts, &[])
+}
+
+/// [`source_with`], with each `#storage BINDING NAME read|read_write` line
+/// expanded for the element storage `elems` names (f32 when absent; see
+/// [`Elem`]), and `enable f16;` first when a binding is native f16.
+///
+/// # Panics
+/// As [`source_with`]; also if `elems` names a binding the kernel does not
+/// declare with `#storage`.
+pub fn source_full(name: &str, consts: &[(&str, u32)], elems: &[(&str, Elem)]) -> String {
+    let src = with_consts(name, consts);
+    let mut out = String::new();
+    if elems.iter().any(|(_, e)| *e == Elem::F16) {
+        out.push_str("enable f16;\n");
+    }
+    for (n, _) in elems {
+        assert!(
+            src.lines().any(
+                |l| l.trim().starts_with("#storage ") && l.split_whitespace().nth(2) == Some(n)
+            ),
+            "kernel {name} declares no `#storage` binding {n}"
+        );
+    }
+    for line in src.lines() {
+        match line.trim().strip_prefix("#storage ") {
+            Some(decl) => {
+                let parts: Vec<&str> = decl.split_whitespace().collect();
+                let [binding, bname, access] = parts[..] else {
+                    panic!("kernel {name}: `#storage BINDING NAME ACCESS`, got `{line}`");
+                };
+                let elem = elems
+                    .iter()
+                    .find(|(n, _)| *n == bname)
+                    .map_or(Elem::F32, |(_, e)| *e);
+                out.push_str(&elem.declare(binding, bname, access == "read_write"));
+            }
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+/// The names of kernel `name`'s `#storage` bindings (those whose element
+/// storage a [`Specialization`] may set), in declaration order.
+pub fn storage_bindings(name: &str) -> Vec<String> {
+    resolved(name)
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("#storage "))
+        .filter_map(|d| d.split_whitespace().nth(1).map(str::to_string))
+        .collect()
+}
+
+fn with_consts(name: &str, consts: &[(&str, u32)]) -> String {
     let mut src = resolved(name);
     if name == "flash_attention_cpu" {
         src.push_str(&straight_line::generate(

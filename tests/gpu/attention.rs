@@ -76,6 +76,7 @@ fn check_splits(gpu: &Gpu, t: Tuning, ctx: &str, c: &Case, splits: &[usize]) {
         path: AttentionPath::Unfused,
         kv_split: None,
         tuning: wgpu_attention::TuningMode::Heuristic,
+        out_dtype: None,
     };
     let out = run(gpu, t, |rec| record_attention(rec, &qt, &kt, &vt, &opts));
     assert_eq!(out.o.layout(), c.layout, "{ctx}: O keeps Q's layout");

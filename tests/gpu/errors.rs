@@ -90,7 +90,7 @@ fn zero_sized_dims() {
     each_gpu("errors zero", |gpu, _, ctx| {
         assert!(
             matches!(
-                Tensor::from_slice(gpu, &[], &[1, 0, 2, 2]),
+                Tensor::from_slice::<f32>(gpu, &[], &[1, 0, 2, 2]),
                 Err(Error::ZeroSized(_))
             ),
             "{ctx}"

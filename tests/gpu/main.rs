@@ -7,6 +7,7 @@
 mod attention;
 mod driver_limits;
 mod errors;
+mod half;
 mod kv_cache;
 mod long;
 mod matmul;
@@ -217,5 +218,54 @@ pub fn tile_shapes(t: Tuning) -> Vec<Tuning> {
             .into_iter()
             .map(|cpu_rows| t.with_cpu_rows(cpu_rows).unwrap())
             .collect()
+    }
+}
+
+static PACKED: OnceLock<Vec<(Gpu, Mutex<()>)>> = OnceLock::new();
+
+/// Runs `f` on every adapter in each half-precision storage mode it has: its
+/// own device (native f16 where it grants `SHADER_F16`, packed otherwise), and
+/// where that is native, a second device on the same adapter without
+/// `SHADER_F16` (the packed path's switch). `f` gets the device and a context
+/// string naming adapter and mode, and whether it is that second device (where
+/// only what reads or writes f16 differs). The adapter's default tuning.
+pub fn each_storage_mode(test: &str, f: impl Fn(&Gpu, bool, &str)) {
+    let gpus = gpus();
+    if gpus.is_empty() {
+        each_gpu(test, |_, _, _| {});
+        return;
+    }
+    let packed = PACKED.get_or_init(|| {
+        gpus.iter()
+            .filter(|(g, _)| g.caps().native_f16())
+            .map(|(g, _)| {
+                let opts = GpuOptions {
+                    disabled_features: wgpu::Features::SHADER_F16,
+                    ..GpuOptions::default()
+                };
+                let p = pollster::block_on(Gpu::from_adapter_with(g.adapter().clone(), &opts))
+                    .expect("a second device without SHADER_F16");
+                p.set_poison_outputs(true);
+                (p, Mutex::new(()))
+            })
+            .collect()
+    });
+    let twins = gpus
+        .iter()
+        .map(|g| (g, false))
+        .chain(packed.iter().map(|g| (g, true)));
+    for ((gpu, turn), twin) in twins {
+        let _turn = turn.lock().unwrap_or_else(|p| p.into_inner());
+        let mode = if gpu.caps().native_f16() {
+            "native f16"
+        } else {
+            "packed f16"
+        };
+        let ctx = format!(
+            "[{:?}/{}] {test} {mode}",
+            gpu.info().backend,
+            gpu.info().name
+        );
+        f(gpu, twin, &ctx);
     }
 }
