@@ -10,6 +10,10 @@
 //!  O [B,Hq,Nq,D] in BNHD = [B,Nq,Hq·D] ═view═▶ ─matmul W_Oᵀ(+b)─▶ Y [B,Nq,d_model]
 //! ```
 //! Heads are split and merged by strides only: no transpose kernel.
+//!
+//! Each projection's weights stay on the GPU in their dtype ([`Linear::dtype`]:
+//! f16/bf16 checkpoints are not widened); the activations (Q, K, V, O, Y) are in
+//! `x_q`'s dtype, every GEMM and the attention accumulating in f32.
 
 use crate::attention::{record_attention, AttentionOptions, TuningMode};
 use crate::error::{Error, Result};
@@ -50,15 +54,16 @@ struct GpuLinear {
 impl GpuLinear {
     fn upload(gpu: &Gpu, lin: &Linear) -> Result<GpuLinear> {
         Ok(GpuLinear {
-            weight_t: Tensor::from_slice(
+            weight_t: Tensor::from_slice_as(
                 gpu,
                 &lin.weight_t(),
                 &[lin.in_features, lin.out_features],
+                lin.dtype,
             )?,
             bias: lin
                 .bias
                 .as_ref()
-                .map(|b| Tensor::from_slice(gpu, b, &[b.len()]))
+                .map(|b| Tensor::from_slice_as(gpu, b, &[b.len()], lin.dtype))
                 .transpose()?,
         })
     }
@@ -92,6 +97,14 @@ impl MultiHeadAttention {
             o: GpuLinear::upload(gpu, &weights.o)?,
             slopes: alibi_slopes(cfg.num_heads),
         })
+    }
+
+    /// Bytes the weights take on the GPU.
+    pub fn weight_bytes(&self) -> u64 {
+        [&self.q, &self.k, &self.v, &self.o]
+            .iter()
+            .map(|l| l.weight_t.buffer().size() + l.bias.as_ref().map_or(0, |b| b.buffer().size()))
+            .sum()
     }
 
     pub fn config(&self) -> &MhaConfig {

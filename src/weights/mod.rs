@@ -85,8 +85,13 @@ impl MhaConfig {
 pub struct Linear {
     pub out_features: usize,
     pub in_features: usize,
+    /// The values (each exactly representable in `dtype`).
     pub weight: Vec<f32>,
     pub bias: Option<Vec<f32>>,
+    /// How the weights are stored, on file and on the GPU (f16/bf16 files stay
+    /// f16/bf16 there: half the memory and bandwidth; the GEMM widens each
+    /// element and accumulates in f32).
+    pub dtype: crate::DType,
 }
 
 impl Linear {
@@ -105,6 +110,18 @@ impl Linear {
             in_features,
             weight,
             bias,
+            dtype: crate::DType::F32,
+        }
+    }
+
+    /// The same map stored in `dtype` (values rounded to nearest even).
+    pub fn to_dtype(&self, dtype: crate::DType) -> Linear {
+        let r = |v: &[f32]| v.iter().map(|&x| dtype.round(x)).collect::<Vec<f32>>();
+        Linear {
+            weight: r(&self.weight),
+            bias: self.bias.as_deref().map(r),
+            dtype,
+            ..self.clone()
         }
     }
 
@@ -135,6 +152,25 @@ pub struct MhaWeights {
 pub const PROJECTIONS: [&str; 4] = ["q_proj", "k_proj", "v_proj", "o_proj"];
 
 impl MhaWeights {
+    /// Every projection stored in `dtype` (values rounded to nearest even).
+    pub fn to_dtype(&self, dtype: crate::DType) -> MhaWeights {
+        MhaWeights {
+            q: self.q.to_dtype(dtype),
+            k: self.k.to_dtype(dtype),
+            v: self.v.to_dtype(dtype),
+            o: self.o.to_dtype(dtype),
+        }
+    }
+
+    /// The projections' dtype when they share one (`None` for a mix).
+    pub fn dtype(&self) -> Option<crate::DType> {
+        let d = self.q.dtype;
+        [&self.k, &self.v, &self.o]
+            .iter()
+            .all(|l| l.dtype == d)
+            .then_some(d)
+    }
+
     /// Random weights (PyTorch's `nn.Linear` init) from `seed`; the same seed gives
     /// the same weights on every platform (ChaCha8).
     pub fn random(cfg: &MhaConfig, seed: u64) -> Result<MhaWeights> {

@@ -13,7 +13,7 @@ impl MhaWeights {
         cfg.validate()?;
         let st = SafeTensors::deserialize(bytes)
             .map_err(|e| Error::Weights(format!("not a safetensors file: {e}")))?;
-        let read = |name: String, shape: &[usize]| -> Result<Vec<f32>> {
+        let read = |name: String, shape: &[usize]| -> Result<(Vec<f32>, crate::DType)> {
             let t = st.tensor(&name).map_err(|_| {
                 let mut names = st.names();
                 names.sort();
@@ -25,19 +25,34 @@ impl MhaWeights {
                     t.shape()
                 )));
             }
-            to_f32(&name, t.dtype(), t.data())
+            let dtype = match t.dtype() {
+                Dtype::F16 => crate::DType::F16,
+                Dtype::BF16 => crate::DType::BF16,
+                _ => crate::DType::F32,
+            };
+            Ok((to_f32(&name, t.dtype(), t.data())?, dtype))
         };
         let (d, qd, kvd) = (cfg.d_model, cfg.q_dim(), cfg.kv_dim());
         let lin = |p: &str, out: usize, inp: usize| -> Result<Linear> {
+            let (weight, dtype) = read(format!("{prefix}{p}.weight"), &[out, inp])?;
+            let bias = if cfg.bias {
+                let name = format!("{prefix}{p}.bias");
+                let (b, bdt) = read(name.clone(), &[out])?;
+                if bdt != dtype {
+                    return Err(Error::Weights(format!(
+                        "{name} is {bdt} but its weight is {dtype}: store a projection's weight and bias in one dtype"
+                    )));
+                }
+                Some(b)
+            } else {
+                None
+            };
             Ok(Linear {
                 out_features: out,
                 in_features: inp,
-                weight: read(format!("{prefix}{p}.weight"), &[out, inp])?,
-                bias: if cfg.bias {
-                    Some(read(format!("{prefix}{p}.bias"), &[out])?)
-                } else {
-                    None
-                },
+                weight,
+                bias,
+                dtype,
             })
         };
         Ok(MhaWeights {
@@ -62,23 +77,35 @@ impl MhaWeights {
         Self::from_safetensors(&bytes, cfg, prefix)
     }
 
-    /// The weights as `.safetensors` bytes (f32), named as [`MhaWeights::from_safetensors`] reads them.
+    /// The weights as `.safetensors` bytes in each projection's dtype, named as
+    /// [`MhaWeights::from_safetensors`] reads them.
     pub fn to_safetensors(&self, prefix: &str) -> Result<Vec<u8>> {
-        let mut tensors: Vec<(String, Vec<usize>, &[f32])> = Vec::new();
+        let mut tensors: Vec<(String, Vec<usize>, Vec<u8>, Dtype)> = Vec::new();
         for (lin, p) in self.all().into_iter().zip(PROJECTIONS) {
+            let st = match lin.dtype {
+                crate::DType::F32 => Dtype::F32,
+                crate::DType::F16 => Dtype::F16,
+                crate::DType::BF16 => Dtype::BF16,
+            };
             tensors.push((
                 format!("{prefix}{p}.weight"),
                 vec![lin.out_features, lin.in_features],
-                &lin.weight,
+                lin.dtype.encode(&lin.weight),
+                st,
             ));
             if let Some(b) = &lin.bias {
-                tensors.push((format!("{prefix}{p}.bias"), vec![lin.out_features], b));
+                tensors.push((
+                    format!("{prefix}{p}.bias"),
+                    vec![lin.out_features],
+                    lin.dtype.encode(b),
+                    st,
+                ));
             }
         }
         let views = tensors
             .iter()
-            .map(|(name, shape, data)| {
-                TensorView::new(Dtype::F32, shape.clone(), bytemuck::cast_slice(data))
+            .map(|(name, shape, data, st)| {
+                TensorView::new(*st, shape.clone(), data)
                     .map(|v| (name.clone(), v))
                     .map_err(|e| Error::Weights(format!("{name}: {e}")))
             })

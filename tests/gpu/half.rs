@@ -468,3 +468,88 @@ fn kv_cache_in_half_precision() {
         }
     });
 }
+
+/// The multi-head layer with f16 and bf16 weights kept in their dtype on the
+/// GPU (half the bytes), under f32 activations (only the weights are rounded,
+/// and the reference uses the same rounded values: the f32 tolerance) and
+/// under activations of the weights' dtype (Q, K, V, the RoPE output, O and Y
+/// are each stored once more, so the tolerance is six roundings).
+#[test]
+fn multi_head_layer_keeps_half_weights() {
+    use wgpu_attention::reference::{multi_head_attention, MhaReferenceOptions};
+    use wgpu_attention::{MhaConfig, MhaOptions, MhaWeights, MultiHeadAttention, Rope};
+    each_storage_mode("half mha", |gpu, twin, ctx| {
+        let (mut r, ctx) = rng(ctx);
+        let cfg = MhaConfig {
+            d_model: 24,
+            num_heads: 4,
+            num_kv_heads: 2,
+            head_dim: 6,
+            bias: true,
+        };
+        let (b, n) = (2, 11);
+        let f32_layer =
+            MultiHeadAttention::new(gpu, cfg, &MhaWeights::random(&cfg, 1).unwrap()).unwrap();
+        let dtypes: &[DType] = if twin {
+            &[DType::F16]
+        } else {
+            &[DType::F16, DType::BF16]
+        };
+        for &dt in dtypes {
+            let w = MhaWeights::random(&cfg, rand::Rng::random(&mut r))
+                .unwrap()
+                .to_dtype(dt);
+            assert_eq!(w.dtype(), Some(dt));
+            let layer = MultiHeadAttention::new(gpu, cfg, &w).unwrap();
+            assert!(
+                2 * layer.weight_bytes() <= f32_layer.weight_bytes() + 64,
+                "{ctx}: {dt} weights stay {dt} on the GPU"
+            );
+            let x = uniform(&mut r, b * n * cfg.d_model, 1.0);
+            let opts = MhaOptions {
+                masking: Masking {
+                    causal: true,
+                    ..Default::default()
+                },
+                rope: Some(Rope::default()),
+                ..Default::default()
+            };
+            let ropts = MhaReferenceOptions {
+                masking: opts.masking.clone(),
+                rope: opts.rope,
+                ..Default::default()
+            };
+            // f32 activations.
+            let xt = Tensor::from_slice(gpu, &x, &[b, n, cfg.d_model]).unwrap();
+            let y = layer.forward(&xt, None, &opts).unwrap();
+            assert_eq!(y.dtype(), DType::F32);
+            let want = multi_head_attention(&x, &x, [b, n, n], &cfg, &w, &ropts);
+            assert_close(
+                &y.to_vec_blocking().unwrap(),
+                &want,
+                Tolerance::F32,
+                &format!("{ctx} {dt} weights, f32 x"),
+            );
+            // Activations in the weights' dtype.
+            let xh = Tensor::from_slice_as(gpu, &x, &[b, n, cfg.d_model], dt).unwrap();
+            let xr = xh.to_vec_blocking().unwrap();
+            let y = layer.forward(&xh, None, &opts).unwrap();
+            assert_eq!(y.dtype(), dt);
+            let want = multi_head_attention(&xr, &xr, [b, n, n], &cfg, &w, &ropts);
+            let u = dt.unit_roundoff();
+            // Measured on lavapipe and llvmpipe GL: rel L2 2.8e-4 (f16, 0.58 u) and
+            // 2.0–2.3e-3 (bf16, 0.5–0.6 u); six stored roundings bound it.
+            let six = Tolerance {
+                rel_l2: 6.0 * u,
+                elem_abs: 6.0 * u,
+                elem_rel: 6.0 * u,
+            };
+            assert_close(
+                &y.to_vec_blocking().unwrap(),
+                &want,
+                six,
+                &format!("{ctx} {dt} weights and x"),
+            );
+        }
+    });
+}
