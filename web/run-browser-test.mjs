@@ -58,6 +58,24 @@ try {
   }
   const tVal = Date.now() - t1;
 
+  // Half precision from the page's form: f16 (native where the browser grants
+  // shader-f16, packed otherwise) and bf16, on the fused, unfused and decode
+  // paths, each checked against the reference on the rounded inputs.
+  const halves = [];
+  if (res && res.adapter) {
+    await page.select('#variant', '');
+    await page.evaluate(() => {
+      for (const x of document.querySelectorAll('input[name=path]')) x.checked = true;
+    });
+    for (const dt of ['f16', 'bf16']) {
+      await page.select('#dtype', dt);
+      await page.evaluate(() => { window.__result = null; });
+      await page.click('#run');
+      await page.waitForFunction((d) => window.__result && window.__result.config.dtype === d, { timeout }, dt);
+      halves.push(await page.evaluate(() => window.__result));
+    }
+  }
+
   // The heatmap must show the auto-run's weights: sample cell centres of the canvas and
   // compare with the colour the page's own colour map gives the downloaded weight.
   const heat = await page.evaluate(() => {
@@ -147,6 +165,15 @@ try {
     if (!val.ok || val.passed !== val.cases) failures.push(`validation: ${val.cases - val.passed} of ${val.cases} cases FAILED`);
   }
   if (!heat.ok) failures.push('the heatmap canvas does not show the weights');
+  if (a && halves.length !== 2) failures.push('the f16/bf16 runs did not complete');
+  for (const h of halves) {
+    const hr = h.run;
+    if (!hr) { failures.push(`${h.config.dtype}: ${h.error}`); continue; }
+    console.log(`HALF     ${hr.dtype}${hr.dtype === 'f16' ? ' (' + hr.f16_storage + ')' : ''} tolerance ${sci(hr.rel_l2_tolerance)}: ` +
+      Object.entries(hr.errors).map(([k, e]) => `${k} rel_l2=${sci(e.rel_l2)} ${e.pass ? 'pass' : 'FAIL'}`).join(', '));
+    if (!(h.ok && hr.pass && hr.dtype === h.config.dtype)) failures.push(`the ${h.config.dtype} run FAILED against the f64 reference` + (h.error ? `: ${h.error}` : ''));
+    if (!(hr.timings.fused && hr.timings.decode && hr.timings.unfused)) failures.push(`the ${h.config.dtype} run did not run every path`);
+  }
   for (const f of failures) console.log(`FAIL: ${f}`);
   code = failures.length ? 1 : 0;
 } catch (e) {

@@ -4,7 +4,8 @@
 # Chromium (WebGPU; SwiftShader on a machine without a GPU) with puppeteer-core.
 #
 # Fails (non-zero exit) unless the page found a WebGPU adapter, the attention it runs on load
-# passed against the f64 CPU reference (relative L2 <= 1e-5 for O, weights and LSE), every
+# passed against the f64 CPU reference (relative L2 <= 1e-5 for O, weights and LSE), the f16 and
+# bf16 runs passed (O within its storage rounding), every
 # case of the in-page validation matrix passed, and the heatmap canvas shows the weights.
 #
 # From a fresh Debian 12 machine as root: installs what is missing (apt packages, a

@@ -4,14 +4,14 @@
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use wasm_bindgen::prelude::*;
-use wgpu_attention::reference;
-use wgpu_attention::validation::{self, parse_layout, parse_path, Case, REL_L2_TOL};
-use wgpu_attention::verify::{verify, Report};
-use wgpu_attention::wgpu;
 use wgpu_attention::plan::autotune::{Budget, Outcome};
+use wgpu_attention::reference;
 use wgpu_attention::tune::autotune;
+use wgpu_attention::validation::{self, parse_layout, parse_path, Case, REL_L2_TOL};
+use wgpu_attention::verify::{verify, Report, Tolerance};
+use wgpu_attention::wgpu;
 use wgpu_attention::{
-    attention, record_attention, AttentionOptions, AttentionPath, AttentionProblem, Gpu,
+    attention, record_attention, AttentionOptions, AttentionPath, AttentionProblem, DType, Gpu,
     MaskTensor, MaskValues, Tensor, TuningMode,
 };
 
@@ -38,6 +38,9 @@ pub struct RunConfig {
     pub autotune: bool,
     /// The browser's shortened tuning budget per class (compile and run time).
     pub autotune_budget_ms: f64,
+    /// Q/K/V/O dtype: "f32", "f16" (native `f16` where the browser grants
+    /// shader-f16, packed two per u32 otherwise) or "bf16" (always packed).
+    pub dtype: String,
 }
 
 impl Default for RunConfig {
@@ -57,6 +60,7 @@ impl Default for RunConfig {
             heatmap: true,
             autotune: false,
             autotune_budget_ms: 8000.0,
+            dtype: "f32".into(),
         }
     }
 }
@@ -89,7 +93,7 @@ impl RunOutput {
     }
 }
 
-fn report_json(r: &Report) -> serde_json::Value {
+fn report_json(r: &Report, tol: f64) -> serde_json::Value {
     json!({
         "len": r.len,
         "max_abs": r.max_abs,
@@ -97,7 +101,7 @@ fn report_json(r: &Report) -> serde_json::Value {
         "nan": r.nan_count,
         "inf_mismatch": r.nonfinite_mismatches,
         "worst_index": r.worst_index,
-        "pass": r.passes(REL_L2_TOL),
+        "pass": r.passes(tol),
         "text": r.to_string(),
     })
 }
@@ -138,6 +142,9 @@ async fn run_inner(g: &Gpu, cfg: &RunConfig) -> Result<RunOutput, String> {
         .collect::<wgpu_attention::Result<Vec<_>>>()
         .map_err(e)?;
     let inputs = validation::inputs(case).map_err(e)?;
+    let dtype = DType::parse(&cfg.dtype).map_err(e)?;
+    // An output stored in `dtype` is within its rounding of the f32 result.
+    let tol = Tolerance::stored(dtype).rel_l2.max(REL_L2_TOL);
     let tuning = case.staged.map(|s| g.tuning().with_staged(s));
     let mode = match tuning {
         _ if cfg.autotune => TuningMode::Autotune,
@@ -145,9 +152,17 @@ async fn run_inner(g: &Gpu, cfg: &RunConfig) -> Result<RunOutput, String> {
         None => TuningMode::Heuristic,
     };
 
-    let qt = Tensor::from_bhnd(g, &inputs.q, [sh.b, sh.hq, sh.nq, sh.d], layout).map_err(e)?;
-    let kt = Tensor::from_bhnd(g, &inputs.k, [sh.b, sh.hkv, sh.nk, sh.d], layout).map_err(e)?;
-    let vt = Tensor::from_bhnd(g, &inputs.v, [sh.b, sh.hkv, sh.nk, sh.d], layout).map_err(e)?;
+    let up = |x: &[f32], dims| Tensor::from_bhnd_as(g, x, dims, layout, dtype).map_err(e);
+    let qt = up(&inputs.q, [sh.b, sh.hq, sh.nq, sh.d])?;
+    let kt = up(&inputs.k, [sh.b, sh.hkv, sh.nk, sh.d])?;
+    let vt = up(&inputs.v, [sh.b, sh.hkv, sh.nk, sh.d])?;
+    // The reference reads exactly the (half-rounded) values the GPU reads.
+    let (q_in, k_in, v_in) = if dtype == DType::F32 {
+        (inputs.q.clone(), inputs.k.clone(), inputs.v.clone())
+    } else {
+        let r = |x: &[f32]| x.iter().map(|&v| dtype.round(v)).collect::<Vec<f32>>();
+        (r(&inputs.q), r(&inputs.k), r(&inputs.v))
+    };
     let mask_t = match &inputs.mask {
         Some(m) => Some(MaskTensor::upload(g, m).map_err(e)?),
         None => None,
@@ -155,13 +170,7 @@ async fn run_inner(g: &Gpu, cfg: &RunConfig) -> Result<RunOutput, String> {
 
     // The f64 reference on the CPU (in wasm), once for every path.
     let t0 = now_ms();
-    let want = reference::attention(
-        &inputs.q,
-        &inputs.k,
-        &inputs.v,
-        &sh,
-        &inputs.reference_options(),
-    );
+    let want = reference::attention(&q_in, &k_in, &v_in, &sh, &inputs.reference_options());
     let reference_ms = now_ms() - t0;
     let flops = 4.0 * (sh.b * sh.hq * sh.nq * sh.nk * sh.d) as f64;
 
@@ -210,14 +219,15 @@ async fn run_inner(g: &Gpu, cfg: &RunConfig) -> Result<RunOutput, String> {
             None => None,
         };
         let first_ms = now_ms() - t0;
-        let mut check = |what: &str, r: Report| {
-            pass &= r.passes(REL_L2_TOL);
-            errors.insert(format!("{what} ({name})"), report_json(&r));
+        // O is stored in `dtype` (its tolerance); LSE and weights are f32.
+        let mut check = |what: &str, r: Report, tol: f64| {
+            pass &= r.passes(tol);
+            errors.insert(format!("{what} ({name})"), report_json(&r, tol));
         };
-        check("O", verify(&o, &want.o));
-        check("LSE", verify(&lse, &want.lse));
+        check("O", verify(&o, &want.o), tol);
+        check("LSE", verify(&lse, &want.lse), REL_L2_TOL);
         if let Some(p) = &p {
-            check("weights P", verify(p, &want.p));
+            check("weights P", verify(p, &want.p), REL_L2_TOL);
             if cfg.heatmap && heat.is_empty() {
                 heat = p[..sh.nq * sh.nk].to_vec();
             }
@@ -252,6 +262,7 @@ async fn run_inner(g: &Gpu, cfg: &RunConfig) -> Result<RunOutput, String> {
                 check(
                     "O last timed",
                     verify(&o2.to_vec().await.map_err(e)?, &want.o),
+                    tol,
                 );
             }
         }
@@ -287,6 +298,9 @@ async fn run_inner(g: &Gpu, cfg: &RunConfig) -> Result<RunOutput, String> {
         "case": Case { path: cfg.paths.join("+"), ..case.clone() }.label(),
         "shape": { "b": sh.b, "hq": sh.hq, "hkv": sh.hkv, "nq": sh.nq, "nk": sh.nk, "d": sh.d },
         "layout": format!("{layout:?}"),
+        "dtype": dtype.name(),
+        "f16_storage": if g.caps().native_f16() { "native" } else { "packed" },
+        "rel_l2_tolerance": tol,
         "tuning": tuning_json(tuning.unwrap_or_else(|| g.tuning())),
         "kernels": kernels,
         "autotune": tuned,
@@ -305,7 +319,7 @@ async fn run_inner(g: &Gpu, cfg: &RunConfig) -> Result<RunOutput, String> {
         "reference_ms": reference_ms,
         "total_ms": now_ms() - t_start,
         "errors": errors,
-        "tolerance_rel_l2": REL_L2_TOL,
+        "tolerance_rel_l2": tol,
         "pass": pass,
     })
     .to_string();

@@ -107,7 +107,7 @@ function showShaders(list) {
 function showRun(r) {
   $('verdict').innerHTML = `<span class="${r.pass ? 'PASS' : 'FAIL'}">${r.pass ? 'PASS' : 'FAIL'}</span>`;
   const s = r.shape;
-  $('summary').textContent = `Q [${s.b},${s.hq},${s.nq},${s.d}]  K,V [${s.b},${s.hkv},${s.nk},${s.d}]  ${r.layout}` +
+  $('summary').textContent = `Q [${s.b},${s.hq},${s.nq},${s.d}]  K,V [${s.b},${s.hkv},${s.nk},${s.d}]  ${r.layout} ${r.dtype}${r.dtype === "f16" ? " (" + r.f16_storage + ")" : ""}` +
     `  ${r.masking}` + (r.dense_mask ? `  dense ${r.dense_mask.kind} mask ${JSON.stringify(r.dense_mask.dims)}` : '') +
     (r.alibi ? '  ALiBi' : '') + (r.softcap ? `  softcap ${r.softcap}` : '');
   // What ran, as the library's plan describes it (Plan::describe).
@@ -141,6 +141,7 @@ function formConfig() {
     },
     paths: [...document.querySelectorAll('input[name=path]:checked')].map((x) => x.value), repeats: 5, heatmap: true,
     autotune: variant === 'autotune', autotune_budget_ms: 8000,
+    dtype: $('dtype').value,
   };
 }
 
