@@ -60,8 +60,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
                 if (p.softcap > 0.0) {
                     v = soft_cap(v, p.softcap);
                 }
+                let midx = p.m_off + b * p.m_sb + h * p.m_sh + row * p.m_sq + col * p.m_sk;
                 if (p.bias_kind == MASK_ADDITIVE) {
-                    v += mask_additive_at(p.m_off + b * p.m_sb + h * p.m_sh + row * p.m_sq + col * p.m_sk);
+                    v += mask_additive_at(midx);
+                } else if (p.bias_kind == MASK_ADDITIVE_F16) {
+                    v += mask_additive_f16_at(midx);
                 }
                 if (p.alibi != 0u) {
                     v -= slopes[h] * abs(f32(i32(row) + p.diag_off - i32(col)));

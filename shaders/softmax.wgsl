@@ -38,6 +38,8 @@ fn masked_score(base: u32, b: u32, h: u32, i: u32, j: u32, key_len: u32) -> f32 
     let midx = p.m_off + b * p.m_sb + h * p.m_sh + i * p.m_sq + j * p.m_sk;
     if (p.mask_kind == MASK_ADDITIVE) {
         v += mask_additive_at(midx);
+    } else if (p.mask_kind == MASK_ADDITIVE_F16) {
+        v += mask_additive_f16_at(midx);
     } else if (p.mask_kind == MASK_BOOL && !mask_bool_at(midx)) {
         return NEG_BIG;
     }

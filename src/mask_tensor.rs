@@ -24,6 +24,7 @@ pub struct MaskTensor {
     /// Elements from one row (`[b, h, i, ·]`) to the next, see [`padded_row`].
     row_stride: usize,
     kind: MaskKind,
+    dtype: crate::DType,
 }
 
 /// Row stride (in elements of `elem` bytes) for rows of `mk` elements: a multiple
@@ -49,13 +50,31 @@ fn padded_row(mk: usize, elem: usize) -> usize {
 }
 
 impl MaskTensor {
-    /// Uploads a host mask.
+    /// Uploads a host mask (additive values as f32).
     pub fn upload(gpu: &Gpu, host: &HostMask) -> Result<MaskTensor> {
+        Self::upload_as(gpu, host, crate::DType::F32)
+    }
+
+    /// Uploads a host mask, an additive one stored in `dtype`: f32, or f16 (half
+    /// the bytes; values rounded to nearest even, every entry at or below
+    /// [`crate::mask::ADDITIVE_MASKED`] or below −65 504 excluding the key, as
+    /// −inf does). Bool masks take f32 (their storage is one byte per entry).
+    pub fn upload_as(gpu: &Gpu, host: &HostMask, dtype: crate::DType) -> Result<MaskTensor> {
         let [_, _, _, mk] = host.dims;
         let rows = host.dims[..3].iter().product::<usize>();
-        let (kind, elem) = match &host.values {
-            MaskValues::Bool(_) => (MaskKind::Bool, 1),
-            MaskValues::Additive(_) => (MaskKind::Additive, 4),
+        let (kind, elem) = match (&host.values, dtype) {
+            (MaskValues::Bool(_), crate::DType::F32) => (MaskKind::Bool, 1),
+            (MaskValues::Additive(_), crate::DType::F32) => (MaskKind::Additive, 4),
+            (MaskValues::Additive(_), crate::DType::F16) => (MaskKind::Additive, 2),
+            (values, _) => {
+                return Err(Error::InvalidArgument(format!(
+                    "a {} mask cannot be stored as {dtype}: additive masks are f32 or f16, bool masks one byte per entry (pass DType::F32)",
+                    match values {
+                        MaskValues::Bool(_) => "bool",
+                        MaskValues::Additive(_) => "additive",
+                    }
+                )))
+            }
         };
         let row_stride = padded_row(mk, elem);
         let mut bytes = vec![0u8; (rows * row_stride * elem).div_ceil(16).max(1) * 16];
@@ -65,6 +84,12 @@ impl MaskTensor {
                 MaskValues::Bool(v) => {
                     for (d, &t) in dst.iter_mut().zip(&v[keys]) {
                         *d = t as u8;
+                    }
+                }
+                MaskValues::Additive(v) if elem == 2 => {
+                    for (d, &x) in dst.chunks_exact_mut(2).zip(&v[keys]) {
+                        let h = half::f16::from_f32(additive_floor(x));
+                        d.copy_from_slice(&h.to_le_bytes());
                     }
                 }
                 MaskValues::Additive(v) => {
@@ -81,7 +106,13 @@ impl MaskTensor {
             dims: host.dims,
             row_stride,
             kind,
+            dtype,
         })
+    }
+
+    /// How an additive mask's entries are stored (f32 for bool masks).
+    pub fn dtype(&self) -> crate::DType {
+        self.dtype
     }
 
     pub fn dims(&self) -> [usize; 4] {

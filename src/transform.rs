@@ -14,6 +14,8 @@ pub struct MaskInfo {
     pub strides: [u32; 4],
     pub offset: u32,
     pub bytes: u64,
+    /// An additive mask stored as f16 ([`MaskTensor::upload_as`]).
+    pub f16: bool,
 }
 
 impl MaskInfo {
@@ -24,6 +26,7 @@ impl MaskInfo {
             strides: mask.broadcast_strides(b, h, nq, nk)?,
             offset: 0,
             bytes: mask.buffer.size(),
+            f16: mask.dtype() == crate::DType::F16,
         })
     }
 
@@ -42,6 +45,7 @@ impl MaskInfo {
     pub fn mode(info: Option<&MaskInfo>) -> u32 {
         match info.map(|m| m.kind) {
             None => 0,
+            Some(MaskKind::Additive) if info.is_some_and(|m| m.f16) => 3,
             Some(MaskKind::Additive) => 1,
             Some(MaskKind::Bool) => 2,
         }

@@ -10,7 +10,8 @@
 // What the per-key score transform must do, fixed per pipeline so the plain case
 // compiles to nothing (the host sets each to what the call uses).
 override USE_RULES: bool = true;    // causal / window / key lengths
-// The dense mask's kind (MASK_NONE / MASK_ADDITIVE / MASK_BOOL), a constant and
+// The dense mask's kind (MASK_NONE / MASK_ADDITIVE / MASK_BOOL /
+// MASK_ADDITIVE_F16), a constant and
 // not a uniform: on CPU drivers both arms of a uniform branch run under an
 // all-false mask, and the unused arm's load still costs a loop over the lanes.
 override MASK_MODE: u32 = 1u;
@@ -170,8 +171,12 @@ fn mask_word(i: u32) -> u32 {
 
 // The additive mask's entry for (row f, key j); 0 without one.
 fn flash_bias(f: FlashRow, j: u32) -> f32 {
+    let i = f.mbase + min(j, p.nk - 1u) * p.m_sk;
     if (MASK_MODE == MASK_ADDITIVE) {
-        return bitcast<f32>(mask_word(f.mbase + min(j, p.nk - 1u) * p.m_sk));
+        return bitcast<f32>(mask_word(i));
+    }
+    if (MASK_MODE == MASK_ADDITIVE_F16) {
+        return mask_half((mask_word(i >> 1u) >> ((i & 1u) * 16u)) & 0xffffu);
     }
     return 0.0;
 }
@@ -183,7 +188,14 @@ fn flash_bias(f: FlashRow, j: u32) -> f32 {
 // four keys costs one loop instead of four. Keys past Nk read the next row or the
 // padding: flash_score excludes them.
 fn flash_bias4(f: FlashRow, j0: u32) -> vec4<f32> {
-    return bitcast<vec4<f32>>(mask4[(f.mbase + j0) >> 2u]);
+    let e = f.mbase + j0;
+    if (MASK_MODE == MASK_ADDITIVE_F16) {
+        // Four halves: one half of a vec4 of words (e is a multiple of 4).
+        let v = mask4[e >> 3u];
+        let w = select(v.xy, v.zw, (e & 4u) != 0u);
+        return vec4(mask_half(w.x & 0xffffu), mask_half(w.x >> 16u), mask_half(w.y & 0xffffu), mask_half(w.y >> 16u));
+    }
+    return bitcast<vec4<f32>>(mask4[e >> 2u]);
 }
 
 // The score of (row f, key j) after softcap, biases and every mask; NEG_BIG when
@@ -199,7 +211,7 @@ fn flash_score(s: f32, w: FlashWork, f: FlashRow, j: u32, bias: f32) -> f32 {
     if (USE_RULES) {
         visible = visible && i32(j) >= f.lo;
     }
-    if (MASK_MODE == MASK_ADDITIVE) {
+    if (MASK_MODE == MASK_ADDITIVE || MASK_MODE == MASK_ADDITIVE_F16) {
         x += bias;
     } else if (MASK_MODE == MASK_BOOL) {
         let idx = f.mbase + min(j, p.nk - 1u) * p.m_sk;

@@ -9,6 +9,14 @@ const NEG_BIG: f32 = -3.0e38;
 const MASK_NONE: u32 = 0u;
 const MASK_ADDITIVE: u32 = 1u;
 const MASK_BOOL: u32 = 2u;
+// Additive, stored as f16 (two per u32; -inf bits = excluded).
+const MASK_ADDITIVE_F16: u32 = 3u;
+
+// An f16 additive entry (`bits`: its 16 bits) widened to f32; -inf (0xfc00,
+// what the host stores for every excluded entry) becomes the finite floor.
+fn mask_half(bits: u32) -> f32 {
+    return select(unpack2x16float(bits).x, -1.0e38, bits == 0xfc00u);
+}
 
 // Whether byte idx % 4 of `word` (bool mask element idx, four per u32) is set.
 fn mask_byte_set(word: u32, idx: u32) -> bool {

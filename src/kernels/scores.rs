@@ -136,7 +136,7 @@ pub(crate) fn record_scores_into(
         k_off,
         k_s,
         scale: t.scale,
-        bias_kind: additive.is_some() as u32,
+        bias_kind: MaskInfo::mode(additive.as_ref()),
         m_s: additive.map_or([0; 4], |m| m.strides),
         alibi: t.alibi.is_some() as u32,
         diag_off: t.diag_off as i32,

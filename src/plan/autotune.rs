@@ -210,8 +210,16 @@ pub fn class_of(p: &AttentionProblem, path: AttentionPath) -> String {
         _ => "many",
     };
     format!(
-        "{path:?} d{} f32 mask{} nq-{nq}",
+        "{path:?} d{} {} mask{} nq-{nq}",
         head_dim_bucket(p.shape.d),
+        {
+            let t = p.dtypes;
+            if t == crate::plan::DTypes::all(t.q) {
+                t.q.name().to_string()
+            } else {
+                format!("q{}k{}v{}o{}", t.q, t.k, t.v, t.o)
+            }
+        },
         MaskInfo::mode(p.transform.mask.as_ref())
     )
     .to_lowercase()

@@ -15,7 +15,7 @@ use super::fused::{base_variant, fit_rows, for_few_queries, with_bias4, FEW_QUER
 fn transform_overrides() -> Vec<[(&'static str, f64); 4]> {
     let mut out = Vec::new();
     for rules in [0.0, 1.0] {
-        for mode in [0.0, 1.0, 2.0] {
+        for mode in [0.0, 1.0, 2.0, 3.0] {
             for alibi in [0.0, 1.0] {
                 for softcap in [0.0, 1.0] {
                     out.push([
@@ -75,7 +75,7 @@ pub fn specializations(caps: &DeviceCaps, tuning: Tuning) -> Vec<Specialization>
         for v in fused_variants(caps, tuning, d as usize) {
             for t in transform_overrides() {
                 // The vec4 bias is chosen only with an additive mask.
-                if v.bias4 && t[1].1 != 1.0 {
+                if v.bias4 && t[1].1 != 1.0 && t[1].1 != 3.0 {
                     continue;
                 }
                 push(v.specialization(t));

@@ -17,7 +17,9 @@ use crate::reference::ReferenceOptions;
 /// the weights).
 #[derive(Clone, Debug)]
 pub struct CaseInputs {
-    /// Q `[B, Hq, Nq, D]`, K and V `[B, Hkv, Nk, D]`, logical BHND order.
+    /// Q `[B, Hq, Nq, D]`, K and V `[B, Hkv, Nk, D]`, logical BHND order, each
+    /// value exactly representable in the case's dtype (rounded to it), so the
+    /// reference reads what the GPU reads from a tensor of that dtype.
     pub q: Vec<f32>,
     pub k: Vec<f32>,
     pub v: Vec<f32>,
@@ -62,8 +64,12 @@ pub fn inputs(case: &Case) -> Result<CaseInputs> {
     let sh = case.shape();
     sh.validate()?;
     let mut rng = ChaCha8Rng::seed_from_u64(case.seed);
-    let mut uniform =
-        |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-1.0..1.0)).collect() };
+    let dtype = case.dtype;
+    let mut uniform = |n: usize| -> Vec<f32> {
+        (0..n)
+            .map(|_| dtype.round(rng.random_range(-1.0..1.0)))
+            .collect()
+    };
     let q = uniform(sh.q_len());
     let k = uniform(sh.kv_len());
     let v = uniform(sh.kv_len());

@@ -15,8 +15,12 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Inputs are uniform in [-1, 1) from the case's seed (ChaCha8), so a failing case
-//! is reproduced by its JSON alone. Outputs are poisoned before every run
+//! [`matrix`] is f32; [`matrix_with`] adds a few representative cases per half
+//! dtype ([`half_cases`]: Q, K, V and O in f16 or bf16, the reference on the
+//! rounded values, O judged with [`Tolerance::stored`]).
+//!
+//! Inputs are uniform in [-1, 1) from the case's seed (ChaCha8), rounded to the
+//! case's dtype, so a failing case is reproduced by its JSON alone. Outputs are poisoned before every run
 //! ([`crate::gpu::Gpu::set_poison_outputs`]).
 
 mod inputs;
@@ -28,12 +32,13 @@ pub use run::{run_case, run_case_blocking};
 use serde::{Deserialize, Serialize};
 
 use crate::attention::AttentionPath;
+use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::shape::AttnShape;
 use crate::tensor::Layout;
 use crate::verify::{Report, Tolerance};
 
-/// The pass criterion for every output (O, LSE, weights): relative L2 error against
+/// The pass criterion for every f32 output (O, LSE, weights): relative L2 error against
 /// the f64 reference, with no NaN and every `-inf` LSE matched. f32 storage and
 /// accumulation over ≤ a few thousand terms measure 1e-7…1e-6 on lavapipe,
 /// llvmpipe, SwiftShader; 1e-5 leaves an order of magnitude while still catching
@@ -81,6 +86,9 @@ pub struct Case {
     /// [`crate::gpu::Tuning::staged`] forced.
     pub staged: Option<bool>,
     pub seed: u64,
+    /// Q, K, V and O stored in this dtype (LSE and weights are f32); the inputs
+    /// are rounded to it before the reference reads them ([`inputs`]).
+    pub dtype: DType,
 }
 
 impl Default for Case {
@@ -99,15 +107,17 @@ impl Default for Case {
             path: "auto".into(),
             staged: None,
             seed: 1,
+            dtype: DType::F32,
         }
     }
 }
 
 impl Case {
-    /// `B2 H4/2 N17x33 D7 bhnd fused mask=bool +causal [staged]`.
+    /// `B2 H4/2 N17x33 D7 bhnd fused mask=bool +causal [staged] [f16]` (the
+    /// dtype named unless f32).
     pub fn label(&self) -> String {
         format!(
-            "B{} H{}/{} N{}x{} D{} {} {} mask={}{}{}",
+            "B{} H{}/{} N{}x{} D{} {} {} mask={}{}{}{}",
             self.b,
             self.hq,
             self.hkv,
@@ -122,8 +132,23 @@ impl Case {
                 None => "",
                 Some(true) => " staged",
                 Some(false) => " direct",
+            },
+            match self.dtype {
+                DType::F32 => String::new(),
+                d => format!(" {d}"),
             }
         )
+    }
+
+    /// The relative L2 tolerance of `output` (`"o"`, `"lse"`, `"weights"`):
+    /// [`Tolerance::stored`] of the case's dtype for O, f32's for the LSE and
+    /// the weights (always f32).
+    pub fn tolerance(&self, output: &str) -> f64 {
+        if output == "o" {
+            Tolerance::stored(self.dtype).rel_l2
+        } else {
+            REL_L2_TOL
+        }
     }
 
     /// The attention shape.
@@ -143,7 +168,8 @@ impl Case {
 #[derive(Clone, Debug, Serialize)]
 pub struct CaseResult {
     pub case: Case,
-    /// Every output within [`REL_L2_TOL`] and no error.
+    /// Every output within its tolerance ([`Case::tolerance`]: [`REL_L2_TOL`],
+    /// plus the dtype's rounding for O) and no error.
     pub pass: bool,
     /// Why the case could not run (a typed library error, as text).
     pub error: Option<String>,
@@ -195,7 +221,7 @@ pub fn parse_layout(name: &str) -> Result<Layout> {
     }
 }
 
-/// The case matrix. The default (`full = false`, 126 cases) runs every mask kind ×
+/// The f32 case matrix ([`matrix_with`] `(full, &[DType::F32])`). The default (`full = false`, 126 cases) runs every mask kind ×
 /// every path on six shapes: head dims 1, 7, 64 and 80 (no tile divides them all),
 /// GQA and MQA, Nq < Nk, Nq > Nk (bottom-right causal masks whole rows), a decode
 /// shape (1 query, 1100 keys: several splits, the last partial), with the causal
@@ -255,6 +281,7 @@ pub fn matrix(full: bool) -> Vec<Case> {
                             path: path.into(),
                             staged,
                             seed: 1000 + i,
+                            dtype: DType::F32,
                         };
                         c.name = c.label();
                         cases.push(c);
@@ -265,4 +292,131 @@ pub fn matrix(full: bool) -> Vec<Case> {
         }
     }
     cases
+}
+
+/// The matrix for each of `dtypes`: f32 runs [`matrix`] `(full)`; f16 and bf16
+/// each run [`half_cases`] `(full, dtype)`, a few representative cases (every
+/// new dtype compiles its own kernels), in the order of `dtypes`.
+pub fn matrix_with(full: bool, dtypes: &[DType]) -> Vec<Case> {
+    let mut cases = Vec::new();
+    for &dtype in dtypes {
+        match dtype {
+            DType::F32 => cases.extend(matrix(full)),
+            d => cases.extend(half_cases(full, d)),
+        }
+    }
+    cases
+}
+
+/// The cases of a half `dtype` (Q, K, V and O in it): every path once or more,
+/// each storage-sensitive shape of the f32 matrix (odd head dims 7 and 1, whose
+/// rows start mid-`u32` when packed; the BNHD layout; GQA and MQA; one query
+/// against 1100 keys in several splits; Nq > Nk with whole rows masked), and a
+/// different mask kind on each. Six cases; `full` adds head dims 128 and 256
+/// and runs each case with both kernel variants (staged and direct).
+pub fn half_cases(full: bool, dtype: DType) -> Vec<Case> {
+    // (b, hq, hkv, nq, nk, d, path, mask, causal, layout)
+    type Spec = (
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        &'static str,
+        &'static str,
+        bool,
+        &'static str,
+    );
+    let mut specs: Vec<Spec> = vec![
+        (2, 4, 2, 17, 17, 7, "fused", "none", true, "bhnd"),
+        (1, 2, 1, 33, 17, 64, "unfused", "bool", true, "bnhd"),
+        (1, 2, 2, 1, 1100, 64, "decode", "key-padding", false, "bhnd"),
+        (2, 3, 3, 5, 40, 80, "fused", "alibi", false, "bnhd"),
+        (2, 2, 2, 1, 33, 1, "decode", "softcap", false, "bnhd"),
+        (1, 4, 1, 33, 33, 64, "fused", "additive", false, "bhnd"),
+    ];
+    if full {
+        specs.extend([
+            (1, 2, 1, 21, 21, 128, "fused", "window", true, "bnhd"),
+            (1, 2, 2, 7, 35, 256, "unfused", "none", false, "bhnd"),
+        ]);
+    }
+    let variants: &[Option<bool>] = if full {
+        &[Some(false), Some(true)]
+    } else {
+        &[None]
+    };
+    let salt = match dtype {
+        DType::F32 => 0,
+        DType::F16 => 16_000,
+        DType::BF16 => 32_000,
+    };
+    let mut cases = Vec::new();
+    for (i, &(b, hq, hkv, nq, nk, d, path, mask, causal, layout)) in specs.iter().enumerate() {
+        for &staged in variants {
+            let mut c = Case {
+                name: String::new(),
+                b,
+                hq,
+                hkv,
+                nq,
+                nk,
+                d,
+                causal,
+                mask: mask.into(),
+                layout: layout.into(),
+                path: path.into(),
+                staged,
+                seed: salt + i as u64,
+                dtype,
+            };
+            c.name = c.label();
+            cases.push(c);
+        }
+    }
+    cases
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matrix_with_each_dtype() {
+        let all = matrix_with(false, &DType::ALL);
+        let f32_cases: Vec<Case> = all
+            .iter()
+            .filter(|c| c.dtype == DType::F32)
+            .cloned()
+            .collect();
+        assert_eq!(f32_cases, matrix(false));
+        for d in [DType::F16, DType::BF16] {
+            let half: Vec<&Case> = all.iter().filter(|c| c.dtype == d).collect();
+            assert_eq!(half.len(), 6, "{d}");
+            for path in ["fused", "unfused", "decode"] {
+                assert!(half.iter().any(|c| c.path == path), "{d} {path}");
+            }
+            assert!(half.iter().all(|c| c.name.ends_with(&format!(" {d}"))));
+            // The inputs are exact in the dtype: the reference reads what the GPU stores.
+            let p = inputs(half[0]).unwrap();
+            assert!(p.q.iter().chain(&p.k).chain(&p.v).all(|&x| d.round(x) == x));
+            assert!(p.q.iter().any(|&x| x != 0.0));
+        }
+        let mut names: Vec<&str> = all.iter().map(|c| c.name.as_str()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), all.len(), "labels are unique");
+        assert_eq!(matrix_with(true, &[DType::F16]).len(), 16);
+        // A case without a dtype (an older report) is f32.
+        let c: Case = serde_json::from_str(r#"{"name": "x", "d": 4}"#).unwrap();
+        assert_eq!(c.dtype, DType::F32);
+        assert_eq!(c.tolerance("o"), REL_L2_TOL);
+        let h = Case {
+            dtype: DType::BF16,
+            ..c
+        };
+        assert_eq!(h.tolerance("o"), Tolerance::stored(DType::BF16).rel_l2);
+        assert_eq!(h.tolerance("lse"), REL_L2_TOL);
+    }
 }

@@ -2,7 +2,7 @@
 
 use web_time::Instant;
 
-use super::{inputs, parse_layout, parse_path, Case, CaseResult, REL_L2_TOL};
+use super::{inputs, parse_layout, parse_path, Case, CaseResult};
 use crate::attention::{attention, AttentionOptions, AttentionPath, TuningMode};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -13,7 +13,8 @@ use crate::verify::{verify, Report};
 
 /// Runs `case` on `gpu` (all downloads asynchronous: works in a browser) and
 /// compares O, LSE and (unfused) the weights with the f64 reference, under the
-/// case's tuning. Outputs are poisoned for the run and the setting restored after.
+/// case's tuning, with Q, K, V and O in the case's dtype (each output judged by
+/// [`Case::tolerance`]). Outputs are poisoned for the run and the setting restored after.
 pub async fn run_case(gpu: &Gpu, case: &Case) -> CaseResult {
     let poison = gpu.poison_outputs();
     gpu.set_poison_outputs(true);
@@ -35,9 +36,11 @@ async fn run_inner(gpu: &Gpu, case: &Case) -> Result<CaseResult> {
     let weights = path == AttentionPath::Unfused;
 
     let t0 = Instant::now();
-    let q = Tensor::from_bhnd(gpu, &p.q, [sh.b, sh.hq, sh.nq, sh.d], layout)?;
-    let k = Tensor::from_bhnd(gpu, &p.k, [sh.b, sh.hkv, sh.nk, sh.d], layout)?;
-    let v = Tensor::from_bhnd(gpu, &p.v, [sh.b, sh.hkv, sh.nk, sh.d], layout)?;
+    // The inputs are already rounded to the dtype: the upload stores them exactly.
+    let dt = case.dtype;
+    let q = Tensor::from_bhnd_as(gpu, &p.q, [sh.b, sh.hq, sh.nq, sh.d], layout, dt)?;
+    let k = Tensor::from_bhnd_as(gpu, &p.k, [sh.b, sh.hkv, sh.nk, sh.d], layout, dt)?;
+    let v = Tensor::from_bhnd_as(gpu, &p.v, [sh.b, sh.hkv, sh.nk, sh.d], layout, dt)?;
     let mask = p
         .mask
         .as_ref()
@@ -53,6 +56,12 @@ async fn run_inner(gpu: &Gpu, case: &Case) -> Result<CaseResult> {
         ..p.attention_options(mask.as_ref())
     };
     let out = attention(&q, &k, &v, &opts)?;
+    if out.o.dtype() != dt {
+        return Err(Error::InvalidArgument(format!(
+            "O came back as {}, not the case's {dt}",
+            out.o.dtype()
+        )));
+    }
     let o = out.o.to_vec().await?; // logical BHND order whatever the layout
     let lse = match &out.lse {
         Some(t) => t.to_vec().await?,
@@ -72,7 +81,9 @@ async fn run_inner(gpu: &Gpu, case: &Case) -> Result<CaseResult> {
     if let Some(w) = w {
         reports.push(("weights".to_string(), verify(&w, &want.p)));
     }
-    let pass = reports.iter().all(|(_, r)| r.passes(REL_L2_TOL));
+    let pass = reports
+        .iter()
+        .all(|(name, r)| r.passes(case.tolerance(name)));
     let worst = |f: fn(&Report) -> f64| reports.iter().map(|(_, r)| f(r)).fold(0.0, f64::max);
     Ok(CaseResult {
         case: case.clone(),

@@ -214,7 +214,25 @@ fn check_case(gpu: &Gpu, case: &Case, ctx: &str) {
     .unwrap();
     let mut add = uniform(&mut r, hq * nq * nk, 2.0);
     add[..nk].iter_mut().for_each(|x| *x = f32::NEG_INFINITY); // row 0 of head 0: fully masked
-    let additive = HostMask::additive(add, [1, hq, nq, nk]).unwrap();
+                                                               // With f16 data the additive mask is f16 too (half the bytes); the
+                                                               // reference reads its rounded values (-inf where f16 holds -inf).
+    let mask_dtype = if case.q == DType::F16 {
+        DType::F16
+    } else {
+        DType::F32
+    };
+    let add_ref: Vec<f32> = add
+        .iter()
+        .map(|&x| {
+            if mask_dtype == DType::F16 {
+                half::f16::from_f32(x).to_f32()
+            } else {
+                x
+            }
+        })
+        .collect();
+    let additive_gpu = HostMask::additive(add, [1, hq, nq, nk]).unwrap();
+    let additive = HostMask::additive(add_ref, [1, hq, nq, nk]).unwrap();
     let causal = Masking {
         causal: true,
         ..Default::default()
@@ -224,6 +242,13 @@ fn check_case(gpu: &Gpu, case: &Case, ctx: &str) {
         ("bool mask + causal", Some(&bool_mask), causal),
         ("additive mask", Some(&additive), Masking::default()),
     ];
+    let upload = |m: &HostMask| {
+        if std::ptr::eq(m, &additive) {
+            MaskTensor::upload_as(gpu, &additive_gpu, mask_dtype).unwrap()
+        } else {
+            MaskTensor::upload(gpu, m).unwrap()
+        }
+    };
     let sh = wgpu_attention::AttnShape {
         b,
         hq,
@@ -234,7 +259,7 @@ fn check_case(gpu: &Gpu, case: &Case, ctx: &str) {
     };
     let kinds = if case.all_masks { 3 } else { 1 };
     for (mname, host, masking) in masks.into_iter().take(kinds) {
-        let mt = host.map(|m| MaskTensor::upload(gpu, m).unwrap());
+        let mt = host.map(upload);
         let want = reference::attention(
             &qr,
             &kr,
