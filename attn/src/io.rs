@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use npyz::{DType, TypeChar, WriterBuilder};
+use wgpu_attention::DType as WDType;
 
 use crate::error::bad_input;
 
@@ -14,6 +15,25 @@ use crate::error::bad_input;
 pub struct Array<T> {
     pub shape: Vec<usize>,
     pub data: Vec<T>,
+}
+
+/// A dense float array in C order as stored: its dtype and little-endian bytes.
+#[derive(Clone, Debug)]
+pub struct RawArray {
+    pub shape: Vec<usize>,
+    pub dtype: WDType,
+    pub bytes: Vec<u8>,
+}
+
+impl RawArray {
+    /// An f32 array.
+    pub fn f32(shape: Vec<usize>, data: &[f32]) -> RawArray {
+        RawArray {
+            shape,
+            dtype: WDType::F32,
+            bytes: WDType::F32.encode(data),
+        }
+    }
 }
 
 /// Float or bool contents of a mask file.
@@ -67,23 +87,44 @@ fn read_err(flag: &str, path: &Path, e: std::io::Error) -> anyhow::Error {
 
 /// Reads a float `.npy` (f32, f16 or f64; C order) as f32.
 pub fn read_f32(path: &Path, flag: &str) -> Result<Array<f32>> {
+    let a = read_float(path, flag)?;
+    Ok(Array {
+        data: a.dtype.decode(&a.bytes),
+        shape: a.shape,
+    })
+}
+
+/// Reads a float `.npy` as it is stored: float32 and float16 keep their dtype
+/// (little-endian bytes, nothing widened), float64 is rounded to f32.
+pub fn read_float(path: &Path, flag: &str) -> Result<RawArray> {
     let npy = open_npy(path, flag)?;
     let shape = shape_of(&npy);
     let dtype = npy.dtype();
-    let data = match plain(&dtype) {
-        Some((TypeChar::Float, 4)) => npy.into_vec::<f32>().map_err(|e| read_err(flag, path, e))?,
-        Some((TypeChar::Float, 2)) => npy
-            .into_vec::<half::f16>()
-            .map_err(|e| read_err(flag, path, e))?
-            .into_iter()
-            .map(f32::from)
-            .collect(),
-        Some((TypeChar::Float, 8)) => npy
-            .into_vec::<f64>()
-            .map_err(|e| read_err(flag, path, e))?
-            .into_iter()
-            .map(|v| v as f32)
-            .collect(),
+    let (dtype, bytes) = match plain(&dtype) {
+        Some((TypeChar::Float, 4)) => (
+            WDType::F32,
+            npy.into_vec::<f32>()
+                .map_err(|e| read_err(flag, path, e))?
+                .into_iter()
+                .flat_map(f32::to_le_bytes)
+                .collect(),
+        ),
+        Some((TypeChar::Float, 2)) => (
+            WDType::F16,
+            npy.into_vec::<half::f16>()
+                .map_err(|e| read_err(flag, path, e))?
+                .into_iter()
+                .flat_map(half::f16::to_le_bytes)
+                .collect(),
+        ),
+        Some((TypeChar::Float, 8)) => (
+            WDType::F32,
+            npy.into_vec::<f64>()
+                .map_err(|e| read_err(flag, path, e))?
+                .into_iter()
+                .flat_map(|v| (v as f32).to_le_bytes())
+                .collect(),
+        ),
         _ => {
             return Err(bad_input!(
                 "{flag} {}: dtype {} is not supported; expected float32 or float16 (float64 is converted)",
@@ -92,7 +133,11 @@ pub fn read_f32(path: &Path, flag: &str) -> Result<Array<f32>> {
             ))
         }
     };
-    Ok(Array { shape, data })
+    Ok(RawArray {
+        shape,
+        dtype,
+        bytes,
+    })
 }
 
 /// Reads a mask `.npy`: bool (true = attend) or float (added to the scores).
@@ -212,9 +257,9 @@ impl SafeFile {
         self.tensors().tensor(name).ok().map(|t| t.shape().to_vec())
     }
 
-    /// Tensor `name` as f32 (stored as F32, F16 or BF16). `flag` names the option
-    /// that chose the name, for the error message.
-    pub fn read_f32(&self, name: &str, flag: &str) -> Result<Array<f32>> {
+    /// Tensor `name` as stored (F32, F16 or BF16: its dtype and bytes, nothing
+    /// widened). `flag` names the option that chose the name, for the error message.
+    pub fn read_raw(&self, name: &str, flag: &str) -> Result<RawArray> {
         let st = self.tensors();
         let t = st.tensor(name).map_err(|_| {
             bad_input!(
@@ -223,21 +268,11 @@ impl SafeFile {
                 self.names()
             )
         })?;
-        let raw = t.data();
         use safetensors::Dtype;
-        let data: Vec<f32> = match t.dtype() {
-            Dtype::F32 => raw
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            Dtype::F16 => raw
-                .chunks_exact(2)
-                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => raw
-                .chunks_exact(2)
-                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
+        let dtype = match t.dtype() {
+            Dtype::F32 => WDType::F32,
+            Dtype::F16 => WDType::F16,
+            Dtype::BF16 => WDType::BF16,
             other => {
                 return Err(bad_input!(
                 "{flag} {name}: dtype {other:?} in {} is not supported; expected F32, F16 or BF16",
@@ -245,9 +280,10 @@ impl SafeFile {
             ))
             }
         };
-        Ok(Array {
+        Ok(RawArray {
             shape: t.shape().to_vec(),
-            data,
+            dtype,
+            bytes: t.data().to_vec(),
         })
     }
 }
@@ -302,15 +338,22 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// `.npy` bytes of an f32 array.
 pub fn npy_f32(shape: &[usize], data: &[f32]) -> Result<Vec<u8>> {
+    npy_of(shape, data.iter().copied())
+}
+
+fn npy_of<T: npyz::AutoSerialize>(
+    shape: &[usize],
+    data: impl Iterator<Item = T>,
+) -> Result<Vec<u8>> {
     let mut buf = Vec::new();
     {
         let shape: Vec<u64> = shape.iter().map(|&n| n as u64).collect();
-        let mut w = npyz::WriteOptions::<f32>::new()
+        let mut w = npyz::WriteOptions::<T>::new()
             .default_dtype()
             .shape(&shape)
             .writer(&mut buf)
             .begin_nd()?;
-        w.extend(data.iter().copied())?;
+        w.extend(data)?;
         w.finish()?;
     }
     Ok(buf)
@@ -319,4 +362,60 @@ pub fn npy_f32(shape: &[usize], data: &[f32]) -> Result<Vec<u8>> {
 /// Writes an f32 array as `.npy`, atomically.
 pub fn write_npy(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
     write_atomic(path, &npy_f32(shape, data)?)
+}
+
+/// Whether `path` names a `.safetensors` file (by its extension).
+pub fn is_safetensors(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"))
+}
+
+/// Why an output of `dtype` cannot go to `path`, before any work: NumPy has no
+/// bfloat16, so a bf16 output needs a `.safetensors` path. `why` says where the
+/// dtype came from (`--dtype bf16`, or the input's dtype).
+pub fn check_output_dtype(path: &Path, flag: &str, dtype: WDType, why: &str) -> Result<()> {
+    if dtype == WDType::BF16 && !is_safetensors(path) {
+        return Err(bad_input!(
+            "{flag} {}: the output would be bf16 ({why}), and .npy cannot hold it (NumPy has no bfloat16 dtype); write it as safetensors (--out o.safetensors) or compute in another dtype (--dtype f16 or --dtype f32)",
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// The bytes of `raw` as a file for `path`: a `.safetensors` holding one tensor
+/// `name` in its dtype when the path ends in `.safetensors`, otherwise `.npy`
+/// (float32 or float16; bf16 is refused, see [`check_output_dtype`]).
+pub fn output_bytes(path: &Path, name: &str, raw: &RawArray) -> Result<Vec<u8>> {
+    if is_safetensors(path) {
+        use safetensors::tensor::TensorView;
+        use safetensors::Dtype;
+        let dtype = match raw.dtype {
+            WDType::F32 => Dtype::F32,
+            WDType::F16 => Dtype::F16,
+            WDType::BF16 => Dtype::BF16,
+        };
+        let view = TensorView::new(dtype, raw.shape.clone(), &raw.bytes)
+            .map_err(|e| anyhow::anyhow!("{}: cannot build tensor {name}: {e}", path.display()))?;
+        return safetensors::serialize([(name.to_string(), view)], None)
+            .map_err(|e| anyhow::anyhow!("{}: cannot serialize: {e}", path.display()));
+    }
+    match raw.dtype {
+        WDType::F32 => npy_f32(&raw.shape, &WDType::F32.decode(&raw.bytes)),
+        WDType::F16 => npy_of(
+            &raw.shape,
+            raw.bytes
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]])),
+        ),
+        WDType::BF16 => Err(bad_input!(
+            "{}: .npy cannot hold bf16 (NumPy has no bfloat16 dtype); name a .safetensors file",
+            path.display()
+        )),
+    }
+}
+
+/// Writes `raw` to `path` ([`output_bytes`]), atomically.
+pub fn write_output(path: &Path, name: &str, raw: &RawArray) -> Result<()> {
+    write_atomic(path, &output_bytes(path, name, raw)?)
 }

@@ -8,12 +8,15 @@ use anyhow::Result;
 use clap::{Args, ValueEnum};
 use wgpu_attention::reference::{self, ReferenceOptions};
 use wgpu_attention::verify::{verify, Tolerance};
-use wgpu_attention::{alibi_slopes, attention, AttentionOptions, AttentionPath, Tensor};
+use wgpu_attention::{
+    alibi_slopes, attention, AttentionOptions, AttentionPath, DType, DTypes, Tensor,
+};
 
 use crate::args::{
-    check_softcap, from_bhnd, upload_mask, value_name, DeviceArgs, InputArgs, MaskArgs, TuningArgs,
+    check_softcap, dtype_arg, f16_storage_name, upload_mask, value_name, DeviceArgs, InputArgs,
+    LayoutArg, MaskArgs, TuningArgs,
 };
-use crate::check::judge;
+use crate::check::judge_each;
 use crate::error::bad_input;
 use crate::io;
 
@@ -47,13 +50,24 @@ impl PathArg {
   attn run --q q.npy --k k.npy --v v.npy --out o.npy
   attn run --q q.npy --k k.npy --v v.npy --causal top-left --lse lse.npy --check
   attn run --safetensors qkv.safetensors --q-name q --k-name k --v-name v --layout bnhd --out o.npy
+  attn run --safetensors qkv_bf16.safetensors --out o.safetensors --check
+  attn run --q q.npy --k k.npy --v v.npy --dtype f16 --out o16.npy --check
   attn run --q q.npy --k k.npy --v v.npy --mask keep.npy --kv-lengths 5,7 --weights p.npy
 
 Q is [B, Hq, Nq, D] and K, V are [B, Hkv, Nk, D] (with --layout bnhd: [B, N, H, D]);
 Hq must be a multiple of Hkv. O is written in Q's layout, LSE as [B, Hq, Nq]
 (-inf for rows with no visible key), weights as [B, Hq, Nq, Nk].
---check compares every output with the f64 CPU reference: relative L2 error
-<= 1e-5 (--tol), no NaN, every -inf matched; exit 1 otherwise.
+Inputs are used in their stored dtype (float32/float16 .npy; F32/F16/BF16
+.safetensors; float64 is rounded to f32), or all converted to --dtype. Kernels
+widen every element to f32, accumulate in f32 and round O once to the compute
+dtype (--dtype, else Q's); LSE and weights are always f32. O goes to .npy as
+float32 or float16; a bf16 O needs --out FILE.safetensors (tensor \"o\"), as
+NumPy has no bfloat16. Any output whose name ends in .safetensors is written
+that way (tensors \"o\", \"lse\", \"weights\").
+--check compares every output with the f64 CPU reference computed on the exact
+values the GPU read (the rounded halves): relative L2 error <= 1e-5 for f32
+outputs, 1e-5 + 2^-11 for an f16 O and 1e-5 + 2^-8 for a bf16 O (its one
+rounding; --tol overrides all), no NaN, every -inf matched; exit 1 otherwise.
 Outputs are written to a temporary file in the same directory and renamed, so a
 failed run leaves no partial file (they are written when --check fails: they are
 what the GPU computed).")]
@@ -71,25 +85,28 @@ pub struct RunArgs {
     /// Keys per split on the decode path [default: the library's choice].
     #[arg(long, value_name = "N")]
     pub kv_split: Option<usize>,
+    /// Compute dtype: Q, K and V converted to it on upload, O stored in it [default: the inputs' own dtypes, O in Q's].
+    #[arg(long, value_name = "f32|f16|bf16", value_parser = dtype_arg)]
+    pub dtype: Option<DType>,
     #[command(flatten)]
     pub device: DeviceArgs,
     #[command(flatten)]
     pub tuning: TuningArgs,
-    /// Output O as .npy (f32), in the input's layout.
+    /// Output O in the input's layout: .npy (float32 or float16, the compute dtype) or .safetensors (tensor "o" in the compute dtype, also bf16).
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
-    /// Log-sum-exp per row as .npy [B, Hq, Nq] (-inf where a row sees no key).
+    /// Log-sum-exp per row, f32 [B, Hq, Nq] (-inf where a row sees no key), .npy or .safetensors.
     #[arg(long, value_name = "FILE")]
     pub lse: Option<PathBuf>,
-    /// Attention weights as .npy [B, Hq, Nq, Nk] (unfused path).
+    /// Attention weights, f32 [B, Hq, Nq, Nk] (unfused path), .npy or .safetensors.
     #[arg(long, value_name = "FILE")]
     pub weights: Option<PathBuf>,
     /// Compare with the f64 CPU reference; exit 1 when outside the tolerance.
     #[arg(long)]
     pub check: bool,
-    /// Relative L2 tolerance of --check.
-    #[arg(long, value_name = "TOL", default_value_t = Tolerance::F32.rel_l2)]
-    pub tol: f64,
+    /// Relative L2 tolerance of --check for every output [default: 1e-5, plus the unit roundoff of O's dtype for O].
+    #[arg(long, value_name = "TOL")]
+    pub tol: Option<f64>,
 }
 
 pub fn run_main(a: RunArgs) -> Result<()> {
@@ -117,8 +134,21 @@ pub fn run_main(a: RunArgs) -> Result<()> {
             "--kv-split 0: expected at least 1 key per split"
         ));
     }
+    if let (Some(p), Some(d)) = (&a.out, a.dtype) {
+        // Before reading the inputs.
+        io::check_output_dtype(p, "--out", d, &format!("--dtype {d}"))?;
+    }
     let inputs = a.input.load()?;
     let sh = inputs.shape;
+    let o_dtype = a.dtype.unwrap_or(inputs.q.dtype);
+    if let Some(p) = &a.out {
+        io::check_output_dtype(
+            p,
+            "--out",
+            o_dtype,
+            "Q is stored as bf16 and no --dtype converts it",
+        )?;
+    }
     let masking = a.masks.masking(sh.b, sh.nk)?;
     let host_mask = a.masks.host_mask([sh.b, sh.hq, sh.nq, sh.nk])?;
     let slopes = a.masks.alibi.then(|| alibi_slopes(sh.hq));
@@ -137,7 +167,30 @@ pub fn run_main(a: RunArgs) -> Result<()> {
         value_name(a.path)
     );
     let t0 = Instant::now();
-    let [q, k, v] = inputs.upload(&gpu)?;
+    let [q, k, v] = inputs.upload(&gpu, a.dtype)?;
+    let dtypes = DTypes {
+        q: q.dtype(),
+        k: k.dtype(),
+        v: v.dtype(),
+        o: o_dtype,
+    };
+    let all = [dtypes.q, dtypes.k, dtypes.v, dtypes.o];
+    println!(
+        "dtype: {}{}{}",
+        dtypes.describe(),
+        match a.dtype {
+            Some(d) if inputs.dtypes().iter().any(|&f| f != d) => format!(
+                " (converted from the files' {} by --dtype)",
+                inputs.dtypes().map(DType::name).join("/")
+            ),
+            _ => String::new(),
+        },
+        if all.contains(&DType::F16) {
+            format!(", f16 storage {}", f16_storage_name(&gpu))
+        } else {
+            String::new()
+        }
+    );
     let mask = upload_mask(&gpu, host_mask.as_ref())?;
     let want_lse = a.lse.is_some() || a.check;
     let want_weights = a.weights.is_some();
@@ -152,10 +205,16 @@ pub fn run_main(a: RunArgs) -> Result<()> {
         path: a.path.path(),
         kv_split: a.kv_split,
         tuning: a.tuning.mode(),
-        out_dtype: None,
+        out_dtype: Some(o_dtype),
     };
     let out = attention(&q, &k, &v, &opts)?;
-    let o_bhnd = out.o.to_vec_blocking()?;
+    // O in the file's order (Q's layout) and its dtype: the logical [B, H, N, D]
+    // viewed as [B, N, H, D] for bnhd, downloaded in row-major order.
+    let o_file = match inputs.layout {
+        LayoutArg::Bhnd => out.o.clone(),
+        LayoutArg::Bnhd => out.o.transpose(1, 2)?,
+    };
+    let o_bytes = pollster::block_on(o_file.to_bytes())?;
     let lse = out.lse.as_ref().map(Tensor::to_vec_blocking).transpose()?;
     let weights = out
         .weights
@@ -175,24 +234,40 @@ pub fn run_main(a: RunArgs) -> Result<()> {
     println!("kernels ({}): {}", value_name(a.tuning.tuning), out.kernels);
 
     let q_dims = [sh.b, sh.hq, sh.nq, sh.d];
-    let mut writes: Vec<(PathBuf, Vec<usize>, Vec<f32>)> = Vec::new();
+    let mut writes: Vec<(PathBuf, &str, io::RawArray)> = Vec::new();
     if let Some(p) = &a.out {
         writes.push((
             p.clone(),
-            inputs.layout.file_shape(q_dims).to_vec(),
-            from_bhnd(&o_bhnd, q_dims, inputs.layout),
+            "o",
+            io::RawArray {
+                shape: inputs.layout.file_shape(q_dims).to_vec(),
+                dtype: out.o.dtype(),
+                bytes: o_bytes,
+            },
         ));
     }
     if let (Some(p), Some(l)) = (&a.lse, &lse) {
-        writes.push((p.clone(), vec![sh.b, sh.hq, sh.nq], l.clone()));
+        writes.push((
+            p.clone(),
+            "lse",
+            io::RawArray::f32(vec![sh.b, sh.hq, sh.nq], l),
+        ));
     }
     if let (Some(p), Some(w)) = (&a.weights, &weights) {
-        writes.push((p.clone(), vec![sh.b, sh.hq, sh.nq, sh.nk], w.clone()));
+        writes.push((
+            p.clone(),
+            "weights",
+            io::RawArray::f32(vec![sh.b, sh.hq, sh.nq, sh.nk], w),
+        ));
     }
 
     let verdict = if a.check {
+        // The reference reads exactly what the GPU read: the uploaded tensors,
+        // downloaded in logical BHND order and widened (exactly) to f32.
+        let [qr, kr, vr] = [&q, &k, &v].map(Tensor::to_vec_blocking);
+        let (qr, kr, vr) = (qr?, kr?, vr?);
+        let o_bhnd = out.o.to_vec_blocking()?;
         let t = Instant::now();
-        let [qr, kr, vr] = inputs.bhnd();
         let want = reference::attention(
             &qr,
             &kr,
@@ -207,24 +282,26 @@ pub fn run_main(a: RunArgs) -> Result<()> {
             },
         );
         println!(
-            "reference: f64 CPU, {:.0} ms",
+            "reference: f64 CPU on the values the GPU read, {:.0} ms",
             t.elapsed().as_secs_f64() * 1e3
         );
-        let mut reports = vec![("o", verify(&o_bhnd, &want.o))];
+        let f32_tol = a.tol.unwrap_or(Tolerance::F32.rel_l2);
+        let o_tol = a.tol.unwrap_or(Tolerance::stored(out.o.dtype()).rel_l2);
+        let mut reports = vec![("o", verify(&o_bhnd, &want.o), o_tol)];
         if let Some(l) = &lse {
-            reports.push(("lse", verify(l, &want.lse)));
+            reports.push(("lse", verify(l, &want.lse), f32_tol));
         }
         if let Some(w) = &weights {
-            reports.push(("weights", verify(w, &want.p)));
+            reports.push(("weights", verify(w, &want.p), f32_tol));
         }
-        judge(&reports, a.tol)
+        judge_each(&reports)
     } else {
         Ok(())
     };
     // Results are written even when the check fails (they are what the GPU computed).
-    for (path, shape, data) in &writes {
-        io::write_npy(path, shape, data)?;
-        println!("wrote {} {shape:?}", path.display());
+    for (path, name, raw) in &writes {
+        io::write_output(path, name, raw)?;
+        println!("wrote {} {:?} {}", path.display(), raw.shape, raw.dtype);
     }
     verdict
 }

@@ -11,8 +11,10 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 use wgpu_attention::validation::{self, Case, CaseResult, REL_L2_TOL};
+use wgpu_attention::verify::Tolerance;
+use wgpu_attention::DType;
 
-use crate::args::DeviceArgs;
+use crate::args::{dtype_arg, f16_storage_name, DeviceArgs};
 use crate::error::{bad_input, CheckFailed};
 use crate::io;
 
@@ -22,6 +24,7 @@ use crate::io;
   attn validate --backend vulkan --json report.json
   attn validate --full --json > report.json
   attn validate --filter mask=bool --filter fused
+  attn validate --dtype f16,bf16 --f16-storage packed
 
 Every case runs Q, K, V drawn uniformly from [-1, 1) (ChaCha8, the case's seed) on
 the GPU with outputs poisoned (NaN) first, and compares O, LSE and, on the
@@ -33,6 +36,12 @@ kind (none, additive, key-padding, bool, window, alibi, softcap) × fused,
 unfused, decode on six shapes (head dims 1, 7, 64, 80; GQA, MQA; Nq < Nk,
 Nq > Nk; one query against 1100 keys), causal and layout rotated through;
 --full adds head dims 32..256, both layouts and both kernel variants per case.
+Per half dtype (--dtype, default f32,f16,bf16) six representative cases run with
+Q, K, V and O in that dtype (each path; head dims 7, 1, 64, 80; BNHD; GQA/MQA;
+1100 keys in splits; whole rows masked; --full adds D 128, 256 and both kernel
+variants), the reference on the rounded values the GPU read: O passes within
+1e-5 + the dtype's unit roundoff (f16 2^-11, bf16 2^-8: its one rounding on
+store), LSE and weights (f32) within 1e-5.
 Exit 1 when any case fails on any adapter, 2 when no adapter is found.")]
 pub struct ValidateArgs {
     #[command(flatten)]
@@ -40,6 +49,15 @@ pub struct ValidateArgs {
     /// The full matrix (more head dims, both layouts, both kernel variants).
     #[arg(long)]
     pub full: bool,
+    /// Dtypes to validate (comma-separated): f32 runs the matrix, f16 and bf16 a few representative cases each.
+    #[arg(
+        long,
+        value_name = "DTYPES",
+        value_delimiter = ',',
+        value_parser = dtype_arg,
+        default_value = "f32,f16,bf16"
+    )]
+    pub dtype: Vec<DType>,
     /// Only cases whose name contains this (repeatable: every one must match).
     #[arg(long, value_name = "SUBSTR")]
     pub filter: Vec<String>,
@@ -86,13 +104,22 @@ fn load_cases(path: &PathBuf) -> Result<Vec<Case>> {
     Ok(cases)
 }
 
-/// The per-adapter table: mask kinds × paths, "passed/total worst-rel-L2".
+/// The per-adapter table: mask kinds × paths, "passed/total worst-rel-L2";
+/// with several dtypes, a row per (dtype, mask kind).
 fn table(results: &[CaseResult]) -> String {
     let mut paths: Vec<String> = Vec::new();
     let mut masks: Vec<String> = Vec::new();
     let mut cells: BTreeMap<(String, String), (usize, usize, f64)> = BTreeMap::new();
+    let several = results
+        .iter()
+        .any(|r| r.case.dtype != results[0].case.dtype);
     for r in results {
-        let (m, p) = (r.case.mask.clone(), r.case.path.clone());
+        let m = if several {
+            format!("{} {}", r.case.dtype, r.case.mask)
+        } else {
+            r.case.mask.clone()
+        };
+        let p = r.case.path.clone();
         if !paths.contains(&p) {
             paths.push(p.clone());
         }
@@ -105,13 +132,13 @@ fn table(results: &[CaseResult]) -> String {
         e.2 = e.2.max(r.worst_rel_l2);
     }
     let mut s = String::new();
-    let _ = write!(s, "  {:<12}", "mask");
+    let _ = write!(s, "  {:<17}", if several { "dtype mask" } else { "mask" });
     for p in &paths {
         let _ = write!(s, " {:>22}", format!("{p}: passed  worst"));
     }
     s.push('\n');
     for m in &masks {
-        let _ = write!(s, "  {m:<12}");
+        let _ = write!(s, "  {m:<17}");
         for p in &paths {
             match cells.get(&(m.clone(), p.clone())) {
                 Some(&(ok, n, worst)) => {
@@ -139,18 +166,27 @@ pub fn main(a: ValidateArgs) -> Result<()> {
     if let Some(p) = a.json.as_deref().filter(|p| *p != "-") {
         io::check_output(std::path::Path::new(p), "--json")?;
     }
+    if a.dtype.is_empty() {
+        return Err(bad_input!("--dtype: name at least one of f32, f16, bf16"));
+    }
     let all = match &a.cases {
         Some(p) => load_cases(p)?,
-        None => validation::matrix(a.full),
+        None => validation::matrix_with(a.full, &a.dtype),
     };
     let cases: Vec<Case> = all
         .into_iter()
+        .filter(|c| a.dtype.contains(&c.dtype))
         .filter(|c| a.filter.iter().all(|f| c.name.contains(f.as_str())))
         .collect();
     if cases.is_empty() {
         return Err(bad_input!(
-            "--filter {}: no case name contains it (see attn validate --list)",
-            a.filter.join(" --filter ")
+            "--filter {} with --dtype {}: no case matches (see attn validate --list)",
+            a.filter.join(" --filter "),
+            a.dtype
+                .iter()
+                .map(|d| d.name())
+                .collect::<Vec<_>>()
+                .join(",")
         ));
     }
     if a.list {
@@ -172,11 +208,30 @@ pub fn main(a: ValidateArgs) -> Result<()> {
     for e in &open_errors {
         say(&format!("an adapter failed to open (not validated): {e}"));
     }
+    let mut dtypes: Vec<DType> = Vec::new();
+    for c in &cases {
+        if !dtypes.contains(&c.dtype) {
+            dtypes.push(c.dtype);
+        }
+    }
+    let count = |d: DType| cases.iter().filter(|c| c.dtype == d).count();
     say(&format!(
-        "{} cases{} on {} adapter(s); pass: relative L2 <= {REL_L2_TOL:.0e}, no NaN, -inf matched",
+        "{} cases{} ({}) on {} adapter(s); pass: relative L2 <= {REL_L2_TOL:.0e} ({}), no NaN, -inf matched",
         cases.len(),
         if a.full { " (full matrix)" } else { "" },
-        gpus.len()
+        dtypes
+            .iter()
+            .map(|&d| format!("{d}: {}", count(d)))
+            .collect::<Vec<_>>()
+            .join(", "),
+        gpus.len(),
+        dtypes
+            .iter()
+            .filter(|&&d| d != DType::F32)
+            .map(|&d| format!("O in {d}: {:.1e}", Tolerance::stored(d).rel_l2))
+            .chain(std::iter::once("LSE, weights: f32".to_string()))
+            .collect::<Vec<_>>()
+            .join("; ")
     ));
     let mut reports = Vec::new();
     let mut failures = Vec::new();
@@ -215,8 +270,20 @@ pub fn main(a: ValidateArgs) -> Result<()> {
             .iter()
             .map(|r| r.worst_rel_l2)
             .fold(0.0f64, f64::max);
-        say(&format!("\n{name}"));
+        say(&format!("\n{name}, f16 storage {}", f16_storage_name(gpu)));
         say(&table(&results));
+        if dtypes.len() > 1 {
+            for &d in &dtypes {
+                let of: Vec<&CaseResult> = results.iter().filter(|r| r.case.dtype == d).collect();
+                say(&format!(
+                    "  {d:<4} {}/{} passed, worst relative L2 {} (O tolerance {:.1e})",
+                    of.iter().filter(|r| r.pass).count(),
+                    of.len(),
+                    sci(of.iter().map(|r| r.worst_rel_l2).fold(0.0f64, f64::max)),
+                    Tolerance::stored(d).rel_l2
+                ));
+            }
+        }
         say(&format!(
             "  {passed}/{} passed, worst relative L2 {}, {secs:.1} s",
             results.len(),
@@ -234,6 +301,7 @@ pub fn main(a: ValidateArgs) -> Result<()> {
             "adapter": name,
             "name": gpu.info().name,
             "backend": format!("{:?}", gpu.info().backend),
+            "f16_storage": f16_storage_name(gpu),
             "cases": results.len(),
             "passed": passed,
             "failed": results.len() - passed,
@@ -246,6 +314,11 @@ pub fn main(a: ValidateArgs) -> Result<()> {
     if let Some(dest) = &a.json {
         let report = json!({
             "tolerance_rel_l2": REL_L2_TOL,
+            "o_tolerance_rel_l2": DType::ALL
+                .iter()
+                .map(|&d| (d.name().to_string(), json!(Tolerance::stored(d).rel_l2)))
+                .collect::<serde_json::Map<String, Value>>(),
+            "dtypes": dtypes,
             "full": a.full,
             "filter": a.filter,
             "pass": pass,

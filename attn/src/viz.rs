@@ -94,9 +94,9 @@ fn random_inputs(spec: &str, seed: u64) -> Result<Inputs> {
             d,
         },
         layout: LayoutArg::Bhnd,
-        q: normal(len),
-        k: normal(len),
-        v: normal(len),
+        q: io::RawArray::f32(vec![b, h, n, d], &normal(len)),
+        k: io::RawArray::f32(vec![b, h, n, d], &normal(len)),
+        v: io::RawArray::f32(vec![b, h, n, d], &normal(len)),
     })
 }
 
@@ -141,7 +141,7 @@ pub fn main(a: VizArgs) -> Result<()> {
     let slopes = a.masks.alibi.then(|| alibi_slopes(sh.hq));
 
     let gpu = a.device.open()?;
-    let [q, k, v] = inputs.upload(&gpu)?;
+    let [q, k, v] = inputs.upload(&gpu, None)?;
     let mask = upload_mask(&gpu, host_mask.as_ref())?;
     let out = attention(
         &q,

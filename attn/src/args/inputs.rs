@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args, ValueEnum};
-use wgpu_attention::{AttnShape, Gpu, Layout};
+use wgpu_attention::{AttnShape, DType, Gpu, Layout, Tensor};
 
 use crate::error::bad_input;
 use crate::io;
@@ -47,7 +47,7 @@ impl LayoutArg {
 /// Where Q, K and V come from.
 #[derive(Args, Clone, Debug, Default)]
 pub struct InputArgs {
-    /// Queries .npy [B, Hq, Nq, D] (bnhd: [B, Nq, Hq, D]); float32 or float16, C order.
+    /// Queries .npy [B, Hq, Nq, D] (bnhd: [B, Nq, Hq, D]); float32 or float16 (read as it is), C order.
     #[arg(long, value_name = "FILE", conflicts_with = "safetensors")]
     pub q: Option<PathBuf>,
     /// Keys .npy [B, Hkv, Nk, D] (bnhd: [B, Nk, Hkv, D]).
@@ -73,13 +73,13 @@ pub struct InputArgs {
     pub layout: LayoutArg,
 }
 
-/// Q, K, V as read, in the file's order, with the logical shape.
+/// Q, K, V as read, in the file's order and dtype, with the logical shape.
 pub struct Inputs {
     pub shape: AttnShape,
     pub layout: LayoutArg,
-    pub q: Vec<f32>,
-    pub k: Vec<f32>,
-    pub v: Vec<f32>,
+    pub q: io::RawArray,
+    pub k: io::RawArray,
+    pub v: io::RawArray,
 }
 
 impl Inputs {
@@ -93,11 +93,24 @@ impl Inputs {
         [s.b, s.hkv, s.nk, s.d]
     }
 
-    /// Uploads file-order data as a logical `[B, H, N, D]` tensor with the layout's strides.
-    pub fn upload(&self, gpu: &Gpu) -> Result<[wgpu_attention::Tensor; 3]> {
+    /// The dtypes of Q, K and V in the files.
+    pub fn dtypes(&self) -> [DType; 3] {
+        [self.q.dtype, self.k.dtype, self.v.dtype]
+    }
+
+    /// Uploads the file-order bytes as logical `[B, H, N, D]` tensors with the
+    /// layout's strides: in the files' dtypes as they are, or each converted to
+    /// `dtype` (rounded to nearest, ties to even) when given.
+    pub fn upload(&self, gpu: &Gpu, dtype: Option<DType>) -> Result<[Tensor; 3]> {
         let layout = self.layout.layout();
-        let up = |data: &[f32], dims: [usize; 4]| {
-            wgpu_attention::Tensor::from_strided(gpu, data, &dims, &layout.strides(dims), 0)
+        let up = |a: &io::RawArray, dims: [usize; 4]| -> Result<Tensor> {
+            let t = match dtype {
+                Some(d) if d != a.dtype => {
+                    Tensor::from_bytes(gpu, &d.encode(&a.dtype.decode(&a.bytes)), &dims, d)?
+                }
+                _ => Tensor::from_bytes(gpu, &a.bytes, &dims, a.dtype)?,
+            };
+            Ok(t.view(&dims, &layout.strides(dims), 0)?)
         };
         Ok([
             up(&self.q, self.q_dims())?,
@@ -105,40 +118,6 @@ impl Inputs {
             up(&self.v, self.kv_dims())?,
         ])
     }
-
-    /// Q, K, V in logical BHND order (for the reference).
-    pub fn bhnd(&self) -> [Vec<f32>; 3] {
-        [
-            to_bhnd(&self.q, self.q_dims(), self.layout),
-            to_bhnd(&self.k, self.kv_dims(), self.layout),
-            to_bhnd(&self.v, self.kv_dims(), self.layout),
-        ]
-    }
-}
-
-/// File-order data of logical `dims` → logical BHND order.
-pub fn to_bhnd(data: &[f32], [b, h, n, d]: [usize; 4], layout: LayoutArg) -> Vec<f32> {
-    match layout {
-        LayoutArg::Bhnd => data.to_vec(),
-        LayoutArg::Bnhd => {
-            let mut out = vec![0.0; data.len()];
-            for bi in 0..b {
-                for ni in 0..n {
-                    for hi in 0..h {
-                        let src = ((bi * n + ni) * h + hi) * d;
-                        let dst = ((bi * h + hi) * n + ni) * d;
-                        out[dst..dst + d].copy_from_slice(&data[src..src + d]);
-                    }
-                }
-            }
-            out
-        }
-    }
-}
-
-/// Logical BHND data → the file order of `layout`.
-pub fn from_bhnd(data: &[f32], dims: [usize; 4], layout: LayoutArg) -> Vec<f32> {
-    layout.layout().from_bhnd(data, dims)
 }
 
 impl InputArgs {
@@ -151,9 +130,9 @@ impl InputArgs {
         let l = self.layout;
         let (q, k, v, names) = if let Some(st) = &self.safetensors {
             let file = io::SafeFile::open(st, "--safetensors")?;
-            let q = file.read_f32(&self.q_name, "--q-name")?;
-            let k = file.read_f32(&self.k_name, "--k-name")?;
-            let v = file.read_f32(&self.v_name, "--v-name")?;
+            let q = file.read_raw(&self.q_name, "--q-name")?;
+            let k = file.read_raw(&self.k_name, "--k-name")?;
+            let v = file.read_raw(&self.v_name, "--v-name")?;
             let src = |n: &str| format!("{}:{n}", st.display());
             (
                 q,
@@ -177,9 +156,9 @@ impl InputArgs {
                 need(&self.v, "--v")?,
             );
             (
-                io::read_f32(&qp, "--q")?,
-                io::read_f32(&kp, "--k")?,
-                io::read_f32(&vp, "--v")?,
+                io::read_float(&qp, "--q")?,
+                io::read_float(&kp, "--k")?,
+                io::read_float(&vp, "--v")?,
                 [
                     format!("--q {}", qp.display()),
                     format!("--k {}", kp.display()),
@@ -247,9 +226,9 @@ impl InputArgs {
                 d,
             },
             layout: l,
-            q: q.data,
-            k: k.data,
-            v: v.data,
+            q,
+            k,
+            v,
         })
     }
 }

@@ -8,10 +8,15 @@ mod tuning;
 
 use clap::ValueEnum;
 
-pub use device::DeviceArgs;
-pub use inputs::{from_bhnd, InputArgs, Inputs, LayoutArg};
+pub use device::{f16_storage_name, DeviceArgs};
+pub use inputs::{InputArgs, Inputs, LayoutArg};
 pub use masks::{check_softcap, upload_mask, MaskArgs};
 pub use tuning::TuningArgs;
+
+/// A dtype flag's value: `f32`, `f16` or `bf16` (clap value parser).
+pub fn dtype_arg(s: &str) -> Result<wgpu_attention::DType, String> {
+    wgpu_attention::DType::parse(s).map_err(|_| "expected f32, f16 or bf16".to_string())
+}
 
 /// The command-line spelling of a value.
 pub fn value_name(v: impl ValueEnum) -> String {

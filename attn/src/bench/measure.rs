@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use wgpu_attention::kernels::matmul::record_matmul;
 use wgpu_attention::{
-    alibi_slopes, plan, record_attention, AttentionOptions, AttentionPath, AttentionProblem, Gpu,
-    HostMask, Layout, MaskTensor, Masking, Tensor, TuningMode,
+    alibi_slopes, plan, record_attention, AttentionOptions, AttentionPath, AttentionProblem, DType,
+    Gpu, HostMask, Layout, MaskTensor, Masking, Tensor, TuningMode,
 };
 
 use super::configs::Config;
@@ -25,9 +25,14 @@ pub struct Inputs {
 }
 
 impl Inputs {
-    /// Q = 0.1 everywhere, K = V a fixed ramp in [-8/17, 8/17], and the bias
-    /// mask when `with_bias`.
-    pub fn upload(gpu: &Gpu, c: &Config, with_bias: bool) -> wgpu_attention::Result<Inputs> {
+    /// Q = 0.1 everywhere, K = V a fixed ramp in [-8/17, 8/17], all three in
+    /// `dtype`, and the (f32) bias mask when `with_bias`.
+    pub fn upload(
+        gpu: &Gpu,
+        c: &Config,
+        with_bias: bool,
+        dtype: DType,
+    ) -> wgpu_attention::Result<Inputs> {
         let Config {
             b,
             h,
@@ -36,12 +41,18 @@ impl Inputs {
             nk,
             d,
         } = *c;
-        let q = Tensor::from_bhnd(gpu, &vec![0.1; b * h * nq * d], [b, h, nq, d], Layout::Bhnd)?;
+        let q = Tensor::from_bhnd_as(
+            gpu,
+            &vec![0.1; b * h * nq * d],
+            [b, h, nq, d],
+            Layout::Bhnd,
+            dtype,
+        )?;
         let kv: Vec<f32> = (0..b * hkv * nk * d)
             .map(|i| ((i % 17) as f32 - 8.0) / 17.0)
             .collect();
-        let k = Tensor::from_bhnd(gpu, &kv, [b, hkv, nk, d], Layout::Bhnd)?;
-        let v = Tensor::from_bhnd(gpu, &kv, [b, hkv, nk, d], Layout::Bhnd)?;
+        let k = Tensor::from_bhnd_as(gpu, &kv, [b, hkv, nk, d], Layout::Bhnd, dtype)?;
+        let v = Tensor::from_bhnd_as(gpu, &kv, [b, hkv, nk, d], Layout::Bhnd, dtype)?;
         let bias = if with_bias {
             let vals: Vec<f32> = (0..nq * nk).map(|i| ((i % 7) as f32 - 3.0) * 0.1).collect();
             Some(MaskTensor::upload(

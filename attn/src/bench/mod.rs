@@ -20,9 +20,9 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Args, ValueEnum};
 use serde::Serialize;
-use wgpu_attention::AttentionPath;
+use wgpu_attention::{AttentionPath, DType};
 
-use crate::args::{DeviceArgs, TuningArgs};
+use crate::args::{dtype_arg, DeviceArgs, TuningArgs};
 use crate::io;
 use report::{Record, Run};
 
@@ -95,6 +95,8 @@ pub enum Metric {
   attn bench --path fused,unfused --n 256,512,1024 --plot bench.png
   attn bench --path fused --n 1024 --options plain,bias,softcap,scale
   attn bench --path fused,decode --nq 1 --nk 32768 --h 8 --d 128 --targets
+  attn bench --path fused,decode --nq 1 --nk 8192 --dtype f32,f16,bf16 --targets
+  attn bench --path fused --dtype f16 --f16-storage packed
 
 Per configuration (every combination of the lists): median of --reps (at least
 10) runs after one warm-up run (pipeline compile, and with --tuning autotune
@@ -108,7 +110,11 @@ for decode the partial outputs (splits·B·Hq·Nq·(D+1) f32, splits as the plan
 chooses them on this device). The project's GEMM (--gemm-n cubed) is timed
 the same way as the ceiling; the table ends with fused/GEMM and fused/unfused
 ratios. A configuration a path cannot run (memory, driver limits) is reported
-with its error instead of a time.")]
+with its error instead of a time. Each --dtype runs every row with Q, K, V and O
+in that dtype (the kernels compute in f32), the row naming it; --targets counts
+the K/V bytes in the row's dtype, and the KV cache's tokens per MiB are printed
+per dtype. --f16-storage packed runs f16 as two halves per u32 (as on an
+adapter without SHADER_F16) for comparison with native f16.")]
 pub struct BenchArgs {
     /// Paths to time (comma-separated).
     #[arg(
@@ -146,6 +152,15 @@ pub struct BenchArgs {
     /// overhead of each over plain for the same path and shape).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "plain")]
     pub options: Vec<ScoreOption>,
+    /// Dtypes of Q, K, V and O (comma-separated): every row runs in each.
+    #[arg(
+        long,
+        value_name = "DTYPES",
+        value_delimiter = ',',
+        value_parser = dtype_arg,
+        default_value = "f32"
+    )]
+    pub dtype: Vec<DType>,
     /// Timed runs per configuration (at least 10).
     #[arg(long, default_value_t = 10)]
     pub reps: usize,
@@ -202,6 +217,7 @@ pub fn main(a: BenchArgs) -> Result<()> {
         reps,
         gemm_n: a.gemm_n,
         gemm_gflops: gemm,
+        native_f16: gpu.caps().native_f16(),
     };
     if !a.json {
         report::print_header(&run);
@@ -210,20 +226,23 @@ pub fn main(a: BenchArgs) -> Result<()> {
     let causals: &[bool] = if a.causal { &[false, true] } else { &[false] };
     let mut records: Vec<Record> = Vec::new();
     for &config in &configs {
-        let inputs = measure::Inputs::upload(&gpu, &config, with_bias)?;
-        for &causal in causals {
-            for (&path, &extra) in a
-                .path
-                .iter()
-                .flat_map(|p| a.options.iter().map(move |o| (p, o)))
-            {
-                let opts = inputs.options(path.path(), extra, causal, a.kv_split, a.tuning.mode());
-                let m = measure::measure(&gpu, timed, &inputs, &opts, reps);
-                let r = Record::new(path, config, causal, extra, m, &run);
-                if !a.json {
-                    report::print_row(&r);
+        for &dtype in &a.dtype {
+            let inputs = measure::Inputs::upload(&gpu, &config, with_bias, dtype)?;
+            for &causal in causals {
+                for (&path, &extra) in a
+                    .path
+                    .iter()
+                    .flat_map(|p| a.options.iter().map(move |o| (p, o)))
+                {
+                    let opts =
+                        inputs.options(path.path(), extra, causal, a.kv_split, a.tuning.mode());
+                    let m = measure::measure(&gpu, timed, &inputs, &opts, reps);
+                    let r = Record::new(path, config, dtype, causal, extra, m, &run);
+                    if !a.json {
+                        report::print_row(&r);
+                    }
+                    records.push(r);
                 }
-                records.push(r);
             }
         }
     }
@@ -240,6 +259,7 @@ pub fn main(a: BenchArgs) -> Result<()> {
         if let Some(m) = &machine {
             targets::print(&records, m);
         }
+        report::print_kv_capacity(&configs, &a.dtype);
     } else {
         report::print_json(&records)?;
     }
@@ -248,7 +268,12 @@ pub fn main(a: BenchArgs) -> Result<()> {
     }
     if let Some(p) = &a.plot {
         let title = format!(
-            "attention f32 on {} ({:?})",
+            "attention {} on {} ({:?})",
+            a.dtype
+                .iter()
+                .map(|d| d.name())
+                .collect::<Vec<_>>()
+                .join("/"),
             gpu.info().name,
             gpu.info().backend
         );

@@ -9,13 +9,14 @@ use super::{BenchArgs, Metric};
 use crate::plot::{LineChart, Series};
 
 /// The PNG of `records` (titled `title`) with `--plot-metric` on the y axis.
+/// The x axis is the shapes; each dtype of `--dtype` has its own series.
 pub fn render(records: &[Record], a: &BenchArgs, gemm: f64, title: &str) -> Result<Vec<u8>> {
     let mut configs = Vec::new();
     let mut labels = Vec::new();
     for r in records {
         if !configs.contains(&r.config()) {
             configs.push(r.config());
-            labels.push(r.label());
+            labels.push(r.shape_label());
         }
     }
     let index = |r: &Record| configs.iter().position(|c| *c == r.config()).unwrap_or(0);
@@ -23,15 +24,22 @@ pub fn render(records: &[Record], a: &BenchArgs, gemm: f64, title: &str) -> Resu
         Metric::Gflops => r.gflops,
         Metric::Ms => r.median_ms,
     };
+    // One series per path and option, and per dtype when several were run.
+    let several = a.dtype.len() > 1;
     let series = a
         .path
         .iter()
         .flat_map(|&p| a.options.iter().map(move |&o| (p, o)))
-        .map(|(p, o)| Series {
-            name: path_label(p, o),
+        .flat_map(|(p, o)| a.dtype.iter().map(move |&dt| (p, o, dt)))
+        .map(|(p, o, dt)| Series {
+            name: if several {
+                format!("{} {dt}", path_label(p, o))
+            } else {
+                path_label(p, o)
+            },
             points: records
                 .iter()
-                .filter(|r| r.path == p && r.options == o)
+                .filter(|r| r.path == p && r.options == o && r.dtype == dt)
                 .filter_map(|r| value(r).map(|v| (index(r), v)))
                 .collect(),
         })

@@ -5,6 +5,7 @@
 
 use anyhow::Result;
 use serde::Serialize;
+use wgpu_attention::DType;
 
 use super::configs::Config;
 use super::measure::Measurement;
@@ -18,6 +19,8 @@ pub struct Run {
     pub timing: &'static str,
     /// Timed runs per configuration.
     pub reps: usize,
+    /// Whether f16 tensors are WGSL f16 on this device (else packed).
+    pub native_f16: bool,
     /// Size of the square GEMM and its GFLOP/s (the ceiling).
     pub gemm_n: usize,
     pub gemm_gflops: f64,
@@ -36,7 +39,14 @@ pub struct Record {
     pub causal: bool,
     /// The score option (`plain`, `bias`, `softcap`, `scale`, `alibi`).
     pub options: ScoreOption,
-    pub dtype: &'static str,
+    /// Q, K, V and O (`f32`, `f16`, `bf16`).
+    pub dtype: DType,
+    /// How the kernels hold that dtype: `f32`, `f16` (native WGSL f16),
+    /// `packed-f16` or `packed-bf16` (two per u32).
+    pub storage: &'static str,
+    /// K and V positions (tokens) a KV cache of this B, Hkv, D and dtype holds
+    /// per MiB: `2^20 / (2·B·Hkv·D·dtype size)`.
+    pub kv_tokens_per_mib: f64,
     pub median_ms: Option<f64>,
     pub min_ms: Option<f64>,
     pub gflops: Option<f64>,
@@ -72,9 +82,11 @@ impl Record {
     /// The record of `path` with option `extra` on `c` (causal or not), from
     /// what it measured (`fused_over_unfused` is filled in later, by
     /// [`set_fused_over_unfused`]).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         path: BenchPath,
         c: Config,
+        dtype: DType,
         causal: bool,
         extra: ScoreOption,
         m: Measurement,
@@ -91,7 +103,9 @@ impl Record {
             d: c.d,
             causal,
             options: extra,
-            dtype: "f32",
+            dtype,
+            storage: storage(dtype, run.native_f16),
+            kv_tokens_per_mib: tokens_per_mib(c, dtype),
             median_ms: m.median_ms,
             min_ms: m.min_ms,
             gflops,
@@ -128,8 +142,23 @@ impl Record {
         )
     }
 
-    /// `B1 H8/2 N1024 D64 c`.
+    /// The shape, causal setting and dtype: what records of different paths
+    /// and options are matched by.
+    pub fn key(&self) -> (Config, bool, DType) {
+        let (c, causal) = self.config();
+        (c, causal, self.dtype)
+    }
+
+    /// `B1 H8/2 N1024 D64 c` and the dtype unless f32 (`… D64 f16`).
     pub fn label(&self) -> String {
+        match self.dtype {
+            DType::F32 => self.shape_label(),
+            d => format!("{} {d}", self.shape_label()),
+        }
+    }
+
+    /// `B1 H8/2 N1024 D64 c`.
+    pub fn shape_label(&self) -> String {
         let n = if self.nq == self.nk {
             format!("N{}", self.nq)
         } else {
@@ -146,6 +175,45 @@ impl Record {
             self.d,
             if self.causal { " c" } else { "" }
         )
+    }
+}
+
+/// How kernels hold `dtype` on a device with (`native_f16`) or without SHADER_F16.
+pub fn storage(dtype: DType, native_f16: bool) -> &'static str {
+    match dtype {
+        DType::F32 => "f32",
+        DType::F16 if native_f16 => "f16",
+        DType::F16 => "packed-f16",
+        DType::BF16 => "packed-bf16",
+    }
+}
+
+/// KV-cache positions per MiB for `c`'s B, Hkv, D in `dtype`
+/// (`KvCache::bytes_per_position` = `2·B·Hkv·D·size`).
+pub fn tokens_per_mib(c: Config, dtype: DType) -> f64 {
+    1048576.0 / (2 * c.b * c.hkv * c.d * dtype.size()) as f64
+}
+
+/// The KV cache's tokens per MiB for each (B, Hkv, D) of `configs` and each of `dtypes`.
+pub fn print_kv_capacity(configs: &[Config], dtypes: &[DType]) {
+    let mut seen = Vec::new();
+    println!("\nKV cache (K and V of every batch and head) per MiB:");
+    for c in configs {
+        if seen.contains(&(c.b, c.hkv, c.d)) {
+            continue;
+        }
+        seen.push((c.b, c.hkv, c.d));
+        let each: Vec<String> = dtypes
+            .iter()
+            .map(|&dt| {
+                format!(
+                    "{dt} {:.1} tokens/MiB ({} B/token)",
+                    tokens_per_mib(*c, dt),
+                    2 * c.b * c.hkv * c.d * dt.size()
+                )
+            })
+            .collect();
+        println!("  B{} Hkv{} D{}: {}", c.b, c.hkv, c.d, each.join(", "));
     }
 }
 
@@ -167,6 +235,14 @@ pub fn print_header(run: &Run) {
         run.reps,
         n = run.gemm_n,
         gemm = run.gemm_gflops
+    );
+    println!(
+        "f16 storage: {}; bf16 always packed two per u32",
+        if run.native_f16 {
+            "native WGSL f16 (SHADER_F16)"
+        } else {
+            "packed two per u32 (no SHADER_F16, or --f16-storage packed)"
+        }
     );
     println!(
         "{:<16} {:>2} {:>3} {:>3} {:>6} {:>6} {:>4} {:>6} {:>5} {:>10} {:>9} {:>8} {:>12} {:>10}",
@@ -199,7 +275,7 @@ pub fn print_row(r: &Record) {
         r.nk,
         r.d,
         r.causal,
-        r.dtype
+        r.dtype.name()
     );
     match (r.median_ms, r.gflops) {
         (Some(m), Some(g)) => println!(
@@ -216,7 +292,7 @@ pub fn print_row(r: &Record) {
 pub fn counterpart<'a>(records: &'a [Record], r: &Record, path: BenchPath) -> Option<&'a Record> {
     records
         .iter()
-        .find(|o| o.path == path && o.config() == r.config() && o.options == r.options)
+        .find(|o| o.path == path && o.key() == r.key() && o.options == r.options)
 }
 
 /// Fills `fused_over_unfused` on every fused record with an unfused one of the
@@ -264,7 +340,7 @@ pub fn print_summary(records: &[Record]) {
         println!("\noverhead over plain (same path and shape):");
         for r in extra {
             let plain = records.iter().find(|p| {
-                p.options == ScoreOption::Plain && p.path == r.path && p.config() == r.config()
+                p.options == ScoreOption::Plain && p.path == r.path && p.key() == r.key()
             });
             match plain.and_then(|p| p.median_ms) {
                 Some(pm) => println!(

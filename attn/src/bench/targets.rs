@@ -104,9 +104,9 @@ fn copy_gbps() -> f64 {
     BYTES as f64 / t[2] / 1e9
 }
 
-/// K and V read once: `2·B·Hkv·Nk·D` f32.
+/// K and V read once: `2·B·Hkv·Nk·D` elements of the record's dtype.
 pub fn kv_bytes(r: &Record) -> f64 {
-    (2 * r.b * r.hkv * r.nk * r.d * 4) as f64
+    (2 * r.b * r.hkv * r.nk * r.d * r.dtype.size()) as f64
 }
 
 /// Fills the records' fields that compare them with `m`.

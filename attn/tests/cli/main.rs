@@ -11,6 +11,7 @@
 //! The tests are in one module per command or topic.
 
 mod bench;
+mod dtype;
 mod errors;
 mod info_viz;
 mod mha;

@@ -258,7 +258,8 @@ fn run_layout_bnhd_f16_and_safetensors() {
         assert_close(&format!("bnhd {path}"), &got, &want_bnhd);
     }
 
-    // f16 inputs: the reference on the same (rounded) values.
+    // f16 inputs widened to f32 by --dtype f32 (exactly): O in f32, the
+    // reference on the same (rounded) values. (Without --dtype, O is f16: dtype.rs.)
     let h = |x: &[f32]| {
         x.iter()
             .map(|&v| half::f16::from_f32(v))
@@ -282,6 +283,8 @@ fn run_layout_bnhd_f16_and_safetensors() {
             &p.p("vh.npy"),
             "--out",
             &oh,
+            "--dtype",
+            "f32",
         ],
     ));
     let want_h = reference::attention(&f(&qh), &f(&kh), &f(&vh), &sh, &Default::default());
