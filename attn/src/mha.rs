@@ -212,11 +212,12 @@ pub fn mha_main(a: MhaArgs) -> Result<()> {
     let gpu = a.device.open()?;
     println!("adapter: {}", gpu.describe());
     println!(
-        "layer: d_model {dm}, {} heads ({} kv) of dim {}, bias {}; input [B={b}, Nq={nq}, Nk={nk}]{}",
+        "layer: d_model {dm}, {} heads ({} kv) of dim {}, bias {}, weights {} (kept in their dtype on the GPU); input [B={b}, Nq={nq}, Nk={nk}]{}",
         cfg.num_heads,
         cfg.num_kv_heads,
         cfg.head_dim,
         cfg.bias,
+        weights.dtype().map_or("of mixed dtypes".to_string(), |d| d.to_string()),
         if a.pe.is_some() { ", + sinusoidal PE" } else { "" }
     );
     let t0 = Instant::now();

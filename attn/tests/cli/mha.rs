@@ -106,3 +106,51 @@ fn mha_matches_the_reference_layer() {
     );
     assert_close("mha cross + alibi", &read_npy(&yp).1, &want);
 }
+
+/// bf16 weights stay bf16 on the GPU (the layer says so) and the output
+/// matches the reference layer on the same weights with f32 activations.
+#[test]
+fn mha_keeps_bf16_weights() {
+    let Some(be) = backend("mha bf16") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (b, n, dm) = (1, 6, 16);
+    let cfg = MhaConfig::new(dm, 4).unwrap();
+    let w = MhaWeights::random(&cfg, 5)
+        .unwrap()
+        .to_dtype(wgpu_attention::DType::BF16);
+    let wp = dir.path().join("w.safetensors");
+    std::fs::write(&wp, w.to_safetensors("").unwrap()).unwrap();
+    let x = uniform(b * n * dm, 22);
+    let (xp, yp) = (dir.path().join("x.npy"), dir.path().join("y.npy"));
+    write_npy(&xp, &[b, n, dm], &x);
+    let s = |p: &Path| p.display().to_string();
+    let out = ok(attn(
+        be,
+        &[
+            "mha",
+            "--weights",
+            &s(&wp),
+            "--heads",
+            "4",
+            "--x",
+            &s(&xp),
+            "--out",
+            &s(&yp),
+            "--check",
+        ],
+    ));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("weights bf16 (kept in their dtype"), "{text}");
+    let want = reference::multi_head_attention(
+        &x,
+        &x,
+        [b, n, n],
+        &cfg,
+        &w,
+        &MhaReferenceOptions::default(),
+    );
+    let (_, y) = read_npy(&yp);
+    assert_close("bf16 weights", &y, &want);
+}
