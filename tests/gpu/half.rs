@@ -578,3 +578,68 @@ fn multi_head_layer_keeps_half_weights() {
         }
     });
 }
+
+/// The other kernels in every dtype: a GEMM of f16 A against a bf16 B with an
+/// f16 bias (output in A's dtype), RoPE and the sinusoidal encoding on half
+/// inputs, each against its f64 twin on the rounded inputs, within the output's
+/// storage rounding. Shapes no tile divides.
+#[test]
+fn gemm_rope_and_posenc_in_half_precision() {
+    use wgpu_attention::kernels::{matmul::matmul, posenc::posenc, rope::rope};
+    use wgpu_attention::Rope;
+    each_storage_mode("half kernels", |gpu, twin, ctx| {
+        let (mut r, ctx) = rng(ctx);
+        let (m, k, n) = (13, 37, 19);
+        let a =
+            Tensor::from_slice_as(gpu, &uniform(&mut r, m * k, 1.0), &[m, k], DType::F16).unwrap();
+        let bdt = if twin { DType::F16 } else { DType::BF16 };
+        let b = Tensor::from_slice_as(gpu, &uniform(&mut r, k * n, 1.0), &[k, n], bdt).unwrap();
+        let bias = Tensor::from_slice_as(gpu, &uniform(&mut r, n, 1.0), &[n], DType::F16).unwrap();
+        let c = matmul(&a, &b, Some(&bias)).unwrap();
+        assert_eq!(c.dtype(), DType::F16, "{ctx}: GEMM output in A's dtype");
+        let [ar, br, biasr] = [&a, &b, &bias].map(|t| t.to_vec_blocking().unwrap());
+        let want = reference::matmul(&ar, &br, Some(&biasr), 1, m, k, n, false);
+        assert_close(
+            &c.to_vec_blocking().unwrap(),
+            &want,
+            Tolerance::stored(DType::F16),
+            &format!("{ctx} GEMM f16 x {bdt}"),
+        );
+
+        for dt in [DType::F16, DType::BF16] {
+            let dims = [2, 3, 11, 10];
+            let x = Tensor::from_bhnd_as(
+                gpu,
+                &uniform(&mut r, 2 * 3 * 11 * 10, 1.0),
+                dims,
+                Layout::Bnhd,
+                dt,
+            )
+            .unwrap();
+            let xr = x.to_vec_blocking().unwrap();
+            let cfg = Rope {
+                offset: 5,
+                ..Default::default()
+            };
+            let y = rope(&x, &cfg).unwrap();
+            assert_eq!(y.dtype(), dt, "{ctx}");
+            assert_close(
+                &y.to_vec_blocking().unwrap(),
+                &reference::rope(&xr, dims, &cfg),
+                Tolerance::stored(dt),
+                &format!("{ctx} rope {dt}"),
+            );
+            let e = Tensor::from_slice_as(gpu, &uniform(&mut r, 2 * 9 * 14, 1.0), &[2, 9, 14], dt)
+                .unwrap();
+            let er = e.to_vec_blocking().unwrap();
+            let p = posenc(&e, 3).unwrap();
+            assert_eq!(p.dtype(), dt, "{ctx}");
+            assert_close(
+                &p.to_vec_blocking().unwrap(),
+                &reference::posenc(&er, 2, 9, 14, 3),
+                Tolerance::stored(dt),
+                &format!("{ctx} posenc {dt}"),
+            );
+        }
+    });
+}
