@@ -370,6 +370,11 @@ impl KvCache {
                 o: opts.out_dtype.unwrap_or(q.dtype()),
             },
         )?;
+        // Pages are contiguous [B, Hkv, P, D] from element 0.
+        let problem = AttentionProblem {
+            kv_aligned: self.d.is_multiple_of(2),
+            ..problem
+        };
         let plan = plan_for(rec, q, &problem, opts)?;
         let views = (0..self.pages_in_use())
             .map(|p| self.page_views(p).map(|(k, v, _)| (k, v)))

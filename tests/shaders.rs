@@ -187,11 +187,16 @@ fn every_source_validates_in_every_storage_mode() {
             assert_eq!(*name, "softmax", "{name} has no #storage binding");
             continue;
         }
+        // Word loads of K and V (P2) need them packed.
+        let pairs = defines.contains(&("P2", 1));
         for mix in &mixes {
             let elems: Vec<_> = names
                 .iter()
                 .enumerate()
-                .map(|(i, n)| (*n, mix(i)))
+                .map(|(i, n)| match (*n, mix(i)) {
+                    ("k" | "v", Elem::F32 | Elem::F16) if pairs => (*n, Elem::F16Packed),
+                    (n, e) => (n, e),
+                })
                 .collect();
             let spec = s.clone().elems(&elems);
             work.push(((*name, defines.clone()), spec));

@@ -78,6 +78,9 @@ pub(crate) struct FusedVariant {
     /// Straight-line kernels: the additive mask is read as one vec4 per row and
     /// block of 4 keys (`B4`).
     pub bias4: bool,
+    /// Subgroup kernel: K and V (packed halves) loaded as words of two
+    /// elements (`P2`, see src/shaders/straight_line.rs).
+    pub pairs: bool,
 }
 
 impl FusedVariant {
@@ -157,6 +160,9 @@ impl FusedVariant {
                     defines.extend([("S", size), ("NG", self.bucket / size)]);
                 }
                 defines.push(("B4", self.bias4 as u32));
+                if self.pairs {
+                    defines.push(("P2", 1));
+                }
                 s.defines(&defines)
                     .overrides(&[("WG", self.lanes() as f64)])
             }
@@ -180,6 +186,9 @@ impl FusedVariant {
                 self.rows,
                 self.key_block(),
                 match self.kind {
+                    Kind::Subgroup { size } if self.pairs => {
+                        format!("K/V shared across subgroups of {size}, two halves per load")
+                    }
                     Kind::Subgroup { size } => format!("K/V shared across subgroups of {size}"),
                     _ => "whole-row K/V loads".to_string(),
                 }

@@ -31,6 +31,7 @@ pub(crate) fn base_variant(tuning: Tuning, d: usize, limits: &wgpu::Limits) -> F
         rows: 4,
         bucket,
         bias4: false,
+        pairs: false,
     };
     if tuning.staged() {
         // K and V tiles: 2 · keys · bucket · 4 bytes, plus the 16 bytes of the
@@ -56,6 +57,7 @@ pub(crate) fn base_variant(tuning: Tuning, d: usize, limits: &wgpu::Limits) -> F
             rows: 1,
             bucket,
             bias4: false,
+            pairs: false,
         };
     }
     if !tuning.straight_line() {
@@ -81,6 +83,7 @@ pub(crate) fn base_variant(tuning: Tuning, d: usize, limits: &wgpu::Limits) -> F
         rows,
         bucket,
         bias4: false,
+        pairs: false,
     }
 }
 
@@ -130,6 +133,21 @@ pub(crate) fn with_bias4(v: FusedVariant, aligned: bool) -> FusedVariant {
     }
 }
 
+/// Loads K and V as words of two halves in the subgroup kernel when `ok`
+/// (both packed, every row at an even element with unit stride:
+/// [`crate::AttentionProblem::kv_pairs`]) and each lane loads an even number of
+/// elements per row (NG = bucket / S even).
+pub(crate) fn with_pairs(v: FusedVariant, ok: bool) -> FusedVariant {
+    let fits = match v.kind {
+        Kind::Subgroup { size } => (v.bucket / size).is_multiple_of(2),
+        _ => false,
+    };
+    FusedVariant {
+        pairs: ok && fits,
+        ..v
+    }
+}
+
 /// Key splits of a launch: `splits` chunks of `len` keys (1 chunk = no split).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Splits {
@@ -139,14 +157,15 @@ pub(crate) struct Splits {
 
 /// The launch of the fused kernel for `sh` (its `nk` the keys of this launch)
 /// under transform `t`, with `split` key splits when they write partials, over
-/// bindings of element storage `elems` ([`crate::AttentionProblem::elems`]).
+/// the tensors of `problem` (their dtypes and K/V alignment:
+/// [`crate::AttentionProblem::elems`]).
 pub(crate) fn launch(
     sh: &AttnShape,
     t: &ScoreTransform,
     caps: &DeviceCaps,
     tuning: Tuning,
     split: Option<Splits>,
-    elems: &[(&'static str, crate::shaders::Elem)],
+    problem: &crate::AttentionProblem,
 ) -> Result<FusedLaunch> {
     if sh.d > MAX_HEAD_DIM {
         return Err(Error::Shape(format!(
@@ -193,6 +212,11 @@ pub(crate) fn launch(
         variant,
         t.mask.is_some_and(|m| m.vec4_aligned()) && (splits == 1 || split_len.is_multiple_of(4)),
     );
+    // Halves of K and V as words of two where the subgroup kernel can: then
+    // read packed even where the device has native f16 (half the gathers and
+    // broadcasts: BENCHMARKS.md, half precision).
+    let variant = with_pairs(variant, problem.kv_pairs());
+    let elems = problem.elems(caps.native_f16(), split.is_some(), variant.pairs);
     let loop_iterations = variant.loop_iterations(split_len, sh.d);
     caps.check_loop_budget("flash_attention", loop_iterations)?;
     let heads = (sh.b * sh.hq / head_rows) as u64;
@@ -202,7 +226,7 @@ pub(crate) fn launch(
         heads * splits as u64 * blocks_q as u64
     };
     Ok(FusedLaunch {
-        spec: variant.specialization(t.fused_overrides()).elems(elems),
+        spec: variant.specialization(t.fused_overrides()).elems(&elems),
         variant,
         lane_splits,
         head_rows,

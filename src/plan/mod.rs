@@ -168,7 +168,7 @@ pub fn plan(problem: &AttentionProblem, caps: &DeviceCaps, tuning: Tuning) -> Re
             caps,
             tuning,
             None,
-            &problem.elems(caps.native_f16(), false),
+            problem,
         )?),
         AttentionPath::Decode => decode_steps(problem, caps, tuning)?,
         _ => Steps::Unfused(unfused::launch(problem, caps, tuning)?),
@@ -249,14 +249,7 @@ fn decode_steps(p: &AttentionProblem, caps: &DeviceCaps, tuning: Tuning) -> Resu
             p0,
             n,
             first_split: total,
-            launch: fused::launch(
-                &page_shape,
-                &t,
-                caps,
-                tuning,
-                Some(s),
-                &p.elems(caps.native_f16(), true),
-            )?,
+            launch: fused::launch(&page_shape, &t, caps, tuning, Some(s), p)?,
         });
         total += s.splits;
     }

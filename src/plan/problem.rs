@@ -135,6 +135,9 @@ pub struct AttentionProblem {
     pub kv_split: Option<usize>,
     pub keys: Keys,
     pub dtypes: DTypes,
+    /// Every K and V row starts at an even element and D has unit stride (set
+    /// from the tensors; KV-cache pages of an even D are).
+    pub kv_aligned: bool,
 }
 
 /// Largest head dim of the fused kernels (private row buffers are sized for it).
@@ -160,7 +163,13 @@ impl AttentionProblem {
             v: v.dtype(),
             o: opts.out_dtype.unwrap_or(q.dtype()),
         };
-        Self::with_shape(shape, q, opts, Keys::Tensors, dtypes)
+        let even_rows = |t: &Tensor| {
+            let s = t.strides();
+            s[3] == 1 && t.offset().is_multiple_of(2) && s[..3].iter().all(|x| x.is_multiple_of(2))
+        };
+        let mut p = Self::with_shape(shape, q, opts, Keys::Tensors, dtypes)?;
+        p.kv_aligned = even_rows(k) && even_rows(v);
+        Ok(p)
     }
 
     /// The problem of `q` against `shape.nk` positions held as `keys` (the KV
@@ -207,6 +216,7 @@ impl AttentionProblem {
             kv_split: opts.kv_split,
             keys,
             dtypes,
+            kv_aligned: false,
         })
     }
 
@@ -231,6 +241,7 @@ impl AttentionProblem {
             kv_split: None,
             keys: Keys::Tensors,
             dtypes: DTypes::default(),
+            kv_aligned: false,
         })
     }
 
@@ -250,9 +261,16 @@ impl AttentionProblem {
 
     /// The element storage of the fused kernels' Q, K, V and O bindings on a
     /// device that does (`native_f16`) or does not grant `SHADER_F16`; O is f32
-    /// when a launch writes split-KV partials (`partials`).
-    pub(crate) fn elems(&self, native_f16: bool, partials: bool) -> [(&'static str, Elem); 4] {
+    /// when a launch writes split-KV partials (`partials`); K and V packed when
+    /// the kernel loads them as words of two halves (`pairs`).
+    pub(crate) fn elems(
+        &self,
+        native_f16: bool,
+        partials: bool,
+        pairs: bool,
+    ) -> [(&'static str, Elem); 4] {
         let e = |d| Elem::of(d, native_f16);
+        let kv = |d| Elem::of(d, native_f16 && !pairs);
         let o = if partials {
             Elem::F32
         } else {
@@ -260,9 +278,15 @@ impl AttentionProblem {
         };
         [
             ("q", e(self.dtypes.q)),
-            ("k", e(self.dtypes.k)),
-            ("v", e(self.dtypes.v)),
+            ("k", kv(self.dtypes.k)),
+            ("v", kv(self.dtypes.v)),
             ("o", o),
         ]
+    }
+
+    /// Whether K and V can be loaded as words of two halves: both f16 or bf16,
+    /// every row starting at an even element with unit stride along D.
+    pub fn kv_pairs(&self) -> bool {
+        self.kv_aligned && self.dtypes.k != DType::F32 && self.dtypes.v != DType::F32
     }
 }

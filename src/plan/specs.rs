@@ -6,9 +6,11 @@
 use crate::gpu::{DeviceCaps, Tuning};
 use crate::kernels;
 use crate::kernels::flash_attention::{FusedVariant, HEAD_DIM_BUCKETS};
-use crate::shaders::Specialization;
+use crate::shaders::{Elem, Specialization};
 
-use super::fused::{base_variant, fit_rows, for_few_queries, with_bias4, FEW_QUERY_ROWS};
+use super::fused::{
+    base_variant, fit_rows, for_few_queries, with_bias4, with_pairs, FEW_QUERY_ROWS,
+};
 
 /// The fused kernels' score-transform overrides: every combination of rules,
 /// mask mode, ALiBi and softcap (`USE_RULES, MASK_MODE, USE_ALIBI, USE_SOFTCAP`).
@@ -53,9 +55,11 @@ pub(crate) fn fused_variants(caps: &DeviceCaps, tuning: Tuning, d: usize) -> Vec
     let mut out = Vec::new();
     for v in shapes {
         for aligned in [false, true] {
-            let v = with_bias4(v, aligned);
-            if !out.contains(&v) {
-                out.push(v);
+            for pairs in [false, true] {
+                let v = with_pairs(with_bias4(v, aligned), pairs);
+                if !out.contains(&v) {
+                    out.push(v);
+                }
             }
         }
     }
@@ -78,7 +82,11 @@ pub fn specializations(caps: &DeviceCaps, tuning: Tuning) -> Vec<Specialization>
                 if v.bias4 && t[1].1 != 1.0 && t[1].1 != 3.0 {
                     continue;
                 }
-                push(v.specialization(t));
+                // Word loads read packed K and V (any packed dtype: the
+                // accessors' shape is the same).
+                let packed = [("k", Elem::BF16), ("v", Elem::BF16)];
+                let s = v.specialization(t);
+                push(if v.pairs { s.elems(&packed) } else { s });
             }
         }
     }

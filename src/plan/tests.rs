@@ -405,3 +405,67 @@ fn explicit_split_length() {
         Splits { splits: 15, len: 7 }
     );
 }
+
+/// Half-precision K/V whose rows start at even elements: the subgroup kernel
+/// loads them as words of two halves, reading them packed even where the
+/// device has native f16 (Q and O keep the native mode); unaligned rows, f32
+/// K/V and kernels without subgroup sharing keep element loads.
+#[test]
+fn half_kv_rows_at_even_elements_load_as_words() {
+    use crate::shaders::Elem;
+    use crate::DType;
+    let (lava, t) = lavapipe();
+    let caps = DeviceCaps {
+        features: lava.features | wgpu::Features::SHADER_F16,
+        ..lava
+    };
+    let elem = |p: &Plan, name: &str| {
+        fused_launch(p)
+            .spec
+            .elems
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(Elem::F32, |(_, e)| *e)
+    };
+    let half = |aligned: bool, kv: DType| AttentionProblem {
+        kv_aligned: aligned,
+        path: AttentionPath::Fused,
+        ..problem(shape(1, 4, 2, 64, 100, 64)).with_dtypes(crate::DTypes {
+            q: DType::F16,
+            k: kv,
+            v: kv,
+            o: DType::F16,
+        })
+    };
+    let p = plan(&half(true, DType::F16), &caps, t).unwrap();
+    assert!(fused_launch(&p).variant.pairs, "{}", p.describe());
+    assert!(
+        p.describe().contains("two halves per load"),
+        "{}",
+        p.describe()
+    );
+    assert_eq!(
+        (elem(&p, "q"), elem(&p, "k"), elem(&p, "v"), elem(&p, "o")),
+        (Elem::F16, Elem::F16Packed, Elem::F16Packed, Elem::F16)
+    );
+    let p = plan(&half(true, DType::BF16), &caps, t).unwrap();
+    assert!(fused_launch(&p).variant.pairs);
+    assert_eq!(elem(&p, "k"), Elem::BF16);
+    for (aligned, kv) in [(false, DType::F16), (true, DType::F32)] {
+        let p = plan(&half(aligned, kv), &caps, t).unwrap();
+        assert!(!fused_launch(&p).variant.pairs, "aligned {aligned} {kv}");
+        assert_eq!(elem(&p, "k"), Elem::of(kv, true));
+    }
+    // Without subgroup sharing (llvmpipe GL): element loads.
+    let (gl, tg) = gl();
+    let p = plan(&half(true, DType::F16), &gl, tg).unwrap();
+    assert!(!fused_launch(&p).variant.pairs);
+    assert_eq!(elem(&p, "k"), Elem::F16Packed, "no SHADER_F16 on GL");
+    // Every pair variant a plan picks is one the shader test validates.
+    let specs = crate::plan::specializations(&caps, t);
+    let p = plan(&half(true, DType::BF16), &caps, t).unwrap();
+    assert!(specs
+        .iter()
+        .any(|s| s.kernel.name == fused_launch(&p).spec.kernel.name
+            && s.defines == fused_launch(&p).spec.defines));
+}

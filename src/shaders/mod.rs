@@ -63,6 +63,19 @@ impl Elem {
                 ),
             };
             out.push_str(&format!("fn {name}_at(i: u32) -> f32 {{ {body} }}\n"));
+            // Packed words: word i raw, and a word's two elements widened.
+            let pair = match self {
+                Elem::F16Packed => Some("return unpack2x16float(w);"),
+                Elem::BF16 => {
+                    Some("return vec2(bitcast<f32>(w << 16u), bitcast<f32>(w & 0xffff0000u));")
+                }
+                _ => None,
+            };
+            if let Some(pair) = pair {
+                out.push_str(&format!(
+                    "fn {name}_w(i: u32) -> u32 {{ return {name}[i]; }}\nfn {name}_pair(w: u32) -> vec2<f32> {{ {pair} }}\n"
+                ));
+            }
         } else {
             let body = match self {
                 Elem::F32 => format!("{name}[i] = x;"),

@@ -65,6 +65,12 @@ pub(crate) struct Shape {
     /// `B4`: the additive mask read as one vec4 per row and block of 4 keys
     /// (`flash_bias4`; needs KB = 4, the host checks the mask's alignment).
     pub bias4: bool,
+    /// `P2`: subgroup mode over K and V stored as halves packed in u32 words
+    /// (f16 or bf16): each lane loads whole words (two elements) and each word
+    /// is broadcast once, half the gathers and broadcasts of element loads
+    /// (needs NG even; the host checks that every K/V row starts at an even
+    /// element with unit stride).
+    pub pairs: bool,
 }
 
 impl Default for Shape {
@@ -77,6 +83,7 @@ impl Default for Shape {
             chunks: 16,
             subgroup: 0,
             bias4: false,
+            pairs: false,
         }
     }
 }
@@ -99,6 +106,7 @@ impl Shape {
                 "S" => s.subgroup = value,
                 "NG" => groups = Some(value),
                 "B4" => s.bias4 = value > 0,
+                "P2" => s.pairs = value > 0,
                 _ => panic!("kernel flash_attention_cpu declares no `const {name}: u32`"),
             }
         }
@@ -113,6 +121,12 @@ impl Shape {
         }
         if let Some(ng) = groups {
             assert_eq!(ng, s.groups(), "NG must be 4·DV / S for {s:?}");
+        }
+        if s.pairs {
+            assert!(
+                s.subgroup > 0 && s.groups().is_multiple_of(2),
+                "P2 needs subgroup loads with NG even: {s:?}"
+            );
         }
         s
     }
@@ -149,6 +163,17 @@ fn constants(out: &mut String, s: Shape) {
     emit!(out, "const S: u32 = {}u;", s.subgroup);
     emit!(out, "const NG: u32 = {}u;", s.groups());
     emit!(out, "const B4: u32 = {}u;", u32::from(s.bias4));
+    emit!(out, "const P2: u32 = {}u;", u32::from(s.pairs));
+    if s.pairs {
+        for x in ["k", "v"] {
+            emit!(out, "");
+            emit!(out, "// Word w of row `base` of {} (two elements; base even, unit stride, the", x.to_uppercase());
+            emit!(out, "// host checks), clamped to the row's last word.");
+            emit!(out, "fn ldw_{x}(base: u32, w: u32) -> u32 {{");
+            emit!(out, "    return {x}_w((base >> 1u) + min(w, (p.d - 1u) >> 1u));");
+            emit!(out, "}}");
+        }
+    }
 }
 
 /// `vec4(ld(base, 4u * cu), ld(base, 4u * cu + 1u), …)`: chunk c of a row, one
@@ -197,6 +222,33 @@ fn load_block(out: &mut String, s: Shape, x: &str) {
             for c in 0..s.chunks {
                 let chunk = row_chunk(&ld, &format!("{x}r{t}"), c);
                 emit!(out, "        let {x}{t}_{c} = {chunk};");
+            }
+        }
+    } else if s.pairs {
+        // Lane sl loads words g·S + sl (elements 2(g·S + sl) and the next).
+        for t in 0..s.keys {
+            for g in 0..s.groups() / 2 {
+                emit!(
+                    out,
+                    "        let {x}l{t}_{g} = ldw_{x}({x}r{t}, {g}u * S + sl);"
+                );
+            }
+        }
+        for t in 0..s.keys {
+            for c in 0..s.chunks {
+                let half = |w: u32| {
+                    format!(
+                        "{x}_pair(subgroupBroadcast({x}l{t}_{}, {}u))",
+                        w / s.subgroup,
+                        w % s.subgroup
+                    )
+                };
+                emit!(
+                    out,
+                    "        let {x}{t}_{c} = vec4({}, {});",
+                    half(2 * c),
+                    half(2 * c + 1)
+                );
             }
         }
     } else {
