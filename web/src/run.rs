@@ -8,7 +8,7 @@ use wgpu_attention::plan::autotune::{Budget, Outcome};
 use wgpu_attention::reference;
 use wgpu_attention::tune::autotune;
 use wgpu_attention::validation::{self, parse_layout, parse_path, Case, REL_L2_TOL};
-use wgpu_attention::verify::{verify, Report, Tolerance};
+use wgpu_attention::verify::{verify, Report};
 use wgpu_attention::wgpu;
 use wgpu_attention::{
     attention, record_attention, AttentionOptions, AttentionPath, AttentionProblem, DType, Gpu,
@@ -130,7 +130,13 @@ pub async fn run_attention(config_json: String) -> Result<RunOutput, JsValue> {
 async fn run_inner(g: &Gpu, cfg: &RunConfig) -> Result<RunOutput, String> {
     let t_start = now_ms();
     let e = |e: wgpu_attention::Error| e.to_string();
-    let case = &cfg.case;
+    let dtype = DType::parse(&cfg.dtype).map_err(e)?;
+    // The case in the page's dtype: its inputs come rounded to it, so the
+    // reference reads exactly what the GPU reads.
+    let case = &Case {
+        dtype,
+        ..cfg.case.clone()
+    };
     let sh = case.shape();
     // Everything the library parses, before any GPU work: layout, paths, then the
     // shape and mask kind (`validation::inputs`).
@@ -142,9 +148,8 @@ async fn run_inner(g: &Gpu, cfg: &RunConfig) -> Result<RunOutput, String> {
         .collect::<wgpu_attention::Result<Vec<_>>>()
         .map_err(e)?;
     let inputs = validation::inputs(case).map_err(e)?;
-    let dtype = DType::parse(&cfg.dtype).map_err(e)?;
     // An output stored in `dtype` is within its rounding of the f32 result.
-    let tol = Tolerance::stored(dtype).rel_l2.max(REL_L2_TOL);
+    let tol = case.tolerance("o");
     let tuning = case.staged.map(|s| g.tuning().with_staged(s));
     let mode = match tuning {
         _ if cfg.autotune => TuningMode::Autotune,
@@ -156,13 +161,6 @@ async fn run_inner(g: &Gpu, cfg: &RunConfig) -> Result<RunOutput, String> {
     let qt = up(&inputs.q, [sh.b, sh.hq, sh.nq, sh.d])?;
     let kt = up(&inputs.k, [sh.b, sh.hkv, sh.nk, sh.d])?;
     let vt = up(&inputs.v, [sh.b, sh.hkv, sh.nk, sh.d])?;
-    // The reference reads exactly the (half-rounded) values the GPU reads.
-    let (q_in, k_in, v_in) = if dtype == DType::F32 {
-        (inputs.q.clone(), inputs.k.clone(), inputs.v.clone())
-    } else {
-        let r = |x: &[f32]| x.iter().map(|&v| dtype.round(v)).collect::<Vec<f32>>();
-        (r(&inputs.q), r(&inputs.k), r(&inputs.v))
-    };
     let mask_t = match &inputs.mask {
         Some(m) => Some(MaskTensor::upload(g, m).map_err(e)?),
         None => None,
@@ -170,7 +168,13 @@ async fn run_inner(g: &Gpu, cfg: &RunConfig) -> Result<RunOutput, String> {
 
     // The f64 reference on the CPU (in wasm), once for every path.
     let t0 = now_ms();
-    let want = reference::attention(&q_in, &k_in, &v_in, &sh, &inputs.reference_options());
+    let want = reference::attention(
+        &inputs.q,
+        &inputs.k,
+        &inputs.v,
+        &sh,
+        &inputs.reference_options(),
+    );
     let reference_ms = now_ms() - t0;
     let flops = 4.0 * (sh.b * sh.hq * sh.nq * sh.nk * sh.d) as f64;
 
