@@ -10,6 +10,7 @@
 use crate::error::Result;
 use crate::gpu::Recorder;
 use crate::plan::{plan, AttentionProblem, Plan};
+pub use crate::record::AttentionOutputs;
 use crate::record::{record_plan, KvSource};
 use crate::tensor::Tensor;
 
@@ -54,9 +55,78 @@ pub fn record_attention(
     v: &Tensor,
     opts: &AttentionOptions,
 ) -> Result<Attention> {
-    let problem = AttentionProblem::new(q, k, v, opts)?;
-    let plan = plan_for(rec, q, &problem, opts)?;
-    record_plan(rec, &plan, &problem, q, &KvSource::Tensors(k, v), opts.mask)
+    record_attention_into(rec, q, k, v, opts, AttentionOutputs::default())
+}
+
+/// [`record_attention`] writing O (and the LSE) into the caller's tensors,
+/// e.g. [`Tensor::from_buffer`] views of their own buffers: nothing is
+/// allocated for them, and with a [`crate::Workspace`] on the recorder nothing
+/// is allocated at all once the workspace has grown. Giving an LSE tensor asks
+/// for the LSE; O's dtype is the output dtype unless `opts.out_dtype` says
+/// otherwise (then they must agree). An output may not share a buffer with an
+/// input. The returned [`Attention`] holds handles to the same tensors.
+///
+/// ```
+/// use wgpu_attention::{record_attention_into, AttentionOptions, AttentionOutputs, Gpu, Tensor};
+/// # fn main() -> wgpu_attention::Result<()> {
+/// let gpu = Gpu::new_blocking(&Default::default())?;
+/// let x = Tensor::from_slice(&gpu, &[0.5f32; 2 * 3 * 8], &[1, 2, 3, 8])?;
+/// let o = Tensor::from_slice(&gpu, &[0.0f32; 2 * 3 * 8], &[1, 2, 3, 8])?;
+/// let lse = Tensor::from_slice(&gpu, &[0.0f32; 6], &[1, 2, 3])?;
+/// let mut rec = gpu.recorder();
+/// let outs = AttentionOutputs { o: Some(&o), lse: Some(&lse) };
+/// record_attention_into(&mut rec, &x, &x, &x, &AttentionOptions::default(), outs)?;
+/// rec.submit()?;
+/// // Every key is the same: O is that value, LSE is the score plus ln 3.
+/// assert!(o.to_vec_blocking()?.iter().all(|&v| (v - 0.5).abs() < 1e-6));
+/// let s = 8.0 * 0.25 / (8f32).sqrt();
+/// assert!((lse.to_vec_blocking()?[0] - (s + 3f32.ln())).abs() < 1e-5);
+/// # Ok(()) }
+/// ```
+pub fn record_attention_into(
+    rec: &mut Recorder<'_>,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    opts: &AttentionOptions,
+    outs: AttentionOutputs<'_>,
+) -> Result<Attention> {
+    let opts = opts_for_outputs(opts, outs)?;
+    let problem = AttentionProblem::new(q, k, v, &opts)?;
+    let plan = plan_for(rec, q, &problem, &opts)?;
+    record_plan(
+        rec,
+        &plan,
+        &problem,
+        q,
+        &KvSource::Tensors(k, v),
+        opts.mask,
+        outs,
+    )
+}
+
+/// `opts` as the caller's outputs imply: an LSE tensor asks for the LSE, O's
+/// dtype is the output dtype unless the options name another (an error).
+pub(crate) fn opts_for_outputs<'a>(
+    opts: &AttentionOptions<'a>,
+    outs: AttentionOutputs<'_>,
+) -> Result<AttentionOptions<'a>> {
+    let mut opts = opts.clone();
+    if outs.lse.is_some() {
+        opts.return_lse = true;
+    }
+    if let Some(o) = outs.o {
+        match opts.out_dtype {
+            Some(d) if d != o.dtype() => {
+                return Err(crate::Error::InvalidArgument(format!(
+                    "the output O is {} but AttentionOptions::out_dtype is {d}: make them agree (or leave out_dtype None)",
+                    o.dtype()
+                )));
+            }
+            _ => opts.out_dtype = Some(o.dtype()),
+        }
+    }
+    Ok(opts)
 }
 
 /// The plan of `problem` on `q`'s device, under `opts.tuning` or the recorder's.
@@ -70,6 +140,10 @@ pub(crate) fn plan_for(
     let tuning = match opts.tuning {
         TuningMode::Heuristic => rec.tuning(),
         TuningMode::Fixed(t) => gpu.granted_tuning(t),
+        // Measuring blocks: not inside the caller's encoder.
+        TuningMode::Autotune if rec.is_caller_encoder() => {
+            crate::tune::tuned_if_cached(gpu, problem, rec.tuning())?
+        }
         TuningMode::Autotune => crate::tune::tuned(gpu, problem, rec.tuning())?,
     };
     plan(problem, gpu.caps(), tuning)

@@ -34,7 +34,9 @@
 //! # Ok(()) }
 //! ```
 
-use crate::attention::{plan_for, record_attention, Attention, AttentionOptions};
+use crate::attention::{
+    plan_for, record_attention_into, Attention, AttentionOptions, AttentionOutputs,
+};
 use crate::dtype::{DType, Element};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Recorder};
@@ -329,6 +331,19 @@ impl KvCache {
         q: &Tensor,
         opts: &AttentionOptions,
     ) -> Result<Attention> {
+        self.record_attend_into(rec, q, opts, AttentionOutputs::default())
+    }
+
+    /// [`KvCache::record_attend`] into the caller's outputs (as
+    /// [`crate::record_attention_into`]).
+    pub fn record_attend_into(
+        &self,
+        rec: &mut Recorder<'_>,
+        q: &Tensor,
+        opts: &AttentionOptions,
+        outs: AttentionOutputs<'_>,
+    ) -> Result<Attention> {
+        let opts = &crate::attention::opts_for_outputs(opts, outs)?;
         if !q.gpu().is_same(&self.gpu) {
             return Err(Error::InvalidArgument(
                 "Q and the KV cache are on different devices".into(),
@@ -338,7 +353,7 @@ impl KvCache {
             let (k, v) = self.kv()?.ok_or_else(|| {
                 Error::InvalidArgument("attend on an empty KV cache: append positions first".into())
             })?;
-            return record_attention(rec, q, &k, &v, opts);
+            return record_attention_into(rec, q, &k, &v, opts, outs);
         }
         // Several pages: the plan runs split-KV over them.
         let [b, hq, nq, d] = q.dims4("Q")?;
@@ -379,6 +394,6 @@ impl KvCache {
         let views = (0..self.pages_in_use())
             .map(|p| self.page_views(p).map(|(k, v, _)| (k, v)))
             .collect::<Result<Vec<_>>>()?;
-        record_plan(rec, &plan, &problem, q, &KvSource::Pages(views), None)
+        record_plan(rec, &plan, &problem, q, &KvSource::Pages(views), None, outs)
     }
 }

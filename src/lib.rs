@@ -35,13 +35,14 @@ pub mod verify;
 pub mod weights;
 
 pub use attention::{
-    attention, record_attention, Attention, AttentionOptions, AttentionPath, TuningMode,
+    attention, record_attention, record_attention_into, Attention, AttentionOptions,
+    AttentionOutputs, AttentionPath, TuningMode,
 };
 pub use plan::{plan, AttentionProblem, DTypes, Plan};
 
 pub use dtype::{DType, Element};
 pub use error::{Error, Result};
-pub use gpu::{parse_backend, split_grid, Gpu, GpuOptions, Recorder, Tuning};
+pub use gpu::{parse_backend, split_grid, Gpu, GpuOptions, Recorder, Tuning, Workspace};
 pub use kv_cache::KvCache;
 pub use mask::{Alignment, HostMask, MaskValues, Masking, Window};
 pub use mask_tensor::{MaskKind, MaskTensor};

@@ -1,7 +1,7 @@
 //! Recording a plan: the kernels a [`Plan`] lists, over the problem's tensors
 //! (or a KV cache's pages), into one command encoder. Decides nothing.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::Recorder;
 use crate::kernels::flash_attention::{record_fused, FusedOut};
 use crate::kernels::{decode, scores, softmax, weighted_sum};
@@ -24,6 +24,19 @@ pub struct Attention {
     pub kernels: String,
 }
 
+/// Where a recording writes its results: the caller's tensors, or (`None`)
+/// new ones ([`crate::record_attention_into`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AttentionOutputs<'a> {
+    /// O `[B, Hq, Nq, D]`, any strides, in the output dtype
+    /// ([`crate::AttentionOptions::out_dtype`], which defaults to this tensor's
+    /// dtype when O is given).
+    pub o: Option<&'a Tensor>,
+    /// The LSE, f32 `[B, Hq, Nq]` contiguous from element 0 of its buffer;
+    /// giving one asks for it.
+    pub lse: Option<&'a Tensor>,
+}
+
 /// The keys and values a plan reads: tensors, or a KV cache's pages in order
 /// (each `[B, Hkv, n, D]`).
 pub(crate) enum KvSource<'a> {
@@ -31,7 +44,9 @@ pub(crate) enum KvSource<'a> {
     Pages(Vec<(Tensor, Tensor)>),
 }
 
-/// Records `plan` for `problem` (whose dense mask is `mask`).
+/// Records `plan` for `problem` (whose dense mask is `mask`) into `outs` or
+/// new outputs. Its scratch comes from the recorder's workspace, if any, and
+/// is handed back once the plan is recorded.
 pub(crate) fn record_plan(
     rec: &mut Recorder<'_>,
     plan: &Plan,
@@ -39,6 +54,103 @@ pub(crate) fn record_plan(
     q: &Tensor,
     keys: &KvSource<'_>,
     mask: Option<&MaskTensor>,
+    outs: AttentionOutputs<'_>,
+) -> Result<Attention> {
+    check_outputs(problem, q, keys, outs, plan)?;
+    let mark = rec.scratch_mark();
+    let out = record_plan_steps(rec, plan, problem, q, keys, mask, outs);
+    rec.release_scratch(mark);
+    out
+}
+
+/// Checks the caller's outputs against the problem before anything is recorded.
+fn check_outputs(
+    problem: &AttentionProblem,
+    q: &Tensor,
+    keys: &KvSource<'_>,
+    outs: AttentionOutputs<'_>,
+    plan: &Plan,
+) -> Result<()> {
+    let sh = problem.shape;
+    let mut inputs: Vec<(&str, &Tensor)> = vec![("Q", q)];
+    match keys {
+        KvSource::Tensors(k, v) => inputs.extend([("K", *k), ("V", *v)]),
+        KvSource::Pages(pages) => {
+            for (k, v) in pages {
+                inputs.extend([("a KV-cache page", k), ("a KV-cache page", v)]);
+            }
+        }
+    }
+    let aliases = |what: &str, t: &Tensor| -> Result<()> {
+        if !t.gpu().is_same(q.gpu()) {
+            return Err(Error::InvalidArgument(format!(
+                "{what} lives on another device than Q"
+            )));
+        }
+        match inputs.iter().find(|(_, i)| i.same_buffer(t)) {
+            Some((name, _)) => Err(Error::InvalidArgument(format!(
+                "{what} shares its buffer with {name}: a kernel cannot write its output into a buffer it reads; give the output a buffer of its own"
+            ))),
+            None => Ok(()),
+        }
+    };
+    if let Some(o) = outs.o {
+        let want = [sh.b, sh.hq, sh.nq, sh.d];
+        if o.shape() != want {
+            return Err(Error::Shape(format!(
+                "the output O is {:?} but this problem's O is [B, Hq, Nq, D] = {want:?}",
+                o.shape()
+            )));
+        }
+        if o.dtype() != problem.dtypes.o {
+            return Err(Error::InvalidArgument(format!(
+                "the output O is {} but the options ask for {} (AttentionOptions::out_dtype)",
+                o.dtype(),
+                problem.dtypes.o
+            )));
+        }
+        aliases("the output O", o)?;
+    }
+    if let Some(lse) = outs.lse {
+        let want = [sh.b, sh.hq, sh.nq];
+        if lse.shape() != want || lse.dtype() != crate::DType::F32 {
+            return Err(Error::Shape(format!(
+                "the output LSE is {} {:?} but must be f32 [B, Hq, Nq] = {want:?}",
+                lse.dtype(),
+                lse.shape()
+            )));
+        }
+        if lse.strides() != [sh.hq * sh.nq, sh.nq, 1] || lse.offset() != 0 {
+            return Err(Error::InvalidArgument(format!(
+                "the output LSE has strides {:?} and offset {}: it must be contiguous from element 0 of its buffer",
+                lse.strides(),
+                lse.offset()
+            )));
+        }
+        aliases("the output LSE", lse)?;
+        if outs.o.is_some_and(|o| o.same_buffer(lse)) {
+            return Err(Error::InvalidArgument(
+                "the outputs O and LSE share a buffer: give each its own".into(),
+            ));
+        }
+        let chunked = matches!(&plan.steps, Steps::Unfused(u) if u.chunk_heads.is_some());
+        if chunked && !lse.buffer().usage().contains(wgpu::BufferUsages::COPY_DST) {
+            return Err(Error::InvalidArgument(
+                "the output LSE's buffer lacks BufferUsages::COPY_DST, which the unfused path in chunks of heads copies each chunk's LSE in with".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn record_plan_steps(
+    rec: &mut Recorder<'_>,
+    plan: &Plan,
+    problem: &AttentionProblem,
+    q: &Tensor,
+    keys: &KvSource<'_>,
+    mask: Option<&MaskTensor>,
+    outs: AttentionOutputs<'_>,
 ) -> Result<Attention> {
     // Every kernel's variant comes from the plan (its launches carry their
     // specializations), not from the recorder's tuning.
@@ -46,20 +158,22 @@ pub(crate) fn record_plan(
     let sh = problem.shape;
     let t = &problem.transform;
     let o_dims = [sh.b, sh.hq, sh.nq, sh.d];
-    let new_o = || {
-        Tensor::output_as(
+    let new_o = || match outs.o {
+        Some(o) => Ok(o.clone()),
+        None => Tensor::output_as(
             gpu,
             "attention output",
             &o_dims,
             Some(problem.layout.strides(o_dims).to_vec()),
             problem.dtypes.o,
-        )
+        ),
     };
-    let new_lse = || {
-        problem
+    let new_lse = || match outs.lse {
+        Some(lse) => Ok(Some(lse.clone())),
+        None => problem
             .want_lse
             .then(|| Tensor::output(gpu, "lse", &[sh.b, sh.hq, sh.nq], None))
-            .transpose()
+            .transpose(),
     };
     let (o, lse, weights) = match (&plan.steps, keys) {
         (Steps::Fused(launch), KvSource::Tensors(k, v)) => {
@@ -80,7 +194,18 @@ pub(crate) fn record_plan(
             },
             keys,
         ) => {
-            let (o, lse) = record_decode(rec, problem, q, keys, mask, pages, *total_splits)?;
+            let (o, lse) = (new_o()?, new_lse()?);
+            record_decode(
+                rec,
+                problem,
+                q,
+                keys,
+                mask,
+                pages,
+                *total_splits,
+                &o,
+                lse.as_ref(),
+            )?;
             (o, lse, None)
         }
         (Steps::Unfused(u), KvSource::Tensors(k, v)) => {
@@ -115,7 +240,11 @@ pub(crate) fn record_plan(
 }
 
 /// Split-KV: each page's launch writes its partials into its place in one
-/// stack, then the merge.
+/// stack, then the merge into `o` (and `lse`).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the problem, its inputs, the plan's pages and the two outputs"
+)]
 fn record_decode(
     rec: &mut Recorder<'_>,
     problem: &AttentionProblem,
@@ -124,17 +253,17 @@ fn record_decode(
     mask: Option<&MaskTensor>,
     pages: &[PageLaunch],
     total: usize,
-) -> Result<(Tensor, Option<Tensor>)> {
-    let gpu = q.gpu();
+    o: &Tensor,
+    lse: Option<&Tensor>,
+) -> Result<()> {
     let sh = problem.shape;
     let rows = sh.b * sh.hq * sh.nq;
-    let o_part = Tensor::output(
-        gpu,
+    let o_part = rec.scratch(
         "decode partial O",
         &[total, sh.b, sh.hq, sh.nq, sh.d],
-        None,
+        crate::DType::F32,
     )?;
-    let lse_part = Tensor::output(gpu, "decode partial LSE", &[total, rows], None)?;
+    let lse_part = rec.scratch("decode partial LSE", &[total, rows], crate::DType::F32)?;
     for (i, page) in pages.iter().enumerate() {
         let (k, v) = match keys {
             KvSource::Tensors(k, v) => (*k, *v),
@@ -159,16 +288,7 @@ fn record_decode(
         let t = problem.transform.for_page(page.p0, page.n);
         record_fused(rec, &page.launch, [q, k, v], &t, mask, out)?;
     }
-    decode::record_combine(
-        rec,
-        &o_part,
-        &lse_part,
-        total,
-        &sh,
-        problem.layout,
-        problem.want_lse,
-        problem.dtypes.o,
-    )
+    decode::record_combine(rec, &o_part, &lse_part, total, &sh, o, lse)
 }
 
 /// The unfused path in one pass, into `o` and `lse`; the weights when the
@@ -182,13 +302,16 @@ fn record_unfused(
     o: &Tensor,
     lse: Option<&Tensor>,
 ) -> Result<Option<Tensor>> {
-    let gpu = q.gpu();
     let sh = problem.shape;
     let t = &problem.transform;
     let dims = [sh.b, sh.hq, sh.nq, sh.nk];
-    let s = Tensor::output(gpu, "scores", &dims, None)?;
+    let s = rec.scratch("scores", &dims, crate::DType::F32)?;
     scores::record_scores_into(rec, q, k, t, mask, &s, &u.tile)?;
-    let p = Tensor::output(gpu, "attention weights", &dims, None)?;
+    let p = if problem.want_weights {
+        Tensor::output(q.gpu(), "attention weights", &dims, None)?
+    } else {
+        rec.scratch("attention weights", &dims, crate::DType::F32)?
+    };
     softmax::record_softmax_into(rec, &s, &softmax_part(t), mask, &p, lse, u.softmax_wg)?;
     weighted_sum::record_weighted_sum_into(rec, &p, v, o, &u.tile)?;
     Ok(problem.want_weights.then_some(p))
@@ -221,13 +344,13 @@ fn record_unfused_chunked(
     o: &Tensor,
     lse: Option<&Tensor>,
 ) -> Result<()> {
-    let gpu = q.gpu();
     let sh = problem.shape;
     let chunk = [1, heads, sh.nq, sh.nk];
-    let s = Tensor::output(gpu, "scores (chunk)", &chunk, None)?;
-    let p = Tensor::output(gpu, "attention weights (chunk)", &chunk, None)?;
+    let f32 = crate::DType::F32;
+    let s = rec.scratch("scores (chunk)", &chunk, f32)?;
+    let p = rec.scratch("attention weights (chunk)", &chunk, f32)?;
     let lse_part = lse
-        .map(|_| Tensor::output(gpu, "lse (chunk)", &[1, heads, sh.nq], None))
+        .map(|_| rec.scratch("lse (chunk)", &[1, heads, sh.nq], f32))
         .transpose()?;
     let kv_heads = (heads / sh.group()).max(1);
     for b in 0..sh.b {

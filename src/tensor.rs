@@ -261,6 +261,108 @@ impl Tensor {
         })
     }
 
+    /// A tensor over the caller's `buffer` (no copy): elements of `dtype` at
+    /// `offset` elements from the buffer's start, addressed through `strides`
+    /// (elements; `None`: contiguous row-major). Kernels read it in place and,
+    /// as an output ([`crate::record_attention_into`]), write it in place.
+    ///
+    /// The buffer must have been created on `gpu`'s device with
+    /// `BufferUsages::STORAGE` (and `COPY_SRC` to be read back with
+    /// [`Tensor::to_vec`]); its size must be a multiple of 4 bytes, hold every
+    /// addressed element, and fit one storage binding of the device (kernels
+    /// bind the whole buffer). Each is checked, with an error saying what to
+    /// change.
+    ///
+    /// ```
+    /// # fn main() -> wgpu_attention::Result<()> {
+    /// use wgpu_attention::{wgpu, DType, Gpu, Tensor};
+    /// let gpu = Gpu::new_blocking(&Default::default())?;
+    /// let buffer = gpu.device().create_buffer(&wgpu::BufferDescriptor {
+    ///     label: Some("mine"),
+    ///     size: 64,
+    ///     usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+    ///     mapped_at_creation: false,
+    /// });
+    /// gpu.queue().write_buffer(&buffer, 0, bytemuck::cast_slice(&[1.0f32; 16]));
+    /// // Elements 4..16 as a [3, 4] matrix.
+    /// let t = Tensor::from_buffer(&gpu, &buffer, DType::F32, &[3, 4], None, 4)?;
+    /// assert_eq!(t.to_vec_blocking()?, vec![1.0; 12]);
+    /// # Ok(()) }
+    /// ```
+    pub fn from_buffer(
+        gpu: &Gpu,
+        buffer: &wgpu::Buffer,
+        dtype: DType,
+        shape: &[usize],
+        strides: Option<&[usize]>,
+        offset: usize,
+    ) -> Result<Tensor> {
+        let strides = strides.map_or_else(|| contiguous_strides(shape), <[usize]>::to_vec);
+        let span = checked_span("tensor over a caller's buffer", shape, &strides, offset)?;
+        let usage = buffer.usage();
+        if !usage.contains(wgpu::BufferUsages::STORAGE) {
+            return Err(Error::InvalidArgument(format!(
+                "the buffer's usage is {usage:?}: kernels bind it as storage, so create it with BufferUsages::STORAGE"
+            )));
+        }
+        let size = buffer.size();
+        if !size.is_multiple_of(4) {
+            return Err(Error::InvalidArgument(format!(
+                "the buffer is {size} bytes: storage bindings need a multiple of 4"
+            )));
+        }
+        let need = (span * dtype.size()) as u64;
+        if need > size {
+            return Err(Error::Shape(format!(
+                "shape {shape:?} with strides {strides:?} and offset {offset} addresses {span} {dtype} elements ({need} bytes) but the buffer is {size} bytes"
+            )));
+        }
+        let limit = gpu.limits().max_storage_buffer_binding_size;
+        if size > limit {
+            return Err(Error::BufferTooLarge {
+                what: "a caller's buffer (bound whole)".into(),
+                bytes: size,
+                limit_name: "max_storage_buffer_binding_size",
+                limit,
+            });
+        }
+        Ok(Tensor {
+            gpu: gpu.clone(),
+            buffer: Arc::new(buffer.clone()),
+            dtype,
+            shape: shape.to_vec(),
+            strides,
+            offset,
+        })
+    }
+
+    /// A contiguous tensor over a workspace's scratch buffer (at least as long).
+    pub(crate) fn over_scratch(
+        gpu: &Gpu,
+        buffer: Arc<wgpu::Buffer>,
+        shape: &[usize],
+        dtype: DType,
+    ) -> Result<Tensor> {
+        if let Some(i) = shape.iter().position(|&n| n == 0) {
+            return Err(Error::ZeroSized(format!(
+                "dim {i} of scratch shape {shape:?}"
+            )));
+        }
+        Ok(Tensor {
+            gpu: gpu.clone(),
+            buffer,
+            dtype,
+            shape: shape.to_vec(),
+            strides: contiguous_strides(shape),
+            offset: 0,
+        })
+    }
+
+    /// Whether `self` and `other` share a buffer.
+    pub(crate) fn same_buffer(&self, other: &Tensor) -> bool {
+        *self.buffer == *other.buffer
+    }
+
     /// A view of the same memory with other shape, strides and offset (no copy).
     /// Used to split or merge heads as stride changes.
     pub fn view(&self, shape: &[usize], strides: &[usize], offset: usize) -> Result<Tensor> {
@@ -381,6 +483,12 @@ impl Tensor {
     /// Downloads the logical elements in row-major order as the dtype's
     /// little-endian bytes.
     pub async fn to_bytes(&self) -> Result<Vec<u8>> {
+        let usage = self.buffer.usage();
+        if !usage.contains(wgpu::BufferUsages::COPY_SRC) {
+            return Err(Error::InvalidArgument(format!(
+                "the tensor's buffer has usage {usage:?}: reading it back copies it, so create it with BufferUsages::COPY_SRC"
+            )));
+        }
         let size = self.dtype.size();
         let span = span(&self.shape, &self.strides, self.offset);
         let bytes = ((span * size) as u64).div_ceil(4) * 4;

@@ -45,6 +45,18 @@ pub(crate) fn tuned(gpu: &Gpu, problem: &AttentionProblem, heuristic: Tuning) ->
     }
 }
 
+/// [`tuned`] without measuring: the cached choice, else the heuristic.
+pub(crate) fn tuned_if_cached(
+    gpu: &Gpu,
+    problem: &AttentionProblem,
+    heuristic: Tuning,
+) -> Result<Tuning> {
+    match choice(gpu, problem, heuristic)? {
+        Choice::Cached(_, t) => Ok(t),
+        Choice::Untuned | Choice::Missing(_) => Ok(heuristic),
+    }
+}
+
 /// Where `problem`'s class stands on `gpu`.
 enum Choice {
     /// Nothing is tuned for it (the unfused path, KV-cache pages).
@@ -183,13 +195,13 @@ pub async fn tune_class(
             let pl = plan(rep, gpu.caps(), t)?;
             if timed {
                 if let Ok(mut rec) = gpu.timed_recorder() {
-                    record_plan(&mut rec, &pl, rep, q, keys, mask)?;
+                    record_plan(&mut rec, &pl, rep, q, keys, mask, Default::default())?;
                     return rec.submit_timed().await;
                 }
             }
             let t0 = Instant::now();
             let mut rec = gpu.recorder();
-            let out = record_plan(&mut rec, &pl, rep, q, keys, mask)?;
+            let out = record_plan(&mut rec, &pl, rep, q, keys, mask, Default::default())?;
             rec.submit()?;
             out.o.view(&[1], &[1], 0)?.to_vec().await?;
             Ok(t0.elapsed().as_secs_f64() * 1e3)

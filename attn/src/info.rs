@@ -33,7 +33,8 @@ fn feature_list(f: Features) -> Vec<String> {
 
 fn describe(gpu: &Gpu) -> Value {
     let info = gpu.info();
-    let adapter = gpu.adapter();
+    // attn opens its own adapters, so there is one.
+    let adapter = gpu.adapter().expect("attn opens its own adapter");
     let af = adapter.features();
     let l = gpu.limits();
     let coop: Vec<Value> = adapter

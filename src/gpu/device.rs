@@ -1,7 +1,7 @@
 //! The device: opened on an adapter with its real limits and optional features,
 //! errors and device loss captured, compiled kernels cached.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::adapter::{self, GpuOptions};
@@ -14,7 +14,12 @@ use crate::error::{Error, Result};
 use crate::shaders::Specialization;
 
 pub(crate) struct GpuInner {
-    pub(crate) adapter: wgpu::Adapter,
+    /// `None` for a caller's device given with its adapter info only.
+    pub(crate) adapter: Option<wgpu::Adapter>,
+    /// The device is the caller's ([`Gpu::from_device`]): its error and
+    /// device-lost handlers stay the caller's, and this crate's own wgpu calls
+    /// capture their errors in error scopes instead.
+    pub(crate) external: bool,
     pub(crate) device: wgpu::Device,
     pub(crate) queue: wgpu::Queue,
     pub(crate) info: wgpu::AdapterInfo,
@@ -36,6 +41,21 @@ pub(crate) struct GpuInner {
     /// on a busy CPU driver can hold it that long, so calls from several threads
     /// queue here first (without a time limit).
     serial: Option<Mutex<()>>,
+    /// Storage buffers this crate has allocated on the device ([`Gpu::storage_allocations`]).
+    pub(crate) storage_allocations: AtomicU64,
+}
+
+/// What a device is opened from, before the shared parts are made.
+struct Parts {
+    adapter: Option<wgpu::Adapter>,
+    external: bool,
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    features: wgpu::Features,
+    limits: wgpu::Limits,
+    error: Arc<Mutex<Option<String>>>,
+    lost: Arc<Mutex<Option<String>>>,
 }
 
 /// A device and queue on one adapter, with its granted features and limits and a
@@ -105,9 +125,6 @@ impl Gpu {
         let info = adapter.get_info();
         let features =
             adapter.features() & (OPTIONAL_FEATURES - options.resolved_disabled_features()?);
-        let tuning = Tuning::for_adapter(&info)
-            .with_overrides(&env::tuning_overrides()?)?
-            .granted(features);
         let limits = options.limits.clone().unwrap_or_else(|| adapter.limits());
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
@@ -135,17 +152,107 @@ impl Gpu {
         device.set_device_lost_callback(move |reason, msg| {
             *locked(&lost_sink) = Some(format!("{reason:?}: {msg}"));
         });
-        let dummy = device.create_buffer(&wgpu::BufferDescriptor {
+        let parts = Parts {
+            adapter: Some(adapter),
+            external: false,
+            device,
+            queue,
+            info,
+            features,
+            limits,
+            error,
+            lost,
+        };
+        Self::assemble(parts, options)
+    }
+
+    /// A `Gpu` over a device and queue the caller already owns (a renderer's,
+    /// an inference engine's), so attention runs on their buffers and in their
+    /// command encoders ([`Gpu::recorder_for`], [`crate::Tensor::from_buffer`]).
+    ///
+    /// Features and limits are read from `device` (what it was created with, not
+    /// what the adapter could have granted): a kernel that would use a feature
+    /// the caller did not enable falls back (`SHADER_F16`: half tensors are read
+    /// packed two per word; `SUBGROUP`: the kernels without subgroup operations),
+    /// and what cannot fall back fails with [`Error::MissingFeature`] naming it
+    /// (`TIMESTAMP_QUERY` for [`Gpu::timed_recorder`]). The caller's
+    /// uncaptured-error and device-lost handlers are left in place: this crate
+    /// captures the errors of its own calls in error scopes, and errors of the
+    /// commands it records surface where the caller submits them.
+    /// `options` applies its disabled features and tuning cache; its adapter
+    /// choice and limits do not apply (the device exists).
+    ///
+    /// ```
+    /// # fn main() -> wgpu_attention::Result<()> {
+    /// use wgpu_attention::{wgpu, Gpu, GpuOptions};
+    /// let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+    /// let adapter = pollster::block_on(instance.request_adapter(&Default::default()))
+    ///     .expect("an adapter");
+    /// let (device, queue) =
+    ///     pollster::block_on(adapter.request_device(&Default::default())).expect("a device");
+    /// let gpu = Gpu::from_device(device, queue, adapter.get_info(), &GpuOptions::default())?;
+    /// assert!(gpu.adapter().is_none());
+    /// # Ok(()) }
+    /// ```
+    pub fn from_device(
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        info: wgpu::AdapterInfo,
+        options: &GpuOptions,
+    ) -> Result<Gpu> {
+        Self::from_parts(None, device, queue, info, options)
+    }
+
+    /// [`Gpu::from_device`] keeping the adapter too ([`Gpu::adapter`]).
+    pub fn from_wgpu(
+        adapter: wgpu::Adapter,
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        options: &GpuOptions,
+    ) -> Result<Gpu> {
+        let info = adapter.get_info();
+        Self::from_parts(Some(adapter), device, queue, info, options)
+    }
+
+    fn from_parts(
+        adapter: Option<wgpu::Adapter>,
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        info: wgpu::AdapterInfo,
+        options: &GpuOptions,
+    ) -> Result<Gpu> {
+        let features =
+            device.features() & (OPTIONAL_FEATURES - options.resolved_disabled_features()?);
+        let limits = device.limits();
+        let parts = Parts {
+            adapter,
+            external: true,
+            device,
+            queue,
+            info,
+            features,
+            limits,
+            error: Arc::new(Mutex::new(None)),
+            lost: Arc::new(Mutex::new(None)),
+        };
+        Self::assemble(parts, options)
+    }
+
+    fn assemble(p: Parts, options: &GpuOptions) -> Result<Gpu> {
+        let tuning = Tuning::for_adapter(&p.info)
+            .with_overrides(&env::tuning_overrides()?)?
+            .granted(p.features);
+        let dummy = p.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("absent binding"),
             size: 16,
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
-        let serial = (info.backend == wgpu::Backend::Gl).then(|| Mutex::new(()));
+        let serial = (p.info.backend == wgpu::Backend::Gl).then(|| Mutex::new(()));
         let tune_path = options.tune_cache.clone().or_else(env::tune_cache_path);
         let tune = match &tune_path {
-            Some(p) => {
-                let (cache, warning) = TuneCache::load(p);
+            Some(path) => {
+                let (cache, warning) = TuneCache::load(path);
                 if let Some(w) = warning {
                     log::warn!("{w}");
                 }
@@ -155,22 +262,29 @@ impl Gpu {
         };
         Ok(Gpu {
             inner: Arc::new(GpuInner {
-                adapter,
-                device,
-                queue,
-                caps: DeviceCaps::new(&info, limits, features),
-                info,
+                adapter: p.adapter,
+                external: p.external,
+                device: p.device,
+                queue: p.queue,
+                caps: DeviceCaps::new(&p.info, p.limits, p.features),
+                info: p.info,
                 tuning,
                 poison: AtomicBool::new(false),
-                error,
-                lost,
+                error: p.error,
+                lost: p.lost,
                 pipelines: PipelineCache::default(),
                 tune: Mutex::new(tune),
                 tune_path,
                 dummy,
                 serial,
+                storage_allocations: AtomicU64::new(0),
             }),
         })
+    }
+
+    /// Whether the device is the caller's ([`Gpu::from_device`], [`Gpu::from_wgpu`]).
+    pub fn is_external(&self) -> bool {
+        self.inner.external
     }
 
     /// Whether `other` is a handle to this same device.
@@ -208,9 +322,10 @@ impl Gpu {
         &self.inner.queue
     }
 
-    /// The adapter.
-    pub fn adapter(&self) -> &wgpu::Adapter {
-        &self.inner.adapter
+    /// The adapter; `None` for a caller's device given without one
+    /// ([`Gpu::from_device`]).
+    pub fn adapter(&self) -> Option<&wgpu::Adapter> {
+        self.inner.adapter.as_ref()
     }
 
     /// One line: `name (backend, device type, driver)`.
@@ -281,6 +396,28 @@ impl Gpu {
             Some(msg) => Err(Error::Gpu(msg)),
             None => Ok(()),
         }
+    }
+
+    /// Runs one wgpu creation call. On a caller's device the call's validation
+    /// error is captured in an error scope and returned (the caller's handler
+    /// never sees it); on this crate's own device the uncaptured-error handler
+    /// records it for the next check.
+    pub(crate) fn capture<T>(&self, what: &str, f: impl FnOnce() -> T) -> Result<T> {
+        #[cfg(not(target_arch = "wasm32"))]
+        if self.inner.external {
+            use futures::FutureExt;
+            let scope = self
+                .inner
+                .device
+                .push_error_scope(wgpu::ErrorFilter::Validation);
+            let out = f();
+            return match scope.pop().now_or_never() {
+                Some(Some(e)) => Err(Error::Gpu(format!("{what}: {e}"))),
+                _ => Ok(out),
+            };
+        }
+        let _ = what;
+        Ok(f())
     }
 
     /// Fails once the device is lost or destroyed, before wgpu is asked for more.
@@ -356,6 +493,14 @@ impl Gpu {
             }
         }
         Ok(())
+    }
+
+    /// Storage buffers this crate has allocated on this device so far (outputs,
+    /// scratch, uploads; not the small uniform blocks of each dispatch). A
+    /// recording with a [`crate::gpu::Workspace`] and the caller's output tensors
+    /// allocates none once the workspace has grown to its plan.
+    pub fn storage_allocations(&self) -> u64 {
+        self.inner.storage_allocations.load(Ordering::Relaxed)
     }
 
     /// Number of pipelines compiled so far (each specialization once).

@@ -19,6 +19,9 @@ impl Gpu {
         let size = (bytes.len() as u64).max(4).div_ceil(4) * 4;
         if usage.contains(wgpu::BufferUsages::STORAGE) {
             self.check_storage_size(what, size)?;
+            self.inner
+                .storage_allocations
+                .fetch_add(1, Ordering::Relaxed);
         }
         let buf = self.inner.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(what),
@@ -61,6 +64,9 @@ impl Gpu {
         self.check_alive()?;
         let bytes = bytes.max(4).div_ceil(4) * 4;
         self.check_storage_size(what, bytes)?;
+        self.inner
+            .storage_allocations
+            .fetch_add(1, Ordering::Relaxed);
         let buf = self.inner.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(what),
             size: bytes,

@@ -12,7 +12,9 @@
 //! - `device`: [`Gpu`], the device with its granted limits and features, error
 //!   capture, device loss, loop budget;
 //! - `memory`: uploads, allocations, readback;
-//! - `recorder`: [`Recorder`], dispatches into one encoder, timing, grid split.
+//! - `workspace`: [`Workspace`], scratch buffers a caller keeps across recordings;
+//! - `recorder`: [`Recorder`], dispatches into one encoder (its own or the
+//!   caller's), timing, grid split.
 
 mod adapter;
 mod caps;
@@ -20,6 +22,7 @@ mod device;
 pub(crate) mod env;
 pub use env::parse_features;
 mod memory;
+mod workspace;
 pub(crate) mod pipeline;
 mod recorder;
 mod tune_cache;
@@ -29,5 +32,6 @@ pub use adapter::{parse_backend, GpuOptions};
 pub use caps::{DeviceCaps, LOOP_MARGIN};
 pub use device::Gpu;
 pub use recorder::{split_grid, Recorder};
+pub use workspace::Workspace;
 pub use tune_cache::{CacheKey, TuneCache};
 pub use tuning::Tuning;

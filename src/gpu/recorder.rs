@@ -1,10 +1,15 @@
 //! Recording dispatches into one command encoder: bind groups, the workgroup
 //! grid, GPU timestamps, submission.
 
+use std::sync::Arc;
+
 use super::device::Gpu;
 use super::pipeline::Kernel;
 use super::tuning::Tuning;
+use super::workspace::Workspace;
+use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::tensor::Tensor;
 
 /// Splits `total` workgroups into a 3-D grid with at most `max_per_dim` per
 /// dimension. Shaders rebuild the linear index (`shared/grid.wgsl`) and skip the
@@ -42,7 +47,44 @@ impl Gpu {
             });
         Recorder {
             gpu: self,
-            encoder,
+            encoder: Encoder::Own(encoder),
+            workspace: None,
+            timer: None,
+            passes: 0,
+            tuning: self.tuning(),
+        }
+    }
+
+    /// Records into the caller's `encoder` (next to the caller's own passes):
+    /// nothing is submitted, read back or waited for; submit the encoder
+    /// yourself. The inputs' contents are read when the encoder's commands
+    /// run, so passes recorded before this one may produce them. Uniform
+    /// blocks are written through the queue into new buffers, so they hold
+    /// whatever order the encoders are submitted in. With
+    /// [`TuningMode::Autotune`](crate::TuningMode::Autotune), a class not yet
+    /// tuned runs the heuristic's variants instead of being measured (measuring
+    /// would block).
+    ///
+    /// ```
+    /// # fn main() -> wgpu_attention::Result<()> {
+    /// use wgpu_attention::{record_attention, AttentionOptions, Gpu, Tensor};
+    /// let gpu = Gpu::new_blocking(&Default::default())?;
+    /// let x = Tensor::from_slice(&gpu, &[0.1f32, 0.2, 0.3, 0.4], &[1, 1, 2, 2])?;
+    /// let mut encoder = gpu.device().create_command_encoder(&Default::default());
+    /// // ... the caller's own passes ...
+    /// let out = {
+    ///     let mut rec = gpu.recorder_for(&mut encoder);
+    ///     record_attention(&mut rec, &x, &x, &x, &AttentionOptions::default())?
+    /// };
+    /// gpu.queue().submit([encoder.finish()]);
+    /// assert_eq!(out.o.to_vec_blocking()?.len(), 4);
+    /// # Ok(()) }
+    /// ```
+    pub fn recorder_for<'a>(&'a self, encoder: &'a mut wgpu::CommandEncoder) -> Recorder<'a> {
+        Recorder {
+            gpu: self,
+            encoder: Encoder::Caller(encoder),
+            workspace: None,
             timer: None,
             passes: 0,
             tuning: self.tuning(),
@@ -74,13 +116,72 @@ impl Gpu {
 /// to the queue at once.
 pub struct Recorder<'g> {
     gpu: &'g Gpu,
-    encoder: wgpu::CommandEncoder,
+    encoder: Encoder<'g>,
+    workspace: Option<&'g mut Workspace>,
     timer: Option<wgpu::QuerySet>,
     passes: u32,
     tuning: Tuning,
 }
 
-impl Recorder<'_> {
+/// The encoder a recorder fills: its own, or the caller's.
+enum Encoder<'g> {
+    Own(wgpu::CommandEncoder),
+    Caller(&'g mut wgpu::CommandEncoder),
+}
+
+impl<'g> Recorder<'g> {
+    /// Takes scratch buffers from `workspace` instead of allocating them (see
+    /// [`Workspace`]).
+    pub fn with_workspace(mut self, workspace: &'g mut Workspace) -> Self {
+        self.workspace = Some(workspace);
+        self
+    }
+
+    /// Whether this recorder fills the caller's encoder ([`Gpu::recorder_for`]).
+    pub fn is_caller_encoder(&self) -> bool {
+        matches!(self.encoder, Encoder::Caller(_))
+    }
+
+    /// The device this recorder records for.
+    pub fn gpu(&self) -> &'g Gpu {
+        self.gpu
+    }
+
+    /// Where the scratch of one call starts (see [`Recorder::release_scratch`]).
+    pub(crate) fn scratch_mark(&self) -> usize {
+        self.workspace.as_ref().map_or(0, |w| w.mark())
+    }
+
+    /// Hands the scratch taken since `mark` back to the workspace: the call
+    /// that took it is recorded, so the next call may reuse it.
+    pub(crate) fn release_scratch(&mut self, mark: usize) {
+        if let Some(w) = self.workspace.as_mut() {
+            w.release(mark);
+        }
+    }
+
+    /// A contiguous scratch tensor: from the workspace when there is one (its
+    /// contents are whatever an earlier call left), else newly allocated (NaN
+    /// when poisoning).
+    pub(crate) fn scratch(&mut self, what: &str, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        match self.workspace.as_mut() {
+            None => Tensor::output_as(self.gpu, what, shape, None, dtype),
+            Some(ws) => {
+                let n: u64 = shape.iter().map(|&v| v as u64).product();
+                let buffer = ws.take(self.gpu, what, n * dtype.size() as u64)?;
+                Tensor::over_scratch(self.gpu, buffer, shape, dtype)
+            }
+        }
+    }
+
+    /// A buffer for an output binding nobody reads.
+    fn absent_output(&mut self) -> Result<Arc<wgpu::Buffer>> {
+        match self.workspace.as_mut() {
+            None => Ok(Arc::new(self.gpu.alloc("absent output", 16)?)),
+            Some(ws) => ws.take(self.gpu, "absent output", 16),
+        }
+    }
+
     /// Uses the kernel variants `t` for what this recorder records (the device
     /// default is [`Gpu::tuning`]). `t.subgroup()` counts as 0 on a device without
     /// the SUBGROUP feature.
@@ -122,30 +223,31 @@ impl Recorder<'_> {
             bytemuck::bytes_of(params),
             wgpu::BufferUsages::UNIFORM,
         )?;
-        let scratch: Vec<Option<wgpu::Buffer>> = buffers
-            .iter()
-            .zip(kernel.read_only)
-            .map(|(b, &ro)| match (b, ro) {
-                (None, false) => gpu.alloc("absent output", 16).map(Some),
-                _ => Ok(None),
-            })
-            .collect::<Result<_>>()?;
+        let mut scratch: Vec<Option<Arc<wgpu::Buffer>>> = Vec::with_capacity(buffers.len());
+        for (b, &ro) in buffers.iter().zip(kernel.read_only) {
+            scratch.push(match (b, ro) {
+                (None, false) => Some(self.absent_output()?),
+                _ => None,
+            });
+        }
         let mut entries = vec![wgpu::BindGroupEntry {
             binding: 0,
             resource: uniform.as_entire_binding(),
         }];
         for (i, (b, s)) in buffers.iter().zip(&scratch).enumerate() {
-            let buf = b.or(s.as_ref()).unwrap_or(&gpu.inner.dummy);
+            let buf = b.or(s.as_deref()).unwrap_or(&gpu.inner.dummy);
             entries.push(wgpu::BindGroupEntry {
                 binding: i as u32 + 1,
                 resource: buf.as_entire_binding(),
             });
         }
-        let bind_group = gpu.device().create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(what),
-            layout: &kernel.layout,
-            entries: &entries,
-        });
+        let bind_group = gpu.capture(what, || {
+            gpu.device().create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(what),
+                layout: &kernel.layout,
+                entries: &entries,
+            })
+        })?;
         let timestamp_writes = match &self.timer {
             Some(_) if self.passes >= MAX_TIMED_PASSES => {
                 return Err(Error::InvalidArgument(format!(
@@ -160,12 +262,14 @@ impl Recorder<'_> {
             None => None,
         };
         self.passes += 1;
-        let mut pass = self
-            .encoder
-            .begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some(what),
-                timestamp_writes,
-            });
+        let encoder = match &mut self.encoder {
+            Encoder::Own(e) => e,
+            Encoder::Caller(e) => &mut **e,
+        };
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some(what),
+            timestamp_writes,
+        });
         pass.set_pipeline(&kernel.pipeline);
         pass.set_bind_group(0, &bind_group, &[]);
         pass.dispatch_workgroups(grid[0], grid[1], grid[2]);
@@ -174,7 +278,10 @@ impl Recorder<'_> {
 
     /// The encoder, for callers that add their own commands (copies, timestamps).
     pub fn encoder(&mut self) -> &mut wgpu::CommandEncoder {
-        &mut self.encoder
+        match &mut self.encoder {
+            Encoder::Own(e) => e,
+            Encoder::Caller(e) => e,
+        }
     }
 
     /// Submits a recording made by [`Gpu::timed_recorder`] and returns the GPU time
@@ -198,7 +305,7 @@ impl Recorder<'_> {
             usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
         });
-        self.encoder.resolve_query_set(&qs, 0..2 * n, &resolve, 0);
+        self.encoder().resolve_query_set(&qs, 0..2 * n, &resolve, 0);
         self.submit()?;
         let raw = gpu.read_buffer(&resolve, 0, 16 * n as u64).await?;
         let ticks: &[u64] = bytemuck::cast_slice(&raw);
@@ -207,11 +314,20 @@ impl Recorder<'_> {
         Ok(end.saturating_sub(start) as f64 * gpu.queue().get_timestamp_period() as f64 / 1e6)
     }
 
-    /// Submits everything recorded, then reports any GPU error it caused.
+    /// Submits everything recorded, then reports any GPU error it caused. A
+    /// recorder over the caller's encoder ([`Gpu::recorder_for`]) does not
+    /// submit: that is the caller's, and this is an error.
     pub fn submit(self) -> Result<wgpu::SubmissionIndex> {
+        let encoder = match self.encoder {
+            Encoder::Own(e) => e,
+            Encoder::Caller(_) => return Err(Error::InvalidArgument(
+                "this recorder fills the caller's encoder: finish and submit that encoder instead"
+                    .into(),
+            )),
+        };
         let idx = {
             let _serial = self.gpu.exclusive();
-            self.gpu.queue().submit([self.encoder.finish()])
+            self.gpu.queue().submit([encoder.finish()])
         };
         self.gpu.take_error()?;
         Ok(idx)

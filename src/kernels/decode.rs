@@ -36,39 +36,22 @@ pub(crate) fn combine_loop_iterations(splits: usize, d: usize) -> u64 {
 }
 
 /// Merges `splits` partial results (`o_part` `[splits, B, Hq, Nq, D]`, `lse_part`
-/// `[splits, B·Hq·Nq]`, both f32) by LSE into O (in `layout`, of `dtype`) and,
-/// if `want_lse`, the LSE (f32).
-#[expect(
-    clippy::too_many_arguments,
-    reason = "the partials, their count, and the output's shape, layout, LSE and dtype"
-)]
+/// `[splits, B·Hq·Nq]`, both f32) by LSE into `out` (`[B, Hq, Nq, D]`, any
+/// strides and dtype) and, if given, `lse` (f32 `[B·Hq·Nq]` from element 0).
 pub(crate) fn record_combine(
     rec: &mut Recorder<'_>,
     o_part: &Tensor,
     lse_part: &Tensor,
     splits: usize,
     sh: &crate::shape::AttnShape,
-    layout: crate::tensor::Layout,
-    want_lse: bool,
-    dtype: crate::DType,
-) -> Result<(Tensor, Option<Tensor>)> {
+    out: &Tensor,
+    lse: Option<&Tensor>,
+) -> Result<()> {
     let gpu = o_part.gpu();
     let rows = sh.b * sh.hq * sh.nq;
-    let dims = [sh.b, sh.hq, sh.nq, sh.d];
-    let out = Tensor::output_as(
-        gpu,
-        "attention output",
-        &dims,
-        Some(layout.strides(dims).to_vec()),
-        dtype,
-    )?;
-    let lse = if want_lse {
-        Some(Tensor::output(gpu, "lse", &[sh.b, sh.hq, sh.nq], None)?)
-    } else {
-        None
-    };
+    let want_lse = lse.is_some();
     gpu.check_loop_budget("decode combine", combine_loop_iterations(splits, sh.d))?;
-    let (o_off, o_s) = addressing(&out);
+    let (o_off, o_s) = addressing(out);
     let params = Params {
         rows: rows as u32,
         d: sh.d as u32,
@@ -92,9 +75,8 @@ pub(crate) fn record_combine(
             Some(o_part.buffer()),
             Some(lse_part.buffer()),
             Some(out.buffer()),
-            lse.as_ref().map(Tensor::buffer),
+            lse.map(Tensor::buffer),
         ],
         (rows as u64).div_ceil(64),
-    )?;
-    Ok((out, lse))
+    )
 }

@@ -217,8 +217,11 @@ fn missing_feature_is_reported_or_feature_works() {
             disabled_features: wgpu::Features::TIMESTAMP_QUERY,
             ..Default::default()
         };
-        let without =
-            pollster::block_on(Gpu::from_adapter_with(gpu.adapter().clone(), &opts)).unwrap();
+        let without = pollster::block_on(Gpu::from_adapter_with(
+            gpu.adapter().expect("own adapter").clone(),
+            &opts,
+        ))
+        .unwrap();
         assert!(
             !without.features().contains(wgpu::Features::TIMESTAMP_QUERY),
             "{ctx}"
@@ -249,7 +252,10 @@ fn device_loss_surfaces_as_an_error() {
     )];
     each_gpu_skipping("errors device lost", &skip, |gpu, _, ctx| {
         // A private device on the same adapter, destroyed under our feet.
-        let own = pollster::block_on(Gpu::from_adapter(gpu.adapter().clone())).unwrap();
+        let own = pollster::block_on(Gpu::from_adapter(
+            gpu.adapter().expect("own adapter").clone(),
+        ))
+        .unwrap();
         let q = self::t(&own, [1, 1, 3, 4]);
         own.device().destroy();
         let r = scores(&q, &q, None, None, None, None).and_then(|s| s.to_vec_blocking());
@@ -270,7 +276,10 @@ fn pipelines_are_compiled_once_not_per_shape() {
     )];
     each_gpu_skipping("pipeline cache", &skip, |gpu, _, ctx| {
         // A private device, so concurrent tests do not add pipelines to the count.
-        let own = pollster::block_on(Gpu::from_adapter(gpu.adapter().clone())).unwrap();
+        let own = pollster::block_on(Gpu::from_adapter(
+            gpu.adapter().expect("own adapter").clone(),
+        ))
+        .unwrap();
         let run = |n: usize, d: usize, path: AttentionPath| {
             let q = self::t(&own, [1, 2, n, d]);
             let opts = AttentionOptions {

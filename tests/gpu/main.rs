@@ -6,6 +6,7 @@
 
 mod attention;
 mod driver_limits;
+mod embed;
 mod errors;
 mod half;
 mod kv_cache;
@@ -243,7 +244,7 @@ pub fn each_storage_mode(test: &str, f: impl Fn(&Gpu, bool, &str)) {
                     disabled_features: wgpu::Features::SHADER_F16,
                     ..GpuOptions::default()
                 };
-                let p = pollster::block_on(Gpu::from_adapter_with(g.adapter().clone(), &opts))
+                let p = pollster::block_on(Gpu::from_adapter_with(g.adapter().expect("own adapter").clone(), &opts))
                     .expect("a second device without SHADER_F16");
                 p.set_poison_outputs(true);
                 (p, Mutex::new(()))

@@ -24,8 +24,13 @@ fn autotune_measures_once_keeps_the_choice_and_stays_correct() {
             tune_cache: Some(dir.join("tune.json")),
             ..Default::default()
         };
-        let open =
-            || pollster::block_on(Gpu::from_adapter_with(gpu.adapter().clone(), &opts)).unwrap();
+        let open = || {
+            pollster::block_on(Gpu::from_adapter_with(
+                gpu.adapter().expect("own adapter").clone(),
+                &opts,
+            ))
+            .unwrap()
+        };
         let own = open();
         own.set_poison_outputs(true);
         // A small head dim: every candidate compiles quickly.

@@ -109,7 +109,7 @@ pub async fn adapter_info() -> Result<String, JsValue> {
         "device_type": format!("{:?}", i.device_type),
         "driver": format!("{} {}", i.driver, i.driver_info).trim(),
         "describe": g.describe(),
-        "adapter_features": feature_flags(g.adapter().features()),
+        "adapter_features": feature_flags(g.adapter().map_or(g.features(), |a| a.features())),
         "granted_features": feature_flags(g.features()),
         "limits": {
             "max_buffer_size": l.max_buffer_size,

@@ -79,7 +79,7 @@ fn unfused_chunks_place_masks_heads_and_batches() {
         let mut limits = gpu.limits().clone();
         limits.max_storage_buffer_binding_size = 48 << 10;
         let small = pollster::block_on(Gpu::from_adapter_with(
-            gpu.adapter().clone(),
+            gpu.adapter().expect("own adapter").clone(),
             &wgpu_attention::GpuOptions {
                 limits: Some(limits),
                 ..Default::default()
