@@ -12,6 +12,22 @@ use half::{bf16, f16};
 use crate::error::{Error, Result};
 
 /// What one element of a tensor is.
+///
+/// ```
+/// use wgpu_attention::DType;
+/// let dt: DType = "bfloat16".parse()?;
+/// assert_eq!((dt, dt.size(), dt.name()), (DType::BF16, 2, "bf16"));
+/// // bf16 keeps 8 significant bits: 1 + 2⁻⁹ rounds to 1, 1 + 2⁻⁷ is exact.
+/// assert_eq!(dt.round(1.0 + 2f32.powi(-9)), 1.0);
+/// assert_eq!(dt.round(1.0 + 2f32.powi(-7)), 1.0 + 2f32.powi(-7));
+/// assert_eq!(DType::F16.round(1e5), f32::INFINITY); // past f16's 65 504
+/// // Bytes as a tensor of that dtype holds them, little-endian.
+/// let bytes = DType::F16.encode(&[1.0, -2.0]);
+/// assert_eq!(bytes, [0x00, 0x3c, 0x00, 0xc0]);
+/// assert_eq!(DType::F16.decode(&bytes), [1.0, -2.0]);
+/// assert!(DType::parse("f64").is_err());
+/// # Ok::<(), wgpu_attention::Error>(())
+/// ```
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
 )]
@@ -47,7 +63,9 @@ impl DType {
         }
     }
 
-    /// Parses `f32`, `f16` or `bf16` (also `float32`, `float16`, `half`, `bfloat16`).
+    /// Parses `f32`, `f16` or `bf16` (also `float32`, `float`, `float16`,
+    /// `half`, `bfloat16`; any case, surrounding spaces ignored);
+    /// [`Error::InvalidArgument`] otherwise.
     pub fn parse(s: &str) -> Result<DType> {
         match s.trim().to_ascii_lowercase().as_str() {
             "f32" | "float32" | "float" => Ok(DType::F32),
@@ -94,6 +112,9 @@ impl DType {
     }
 
     /// Element `i` of `bytes` (this dtype's little-endian elements) widened to f32.
+    ///
+    /// # Panics
+    /// If `bytes` holds fewer than `i + 1` elements.
     pub fn decode_at(self, bytes: &[u8], i: usize) -> f32 {
         let s = self.size();
         let b = &bytes[i * s..(i + 1) * s];
@@ -104,7 +125,8 @@ impl DType {
         }
     }
 
-    /// Every element of `bytes` widened to f32.
+    /// Every element of `bytes` widened to f32 (a trailing partial element is
+    /// ignored).
     pub fn decode(self, bytes: &[u8]) -> Vec<f32> {
         (0..bytes.len() / self.size())
             .map(|i| self.decode_at(bytes, i))

@@ -20,13 +20,47 @@ pub enum Alignment {
 
 /// A sliding window relative to the aligned diagonal: query `i` (diagonal `d`)
 /// sees keys `d - left ..= d + right`.
+///
+/// With `causal` also set, `right` has no effect (keys past the diagonal are
+/// hidden anyway): `Window { left: w - 1, right: 0 }` is the usual causal
+/// window of `w` keys.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Window {
+    /// Keys visible before the diagonal (the diagonal's own key is always in
+    /// the window).
     pub left: u32,
+    /// Keys visible after the diagonal.
     pub right: u32,
 }
 
 /// Rule-based masks, evaluated on the fly (no tensor).
+///
+/// The default hides nothing. [`Masking::visible`] is the rule every kernel and
+/// the reference apply:
+///
+/// ```
+/// use wgpu_attention::{Alignment, Masking, Window};
+/// // 2 queries against 4 keys: bottom-right causal (the default alignment)
+/// // lets the last query see every key.
+/// let m = Masking { causal: true, ..Default::default() };
+/// let row = |i| (0..4).map(|j| m.visible(0, i, j, 2, 4)).collect::<Vec<_>>();
+/// assert_eq!(row(0), [true, true, true, false]);
+/// assert_eq!(row(1), [true, true, true, true]);
+///
+/// // Top-left (PyTorch `is_causal`), a window of one key either side, and
+/// // batch 0 limited to its first 2 keys.
+/// let m = Masking {
+///     causal: false,
+///     window: Some(Window { left: 1, right: 1 }),
+///     alignment: Alignment::TopLeft,
+///     key_lengths: Some(vec![2]),
+/// };
+/// m.validate(1, 4)?; // one length per batch, each at most Nk
+/// let row = |i| (0..4).map(|j| m.visible(0, i, j, 2, 4)).collect::<Vec<_>>();
+/// assert_eq!(row(0), [true, true, false, false]);
+/// assert_eq!(row(1), [true, true, false, false]); // key 2 is past the length
+/// # Ok::<(), wgpu_attention::Error>(())
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Masking {
     /// Hide keys after the aligned diagonal.
@@ -69,7 +103,9 @@ impl Masking {
         true
     }
 
-    /// Checks `key_lengths` against the batch size and key count.
+    /// Checks `key_lengths` against the batch size `b` and key count `nk`:
+    /// [`Error::InvalidArgument`] unless there is one length per batch, each
+    /// at most `nk`.
     pub fn validate(&self, b: usize, nk: usize) -> Result<()> {
         if let Some(lens) = &self.key_lengths {
             if lens.len() != b {
@@ -107,7 +143,7 @@ pub fn additive_floor(v: f32) -> f32 {
     }
 }
 
-/// The values of a dense mask.
+/// The values of a dense mask, flat in the order of [`HostMask::dims`].
 #[derive(Clone, Debug, PartialEq)]
 pub enum MaskValues {
     /// `true` = attend.
@@ -116,20 +152,42 @@ pub enum MaskValues {
     Additive(Vec<f32>),
 }
 
-/// A dense mask on the host, contiguous over `dims = [B|1, H|1, Nq, Nk]`.
+/// A dense mask on the host, contiguous over `dims = [B|1, H|1, Nq|1, Nk|1]`:
+/// what the reference reads, and what [`crate::MaskTensor::upload`] puts on a
+/// GPU.
+///
+/// ```
+/// use wgpu_attention::HostMask;
+/// // One [Nq = 2, Nk = 3] pattern for every batch and head.
+/// let m = HostMask::bool(vec![true, false, true, true, true, false], [1, 1, 2, 3])?;
+/// m.check_broadcast(4, 8, 2, 3)?; // fits B = 4, H = 8
+/// assert_eq!(m.index(3, 7, 1, 2), 5); // broadcast dims read index 0
+/// assert!(m.check_broadcast(4, 8, 2, 5).is_err()); // Nk differs
+/// // Values must match the dims, and additive values must not be NaN or +inf.
+/// assert!(HostMask::bool(vec![true; 5], [1, 1, 2, 3]).is_err());
+/// assert!(HostMask::additive(vec![0.0, f32::NAN], [1, 1, 1, 2]).is_err());
+/// # Ok::<(), wgpu_attention::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct HostMask {
+    /// `[B|1, H|1, Nq|1, Nk|1]`: each dim is the full size or 1 (broadcast).
     pub dims: [usize; 4],
+    /// `dims.iter().product()` values, row-major over `dims`.
     pub values: MaskValues,
 }
 
 impl HostMask {
-    /// A bool mask (true = attend) of shape `dims`.
+    /// A bool mask (true = attend) of shape `dims`: [`Error::Shape`] unless
+    /// `data` has `dims.iter().product()` values, [`Error::ZeroSized`] for a
+    /// zero dim.
     pub fn bool(data: Vec<bool>, dims: [usize; 4]) -> Result<Self> {
         Self::checked(dims, data.len(), MaskValues::Bool(data))
     }
 
-    /// An additive float mask of shape `dims`. NaN and `+inf` are rejected.
+    /// An additive float mask of shape `dims`, added to the scaled scores;
+    /// entries at or below [`ADDITIVE_MASKED`] (and `-inf`) exclude the key.
+    /// NaN and `+inf` are rejected ([`Error::InvalidArgument`]), as are the
+    /// errors of [`HostMask::bool`].
     pub fn additive(data: Vec<f32>, dims: [usize; 4]) -> Result<Self> {
         if let Some(pos) = data.iter().position(|v| v.is_nan() || *v == f32::INFINITY) {
             return Err(Error::InvalidArgument(format!(
@@ -153,12 +211,15 @@ impl HostMask {
         Ok(Self { dims, values })
     }
 
-    /// Checks that the mask broadcasts to `[b, h, nq, nk]`.
+    /// Checks that the mask broadcasts to `[b, h, nq, nk]` (every dim 1 or the
+    /// full size): [`Error::MaskBroadcast`] otherwise.
     pub fn check_broadcast(&self, b: usize, h: usize, nq: usize, nk: usize) -> Result<()> {
         check_mask_broadcast(self.dims, b, h, nq, nk)
     }
 
-    /// Flat index of element `(b, h, i, j)` with broadcasting.
+    /// Flat index into [`HostMask::values`] of element `(b, h, i, j)` of the
+    /// broadcast mask (a size-1 dim reads index 0). Indices are not checked
+    /// against the full sizes: call [`HostMask::check_broadcast`] first.
     pub fn index(&self, b: usize, h: usize, i: usize, j: usize) -> usize {
         let [mb, mh, mq, mk] = self.dims;
         let b = if mb == 1 { 0 } else { b };

@@ -15,7 +15,28 @@ pub enum MaskKind {
     Additive,
 }
 
-/// A dense mask uploaded to the GPU, broadcastable to `[B, H, Nq, Nk]`.
+/// A dense mask uploaded to the GPU, broadcastable to `[B, H, Nq, Nk]`, for
+/// [`crate::AttentionOptions::mask`] (and the `scores` / `softmax` kernels).
+/// Cloning shares the buffer.
+///
+/// ```
+/// use wgpu_attention::{attention, AttentionOptions, Gpu, HostMask, Layout, MaskTensor, Tensor};
+/// # fn main() -> wgpu_attention::Result<()> {
+/// let gpu = Gpu::new_blocking(&Default::default())?;
+/// let dims = [1, 1, 2, 3]; // B, H, N, D: 2 queries and 2 keys
+/// let x = [0.5, -1.0, 0.25, 1.0, 0.75, -0.5];
+/// let q = Tensor::from_bhnd(&gpu, &x, dims, Layout::Bhnd)?;
+/// // [1, 1, Nq, Nk], broadcast over batch and heads: each query sees one key,
+/// // query 0 the second and query 1 the first.
+/// let host = HostMask::bool(vec![false, true, true, false], [1, 1, 2, 2])?;
+/// let mask = MaskTensor::upload(&gpu, &host)?;
+/// let opts = AttentionOptions { mask: Some(&mask), ..Default::default() };
+/// let o = attention(&q, &q, &q, &opts)?.o.to_vec_blocking()?;
+/// // With one visible key, a row's output is that key's value.
+/// let want = [1.0, 0.75, -0.5, 0.5, -1.0, 0.25];
+/// assert!(o.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-6));
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct MaskTensor {
     gpu: Gpu,
@@ -50,7 +71,9 @@ fn padded_row(mk: usize, elem: usize) -> usize {
 }
 
 impl MaskTensor {
-    /// Uploads a host mask (additive values as f32).
+    /// Uploads a host mask (additive values as f32, bool values one byte each),
+    /// each row padded for aligned vector reads. A padded mask larger than one
+    /// storage binding is [`Error::BufferTooLarge`].
     pub fn upload(gpu: &Gpu, host: &HostMask) -> Result<MaskTensor> {
         Self::upload_as(gpu, host, crate::DType::F32)
     }
@@ -115,10 +138,12 @@ impl MaskTensor {
         self.dtype
     }
 
+    /// The host mask's `[B|1, H|1, Nq|1, Nk|1]`.
     pub fn dims(&self) -> [usize; 4] {
         self.dims
     }
 
+    /// Whether the values are bool (attend / not) or added to the scores.
     pub fn kind(&self) -> MaskKind {
         self.kind
     }

@@ -74,6 +74,29 @@ impl GpuLinear {
 }
 
 /// A multi-head (or grouped-/multi-query) attention layer with its weights on the GPU.
+///
+/// ```
+/// use wgpu_attention::reference::{self, MhaReferenceOptions};
+/// use wgpu_attention::verify::{assert_close, Tolerance};
+/// use wgpu_attention::{Gpu, MhaConfig, MhaOptions, MhaWeights, MultiHeadAttention, Tensor};
+/// # fn main() -> wgpu_attention::Result<()> {
+/// let gpu = Gpu::new_blocking(&Default::default())?;
+/// let cfg = MhaConfig::new(16, 4)?.with_kv_heads(2)?; // 4 heads of 4, GQA
+/// let weights = MhaWeights::random(&cfg, 1)?;
+/// let layer = MultiHeadAttention::new(&gpu, cfg, &weights)?;
+/// let (b, n) = (2, 5);
+/// let x: Vec<f32> = (0..b * n * 16).map(|i| (i as f32 * 0.1).sin()).collect();
+/// let xt = Tensor::from_slice(&gpu, &x, &[b, n, 16])?; // [B, N, d_model]
+/// let mut opts = MhaOptions::default();
+/// opts.masking.causal = true;
+/// let y = layer.forward(&xt, None, &opts)?; // self-attention
+/// assert_eq!(y.shape(), [b, n, 16]);
+/// // The f64 twin of the whole layer.
+/// let ropts = MhaReferenceOptions { masking: opts.masking.clone(), ..Default::default() };
+/// let want = reference::multi_head_attention(&x, &x, [b, n, n], &cfg, &weights, &ropts);
+/// assert_close(&y.to_vec_blocking()?, &want, Tolerance::F32, "layer");
+/// # Ok(()) }
+/// ```
 pub struct MultiHeadAttention {
     cfg: MhaConfig,
     gpu: Gpu,
@@ -85,7 +108,8 @@ pub struct MultiHeadAttention {
 }
 
 impl MultiHeadAttention {
-    /// Uploads `weights` (checked against `cfg`).
+    /// Uploads `weights` (checked against `cfg`: [`Error::Weights`] or
+    /// [`Error::Config`] on a mismatch), each projection in its own dtype.
     pub fn new(gpu: &Gpu, cfg: MhaConfig, weights: &MhaWeights) -> Result<Self> {
         weights.check(&cfg)?;
         Ok(MultiHeadAttention {
@@ -107,12 +131,16 @@ impl MultiHeadAttention {
             .sum()
     }
 
+    /// The layer's shape, as given to [`MultiHeadAttention::new`].
     pub fn config(&self) -> &MhaConfig {
         &self.cfg
     }
 
     /// Self-attention when `x_kv` is `None`, cross-attention otherwise:
-    /// `x_q` `[B, Nq, d_model]`, `x_kv` `[B, Nk, d_model]` → `[B, Nq, d_model]`.
+    /// `x_q` `[B, Nq, d_model]`, `x_kv` `[B, Nk, d_model]` → `[B, Nq, d_model]`
+    /// (contiguous, in `x_q`'s dtype), in one submission. Inputs of another
+    /// rank or width, or batches that differ, are [`Error::Shape`]; the masks
+    /// and options are checked as by [`crate::attention()`].
     pub fn forward(
         &self,
         x_q: &Tensor,

@@ -14,8 +14,26 @@ pub enum Pairing {
 }
 
 /// Rotary position embedding: pair `i` rotates by `pos · base^(-2i/R)`.
+///
+/// Applied to Q and K by [`crate::kernels::rope::rope`] (or
+/// [`crate::MhaOptions::rope`]); the CPU twin is [`crate::reference::rope`].
+///
+/// ```
+/// use wgpu_attention::{Pairing, Rope};
+/// // Llama-style: half-split pairs, base 10 000, every channel rotated.
+/// let r = Rope::default();
+/// assert_eq!(r.rotary(64)?, 64);
+/// assert_eq!(r.theta(0, 64), 1.0); // the first pair turns one radian per position
+/// // GPT-J: interleaved pairs over the first 32 of 64 channels, continuing a
+/// // KV cache of 100 positions.
+/// let gptj = Rope { pairing: Pairing::Interleaved, rotary_dims: Some(32), offset: 100, ..r };
+/// assert_eq!(gptj.rotary(64)?, 32);
+/// assert!(Rope { rotary_dims: Some(33), ..r }.rotary(64).is_err()); // odd
+/// # Ok::<(), wgpu_attention::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Rope {
+    /// Which channels rotate together ([`Pairing::HalfSplit`] by default).
     pub pairing: Pairing,
     /// 10 000 in the RoPE paper and most models.
     pub base: f64,
@@ -38,7 +56,9 @@ impl Default for Rope {
 }
 
 impl Rope {
-    /// The rotated channel count for head dim `d`, checked.
+    /// The rotated channel count `R` for head dim `d`:
+    /// [`Error::InvalidArgument`] when `R` is odd or above `d`, or the base is
+    /// not finite and above 1.
     pub fn rotary(&self, d: usize) -> Result<usize> {
         let r = self.rotary_dims.unwrap_or(d - d % 2);
         if !r.is_multiple_of(2) || r > d {
@@ -55,7 +75,8 @@ impl Rope {
         Ok(r)
     }
 
-    /// `θ_i = base^(-2i/R)` for pair `i`.
+    /// `θ_i = base^(-2i/R)` for pair `i` of `r` rotated channels: the angle in
+    /// radians that pair turns per position.
     pub fn theta(&self, i: usize, r: usize) -> f64 {
         self.base.powf(-2.0 * i as f64 / r as f64)
     }
@@ -64,6 +85,14 @@ impl Rope {
 /// The ALiBi slopes of the ALiBi paper for `n` heads: `2^(-8h/n)` for
 /// `h = 1..n` when `n` is a power of two; otherwise the slopes of the largest
 /// power of two `m < n`, then every other slope of `2m` heads for the rest.
+/// Empty for `n = 0`.
+///
+/// ```
+/// use wgpu_attention::alibi_slopes;
+/// assert_eq!(alibi_slopes(4), [0.25, 0.0625, 0.015625, 0.00390625]);
+/// // 6 heads: the 4-head slopes, then slopes 1 and 3 of the 8-head set.
+/// assert_eq!(alibi_slopes(6)[4..], [0.5, 0.125]);
+/// ```
 pub fn alibi_slopes(n: usize) -> Vec<f32> {
     fn pow2(n: usize) -> Vec<f64> {
         let start = 2f64.powf(-8.0 / n as f64);

@@ -4,13 +4,34 @@ use crate::error::{Error, Result};
 
 /// Logical sizes of an attention problem: Q is `[B, Hq, Nq, D]`, K and V are
 /// `[B, Hkv, Nk, D]`, scores and weights `[B, Hq, Nq, Nk]`, O is `[B, Hq, Nq, D]`.
+///
+/// ```
+/// use wgpu_attention::AttnShape;
+/// // Grouped-query attention: 8 query heads share 2 K/V heads.
+/// let sh = AttnShape { b: 1, hq: 8, hkv: 2, nq: 16, nk: 32, d: 64 };
+/// sh.validate()?;
+/// assert_eq!(sh.group(), 4);
+/// assert_eq!(sh.q_len(), 8 * 16 * 64);
+/// assert_eq!(sh.kv_len(), 2 * 32 * 64);
+/// assert_eq!(sh.default_scale(), 0.125);
+/// // 8 query heads cannot share 3 K/V heads.
+/// assert!(AttnShape { hkv: 3, ..sh }.validate().is_err());
+/// # Ok::<(), wgpu_attention::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct AttnShape {
+    /// Batch size `B`.
     pub b: usize,
+    /// Query heads `Hq` (a multiple of `hkv`).
     pub hq: usize,
+    /// Key/value heads `Hkv`: `hq` for multi-head attention, fewer for
+    /// grouped-query, 1 for multi-query.
     pub hkv: usize,
+    /// Query positions `Nq` (rows of the scores).
     pub nq: usize,
+    /// Key/value positions `Nk` (columns of the scores).
     pub nk: usize,
+    /// Head dimension `D`, shared by Q, K, V and O.
     pub d: usize,
 }
 
@@ -35,7 +56,8 @@ impl AttnShape {
         self.b * self.hq * self.nq * self.nk
     }
 
-    /// Rejects zero dims and head counts that do not divide.
+    /// Rejects a zero size ([`crate::Error::ZeroSized`], naming it) and a `hq`
+    /// that is not a multiple of `hkv` ([`crate::Error::Heads`]).
     pub fn validate(&self) -> Result<()> {
         for (name, v) in [
             ("B", self.b),

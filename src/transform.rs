@@ -10,9 +10,16 @@ use crate::mask_tensor::{MaskKind, MaskTensor};
 /// `(b, h)` a dispatch covers, and its size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MaskInfo {
+    /// Bool or additive.
     pub kind: MaskKind,
+    /// Element strides for `[b, h, i, j]` of the scores; 0 where the mask
+    /// broadcasts (a size-1 dim).
     pub strides: [u32; 4],
+    /// Element index of the mask's entry for the dispatch's first `(b, h)` (0
+    /// unless the call runs in chunks of heads).
     pub offset: u32,
+    /// Size of the mask's buffer in bytes (rows padded), counted in
+    /// [`crate::Plan::peak_bytes`].
     pub bytes: u64,
     /// An additive mask stored as f16 ([`MaskTensor::upload_as`]).
     pub f16: bool,

@@ -135,6 +135,21 @@ pub async fn retune(
 /// (its own, with B = 1 and at most 1024 queries and 4096 keys), on the path the
 /// heuristic takes, within `budget` (`attn tune` prints the trials); remembers
 /// nothing.
+///
+/// ```
+/// use wgpu_attention::plan::autotune::Budget;
+/// use wgpu_attention::{tune, AttentionProblem, AttnShape, Gpu};
+/// # fn main() -> wgpu_attention::Result<()> {
+/// let gpu = Gpu::new_blocking(&Default::default())?;
+/// let sh = AttnShape { b: 1, hq: 2, hkv: 2, nq: 64, nk: 64, d: 32 };
+/// let problem = AttentionProblem::of_shape(sh)?;
+/// // A zero time budget measures the heuristic's candidate alone.
+/// let budget = Budget { total_ms: 0.0, ..Default::default() };
+/// let out = pollster::block_on(tune::tune_class(&gpu, &problem, gpu.tuning(), &budget))?;
+/// assert_eq!(out.trials[out.chosen].candidate, gpu.tuning());
+/// assert!(out.trials[1..].iter().all(|t| t.result.is_none())); // not measured
+/// # Ok(()) }
+/// ```
 pub async fn tune_class(
     gpu: &Gpu,
     problem: &AttentionProblem,

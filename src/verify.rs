@@ -54,6 +54,18 @@ impl fmt::Display for Report {
 ///
 /// Infinite reference values (the `-inf` LSE of a fully masked row) must be
 /// matched exactly and are left out of the norms.
+///
+/// # Panics
+/// If the lengths differ.
+///
+/// ```
+/// use wgpu_attention::verify::verify;
+/// let r = verify(&[1.0, 2.0, 3.5, f32::NEG_INFINITY], &[1.0, 2.0, 3.0, f64::NEG_INFINITY]);
+/// assert_eq!((r.max_abs, r.worst_index, r.nan_count), (0.5, 2, 0));
+/// assert!((r.rel_l2 - 0.5 / 14f64.sqrt()).abs() < 1e-12); // the -inf pair is left out
+/// assert!(!r.passes(1e-5) && r.passes(0.2));
+/// println!("{r}"); // n=4 max_abs=5.000e-1 rel_l2=1.336e-1 worst[2]: got 3.5 expected 3 …
+/// ```
 pub fn verify(got: &[f32], expected: &[f64]) -> Report {
     assert_eq!(
         got.len(),
@@ -116,8 +128,13 @@ pub fn verify(got: &[f32], expected: &[f64]) -> Report {
 pub struct Tolerance {
     /// Bound on the relative L2 error of the whole tensor.
     pub rel_l2: f64,
-    /// Per element: `|got - expected| <= elem_abs · rms(expected) + elem_rel · |expected|`.
+    /// Per element, the absolute part of the bound, relative to the size of
+    /// the whole tensor: `|got - expected| <= elem_abs · rms(expected)`, or
+    /// within `elem_rel` (see there).
     pub elem_abs: f64,
+    /// Per element, the relative part: `|got - expected| <= elem_rel ·
+    /// max(|got|, |expected|)` also passes (so large values are judged by
+    /// their own size, small ones by the tensor's rms).
     pub elem_rel: f64,
 }
 
@@ -149,6 +166,21 @@ impl Tolerance {
 
 /// Panics with a full report (and `context`, e.g. the seed and adapter) unless
 /// `got` matches `expected` within `tol`, overall and element by element.
+/// Returns the [`Report`] when it passes.
+///
+/// ```
+/// use wgpu_attention::verify::{assert_close, Tolerance};
+/// let want: Vec<f64> = (0..100).map(|i| (i as f64 * 0.1).sin()).collect();
+/// let got: Vec<f32> = want.iter().map(|&v| v as f32).collect(); // f32 rounding only
+/// let r = assert_close(&got, &want, Tolerance::F32, "seed=1 lavapipe");
+/// assert!(r.rel_l2 < 1e-7);
+/// ```
+///
+/// ```should_panic
+/// # use wgpu_attention::verify::{assert_close, Tolerance};
+/// // Panics: "seed=7: result differs from the f64 reference (...)".
+/// assert_close(&[1.0, 2.0], &[1.0, 2.1], Tolerance::F32, "seed=7");
+/// ```
 pub fn assert_close(got: &[f32], expected: &[f64], tol: Tolerance, context: &str) -> Report {
     let r = verify(got, expected);
     let finite: Vec<f64> = expected.iter().copied().filter(|e| e.is_finite()).collect();

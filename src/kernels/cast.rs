@@ -27,7 +27,7 @@ pub(super) struct Params {
 
 /// `x` (rank 1–4, any strides) converted to `dtype`, contiguous.
 ///
-/// ```no_run
+/// ```
 /// # fn main() -> wgpu_attention::Result<()> {
 /// use wgpu_attention::{kernels::cast::cast, DType, Gpu, Tensor};
 /// let gpu = Gpu::new_blocking(&Default::default())?;

@@ -18,16 +18,22 @@ use crate::transform::ScoreTransform;
 /// key lengths, ALiBi slopes read-only; O and LSE written.
 const FUSED_BINDINGS: &[bool] = &[true, true, true, true, true, true, false, false];
 
+/// `flash_attention.wgsl`: the generic fused kernel (loops, no workgroup
+/// memory); runs on any device.
 pub const SPEC: KernelSpec = KernelSpec {
     name: "flash_attention",
     storage_read_only: FUSED_BINDINGS,
 };
 
+/// `flash_attention_cpu.wgsl`: straight-line code generated per shape for CPU
+/// drivers, optionally sharing K/V loads across a subgroup.
 pub const SPEC_CPU: KernelSpec = KernelSpec {
     name: "flash_attention_cpu",
     storage_read_only: FUSED_BINDINGS,
 };
 
+/// `flash_attention_tiled.wgsl`: K/V tiles staged in workgroup memory, one
+/// query row per lane (GPUs).
 pub const SPEC_TILED: KernelSpec = KernelSpec {
     name: "flash_attention_tiled",
     storage_read_only: FUSED_BINDINGS,

@@ -47,6 +47,22 @@ fn operand(t: &Tensor, what: &str) -> Result<([usize; 3], [u32; 4])> {
 /// `[batch, K, N]`, plus `bias` `[N]`. Any strides: pass a transposed view for
 /// `Aᵀ` or `Bᵀ`. The result is contiguous, `[M, N]` or `[batch, M, N]`, in A's
 /// dtype; every operand may have any dtype (accumulation is f32).
+///
+/// ```
+/// use wgpu_attention::{kernels::matmul::matmul, Gpu, Tensor};
+/// # fn main() -> wgpu_attention::Result<()> {
+/// let gpu = Gpu::new_blocking(&Default::default())?;
+/// let a = Tensor::from_slice(&gpu, &[1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3])?;
+/// let b = Tensor::from_slice(&gpu, &[1.0f32, 0.0, 0.0, 1.0, 1.0, 1.0], &[3, 2])?;
+/// let bias = Tensor::from_slice(&gpu, &[10.0f32, 20.0], &[2])?;
+/// let c = matmul(&a, &b, Some(&bias))?;
+/// assert_eq!(c.shape(), [2, 2]);
+/// assert_eq!(c.to_vec_blocking()?, [14.0, 25.0, 20.0, 31.0]);
+/// // Aᵀ·A with Aᵀ a view (swapped strides), not a copy.
+/// let ata = matmul(&a.transpose(0, 1)?, &a, None)?;
+/// assert_eq!(ata.to_vec_blocking()?, [17.0, 22.0, 27.0, 22.0, 29.0, 36.0, 27.0, 36.0, 45.0]);
+/// # Ok(()) }
+/// ```
 pub fn matmul(a: &Tensor, b: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     let mut rec = a.gpu().recorder();
     let c = record_matmul(&mut rec, a, b, bias)?;

@@ -25,6 +25,19 @@ pub(super) struct Params {
 
 /// `x + PE` for embeddings `x` `[B, N, d_model]` (any strides), positions
 /// `offset .. offset + N`. Output is contiguous `[B, N, d_model]`.
+///
+/// ```
+/// use wgpu_attention::verify::{assert_close, Tolerance};
+/// use wgpu_attention::{kernels::posenc::posenc, reference, Gpu, Tensor};
+/// # fn main() -> wgpu_attention::Result<()> {
+/// let gpu = Gpu::new_blocking(&Default::default())?;
+/// let x = vec![0.0f32; 2 * 3 * 8]; // [B = 2, N = 3, d_model = 8]: the output is PE alone
+/// let y = posenc(&Tensor::from_slice(&gpu, &x, &[2, 3, 8])?, 5)?; // positions 5, 6, 7
+/// let want = reference::posenc(&x, 2, 3, 8, 5);
+/// assert_eq!(want[0], 5f64.sin()); // PE[5, 0]
+/// assert_close(&y.to_vec_blocking()?, &want, Tolerance::F32, "posenc");
+/// # Ok(()) }
+/// ```
 pub fn posenc(x: &Tensor, offset: u32) -> Result<Tensor> {
     let mut rec = x.gpu().recorder();
     let out = record_posenc(&mut rec, x, offset)?;

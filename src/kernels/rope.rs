@@ -29,7 +29,23 @@ pub(super) struct Params {
 }}
 
 /// RoPE applied to `x` `[B, H, N, D]` (any strides). The result is contiguous in
-/// `x`'s layout (BHND stays BHND, BNHD stays BNHD).
+/// `x`'s layout (BHND stays BHND, BNHD stays BNHD). Row `n` is at position
+/// `cfg.offset + n`; an invalid `cfg` for `D` is [`crate::Error::InvalidArgument`]
+/// ([`Rope::rotary`]).
+///
+/// ```
+/// use wgpu_attention::verify::{assert_close, Tolerance};
+/// use wgpu_attention::{kernels::rope::rope, reference, Gpu, Rope, Tensor};
+/// # fn main() -> wgpu_attention::Result<()> {
+/// let gpu = Gpu::new_blocking(&Default::default())?;
+/// let dims = [1, 2, 4, 8]; // B, H, N, D
+/// let x: Vec<f32> = (0..64).map(|i| (i as f32 * 0.37).sin()).collect();
+/// let xt = Tensor::from_slice(&gpu, &x, &dims)?;
+/// let cfg = Rope { offset: 10, ..Default::default() }; // positions 10..14
+/// let y = rope(&xt, &cfg)?.to_vec_blocking()?;
+/// assert_close(&y, &reference::rope(&x, dims, &cfg), Tolerance::F32, "rope");
+/// # Ok(()) }
+/// ```
 pub fn rope(x: &Tensor, cfg: &Rope) -> Result<Tensor> {
     let mut rec = x.gpu().recorder();
     let out = record_rope(&mut rec, x, cfg)?;

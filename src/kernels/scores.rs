@@ -44,6 +44,8 @@ pub(super) struct Params {
 pub struct AlibiBias<'a> {
     /// One slope per query head (e.g. [`crate::alibi_slopes`]).
     pub slopes: &'a [f32],
+    /// Query `i`'s diagonal is key `i + diag_off`: 0 for top-left alignment,
+    /// `Nk - Nq` for bottom-right ([`crate::mask::Masking::diagonal_offset`]).
     pub diag_off: i64,
 }
 
@@ -51,6 +53,24 @@ pub struct AlibiBias<'a> {
 /// (any strides; `Hq % Hkv == 0`). `scale` defaults to `1/sqrt(D)`; `bias` is an
 /// additive mask broadcastable to the scores; `alibi` adds the ALiBi distance bias;
 /// `softcap = Some(c)` maps the scaled dot product to `c·tanh(s/c)` before the biases.
+/// The result is contiguous f32.
+///
+/// ```
+/// use wgpu_attention::verify::{assert_close, Tolerance};
+/// use wgpu_attention::{kernels::scores::scores, reference, AttnShape, Gpu, Tensor};
+/// # fn main() -> wgpu_attention::Result<()> {
+/// let gpu = Gpu::new_blocking(&Default::default())?;
+/// let sh = AttnShape { b: 1, hq: 2, hkv: 1, nq: 3, nk: 5, d: 4 }; // both query heads read K head 0
+/// let q: Vec<f32> = (0..sh.q_len()).map(|i| (i as f32 * 0.3).sin()).collect();
+/// let k: Vec<f32> = (0..sh.kv_len()).map(|i| (i as f32 * 0.7).cos()).collect();
+/// let qt = Tensor::from_slice(&gpu, &q, &[1, 2, 3, 4])?;
+/// let kt = Tensor::from_slice(&gpu, &k, &[1, 1, 5, 4])?;
+/// let s = scores(&qt, &kt, None, None, None, None)?; // scale 1/sqrt(4)
+/// assert_eq!(s.shape(), [1, 2, 3, 5]);
+/// let want = reference::scores(&q, &k, &sh, 0.5, None, None, None);
+/// assert_close(&s.to_vec_blocking()?, &want, Tolerance::F32, "scores");
+/// # Ok(()) }
+/// ```
 pub fn scores(
     q: &Tensor,
     k: &Tensor,

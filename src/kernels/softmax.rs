@@ -39,7 +39,24 @@ pub struct SoftmaxOutput {
 }
 
 /// Row-wise softmax of contiguous scores `s` `[B, H, Nq, Nk]` under `masking` and
-/// an optional dense `mask` (bool or additive, broadcastable to the scores).
+/// an optional dense `mask` (bool or additive, broadcastable to the scores),
+/// with the LSE when `want_lse`.
+///
+/// ```
+/// use wgpu_attention::{kernels::softmax::softmax, Gpu, Masking, Tensor};
+/// # fn main() -> wgpu_attention::Result<()> {
+/// let gpu = Gpu::new_blocking(&Default::default())?;
+/// // Scores [1, 1, 2, 3]. Bottom-right causal: row 0 sees keys 0 and 1.
+/// let s = Tensor::from_slice(&gpu, &[0.0f32, 0.0, 5.0, 1.0, 2.0, 3.0], &[1, 1, 2, 3])?;
+/// let causal = Masking { causal: true, ..Default::default() };
+/// let out = softmax(&s, &causal, None, true)?;
+/// let p = out.p.to_vec_blocking()?;
+/// assert!((p[0] - 0.5).abs() < 1e-6 && (p[1] - 0.5).abs() < 1e-6);
+/// assert_eq!(p[2], 0.0); // the masked key
+/// let lse = out.lse.unwrap().to_vec_blocking()?;
+/// assert!((lse[0] - 2f32.ln()).abs() < 1e-6);
+/// # Ok(()) }
+/// ```
 pub fn softmax(
     s: &Tensor,
     masking: &Masking,

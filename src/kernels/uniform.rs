@@ -8,8 +8,11 @@
 /// the field's (`q_sb, q_sh, q_sn, q_sd`); nested blocks are flattened.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Member {
+    /// The Rust field's name (for an array field, the prefix of the WGSL names).
     pub name: &'static str,
+    /// Byte offset from the start of the block.
     pub offset: usize,
+    /// Bytes (4 for every scalar the blocks use: `u32`, `i32`, `f32`).
     pub size: usize,
     /// Part of an array field (the WGSL name extends `name`).
     pub array: bool,

@@ -32,6 +32,18 @@ pub(super) struct Params {
 
 /// `O[b,h] = P[b,h] · V[b, h/g]` with `p` contiguous `[B, Hq, Nq, Nk]` and `v`
 /// `[B, Hkv, Nk, D]` (any strides). O is `[B, Hq, Nq, D]` stored in `out_layout`.
+///
+/// ```
+/// use wgpu_attention::{kernels::weighted_sum::weighted_sum, Gpu, Layout, Tensor};
+/// # fn main() -> wgpu_attention::Result<()> {
+/// let gpu = Gpu::new_blocking(&Default::default())?;
+/// // P [1, 1, 2, 3] (rows of weights) and V [1, 1, 3, 2].
+/// let p = Tensor::from_slice(&gpu, &[1.0f32, 0.0, 0.0, 0.25, 0.25, 0.5], &[1, 1, 2, 3])?;
+/// let v = Tensor::from_slice(&gpu, &[1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], &[1, 1, 3, 2])?;
+/// let o = weighted_sum(&p, &v, Layout::Bhnd)?;
+/// assert_eq!(o.to_vec_blocking()?, [1.0, 2.0, 3.5, 4.5]);
+/// # Ok(()) }
+/// ```
 pub fn weighted_sum(p: &Tensor, v: &Tensor, out_layout: Layout) -> Result<Tensor> {
     let mut rec = p.gpu().recorder();
     let o = record_weighted_sum(&mut rec, p, v, out_layout)?;

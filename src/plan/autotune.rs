@@ -19,7 +19,11 @@ use super::fused::base_variant;
 /// One candidate's measurement: the median run and its first (cold) compile.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Measurement {
+    /// Median GPU time of the timed runs, in milliseconds (wall clock where the
+    /// device has no timestamp queries).
     pub run_ms: f64,
+    /// How much longer the first (compiling) run took than `run_ms`, in
+    /// milliseconds: pipeline creation and the driver's cold shader compile.
     pub compile_ms: f64,
     /// Wall time the whole measurement took (the compiling run and every timed
     /// one): what counts against [`Budget::total_ms`].
@@ -54,7 +58,10 @@ impl Default for Budget {
 /// nothing when the budget ran out first.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Trial<C> {
+    /// What was tried (a [`Tuning`] for the real tuner).
     pub candidate: C,
+    /// `Some(Ok)`: measured; `Some(Err)`: the error that stopped it (as text;
+    /// never chosen); `None`: not measured, the budget was spent.
     pub result: Option<Result<Measurement, String>>,
 }
 
@@ -63,6 +70,7 @@ pub struct Trial<C> {
 pub struct Outcome<C> {
     /// Index into `trials` of the chosen candidate.
     pub chosen: usize,
+    /// Every candidate in the order given, measured or not.
     pub trials: Vec<Trial<C>>,
     /// Compile and run time the measurements took.
     pub spent_ms: f64,
@@ -74,6 +82,21 @@ pub struct Outcome<C> {
 /// candidate within `budget.close` of its run time that compiles within it. A
 /// candidate whose measurement failed is never chosen; `None` when none
 /// succeeded.
+///
+/// ```
+/// use wgpu_attention::plan::autotune::{choose, Budget, Measurement};
+/// // A fake timer: (median run, cold compile) per candidate, in ms.
+/// let times = [(70.0, 1_000.0), (58.6, 51_000.0), (61.0, 900.0)];
+/// let measure = |&i: &usize| -> Result<Measurement, String> {
+///     let (run_ms, compile_ms) = times[i];
+///     Ok(Measurement { run_ms, compile_ms, total_ms: run_ms + compile_ms })
+/// };
+/// let out = choose(&[0, 1, 2], measure, &Budget::default()).unwrap();
+/// // Candidate 1 is fastest but compiles for 51 s, over the 10 s allowed;
+/// // candidate 2 is within 5% of its speed and compiles in 0.9 s.
+/// assert_eq!(out.trials[out.chosen].candidate, 2);
+/// assert_eq!(out.trials.len(), 3);
+/// ```
 pub fn choose<C: Clone>(
     candidates: &[C],
     mut measure: impl FnMut(&C) -> Result<Measurement, String>,
@@ -98,6 +121,7 @@ pub struct Trials<C> {
 }
 
 impl<C: Clone> Trials<C> {
+    /// No trials yet; measuring may spend up to `budget.total_ms`.
     pub fn new(budget: &Budget) -> Self {
         Trials {
             trials: Vec::new(),

@@ -157,6 +157,36 @@ impl Plan {
 /// granted one: [`crate::gpu::Gpu::tuning`] or a call's own). Fails with the typed
 /// error the run would hit: a head dim the fused kernels lack, a driver loop
 /// budget, an option the path cannot give.
+///
+/// No GPU is needed: here a discrete GPU with WebGPU's default limits is
+/// described as a value.
+///
+/// ```
+/// use wgpu_attention::gpu::{DeviceCaps, Tuning};
+/// use wgpu_attention::{plan, wgpu, AttentionPath, AttentionProblem, AttnShape};
+/// # fn main() -> wgpu_attention::Result<()> {
+/// let info = wgpu::AdapterInfo {
+///     name: "a GPU".into(),
+///     subgroup_min_size: 32,
+///     subgroup_max_size: 32,
+///     ..wgpu::AdapterInfo::new(wgpu::DeviceType::DiscreteGpu, wgpu::Backend::Vulkan)
+/// };
+/// let caps = DeviceCaps::new(&info, wgpu::Limits::default(), wgpu::Features::SUBGROUP);
+/// let tuning = Tuning::for_adapter(&info);
+///
+/// let prefill = AttnShape { b: 1, hq: 8, hkv: 8, nq: 1024, nk: 1024, d: 64 };
+/// let p = plan(&AttentionProblem::of_shape(prefill)?, &caps, tuning)?;
+/// assert_eq!(p.path, AttentionPath::Fused);
+/// assert_eq!(p.peak_bytes(), 4 * (2 << 20)); // Q, K, V and O: 2 MiB each, no scratch
+/// println!("{}", p.describe());
+///
+/// // One query against 32k keys: split-KV decode, partials merged by LSE.
+/// let decode = AttnShape { nq: 1, nk: 32768, ..prefill };
+/// let p = plan(&AttentionProblem::of_shape(decode)?, &caps, tuning)?;
+/// assert_eq!(p.path, AttentionPath::Decode);
+/// assert!(p.splits() > 1 && p.scratch_bytes() > 0);
+/// # Ok(()) }
+/// ```
 pub fn plan(problem: &AttentionProblem, caps: &DeviceCaps, tuning: Tuning) -> Result<Plan> {
     let tuning = tuning.granted(caps.features);
     let sh = problem.shape;

@@ -86,7 +86,10 @@ pub enum Keys {
     Tensors,
     /// A [`crate::KvCache`] in pages of `page_len` positions (one storage
     /// binding each); more than one page is in use.
-    Pages { page_len: usize },
+    Pages {
+        /// Positions per page (the last page in use may hold fewer).
+        page_len: usize,
+    },
 }
 
 /// The element types of a problem's tensors: Q, K, V as given (any mix: an f32
@@ -94,9 +97,14 @@ pub enum Keys {
 /// every element to f32 before any arithmetic and round once when they store O.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct DTypes {
+    /// Q's element type.
     pub q: DType,
+    /// K's element type.
     pub k: DType,
+    /// V's element type.
     pub v: DType,
+    /// O's element type ([`AttentionOptions::out_dtype`], else Q's); the LSE
+    /// and weights are always f32.
     pub o: DType,
 }
 
@@ -123,17 +131,25 @@ impl DTypes {
 /// One attention problem, validated: see the module docs.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AttentionProblem {
+    /// The logical sizes of Q, K and V.
     pub shape: AttnShape,
     /// Q's layout, which O is written in.
     pub layout: Layout,
+    /// Scale, softcap, ALiBi and masks, resolved and checked (the scale is
+    /// `1/sqrt(D)` unless given).
     pub transform: ScoreTransform,
+    /// The LSE is returned ([`AttentionOptions::return_lse`]).
     pub want_lse: bool,
+    /// The weights are returned ([`AttentionOptions::return_weights`]; only
+    /// the unfused path builds them).
     pub want_weights: bool,
     /// The path asked for ([`AttentionPath::Auto`] lets the plan choose).
     pub path: AttentionPath,
     /// Keys per decode split asked for.
     pub kv_split: Option<usize>,
+    /// Where K and V live: tensors, or the pages of a [`crate::KvCache`].
     pub keys: Keys,
+    /// The element types of Q, K, V and O.
     pub dtypes: DTypes,
     /// Every K and V row starts at an even element and D has unit stride (set
     /// from the tensors; KV-cache pages of an even D are).

@@ -7,6 +7,7 @@ use crate::shape::AttnShape;
 pub struct ReferenceOptions<'a> {
     /// Softmax scale; `None` means `1/sqrt(D)`.
     pub scale: Option<f64>,
+    /// Causal / sliding-window / key-padding rules, as on the GPU.
     pub masking: Masking,
     /// Dense mask over `[B|1, Hq|1, Nq|1, Nk|1]`.
     pub mask: Option<&'a HostMask>,
@@ -27,7 +28,39 @@ pub struct AttentionOutput {
     pub p: Vec<f64>,
 }
 
-/// `softmax(scale·QKᵀ + mask) · V` in f64.
+/// `softmax(scale·QKᵀ + mask) · V` in f64, for `q` `[B, Hq, Nq, D]` and `k`,
+/// `v` `[B, Hkv, Nk, D]` contiguous in that order (whatever layout the GPU
+/// tensors had), elements of any type that widens to f64 (`f32`, `f64`,
+/// [`half::f16`], [`half::bf16`]). Computes O, the LSE and the weights at
+/// once: the [`scores`], [`softmax`] and [`weighted_sum`] twins in turn.
+///
+/// Nothing is validated (the GPU path checks every input and returns errors):
+/// call [`AttnShape::validate`], [`Masking::validate`] and
+/// [`HostMask::check_broadcast`] first for untrusted input.
+///
+/// # Panics
+/// If a slice is shorter than `shape` needs or a mask index falls outside
+/// its values.
+///
+/// ```
+/// use wgpu_attention::reference::{attention, ReferenceOptions};
+/// use wgpu_attention::{AttnShape, Masking};
+/// // One head, 2 queries against 2 keys, D = 2.
+/// let sh = AttnShape { b: 1, hq: 1, hkv: 1, nq: 2, nk: 2, d: 2 };
+/// let q = [1.0f32, 0.0, 0.0, 1.0];
+/// let k = [1.0f32, 0.0, 0.0, 1.0];
+/// let v = [10.0f32, 0.0, 0.0, 20.0];
+/// let opts = ReferenceOptions {
+///     masking: Masking { causal: true, ..Default::default() },
+///     ..Default::default()
+/// };
+/// let out = attention(&q, &k, &v, &sh, &opts);
+/// // Query 0 sees key 0 alone: its value, LSE = its score 1/sqrt(2).
+/// assert_eq!(&out.o[..2], &[10.0, 0.0]);
+/// assert!((out.lse[0] - 0.5f64.sqrt()).abs() < 1e-15);
+/// // Query 1 sees both keys and weighs key 1 (the matching one) more.
+/// assert!(out.p[3] > out.p[2] && (out.p[2] + out.p[3] - 1.0).abs() < 1e-15);
+/// ```
 pub fn attention<T: Copy + Into<f64>>(
     q: &[T],
     k: &[T],

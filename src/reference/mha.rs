@@ -4,13 +4,19 @@ use crate::positional::{alibi_slopes, Rope};
 use crate::shape::AttnShape;
 use crate::weights::{Linear, MhaConfig, MhaWeights};
 
-/// Options of [`multi_head_attention`], mirroring `MhaOptions`.
+/// Options of [`multi_head_attention`], mirroring [`crate::MhaOptions`]
+/// field for field (a host mask for the uploaded one; no tuning).
 #[derive(Clone, Debug, Default)]
 pub struct MhaReferenceOptions<'a> {
+    /// Causal / sliding-window / key-padding rules.
     pub masking: Masking,
+    /// Dense mask broadcastable to `[B, Hq, Nq, Nk]`.
     pub mask: Option<&'a HostMask>,
+    /// Rotary embedding of Q and K after the projections.
     pub rope: Option<Rope>,
+    /// ALiBi with the paper's slopes for `num_heads` ([`crate::alibi_slopes`]).
     pub alibi: bool,
+    /// Softmax scale; `None` = `1/sqrt(head_dim)`.
     pub scale: Option<f64>,
 }
 

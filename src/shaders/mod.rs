@@ -102,7 +102,9 @@ impl Elem {
 /// test checks each list against the WGSL declarations.
 #[derive(Debug, PartialEq, Eq)]
 pub struct KernelSpec {
+    /// The kernel's name in [`KERNELS`] (its WGSL file's stem).
     pub name: &'static str,
+    /// One entry per storage binding from binding 1 on: `true` = read-only.
     pub storage_read_only: &'static [bool],
 }
 
@@ -112,10 +114,26 @@ pub struct KernelSpec {
 /// constants (`overrides`: WGSL `override` values). The pipeline cache keys on
 /// it, the plan chooses it, and the shader test validates every one a device can
 /// pick (`plan::specializations`).
+///
+/// ```
+/// use wgpu_attention::kernels::flash_attention::SPEC;
+/// use wgpu_attention::shaders::{storage_bindings, Elem, Specialization};
+/// assert_eq!(storage_bindings("flash_attention"), ["q", "k", "v", "o"]);
+/// // The generic fused kernel with K and V held as bf16 (two per u32).
+/// let spec = Specialization::new(&SPEC).elems(&[("k", Elem::BF16), ("v", Elem::BF16)]);
+/// let wgsl = spec.source();
+/// assert!(wgsl.contains("var<storage, read> k: array<u32>;"));
+/// assert!(wgsl.contains("fn k_at(i: u32) -> f32"));
+/// assert!(wgsl.contains("var<storage, read> q: array<f32>;")); // unnamed: f32
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct Specialization {
+    /// The kernel (its WGSL file and binding list).
     pub kernel: &'static KernelSpec,
+    /// Module constants substituted into the source (see [`source_with`]), in
+    /// the order given.
     pub defines: Vec<(&'static str, u32)>,
+    /// Pipeline-overridable constants: WGSL `override` name and value.
     pub overrides: Vec<(&'static str, f64)>,
     /// The element storage of each `#storage` binding, by name; unnamed ones
     /// are f32.

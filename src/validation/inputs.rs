@@ -21,7 +21,9 @@ pub struct CaseInputs {
     /// value exactly representable in the case's dtype (rounded to it), so the
     /// reference reads what the GPU reads from a tensor of that dtype.
     pub q: Vec<f32>,
+    /// K `[B, Hkv, Nk, D]`, drawn after Q from the same stream.
     pub k: Vec<f32>,
+    /// V `[B, Hkv, Nk, D]`, drawn after K.
     pub v: Vec<f32>,
     /// The causal flag and the `key-padding` / `window` rules.
     pub masking: Masking,

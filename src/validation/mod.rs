@@ -57,18 +57,42 @@ pub const MASK_KINDS: [&str; 7] = [
 ];
 
 /// One attention problem with its options, path and kernel variant.
+///
+/// Every field has a default (a 1×1×1×1 f32 problem, no mask, path `auto`),
+/// so a case is written with the fields it changes, in Rust or as JSON:
+///
+/// ```
+/// use wgpu_attention::validation::{self, Case};
+/// let case: Case = serde_json::from_str(
+///     r#"{"name": "gqa", "b": 2, "hq": 4, "hkv": 2, "nq": 3, "nk": 9, "d": 8,
+///         "causal": true, "mask": "key-padding", "path": "fused"}"#,
+/// )
+/// .unwrap();
+/// assert_eq!(case.label(), "B2 H4/2 N3x9 D8 bhnd fused mask=key-padding +causal");
+/// // The inputs come from the seed alone: the same values everywhere.
+/// let p = validation::inputs(&case)?;
+/// assert_eq!(p.q.len(), 2 * 4 * 3 * 8);
+/// assert_eq!(p.masking.key_lengths, Some(vec![9, 0])); // the last batch sees no key
+/// assert_eq!(validation::inputs(&case)?.q, p.q);
+/// # Ok::<(), wgpu_attention::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Case {
     /// Label, unique within a matrix.
     pub name: String,
+    /// Batch size.
     pub b: usize,
     /// Query heads.
     pub hq: usize,
     /// Key/value heads (`hq % hkv == 0`).
     pub hkv: usize,
+    /// Query positions.
     pub nq: usize,
+    /// Key/value positions.
     pub nk: usize,
+    /// Head dimension (at most [`crate::plan::MAX_HEAD_DIM`] on the fused and
+    /// decode paths).
     pub d: usize,
     /// The causal rule, bottom-right aligned.
     pub causal: bool,
@@ -85,6 +109,8 @@ pub struct Case {
     /// The kernel variant: `None` = the adapter's default, else
     /// [`crate::gpu::Tuning::staged`] forced.
     pub staged: Option<bool>,
+    /// Seed of the inputs (ChaCha8, [`inputs`]): the case's JSON alone
+    /// reproduces a failure.
     pub seed: u64,
     /// Q, K, V and O stored in this dtype (LSE and weights are f32); the inputs
     /// are rounded to it before the reference reads them ([`inputs`]).
@@ -167,6 +193,7 @@ impl Case {
 /// The outcome of one [`Case`].
 #[derive(Clone, Debug, Serialize)]
 pub struct CaseResult {
+    /// The case that ran.
     pub case: Case,
     /// Every output within its tolerance ([`Case::tolerance`]: [`REL_L2_TOL`],
     /// plus the dtype's rounding for O) and no error.
@@ -197,7 +224,8 @@ impl CaseResult {
     }
 }
 
-/// Parses a path name: `auto`, `fused`, `unfused` or `decode`.
+/// Parses a path name: `auto`, `fused`, `unfused` or `decode` (any case);
+/// [`Error::InvalidArgument`] otherwise.
 pub fn parse_path(name: &str) -> Result<AttentionPath> {
     match name.to_ascii_lowercase().as_str() {
         "auto" => Ok(AttentionPath::Auto),
@@ -210,7 +238,8 @@ pub fn parse_path(name: &str) -> Result<AttentionPath> {
     }
 }
 
-/// Parses a layout name: `bhnd` or `bnhd`.
+/// Parses a layout name: `bhnd` or `bnhd` (any case); [`Error::InvalidArgument`]
+/// otherwise.
 pub fn parse_layout(name: &str) -> Result<Layout> {
     match name.to_ascii_lowercase().as_str() {
         "bhnd" => Ok(Layout::Bhnd),

@@ -24,6 +24,25 @@ pub async fn run_case(gpu: &Gpu, case: &Case) -> CaseResult {
 }
 
 /// [`run_case`], blocking (native only).
+///
+/// ```
+/// use wgpu_attention::{validation::{run_case_blocking, Case}, DType, Gpu};
+/// # fn main() -> wgpu_attention::Result<()> {
+/// let gpu = Gpu::new_blocking(&Default::default())?;
+/// let case = Case {
+///     name: "small bf16".into(),
+///     hq: 2, nq: 5, nk: 7, d: 8,
+///     mask: "bool".into(),
+///     path: "unfused".into(), // compares the weights too
+///     dtype: DType::BF16,
+///     ..Default::default()
+/// };
+/// let r = run_case_blocking(&gpu, &case);
+/// assert!(r.pass, "{:?}", r.error);
+/// let names: Vec<&str> = r.reports.iter().map(|(n, _)| n.as_str()).collect();
+/// assert_eq!(names, ["o", "lse", "weights"]);
+/// # Ok(()) }
+/// ```
 pub fn run_case_blocking(gpu: &Gpu, case: &Case) -> CaseResult {
     pollster::block_on(run_case(gpu, case))
 }

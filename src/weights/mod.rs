@@ -9,13 +9,27 @@ use crate::error::{Error, Result};
 mod safetensors_io;
 
 /// Shape of a multi-head attention layer.
+///
+/// ```
+/// use wgpu_attention::MhaConfig;
+/// let cfg = MhaConfig::new(512, 8)?; // head_dim 64, 8 K/V heads, biases
+/// assert_eq!((cfg.head_dim, cfg.q_dim(), cfg.kv_dim()), (64, 512, 512));
+/// let gqa = cfg.with_kv_heads(2)?; // grouped-query: 4 query heads per K/V head
+/// assert_eq!(gqa.kv_dim(), 128);
+/// assert!(cfg.with_kv_heads(3).is_err()); // 8 heads cannot be split in 3 groups
+/// assert!(MhaConfig::new(500, 8).is_err());
+/// # Ok::<(), wgpu_attention::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct MhaConfig {
+    /// Width of the layer's input and output rows (`[B, N, d_model]`).
     pub d_model: usize,
     /// Query heads.
     pub num_heads: usize,
     /// Key/value heads (`num_heads` for MHA, fewer for GQA, 1 for MQA).
     pub num_kv_heads: usize,
+    /// Channels per head `D`: `d_model / num_heads` from [`MhaConfig::new`];
+    /// set directly, any size (`num_heads · head_dim` need not be `d_model`).
     pub head_dim: usize,
     /// Whether the four projections have biases.
     pub bias: bool,
@@ -23,7 +37,8 @@ pub struct MhaConfig {
 
 impl MhaConfig {
     /// The classic layer: `head_dim = d_model / num_heads`, as many KV heads as
-    /// query heads, with biases.
+    /// query heads, with biases. [`Error::Config`] unless `num_heads` divides
+    /// `d_model`.
     pub fn new(d_model: usize, num_heads: usize) -> Result<Self> {
         if num_heads == 0 || !d_model.is_multiple_of(num_heads) {
             return Err(Error::Config(format!(
@@ -41,14 +56,16 @@ impl MhaConfig {
         Ok(cfg)
     }
 
-    /// Grouped-query (or, with 1, multi-query) attention.
+    /// Grouped-query (or, with 1, multi-query) attention: `num_kv_heads` K/V
+    /// heads, [`Error::Config`] unless it divides `num_heads`.
     pub fn with_kv_heads(mut self, num_kv_heads: usize) -> Result<Self> {
         self.num_kv_heads = num_kv_heads;
         self.validate()?;
         Ok(self)
     }
 
-    /// Checks that every size is positive and the head counts divide.
+    /// Checks that every size is positive and the head counts divide
+    /// ([`Error::Config`], naming the field).
     pub fn validate(&self) -> Result<()> {
         for (name, v) in [
             ("d_model", self.d_model),
@@ -83,10 +100,15 @@ impl MhaConfig {
 /// A linear map `y = x·Wᵀ + b` stored as PyTorch does: `weight` `[out, in]`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Linear {
+    /// Rows of `weight`: the width of `y`.
     pub out_features: usize,
+    /// Columns of `weight`: the width of `x`.
     pub in_features: usize,
-    /// The values (each exactly representable in `dtype`).
+    /// `[out_features, in_features]`, row-major; the values (each exactly
+    /// representable in `dtype`).
     pub weight: Vec<f32>,
+    /// `[out_features]`, added to every row of `x·Wᵀ`; `None` for a layer
+    /// without biases.
     pub bias: Option<Vec<f32>>,
     /// How the weights are stored, on file and on the GPU (f16/bf16 files stay
     /// f16/bf16 there: half the memory and bandwidth; the GEMM widens each
@@ -139,11 +161,33 @@ impl Linear {
 
 /// Weights of a multi-head layer: projections `q`, `k`, `v` from `d_model` and the
 /// output projection `o` back to `d_model`.
+///
+/// ```
+/// use wgpu_attention::{DType, MhaConfig, MhaWeights};
+/// let cfg = MhaConfig::new(16, 4)?.with_kv_heads(2)?;
+/// let w = MhaWeights::random(&cfg, 7)?; // the same on every platform
+/// w.check(&cfg)?;
+/// assert_eq!((w.k.out_features, w.k.in_features), (8, 16));
+/// // Stored as bf16 and read back: PyTorch names under a prefix.
+/// let bytes = w.to_dtype(DType::BF16).to_safetensors("layers.0.attn.")?;
+/// let back = MhaWeights::from_safetensors(&bytes, &cfg, "layers.0.attn.")?;
+/// assert_eq!(back.dtype(), Some(DType::BF16));
+/// assert_eq!(back, w.to_dtype(DType::BF16));
+/// // A file for another shape is refused, naming the tensor.
+/// let other = MhaConfig::new(32, 4)?;
+/// let err = MhaWeights::from_safetensors(&bytes, &other, "layers.0.attn.").unwrap_err();
+/// assert!(err.to_string().contains("q_proj.weight"));
+/// # Ok::<(), wgpu_attention::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct MhaWeights {
+    /// Query projection: `[num_heads · head_dim, d_model]`.
     pub q: Linear,
+    /// Key projection: `[num_kv_heads · head_dim, d_model]`.
     pub k: Linear,
+    /// Value projection: `[num_kv_heads · head_dim, d_model]`.
     pub v: Linear,
+    /// Output projection: `[d_model, num_heads · head_dim]`.
     pub o: Linear,
 }
 
@@ -189,7 +233,9 @@ impl MhaWeights {
         [&self.q, &self.k, &self.v, &self.o]
     }
 
-    /// Checks every shape against `cfg`.
+    /// Checks every weight and bias shape against `cfg`: [`Error::Weights`]
+    /// naming the projection and both shapes ([`Error::Config`] for an invalid
+    /// `cfg`).
     pub fn check(&self, cfg: &MhaConfig) -> Result<()> {
         cfg.validate()?;
         let want = [

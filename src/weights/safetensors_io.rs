@@ -8,7 +8,11 @@ use crate::error::{Error, Result};
 
 impl MhaWeights {
     /// Reads the weights from `.safetensors` bytes: `{prefix}{q,k,v,o}_proj.weight`
-    /// `[out, in]` and, when `cfg.bias`, `.bias` `[out]`, as f32, f16 or bf16.
+    /// `[out, in]` and, when `cfg.bias`, `.bias` `[out]`, as f32, f16 or bf16
+    /// (each [`Linear::dtype`] as stored). A missing tensor (the error lists
+    /// the file's names), a wrong shape, another element type, or a bias in
+    /// another dtype than its weight is [`Error::Weights`]. Extra tensors are
+    /// ignored.
     pub fn from_safetensors(bytes: &[u8], cfg: &MhaConfig, prefix: &str) -> Result<MhaWeights> {
         cfg.validate()?;
         let st = SafeTensors::deserialize(bytes)
@@ -63,7 +67,8 @@ impl MhaWeights {
         })
     }
 
-    /// [`MhaWeights::from_safetensors`] from a file.
+    /// [`MhaWeights::from_safetensors`] from a file; an unreadable file is
+    /// [`Error::Io`] with its path.
     pub fn load(
         path: impl AsRef<std::path::Path>,
         cfg: &MhaConfig,
