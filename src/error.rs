@@ -9,7 +9,12 @@ pub enum Error {
     NoAdapter(String),
     /// `request_device` failed.
     #[error("could not open a device on adapter {adapter}: {reason}")]
-    RequestDevice { adapter: String, reason: String },
+    RequestDevice {
+        /// The adapter's name.
+        adapter: String,
+        /// wgpu's reason.
+        reason: String,
+    },
     /// A tensor's shape or strides do not fit what the operation needs.
     #[error("shape mismatch: {0}")]
     Shape(String),
@@ -18,14 +23,24 @@ pub enum Error {
     ZeroSized(String),
     /// Query heads are not a multiple of key/value heads.
     #[error("query heads ({hq}) must be a multiple of key/value heads ({hkv}) for grouped-query attention")]
-    Heads { hq: usize, hkv: usize },
+    Heads {
+        /// Query heads.
+        hq: usize,
+        /// Key/value heads.
+        hkv: usize,
+    },
     /// A mask tensor cannot be broadcast to the score shape.
     #[error("mask of shape {mask:?} does not broadcast to [B={b}, H={h}, Nq={nq}, Nk={nk}]: each of its dims must be 1 or equal to the score dim ([B|1, H|1, Nq|1, Nk|1])")]
     MaskBroadcast {
+        /// The mask's dims.
         mask: [usize; 4],
+        /// Batch of the scores.
         b: usize,
+        /// Query heads of the scores.
         h: usize,
+        /// Queries.
         nq: usize,
+        /// Keys.
         nk: usize,
     },
     /// Invalid option value (NaN in a mask, key length out of range, ...).
@@ -34,16 +49,23 @@ pub enum Error {
     /// A buffer would exceed a limit of the device.
     #[error("{what} needs {bytes} bytes, over the device's {limit_name} of {limit} bytes; use smaller batches or sequence lengths")]
     BufferTooLarge {
+        /// The buffer's role.
         what: String,
+        /// Bytes it needs.
         bytes: u64,
+        /// The `wgpu::Limits` field it exceeds.
         limit_name: &'static str,
+        /// That limit's granted value.
         limit: u64,
     },
     /// The dispatch cannot be expressed within the device's workgroup grid limits.
     #[error("{what} needs {workgroups} workgroups, more than the device can address ({max} per dimension, 3 dimensions)")]
     GridTooLarge {
+        /// The dispatch.
         what: String,
+        /// Workgroups it needs.
         workgroups: u64,
+        /// `max_compute_workgroups_per_dimension`.
         max: u64,
     },
     /// The work would exceed a limit of this driver that the API does not report.
@@ -66,7 +88,12 @@ pub enum Error {
     Weights(String),
     /// Reading or writing a file failed.
     #[error("{path}: {reason}")]
-    Io { path: String, reason: String },
+    Io {
+        /// The file.
+        path: String,
+        /// What failed.
+        reason: String,
+    },
     /// Mapping a buffer for readback failed.
     #[error("buffer readback failed: {0}")]
     Readback(String),

@@ -163,6 +163,7 @@ impl KvCache {
         self.len
     }
 
+    /// Whether no position has been appended yet (or since [`KvCache::clear`]).
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }

@@ -2,15 +2,27 @@
 //! Metal / DX12 / GL adapter or a browser's WebGPU, with an f64 CPU reference to
 //! check every result.
 //!
-//! - [`Gpu`]: adapter choice, device with the adapter's real limits, pipeline cache.
-//! - [`Tensor`]: GPU buffer + shape + strides; BHND and BNHD through strides.
+//! - [`Gpu`]: adapter choice and a device with the adapter's real limits, or the
+//!   caller's own device ([`Gpu::from_wgpu`]); pipeline cache.
+//! - [`Tensor`]: a GPU buffer (this crate's or the caller's,
+//!   [`Tensor::from_buffer`]) + dtype ([`DType`]: f32, f16, bf16) + shape +
+//!   strides; BHND and BNHD through strides.
+//! - [`attention()`] / [`record_attention`] / [`record_attention_into`]: fused,
+//!   split-KV decode or unfused attention with every mask kind, ALiBi, softcap and
+//!   GQA, as the [`plan()`] decides; into this crate's encoder or the caller's
+//!   ([`Gpu::recorder_for`]), with scratch from a [`Workspace`].
+//! - [`KvCache`]: paged keys and values for serving; [`MultiHeadAttention`]: the
+//!   layer with projections and RoPE.
 //! - [`kernels`]: one module per WGSL kernel (`scores`, `softmax`,
-//!   `weighted_sum`, `posenc`), each with a CPU twin of the same name in
+//!   `weighted_sum`, `posenc`, `rope`, `matmul`, `cast`, the fused and decode
+//!   kernels), each with a CPU twin of the same name in
 //!   [`reference`](mod@reference).
-//! - [`attention()`]: the kernels composed, with every mask kind and GQA.
-//! - [`verify`]: compare GPU output with the reference.
+//! - [`verify`] and [`validation`]: compare GPU output with the reference; the
+//!   case matrix every adapter runs.
 //!
 //! See `ARCHITECTURE.md` for the layering and `README.md` for the commands.
+
+#![warn(missing_docs)]
 
 pub mod attention;
 pub mod dtype;
@@ -52,3 +64,8 @@ pub use shape::AttnShape;
 pub use tensor::{Layout, Tensor};
 pub use weights::{Linear, MhaConfig, MhaWeights};
 pub use wgpu;
+
+/// The README's Rust examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -15,7 +15,11 @@ use crate::transform::ScoreTransform;
 pub struct Attention {
     /// `[B, Hq, Nq, D]`, stored in the same layout as Q.
     pub o: Tensor,
+    /// Log-sum-exp of each row's scores, f32 `[B, Hq, Nq]` (`-inf` for a fully
+    /// masked row), when asked for ([`crate::AttentionOptions::return_lse`]).
     pub lse: Option<Tensor>,
+    /// The softmax weights `P`, f32 `[B, Hq, Nq, Nk]`, when asked for
+    /// ([`crate::AttentionOptions::return_weights`]; unfused path).
     pub weights: Option<Tensor>,
     /// The path that ran (what [`AttentionPath::Auto`] resolved to).
     pub path: AttentionPath,

@@ -407,10 +407,12 @@ impl Tensor {
         self.dtype
     }
 
+    /// Logical dims.
     pub fn shape(&self) -> &[usize] {
         &self.shape
     }
 
+    /// Elements between neighbours along each dim.
     pub fn strides(&self) -> &[usize] {
         &self.strides
     }
@@ -430,10 +432,13 @@ impl Tensor {
         self.len() == 0
     }
 
+    /// The buffer holding the elements (this crate's or the caller's,
+    /// [`Tensor::from_buffer`]), to bind in the caller's own passes.
     pub fn buffer(&self) -> &wgpu::Buffer {
         &self.buffer
     }
 
+    /// The device the tensor lives on.
     pub fn gpu(&self) -> &Gpu {
         &self.gpu
     }

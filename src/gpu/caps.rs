@@ -14,8 +14,11 @@ pub const LOOP_MARGIN: u64 = 256;
 pub struct DeviceCaps {
     /// Adapter name, for messages.
     pub name: String,
+    /// CPU, integrated, discrete, ...: the adapter type's kernel rules.
     pub device_type: wgpu::DeviceType,
+    /// The backend the device runs on.
     pub backend: wgpu::Backend,
+    /// The granted limits (the device's, not wgpu's defaults).
     pub limits: wgpu::Limits,
     /// The optional features granted.
     pub features: wgpu::Features,

@@ -13,8 +13,11 @@ use super::tuning::Tuning;
 /// library's version (a new version may change the kernels).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct CacheKey {
+    /// The adapter's name.
     pub adapter: String,
+    /// Driver name and version info.
     pub driver: String,
+    /// This crate's version.
     pub library: String,
 }
 
