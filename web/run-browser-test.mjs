@@ -5,8 +5,10 @@
 // env:   CHROMIUM (default /usr/bin/chromium), TEST_TIMEOUT_MS (default 300000),
 //        EXTRA_CHROME_FLAGS (space separated, appended to the flags below),
 //        CHROME_FLAGS (replaces them; e.g. CHROME_FLAGS=--no-sandbox shows the no-WebGPU failure)
-// exit:  0 = a WebGPU adapter was found, the auto-run attention and every validation case
-//        passed against the f64 reference, and the heatmap canvas shows the weights;
+// exit:  0 = a WebGPU adapter was found, the auto-run attention, every validation case and the
+//        embedding check (window.__embed: the library inside the page's own wgpu work, on a
+//        device of its own) passed against the f64 reference, and the heatmap canvas shows the
+//        weights;
 //        1 = a check failed; 2 = the runner itself failed (browser, page load, timeout).
 import puppeteer from 'puppeteer-core';
 
@@ -40,7 +42,7 @@ try {
   page.on('console', (m) => {
     const t = m.text();
     if (t.startsWith('Canvas2D: Multiple readback')) return; // our own getImageData sampling below
-    if (m.type() === 'error' || m.type() === 'warn' || m.type() === 'warning' || t.startsWith('[demo] run') || t.startsWith('[demo] valid'))
+    if (m.type() === 'error' || m.type() === 'warn' || m.type() === 'warning' || t.startsWith('[demo] run') || t.startsWith('[demo] valid') || t.startsWith('[demo] embed'))
       console.log(`[page ${m.type()}] ${t.length > 400 ? t.slice(0, 400) + '…' : t}`);
   });
   page.on('pageerror', (e) => console.log(`[pageerror] ${e.message}`));
@@ -75,6 +77,11 @@ try {
       halves.push(await page.evaluate(() => window.__result));
     }
   }
+
+  // The embedding check the page starts after its auto-run (embed_check: its own device,
+  // buffers, encoder and passes, the library recorded in between).
+  await page.waitForFunction(() => window.__embed, { timeout });
+  const emb = await page.evaluate(() => window.__embed);
 
   // The heatmap must show the auto-run's weights: sample cell centres of the canvas and
   // compare with the colour the page's own colour map gives the downloaded weight.
@@ -174,6 +181,9 @@ try {
     if (!(h.ok && hr.pass && hr.dtype === h.config.dtype)) failures.push(`the ${h.config.dtype} run FAILED against the f64 reference` + (h.error ? `: ${h.error}` : ''));
     if (!(hr.timings.fused && hr.timings.decode && hr.timings.unfused)) failures.push(`the ${h.config.dtype} run did not run every path`);
   }
+  console.log(`EMBED    ${emb.ok ? 'PASS' : 'FAIL'} rel_l2=${sci(emb.rel_l2)} adapter ${JSON.stringify(emb.adapter ?? null)} (${emb.device_type ?? '-'}, its own device) in ${emb.ms === undefined ? '-' : emb.ms.toFixed(0)} ms | kernels ${emb.kernels ?? '-'}` +
+    (emb.error ? ` | error: ${emb.error}` : ''));
+  if (!emb.ok) failures.push('the embedding check (embed_check) FAILED' + (emb.error ? `: ${emb.error}` : emb.report ? `: ${emb.report}` : ''));
   for (const f of failures) console.log(`FAIL: ${f}`);
   code = failures.length ? 1 : 0;
 } catch (e) {

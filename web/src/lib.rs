@@ -13,6 +13,8 @@
 //!   case.
 //! - [`check_shaders`]: every kernel's WGSL through the browser's own compiler.
 //! - [`disable_features`]: open the device without some optional features.
+//! - [`embed_check`]: the library inside an app's own wgpu work (`examples/embed.rs`
+//!   in the browser), on a device of its own, checked against the f64 reference.
 //!
 //! Only async readback is used (`Tensor::to_vec().await`, `Recorder::submit_timed().await`):
 //! nothing blocks the browser's main thread.
@@ -25,8 +27,10 @@ use wgpu_attention::validation::{self, Case};
 use wgpu_attention::wgpu;
 use wgpu_attention::{Gpu, GpuOptions, Tuning};
 
+mod embed;
 mod run;
 
+pub use embed::embed_check;
 pub use run::{run_attention, RunConfig, RunOutput};
 
 thread_local! {

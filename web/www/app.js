@@ -1,9 +1,10 @@
 // Page logic of the wgpu-attention browser demo. The work is done in wasm (./pkg, built by
 // web/test.sh): adapter_info(), mask_kinds(), run_attention(config JSON: a validation::Case + paths),
-// validation_cases() + run_case(case JSON).
+// validation_cases() + run_case(case JSON), embed_check().
 // Results for scripts: window.__result (auto-run on load, then every Run), window.__validation
-// (Validate); body[data-done] is set after the auto-run, body[data-validated] after Validate.
-import init, { adapter_info, check_shaders, disable_features, mask_kinds, run_attention, run_case, validation_cases } from './pkg/wgpu_attention_web.js';
+// (Validate), window.__embed (embed_check after the auto-run); body[data-done] is set after the
+// auto-run, body[data-validated] after Validate.
+import init, { adapter_info, check_shaders, disable_features, embed_check, mask_kinds, run_attention, run_case, validation_cases } from './pkg/wgpu_attention_web.js';
 
 const $ = (id) => document.getElementById(id);
 const fmt = (x, d = 2) => (x === null || x === undefined) ? '–' : Number(x).toFixed(d);
@@ -12,6 +13,7 @@ const esc = (s) => String(s).replace(/[&<>]/g, (c) => ({ '&': '&amp;', '<': '&lt
 const state = { busy: false, adapter: null, shaders: null };
 window.__result = null;
 window.__validation = null;
+window.__embed = null;
 
 function setStatus(text, cls) { $('status').textContent = text; $('status').className = cls || ''; }
 function showError(e) { $('error').textContent = e ? `error: ${e}` : ''; }
@@ -212,6 +214,22 @@ async function validate() {
   return v;
 }
 
+// The library inside an app's own wgpu work (examples/embed.rs in the browser): on a device
+// the wasm makes for itself, not the page's; the result goes to window.__embed only.
+async function embedCheck() {
+  let e;
+  const t0 = performance.now();
+  try {
+    e = JSON.parse(await embed_check());
+  } catch (x) {
+    e = { ok: false, error: String(x && x.stack || x) };
+  }
+  e.ms = performance.now() - t0;
+  window.__embed = e;
+  console.log('[demo] embed ' + (e.ok ? 'PASS' : 'FAIL') + ' ' + JSON.stringify(e));
+  return e;
+}
+
 async function exclusive(f) {
   if (state.busy) return;
   state.busy = true; $('run').disabled = $('validate').disabled = true;
@@ -251,3 +269,4 @@ await exclusive(async () => {
 });
 document.body.dataset.done = '1';
 if (new URLSearchParams(location.search).has('validate')) $('validate').click();
+embedCheck(); // not awaited: Run / Validate stay as they were
