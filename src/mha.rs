@@ -15,11 +15,14 @@
 //! f16/bf16 checkpoints are not widened); the activations (Q, K, V, O, Y) are in
 //! `x_q`'s dtype, every GEMM and the attention accumulating in f32.
 
-use crate::attention::{record_attention, AttentionOptions, TuningMode};
+use std::sync::{Arc, Mutex};
+
+use crate::attention::{record_attention_into, AttentionOptions, AttentionOutputs, TuningMode};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::gpu::Recorder;
-use crate::kernels::{matmul::record_matmul, rope::record_rope};
+use crate::kernels::matmul::record_matmul_to;
+use crate::kernels::rope::{record_rope_to, rope_table};
 use crate::mask::Masking;
 use crate::mask_tensor::MaskTensor;
 use crate::positional::{alibi_slopes, Rope};
@@ -68,8 +71,9 @@ impl GpuLinear {
         })
     }
 
-    fn record(&self, rec: &mut Recorder<'_>, x: &Tensor) -> Result<Tensor> {
-        record_matmul(rec, x, &self.weight_t, self.bias.as_ref())
+    /// `x·Wᵀ + b` into `out`, or a new tensor.
+    fn record(&self, rec: &mut Recorder<'_>, x: &Tensor, out: Option<&Tensor>) -> Result<Tensor> {
+        record_matmul_to(rec, x, &self.weight_t, self.bias.as_ref(), out)
     }
 }
 
@@ -105,6 +109,9 @@ pub struct MultiHeadAttention {
     v: GpuLinear,
     o: GpuLinear,
     slopes: Vec<f32>,
+    /// The last RoPE frequency table uploaded and its buffer: a decode step
+    /// changes only the offset, which is a uniform, so the table is reused.
+    rope_table: Mutex<Option<(Vec<[u32; 2]>, Arc<wgpu::Buffer>)>>,
 }
 
 impl MultiHeadAttention {
@@ -120,6 +127,7 @@ impl MultiHeadAttention {
             v: GpuLinear::upload(gpu, &weights.v)?,
             o: GpuLinear::upload(gpu, &weights.o)?,
             slopes: alibi_slopes(cfg.num_heads),
+            rope_table: Mutex::new(None),
         })
     }
 
@@ -153,13 +161,57 @@ impl MultiHeadAttention {
         Ok(y)
     }
 
-    /// Records [`MultiHeadAttention::forward`] without submitting.
+    /// Records [`MultiHeadAttention::forward`] without submitting. The
+    /// projections, rotated Q/K and the attention output are scratch: from the
+    /// recorder's [`crate::Workspace`] when it has one.
     pub fn record_forward(
         &self,
         rec: &mut Recorder<'_>,
         x_q: &Tensor,
         x_kv: Option<&Tensor>,
         opts: &MhaOptions,
+    ) -> Result<Tensor> {
+        self.record_forward_to(rec, x_q, x_kv, opts, None)
+    }
+
+    /// [`MultiHeadAttention::record_forward`] writing Y into the caller's
+    /// tensor (contiguous `[B, Nq, d_model]` from element 0, in `x_q`'s
+    /// dtype). With a [`crate::Workspace`] on the recorder (e.g. over the
+    /// caller's encoder, [`Gpu::recorder_for`]) a step of the same shapes
+    /// allocates nothing once the workspace has grown.
+    pub fn record_forward_into(
+        &self,
+        rec: &mut Recorder<'_>,
+        x_q: &Tensor,
+        x_kv: Option<&Tensor>,
+        opts: &MhaOptions,
+        y: &Tensor,
+    ) -> Result<()> {
+        self.record_forward_to(rec, x_q, x_kv, opts, Some(y))
+            .map(|_| ())
+    }
+
+    fn record_forward_to(
+        &self,
+        rec: &mut Recorder<'_>,
+        x_q: &Tensor,
+        x_kv: Option<&Tensor>,
+        opts: &MhaOptions,
+        y: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let mark = rec.scratch_mark();
+        let out = self.record_steps(rec, x_q, x_kv, opts, y);
+        rec.release_scratch(mark);
+        out
+    }
+
+    fn record_steps(
+        &self,
+        rec: &mut Recorder<'_>,
+        x_q: &Tensor,
+        x_kv: Option<&Tensor>,
+        opts: &MhaOptions,
+        y: Option<&Tensor>,
     ) -> Result<Tensor> {
         let c = &self.cfg;
         let x_kv = x_kv.unwrap_or(x_q);
@@ -171,15 +223,25 @@ impl MultiHeadAttention {
             )));
         }
         let (h, hkv, d) = (c.num_heads, c.num_kv_heads, c.head_dim);
+        let (xd, kvd) = (x_q.dtype(), x_kv.dtype());
         // [B, N, H·D] seen as [B, H, N, D]: the BNHD strides of a projection output.
         let heads =
             |t: &Tensor, n: usize, h: usize| t.view(&[b, h, n, d], &[n * h * d, d, h * d, 1], 0);
-        let mut q = heads(&self.q.record(rec, x_q)?, nq, h)?;
-        let mut k = heads(&self.k.record(rec, x_kv)?, nk, hkv)?;
-        let v = heads(&self.v.record(rec, x_kv)?, nk, hkv)?;
+        let project = |rec: &mut Recorder<'_>, lin: &GpuLinear, x: &Tensor, n, h, dt| {
+            let out = rec.scratch("projection", &[b, n, h * d], dt)?;
+            heads(&lin.record(rec, x, Some(&out))?, n, h)
+        };
+        let mut q = project(rec, &self.q, x_q, nq, h, xd)?;
+        let mut k = project(rec, &self.k, x_kv, nk, hkv, kvd)?;
+        let v = project(rec, &self.v, x_kv, nk, hkv, kvd)?;
         if let Some(rope) = &opts.rope {
-            q = record_rope(rec, &q, rope)?;
-            k = record_rope(rec, &k, rope)?;
+            let table = self.rope_table(rope)?;
+            let rotate = |rec: &mut Recorder<'_>, x: &Tensor, n: usize, h: usize| {
+                let out = heads(&rec.scratch("rope", &[b, n, h * d], x.dtype())?, n, h)?;
+                record_rope_to(rec, x, rope, Some(&out), Some(&table))
+            };
+            q = rotate(rec, &q, nq, h)?;
+            k = rotate(rec, &k, nk, hkv)?;
         }
         let attn = AttentionOptions {
             scale: opts.scale,
@@ -189,10 +251,34 @@ impl MultiHeadAttention {
             tuning: opts.tuning,
             ..Default::default()
         };
-        let o = record_attention(rec, &q, &k, &v, &attn)?.o;
-        // O keeps Q's BNHD layout, so its buffer is [B, Nq, H·D]: the merge is a view.
-        let merged = o.view(&[b, nq, h * d], &[nq * h * d, h * d, 1], 0)?;
-        self.o.record(rec, &merged)
+        // O in BNHD, so its buffer is [B, Nq, H·D]: the merge is a view.
+        let o_buf = rec.scratch("attention output", &[b, nq, h * d], xd)?;
+        let o = heads(&o_buf, nq, h)?;
+        let outs = AttentionOutputs {
+            o: Some(&o),
+            lse: None,
+        };
+        record_attention_into(rec, &q, &k, &v, &attn, outs)?;
+        self.o.record(rec, &o_buf, y)
+    }
+
+    /// The frequency table of `rope` for this layer's head dim, uploaded once
+    /// per distinct table.
+    fn rope_table(&self, rope: &Rope) -> Result<Arc<wgpu::Buffer>> {
+        let want = rope_table(rope, self.cfg.head_dim)?;
+        let mut slot = self.rope_table.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((have, buf)) = slot.as_ref() {
+            if *have == want {
+                return Ok(buf.clone());
+            }
+        }
+        let buf = Arc::new(self.gpu.upload(
+            "rope frequencies",
+            bytemuck::cast_slice(&want),
+            wgpu::BufferUsages::STORAGE,
+        )?);
+        *slot = Some((want, buf.clone()));
+        Ok(buf)
     }
 
     fn input_dims(&self, x: &Tensor, what: &str) -> Result<(usize, usize)> {

@@ -74,7 +74,7 @@ fn checked_span(what: &str, shape: &[usize], strides: &[usize], offset: usize) -
     Ok(span(shape, strides, offset))
 }
 
-fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
+pub(crate) fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
     let mut strides = vec![1; shape.len()];
     for i in (0..shape.len().saturating_sub(1)).rev() {
         strides[i] = strides[i + 1] * shape[i + 1];

@@ -77,6 +77,18 @@ pub fn record_matmul(
     b: &Tensor,
     bias: Option<&Tensor>,
 ) -> Result<Tensor> {
+    record_matmul_to(rec, a, b, bias, None)
+}
+
+/// [`record_matmul`] into `out` when given (contiguous, of A's dtype and
+/// C's shape), else into a new tensor.
+pub(crate) fn record_matmul_to(
+    rec: &mut Recorder<'_>,
+    a: &Tensor,
+    b: &Tensor,
+    bias: Option<&Tensor>,
+    out: Option<&Tensor>,
+) -> Result<Tensor> {
     same_device(a, b, "matmul operands")?;
     let ([ba, m, k], a_s) = operand(a, "A")?;
     let ([bb, kb, n], mut b_s) = operand(b, "B")?;
@@ -119,7 +131,25 @@ pub fn record_matmul(
     } else {
         vec![m, n]
     };
-    let c = Tensor::output_as(gpu, "matmul output", &out_shape, None, a.dtype())?;
+    let c = match out {
+        Some(c) => {
+            let contiguous = crate::tensor::contiguous_strides(&out_shape);
+            if c.shape() != out_shape
+                || c.strides() != contiguous
+                || c.offset() != 0
+                || c.dtype() != a.dtype()
+            {
+                return Err(Error::Shape(format!(
+                    "matmul output must be contiguous {} {out_shape:?} from element 0, got {} {:?}",
+                    a.dtype(),
+                    c.dtype(),
+                    c.shape()
+                )));
+            }
+            c.clone()
+        }
+        None => Tensor::output_as(gpu, "matmul output", &out_shape, None, a.dtype())?,
+    };
     let tile = TileConfig::new(rec.tuning());
     gpu.check_loop_budget("matmul", tile.loop_iterations(k))?;
     let (tiles_m, tiles_n) = tile.tiles(m, n);

@@ -55,6 +55,29 @@ pub fn rope(x: &Tensor, cfg: &Rope) -> Result<Tensor> {
 
 /// Records [`rope`] without submitting.
 pub fn record_rope(rec: &mut Recorder<'_>, x: &Tensor, cfg: &Rope) -> Result<Tensor> {
+    record_rope_to(rec, x, cfg, None, None)
+}
+
+/// The frequency table `cfg` rotates a head dim of `d` with (positions are a
+/// uniform, so one table serves every offset).
+pub(crate) fn rope_table(cfg: &Rope, d: usize) -> Result<Vec<[u32; 2]>> {
+    let r = cfg.rotary(d)?;
+    // At least one entry: the binding may not be empty when R = 0.
+    Ok(frequency_table(
+        (0..(r / 2).max(1)).map(|i| cfg.theta(i, r.max(2))),
+    ))
+}
+
+/// [`record_rope`] into `out` when given (shaped like `x`, strides of `x`'s
+/// layout, `x`'s dtype), reading the frequencies from `table` when given (a
+/// buffer holding [`rope_table`]), else uploading them.
+pub(crate) fn record_rope_to(
+    rec: &mut Recorder<'_>,
+    x: &Tensor,
+    cfg: &Rope,
+    out: Option<&Tensor>,
+    table: Option<&wgpu::Buffer>,
+) -> Result<Tensor> {
     let gpu = x.gpu();
     let dims @ [b, h, n, d] = x.dims4("RoPE input")?;
     let r = cfg.rotary(d)?;
@@ -66,7 +89,25 @@ pub fn record_rope(rec: &mut Recorder<'_>, x: &Tensor, cfg: &Rope) -> Result<Ten
     }
     let layout = x.layout();
     let o_s = layout.strides(dims);
-    let out = Tensor::output_as(gpu, "rope", &dims, Some(o_s.to_vec()), x.dtype())?;
+    let out = match out {
+        Some(o) => {
+            // Strides of dims of size 1 address nothing.
+            let same = o
+                .strides()
+                .iter()
+                .zip(&o_s)
+                .zip(dims)
+                .all(|((a, b), n)| n == 1 || a == b);
+            if o.shape() != dims || !same || o.offset() != 0 || o.dtype() != x.dtype() {
+                return Err(crate::Error::Shape(format!(
+                    "RoPE output must be {} {dims:?} with strides {o_s:?} from element 0",
+                    x.dtype()
+                )));
+            }
+            o.clone()
+        }
+        None => Tensor::output_as(gpu, "rope", &dims, Some(o_s.to_vec()), x.dtype())?,
+    };
     let (x_off, x_s) = addressing(x);
     let params = Params {
         b: b as u32,
@@ -81,13 +122,18 @@ pub fn record_rope(rec: &mut Recorder<'_>, x: &Tensor, cfg: &Rope) -> Result<Ten
         o_s: [o_s[0] as u32, o_s[1] as u32, o_s[2] as u32],
         _pad: 0,
     };
-    // At least one entry: the binding may not be empty when R = 0.
-    let table = frequency_table((0..(r / 2).max(1)).map(|i| cfg.theta(i, r.max(2))));
-    let table = gpu.upload(
-        "rope frequencies",
-        bytemuck::cast_slice(&table),
-        wgpu::BufferUsages::STORAGE,
-    )?;
+    let uploaded;
+    let table = match table {
+        Some(t) => t,
+        None => {
+            uploaded = gpu.upload(
+                "rope frequencies",
+                bytemuck::cast_slice(&rope_table(cfg, d)?),
+                wgpu::BufferUsages::STORAGE,
+            )?;
+            &uploaded
+        }
+    };
     let kernel =
         gpu.kernel(&Specialization::new(&SPEC).elems(&[("x", elem(x)), ("out", elem(&out))]))?;
     let total = ((b * h * n * d) as u64).div_ceil(64);
@@ -95,7 +141,7 @@ pub fn record_rope(rec: &mut Recorder<'_>, x: &Tensor, cfg: &Rope) -> Result<Ten
         &kernel,
         "rope",
         &params,
-        &[Some(x.buffer()), Some(&table), Some(out.buffer())],
+        &[Some(x.buffer()), Some(table), Some(out.buffer())],
         total,
     )?;
     Ok(out)

@@ -598,3 +598,85 @@ fn the_embed_example_passes_and_prints_pass_last() {
         );
     });
 }
+
+#[test]
+fn layers_of_the_multi_head_layer_in_the_callers_encoder_allocate_nothing_after_the_first_step() {
+    use wgpu_attention::reference::{multi_head_attention, MhaReferenceOptions};
+    use wgpu_attention::{MhaConfig, MhaOptions, MhaWeights, Pairing, Rope};
+    let skip = [Skip::NonDefault("about recording, not the kernel variant")];
+    each_gpu_skipping("layers in the caller's encoder", &skip, |gpu, _, ctx| {
+        let (mut r, ctx) = rng(ctx);
+        let g = caller_gpu(gpu);
+        let cfg = MhaConfig::new(24, 4).unwrap().with_kv_heads(2).unwrap();
+        let seed: u64 = rand::Rng::random(&mut r);
+        let weights: Vec<MhaWeights> = (0..2)
+            .map(|l| MhaWeights::random(&cfg, seed + l).unwrap())
+            .collect();
+        let layers: Vec<MultiHeadAttention> = weights
+            .iter()
+            .map(|w| MultiHeadAttention::new(&g, cfg, w).unwrap())
+            .collect();
+        let (b, n) = (1, 7);
+        let ys: Vec<Tensor> = (0..2)
+            .map(|_| Tensor::from_slice(&g, &vec![f32::NAN; b * n * 24], &[b, n, 24]).unwrap())
+            .collect();
+        let mut ws = Workspace::new();
+        let mut grown = None;
+        for step in 0..3u32 {
+            let x = uniform(&mut r, b * n * 24, 1.0);
+            let xt = Tensor::from_slice(&g, &x, &[b, n, 24]).unwrap();
+            let rope = Rope {
+                pairing: Pairing::HalfSplit,
+                offset: 5 * step,
+                ..Default::default()
+            };
+            let opts = MhaOptions {
+                masking: Masking {
+                    causal: true,
+                    ..Default::default()
+                },
+                rope: Some(rope.clone()),
+                ..Default::default()
+            };
+            let before = g.storage_allocations();
+            let mut enc = g.device().create_command_encoder(&Default::default());
+            {
+                let mut rec = g.recorder_for(&mut enc).with_workspace(&mut ws);
+                for (layer, y) in layers.iter().zip(&ys) {
+                    layer
+                        .record_forward_into(&mut rec, &xt, None, &opts, y)
+                        .unwrap();
+                }
+            }
+            g.queue().submit([enc.finish()]);
+            if step == 0 {
+                grown = Some(ws.allocations());
+            } else {
+                assert_eq!(
+                    Some(ws.allocations()),
+                    grown,
+                    "{ctx} step {step}: the workspace grew"
+                );
+                assert_eq!(
+                    g.storage_allocations(),
+                    before,
+                    "{ctx} step {step}: recording allocated"
+                );
+            }
+            for (l, y) in ys.iter().enumerate() {
+                let ropts = MhaReferenceOptions {
+                    masking: opts.masking.clone(),
+                    rope: Some(rope.clone()),
+                    ..Default::default()
+                };
+                let want = multi_head_attention(&x, &x, [b, n, n], &cfg, &weights[l], &ropts);
+                assert_close(
+                    &y.to_vec_blocking().unwrap(),
+                    &want,
+                    Tolerance::F32,
+                    &format!("{ctx} step {step} layer {l}"),
+                );
+            }
+        }
+    });
+}
