@@ -9,10 +9,7 @@
 //! a browser the mapping callback runs from the event loop, no poll). Y is
 //! checked against the f64 reference. The page's shared device is not touched.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
 
 use serde_json::json;
 use wasm_bindgen::prelude::*;
@@ -111,19 +108,18 @@ async fn run() -> Result<String, String> {
     }
 
     // --- The app reads its own buffer back: map_async, then await the callback. ---
-    let (tx, rx) = oneshot();
-    readback.map_async(wgpu::MapMode::Read, .., move |r| tx.send(r));
+    let (tx, rx) = futures::channel::oneshot::channel();
+    readback.map_async(wgpu::MapMode::Read, .., move |r| {
+        let _ = tx.send(r);
+    });
     rx.await
-        .ok_or("embed_check: the mapping callback was dropped")?
+        .map_err(|_| "embed_check: the mapping callback was dropped".to_string())?
         .map_err(|e| format!("embed_check: map_async: {e}"))?;
     let y: Vec<f32> = {
         let bytes = readback
             .get_mapped_range(..)
             .map_err(|e| format!("embed_check: get_mapped_range: {e}"))?;
-        bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect()
+        bytemuck::pod_collect_to_vec(&bytes)
     };
     readback.unmap();
     // A kernel the browser rejected shows up here with its compiler message.
@@ -193,10 +189,9 @@ fn record_and_submit(
     let sh = SHAPE;
     let storage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC;
     let init = |label, data: &[f32]| {
-        let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
         device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some(label),
-            contents: &bytes,
+            contents: bytemuck::cast_slice(data),
             usage: storage,
         })
     };
@@ -327,62 +322,4 @@ fn inputs(n: usize, seed: u32) -> Vec<f32> {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-// --- A oneshot channel for the mapping callback. -------------------------------------------
-// (The library uses `futures::channel::oneshot`; this crate does not depend on `futures`, so
-// the same thing in a few lines: the callback sends, the receiver is awaited; a sender
-// dropped unsent resolves the receiver to `None`.)
-
-struct Slot<T> {
-    value: Option<T>,
-    closed: bool,
-    waker: Option<Waker>,
-}
-
-struct Sender<T>(Arc<Mutex<Slot<T>>>);
-struct Receiver<T>(Arc<Mutex<Slot<T>>>);
-
-fn oneshot<T>() -> (Sender<T>, Receiver<T>) {
-    let slot = Arc::new(Mutex::new(Slot {
-        value: None,
-        closed: false,
-        waker: None,
-    }));
-    (Sender(slot.clone()), Receiver(slot))
-}
-
-impl<T> Sender<T> {
-    fn send(self, value: T) {
-        lock(&self.0).value = Some(value);
-        // Drop wakes the receiver.
-    }
-}
-
-impl<T> Drop for Sender<T> {
-    fn drop(&mut self) {
-        let waker = {
-            let mut s = lock(&self.0);
-            s.closed = true;
-            s.waker.take()
-        };
-        if let Some(w) = waker {
-            w.wake();
-        }
-    }
-}
-
-impl<T> Future for Receiver<T> {
-    type Output = Option<T>;
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
-        let mut s = lock(&self.0);
-        if let Some(v) = s.value.take() {
-            return Poll::Ready(Some(v));
-        }
-        if s.closed {
-            return Poll::Ready(None);
-        }
-        s.waker = Some(cx.waker().clone());
-        Poll::Pending
-    }
 }
