@@ -83,26 +83,8 @@ fn parse() -> Cli {
     }
 }
 
-/// EGL (the GL backend) complains on stderr without a runtime dir, which a fresh
-/// CI shell may lack: give it a private temporary one for this process.
-fn ensure_runtime_dir() -> Option<tempfile::TempDir> {
-    if !cfg!(target_os = "linux")
-        || std::env::var_os("XDG_RUNTIME_DIR").is_some_and(|d| std::path::Path::new(&d).is_dir())
-    {
-        return None;
-    }
-    let dir = tempfile::Builder::new()
-        .prefix("attn-xdg-")
-        .tempdir()
-        .ok()?;
-    // Set before any thread is started.
-    std::env::set_var("XDG_RUNTIME_DIR", dir.path());
-    Some(dir)
-}
-
 fn main() {
     let cli = parse();
-    let runtime_dir = ensure_runtime_dir();
     let result = match cli.command {
         Command::Info(a) => info::main(a),
         Command::Run(a) => run::run_main(*a),
@@ -112,7 +94,6 @@ fn main() {
         Command::Tune(a) => tune::main(a),
         Command::Viz(a) => viz::main(*a),
     };
-    drop(runtime_dir);
     if let Err(e) = result {
         let (code, line) = error::report(&e);
         eprintln!("attn: {line}");

@@ -15,6 +15,7 @@ mod dtype;
 mod errors;
 mod info_viz;
 mod mha;
+mod quiet;
 mod run;
 mod tune;
 mod validate;
