@@ -47,6 +47,9 @@ pub struct MhaOptions<'a> {
     pub tuning: TuningMode,
 }
 
+/// A RoPE frequency table and the buffer holding it.
+type RopeTable = (Vec<[u32; 2]>, Arc<wgpu::Buffer>);
+
 struct GpuLinear {
     /// `[in, out]`: `x·Wᵀ` with the weight stored transposed once at upload, so
     /// the GEMM reads it row-major.
@@ -111,7 +114,7 @@ pub struct MultiHeadAttention {
     slopes: Vec<f32>,
     /// The last RoPE frequency table uploaded and its buffer: a decode step
     /// changes only the offset, which is a uniform, so the table is reused.
-    rope_table: Mutex<Option<(Vec<[u32; 2]>, Arc<wgpu::Buffer>)>>,
+    rope_table: Mutex<Option<RopeTable>>,
 }
 
 impl MultiHeadAttention {

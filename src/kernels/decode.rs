@@ -66,7 +66,7 @@ pub(crate) fn record_combine(
         lse_ss: rows as u32,
         _pad: [0; 2],
     };
-    let kernel = gpu.kernel(&Specialization::new(&SPEC).elems(&[("o", super::elem(&out))]))?;
+    let kernel = gpu.kernel(&Specialization::new(&SPEC).elems(&[("o", super::elem(out))]))?;
     rec.dispatch(
         &kernel,
         "decode combine",

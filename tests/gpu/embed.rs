@@ -635,7 +635,7 @@ fn layers_of_the_multi_head_layer_in_the_callers_encoder_allocate_nothing_after_
                     causal: true,
                     ..Default::default()
                 },
-                rope: Some(rope.clone()),
+                rope: Some(rope),
                 ..Default::default()
             };
             let before = g.storage_allocations();
@@ -666,7 +666,7 @@ fn layers_of_the_multi_head_layer_in_the_callers_encoder_allocate_nothing_after_
             for (l, y) in ys.iter().enumerate() {
                 let ropts = MhaReferenceOptions {
                     masking: opts.masking.clone(),
-                    rope: Some(rope.clone()),
+                    rope: Some(rope),
                     ..Default::default()
                 };
                 let want = multi_head_attention(&x, &x, [b, n, n], &cfg, &weights[l], &ropts);
