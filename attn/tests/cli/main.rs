@@ -41,7 +41,6 @@ fn backends() -> &'static Vec<String> {
     B.get_or_init(|| {
         let out = Command::new(env!("CARGO_BIN_EXE_attn"))
             .args(["info", "--json"])
-            .env("XDG_RUNTIME_DIR", runtime_dir())
             .env_remove("WGPU_BACKEND")
             .output()
             .expect("run attn info");
@@ -79,25 +78,6 @@ fn backend(test: &str) -> Option<&'static str> {
     })
 }
 
-/// GL's EGL wants a runtime dir; a CI shell may have none.
-fn runtime_dir() -> PathBuf {
-    static D: OnceLock<PathBuf> = OnceLock::new();
-    D.get_or_init(|| match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(d) if Path::new(&d).is_dir() => PathBuf::from(d),
-        _ => {
-            let d = std::env::temp_dir().join(format!("attn-test-xdg-{}", std::process::id()));
-            std::fs::create_dir_all(&d).unwrap();
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).unwrap();
-            }
-            d
-        }
-    })
-    .clone()
-}
-
 fn attn(backend: &str, args: &[&str]) -> Output {
     attn_with(
         backend,
@@ -112,7 +92,6 @@ fn attn_with(backend: &str, args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> 
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_attn"));
     cmd.args(args)
         .env("WGPU_BACKEND", backend)
-        .env("XDG_RUNTIME_DIR", runtime_dir())
         .env_remove("WGPU_ATTENTION_TUNING");
     for (k, v) in env {
         cmd.env(k, v);
@@ -287,7 +266,7 @@ fn assert_bad_input(out: Output, needles: &[&str], not_created: &Path) {
     let err = String::from_utf8_lossy(&out.stderr);
     let lines: Vec<&str> = err
         .lines()
-        .filter(|l| !l.trim().is_empty() && !l.contains("XDG_RUNTIME_DIR"))
+        .filter(|l| !l.trim().is_empty())
         .collect();
     assert_eq!(lines.len(), 1, "one line on stderr:\n{}", text(&out));
     for n in needles {

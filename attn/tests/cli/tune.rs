@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use wgpu_attention::reference::ReferenceOptions;
 
-use super::{backend, ok, runtime_dir, text, Problem};
+use super::{backend, ok, text, Problem};
 
 #[test]
 fn tune_measures_candidates_and_keeps_the_choice() {
@@ -18,7 +18,6 @@ fn tune_measures_candidates_and_keeps_the_choice() {
         ok(std::process::Command::new(env!("CARGO_BIN_EXE_attn"))
             .args(args)
             .env("WGPU_BACKEND", be)
-            .env("XDG_RUNTIME_DIR", runtime_dir())
             .env("WGPU_ATTENTION_TUNE_CACHE", &cache)
             .output()
             .expect("run attn"))
