@@ -22,16 +22,16 @@ mod device;
 pub(crate) mod env;
 pub use env::parse_features;
 mod memory;
-mod workspace;
 pub(crate) mod pipeline;
 mod recorder;
 mod tune_cache;
 mod tuning;
+mod workspace;
 
 pub use adapter::{parse_backend, GpuOptions};
 pub use caps::{DeviceCaps, LOOP_MARGIN};
 pub use device::Gpu;
 pub use recorder::{split_grid, Recorder};
-pub use workspace::Workspace;
 pub use tune_cache::{CacheKey, TuneCache};
 pub use tuning::Tuning;
+pub use workspace::Workspace;

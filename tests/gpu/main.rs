@@ -244,8 +244,11 @@ pub fn each_storage_mode(test: &str, f: impl Fn(&Gpu, bool, &str)) {
                     disabled_features: wgpu::Features::SHADER_F16,
                     ..GpuOptions::default()
                 };
-                let p = pollster::block_on(Gpu::from_adapter_with(g.adapter().expect("own adapter").clone(), &opts))
-                    .expect("a second device without SHADER_F16");
+                let p = pollster::block_on(Gpu::from_adapter_with(
+                    g.adapter().expect("own adapter").clone(),
+                    &opts,
+                ))
+                .expect("a second device without SHADER_F16");
                 p.set_poison_outputs(true);
                 (p, Mutex::new(()))
             })

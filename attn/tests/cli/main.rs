@@ -264,10 +264,7 @@ fn png_size(path: &Path) -> (u32, u32) {
 fn assert_bad_input(out: Output, needles: &[&str], not_created: &Path) {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
-    let lines: Vec<&str> = err
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .collect();
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "one line on stderr:\n{}", text(&out));
     for n in needles {
         assert!(
