@@ -16,81 +16,17 @@ use wgpu_attention::{
     Masking, Tensor, Workspace,
 };
 
-/// The app's own kernel: `y[i] = x[i] * SCALE`.
-const SCALE_WGSL: &str = "
-override SCALE: f32;
-@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read_write> y: array<f32>;
-@compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) g: vec3<u32>) {
-    if g.x < arrayLength(&y) { y[g.x] = x[g.x] * SCALE; }
-}";
-
-fn scale_pipeline(device: &wgpu::Device, scale: f64) -> wgpu::ComputePipeline {
-    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-        label: Some("app scale"),
-        source: wgpu::ShaderSource::Wgsl(SCALE_WGSL.into()),
-    });
-    device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-        label: Some("app scale"),
-        layout: None,
-        module: &module,
-        entry_point: Some("main"),
-        compilation_options: wgpu::PipelineCompilationOptions {
-            constants: &[("SCALE", scale)],
-            ..Default::default()
-        },
-        cache: None,
-    })
-}
-
-fn scale_pass(
-    device: &wgpu::Device,
-    encoder: &mut wgpu::CommandEncoder,
-    pipeline: &wgpu::ComputePipeline,
-    x: &wgpu::Buffer,
-    y: &wgpu::Buffer,
-    n: usize,
-) {
-    let bind = device.create_bind_group(&wgpu::BindGroupDescriptor {
-        label: None,
-        layout: &pipeline.get_bind_group_layout(0),
-        entries: &[
-            wgpu::BindGroupEntry {
-                binding: 0,
-                resource: x.as_entire_binding(),
-            },
-            wgpu::BindGroupEntry {
-                binding: 1,
-                resource: y.as_entire_binding(),
-            },
-        ],
-    });
-    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-        label: Some("app pass"),
-        timestamp_writes: None,
-    });
-    pass.set_pipeline(pipeline);
-    pass.set_bind_group(0, &bind, &[]);
-    pass.dispatch_workgroups((n as u32).div_ceil(64), 1, 1);
-}
-
-/// Deterministic inputs in [-1, 1).
-fn inputs(n: usize, seed: u32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(2_654_435_761).max(1);
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            (s as f32 / u32::MAX as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
+#[path = "app/scale.rs"]
+mod app;
+use app::{inputs, Scale};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // --- The app's own wgpu setup. ---
     // wgpu's own environment switches: WGPU_BACKEND, WGPU_ADAPTER_NAME, WGPU_POWER_PREF.
+    // (A plain wgpu instance enables Vulkan's window-surface extensions; on a machine
+    // without XDG_RUNTIME_DIR, Mesa's device-select layer then prints two
+    // "error: XDG_RUNTIME_DIR is invalid" lines on stderr. They are the app's and
+    // harmless; the library's own instances leave those extensions out.)
     let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
     desc.backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all());
     let instance = wgpu::Instance::new(desc);
@@ -142,8 +78,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let q_buf = empty("q", sh.q_len());
     let o_buf = empty("o", sh.q_len());
     let y_buf = empty("y", sh.q_len());
-    let double = scale_pipeline(&device, 2.0);
-    let halve = scale_pipeline(&device, 0.5);
+    let double = Scale::new(&device, 2.0);
+    let halve = Scale::new(&device, 0.5);
 
     // --- The library over the app's device and buffers. ---
     let gpu = Gpu::from_wgpu(
@@ -172,7 +108,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
         label: Some("app frame"),
     });
-    scale_pass(&device, &mut encoder, &double, &x_buf, &q_buf, sh.q_len());
+    double.record(&device, &mut encoder, &x_buf, &q_buf, sh.q_len());
     let out = {
         let mut rec = gpu
             .recorder_for(&mut encoder)
@@ -183,7 +119,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         };
         record_attention_into(&mut rec, &q_t, &k_t, &v_t, &opts, outs)?
     };
-    scale_pass(&device, &mut encoder, &halve, &o_buf, &y_buf, sh.q_len());
+    halve.record(&device, &mut encoder, &o_buf, &y_buf, sh.q_len());
     let readback = device.create_buffer(&wgpu::BufferDescriptor {
         label: Some("readback"),
         size: (sh.q_len() * 4) as u64,

@@ -291,69 +291,9 @@ fn caller_buffers_are_checked_with_errors_that_say_what_to_change() {
     });
 }
 
-/// The caller's own kernel: `y[i] = x[i] * SCALE` over the whole of `y`.
-const SCALE_WGSL: &str = "
-override SCALE: f32;
-@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read_write> y: array<f32>;
-@compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) g: vec3<u32>) {
-    if g.x < arrayLength(&y) { y[g.x] = x[g.x] * SCALE; }
-}";
-
-struct Scale {
-    pipeline: wgpu::ComputePipeline,
-}
-
-impl Scale {
-    fn new(device: &wgpu::Device, scale: f64) -> Self {
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some("caller's scale"),
-            source: wgpu::ShaderSource::Wgsl(SCALE_WGSL.into()),
-        });
-        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some("caller's scale"),
-            layout: None,
-            module: &module,
-            entry_point: Some("main"),
-            compilation_options: wgpu::PipelineCompilationOptions {
-                constants: &[("SCALE", scale)],
-                ..Default::default()
-            },
-            cache: None,
-        });
-        Scale { pipeline }
-    }
-
-    /// Records `y = x · SCALE` (`n` elements) as a compute pass of the caller's.
-    fn record(
-        &self,
-        device: &wgpu::Device,
-        enc: &mut wgpu::CommandEncoder,
-        x: &wgpu::Buffer,
-        y: &wgpu::Buffer,
-        n: usize,
-    ) {
-        let bg = device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: None,
-            layout: &self.pipeline.get_bind_group_layout(0),
-            entries: &[
-                wgpu::BindGroupEntry {
-                    binding: 0,
-                    resource: x.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 1,
-                    resource: y.as_entire_binding(),
-                },
-            ],
-        });
-        let mut pass = enc.begin_compute_pass(&Default::default());
-        pass.set_pipeline(&self.pipeline);
-        pass.set_bind_group(0, &bg, &[]);
-        pass.dispatch_workgroups((n as u32).div_ceil(64), 1, 1);
-    }
-}
+#[path = "../../examples/app/scale.rs"]
+mod app;
+use app::Scale;
 
 #[test]
 fn decode_steps_of_several_layers_in_the_callers_encoder() {

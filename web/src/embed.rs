@@ -23,15 +23,9 @@ use wgpu_attention::{
 
 use crate::err;
 
-/// The app's own kernel: `y[i] = x[i] * SCALE`.
-const SCALE_WGSL: &str = "
-override SCALE: f32;
-@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read_write> y: array<f32>;
-@compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) g: vec3<u32>) {
-    if g.x < arrayLength(&y) { y[g.x] = x[g.x] * SCALE; }
-}";
+#[path = "../../examples/app/scale.rs"]
+mod app;
+use app::{inputs, Scale};
 
 /// Small enough for SwiftShader: GQA (4 query heads over 2 KV heads), Nq ≠ Nk,
 /// a head size no tile divides, causal.
@@ -209,8 +203,8 @@ fn record_and_submit(
     let q_buf = empty("embed q", sh.q_len());
     let o_buf = empty("embed o", sh.q_len());
     let y_buf = empty("embed y", sh.q_len());
-    let double = scale_pipeline(device, 2.0);
-    let halve = scale_pipeline(device, 0.5);
+    let double = Scale::new(device, 2.0);
+    let halve = Scale::new(device, 0.5);
 
     // --- The library over the app's device and buffers. ---
     let gpu = Gpu::from_wgpu(
@@ -240,7 +234,7 @@ fn record_and_submit(
     let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
         label: Some("embed app frame"),
     });
-    scale_pass(device, &mut encoder, &double, &x_buf, &q_buf, sh.q_len());
+    double.record(device, &mut encoder, &x_buf, &q_buf, sh.q_len());
     let out = {
         let mut rec = gpu
             .recorder_for(&mut encoder)
@@ -252,72 +246,10 @@ fn record_and_submit(
         record_attention_into(&mut rec, &q_t, &k_t, &v_t, &opts, outs)
             .map_err(|e| format!("record_attention_into: {e}"))?
     };
-    scale_pass(device, &mut encoder, &halve, &o_buf, &y_buf, sh.q_len());
+    halve.record(device, &mut encoder, &o_buf, &y_buf, sh.q_len());
     encoder.copy_buffer_to_buffer(&y_buf, 0, readback, 0, (sh.q_len() * 4) as u64);
     queue.submit([encoder.finish()]);
     Ok((out, gpu))
-}
-
-fn scale_pipeline(device: &wgpu::Device, scale: f64) -> wgpu::ComputePipeline {
-    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-        label: Some("embed app scale"),
-        source: wgpu::ShaderSource::Wgsl(SCALE_WGSL.into()),
-    });
-    device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-        label: Some("embed app scale"),
-        layout: None,
-        module: &module,
-        entry_point: Some("main"),
-        compilation_options: wgpu::PipelineCompilationOptions {
-            constants: &[("SCALE", scale)],
-            ..Default::default()
-        },
-        cache: None,
-    })
-}
-
-fn scale_pass(
-    device: &wgpu::Device,
-    encoder: &mut wgpu::CommandEncoder,
-    pipeline: &wgpu::ComputePipeline,
-    x: &wgpu::Buffer,
-    y: &wgpu::Buffer,
-    n: usize,
-) {
-    let bind = device.create_bind_group(&wgpu::BindGroupDescriptor {
-        label: Some("embed app scale"),
-        layout: &pipeline.get_bind_group_layout(0),
-        entries: &[
-            wgpu::BindGroupEntry {
-                binding: 0,
-                resource: x.as_entire_binding(),
-            },
-            wgpu::BindGroupEntry {
-                binding: 1,
-                resource: y.as_entire_binding(),
-            },
-        ],
-    });
-    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-        label: Some("embed app pass"),
-        timestamp_writes: None,
-    });
-    pass.set_pipeline(pipeline);
-    pass.set_bind_group(0, &bind, &[]);
-    pass.dispatch_workgroups((n as u32).div_ceil(64), 1, 1);
-}
-
-/// Deterministic inputs in [-1, 1) (the native example's).
-fn inputs(n: usize, seed: u32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(2_654_435_761).max(1);
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            (s as f32 / u32::MAX as f32) * 2.0 - 1.0
-        })
-        .collect()
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
