@@ -12,7 +12,7 @@ struct Params {
     rows: u32, d: u32, splits: u32, hq: u32,
     nq: u32, o_off: u32, o_sb: u32, o_sh: u32,
     o_sn: u32, o_sd: u32, write_lse: u32, neg_inf_bits: u32,
-    part_ss: u32, lse_ss: u32, _pad0: u32, _pad1: u32,
+    part_ss: u32, lse_ss: u32, lse_off: u32, _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -63,6 +63,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         o_put(obase + c * p.o_sd, acc * inv);
     }
     if (p.write_lse != 0u) {
-        lse[row] = select(bitcast<f32>(p.neg_inf_bits), mx + log(wsum), wsum > 0.0);
+        lse[p.lse_off + row] = select(bitcast<f32>(p.neg_inf_bits), mx + log(wsum), wsum > 0.0);
     }
 }

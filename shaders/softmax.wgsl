@@ -16,7 +16,7 @@ struct Params {
     causal: u32, window: u32, left: u32, right: u32,
     diag_off: i32, has_lengths: u32, mask_kind: u32, write_lse: u32,
     m_sb: u32, m_sh: u32, m_sq: u32, m_sk: u32,
-    neg_inf_bits: u32, m_off: u32, _pad1: u32, _pad2: u32,
+    neg_inf_bits: u32, m_off: u32, lse_off: u32, _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -97,6 +97,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         pw[base + j] = select(0.0, exp(v - m) * inv, v > MASKED);
     }
     if (lid == 0u && p.write_lse != 0u) {
-        lse[row] = select(bitcast<f32>(p.neg_inf_bits), m + log(sum), sum > 0.0);
+        lse[p.lse_off + row] = select(bitcast<f32>(p.neg_inf_bits), m + log(sum), sum > 0.0);
     }
 }

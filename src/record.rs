@@ -36,8 +36,8 @@ pub struct AttentionOutputs<'a> {
     /// ([`crate::AttentionOptions::out_dtype`], which defaults to this tensor's
     /// dtype when O is given).
     pub o: Option<&'a Tensor>,
-    /// The LSE, f32 `[B, Hq, Nq]` contiguous from element 0 of its buffer;
-    /// giving one asks for it.
+    /// The LSE, f32 `[B, Hq, Nq]` contiguous (at any element offset); giving
+    /// one asks for it.
     pub lse: Option<&'a Tensor>,
 }
 
@@ -124,11 +124,10 @@ fn check_outputs(
                 lse.shape()
             )));
         }
-        if lse.strides() != [sh.hq * sh.nq, sh.nq, 1] || lse.offset() != 0 {
+        if lse.strides() != [sh.hq * sh.nq, sh.nq, 1] {
             return Err(Error::InvalidArgument(format!(
-                "the output LSE has strides {:?} and offset {}: it must be contiguous from element 0 of its buffer",
-                lse.strides(),
-                lse.offset()
+                "the output LSE has strides {:?}: it must be contiguous [B, Hq, Nq] (any element offset)",
+                lse.strides()
             )));
         }
         aliases("the output LSE", lse)?;
@@ -373,7 +372,7 @@ fn record_unfused_chunked(
                     part.buffer(),
                     0,
                     all.buffer(),
-                    ((b * sh.hq + h0) * sh.nq * 4) as u64,
+                    ((all.offset() + (b * sh.hq + h0) * sh.nq) * 4) as u64,
                     (heads * sh.nq * 4) as u64,
                 );
             }

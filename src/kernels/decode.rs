@@ -27,7 +27,8 @@ pub(super) struct Params {
     neg_inf_bits: u32,
     part_ss: u32,
     lse_ss: u32,
-    _pad: [u32; 2],
+    lse_off: u32,
+    _pad: u32,
 }}
 
 /// Loop iterations per invocation of the merge of `splits` partials of dim `d`.
@@ -37,7 +38,7 @@ pub(crate) fn combine_loop_iterations(splits: usize, d: usize) -> u64 {
 
 /// Merges `splits` partial results (`o_part` `[splits, B, Hq, Nq, D]`, `lse_part`
 /// `[splits, B·Hq·Nq]`, both f32) by LSE into `out` (`[B, Hq, Nq, D]`, any
-/// strides and dtype) and, if given, `lse` (f32 `[B·Hq·Nq]` from element 0).
+/// strides and dtype) and, if given, `lse` (f32 `[B·Hq·Nq]` contiguous, at its offset).
 pub(crate) fn record_combine(
     rec: &mut Recorder<'_>,
     o_part: &Tensor,
@@ -64,7 +65,8 @@ pub(crate) fn record_combine(
         neg_inf_bits: f32::NEG_INFINITY.to_bits(),
         part_ss: sh.q_len() as u32,
         lse_ss: rows as u32,
-        _pad: [0; 2],
+        lse_off: lse.map_or(0, |t| t.offset() as u32),
+        _pad: 0,
     };
     let kernel = gpu.kernel(&Specialization::new(&SPEC).elems(&[("o", super::elem(out))]))?;
     rec.dispatch(

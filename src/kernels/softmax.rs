@@ -26,7 +26,8 @@ pub(super) struct Params {
     m_s: [u32; 4],
     neg_inf_bits: u32,
     m_off: u32,
-    _pad: [u32; 2],
+    lse_off: u32,
+    _pad: u32,
 }}
 
 /// Weights (and optionally LSE) of [`softmax`].
@@ -140,7 +141,8 @@ pub(crate) fn record_softmax_into(
         m_s: t.mask.map_or([0; 4], |m| m.strides),
         neg_inf_bits: f32::NEG_INFINITY.to_bits(),
         m_off: t.mask.map_or(0, |m| m.offset),
-        _pad: [0; 2],
+        lse_off: lse.map_or(0, |t| t.offset() as u32),
+        _pad: 0,
     };
     gpu.check_loop_budget("softmax", loop_iterations(nk, wg))?;
     let kernel = gpu.kernel(&specialization(wg))?;

@@ -187,10 +187,11 @@ fn tensors_over_caller_buffers_with_outputs_in_place() {
         ] {
             // O at element 5 of a NaN-filled buffer, BHND; the LSE in its own.
             let o_buf = buffer_with(gpu, sh.q_len() + 9, 5, &[]);
-            let lse_buf = buffer_with(gpu, sh.b * sh.hq * sh.nq, 0, &[]);
+            let lse_buf = buffer_with(gpu, sh.b * sh.hq * sh.nq + 7, 0, &[]);
             let o = Tensor::from_buffer(gpu, &o_buf, DType::F32, &q_dims, None, 5).unwrap();
+            // The LSE at element 3 of its buffer.
             let lse =
-                Tensor::from_buffer(gpu, &lse_buf, DType::F32, &[sh.b, sh.hq, sh.nq], None, 0)
+                Tensor::from_buffer(gpu, &lse_buf, DType::F32, &[sh.b, sh.hq, sh.nq], None, 3)
                     .unwrap();
             let opts = AttentionOptions {
                 masking: masking.clone(),
@@ -219,6 +220,15 @@ fn tensors_over_caller_buffers_with_outputs_in_place() {
                     .chain(&raw[5 + sh.q_len()..])
                     .all(|x| x.is_nan()),
                 "{ctx}: wrote outside O"
+            );
+            let rows = sh.b * sh.hq * sh.nq;
+            let raw = Tensor::from_buffer(gpu, &lse_buf, DType::F32, &[rows + 7], None, 0)
+                .unwrap()
+                .to_vec_blocking()
+                .unwrap();
+            assert!(
+                raw[..3].iter().chain(&raw[3 + rows..]).all(|x| x.is_nan()),
+                "{ctx}: wrote outside the LSE"
             );
         }
     });
@@ -279,10 +289,10 @@ fn caller_buffers_are_checked_with_errors_that_say_what_to_change() {
         assert!(e.contains("out_dtype"), "{ctx}: {e}");
         let strided = Tensor::from_slice(gpu, &[0.0f32; 20], &[20])
             .unwrap()
-            .view(&[1, 2, 5], &[10, 5, 1], 1)
+            .view(&[1, 2, 5], &[10, 6, 1], 1)
             .unwrap();
         let e = try_into(None, Some(&strided), &opts);
-        assert!(e.contains("contiguous from element 0"), "{ctx}: {e}");
+        assert!(e.contains("must be contiguous"), "{ctx}: {e}");
 
         let mut encoder = gpu.device().create_command_encoder(&Default::default());
         let rec = gpu.recorder_for(&mut encoder);
@@ -618,5 +628,83 @@ fn layers_of_the_multi_head_layer_in_the_callers_encoder_allocate_nothing_after_
                 );
             }
         }
+    });
+}
+
+#[test]
+fn unfused_chunks_copy_their_lse_into_the_callers_tensor_at_its_offset() {
+    let skip = [Skip::NonDefault("about where the chunks' LSE lands")];
+    each_gpu_skipping("chunked LSE at an offset", &skip, |gpu, _, ctx| {
+        let (mut r, ctx) = rng(ctx);
+        // A caller's device with a 48 KiB storage binding: the [1, 4, 40, 100]
+        // scores (62.5 KiB) run in chunks of heads.
+        let adapter = gpu.adapter().expect("own adapter").clone();
+        let limits = wgpu::Limits {
+            max_storage_buffer_binding_size: 48 << 10,
+            ..adapter.limits()
+        };
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            required_limits: limits,
+            ..Default::default()
+        }))
+        .unwrap();
+        let g = Gpu::from_wgpu(adapter, device, queue, &GpuOptions::default()).unwrap();
+        let sh = AttnShape {
+            b: 1,
+            hq: 4,
+            hkv: 2,
+            nq: 40,
+            nk: 100,
+            d: 8,
+        };
+        let q = uniform(&mut r, sh.q_len(), 1.0);
+        let k = uniform(&mut r, sh.kv_len(), 1.0);
+        let v = uniform(&mut r, sh.kv_len(), 1.0);
+        let qt = Tensor::from_slice(&g, &q, &[1, 4, 40, 8]).unwrap();
+        let kt = Tensor::from_slice(&g, &k, &[1, 2, 100, 8]).unwrap();
+        let vt = Tensor::from_slice(&g, &v, &[1, 2, 100, 8]).unwrap();
+        let rows = sh.b * sh.hq * sh.nq;
+        let lse_buf = buffer_with(&g, rows + 9, 0, &[]);
+        let lse = Tensor::from_buffer(&g, &lse_buf, DType::F32, &[1, 4, 40], None, 5).unwrap();
+        let masking = Masking {
+            causal: true,
+            ..Default::default()
+        };
+        let opts = AttentionOptions {
+            masking: masking.clone(),
+            path: AttentionPath::Unfused,
+            ..Default::default()
+        };
+        let mut rec = g.recorder();
+        let outs = AttentionOutputs {
+            o: None,
+            lse: Some(&lse),
+        };
+        let out = record_attention_into(&mut rec, &qt, &kt, &vt, &opts, outs).unwrap();
+        rec.submit().unwrap();
+        assert!(
+            out.kernels.contains("chunk"),
+            "{ctx}: not chunked: {}",
+            out.kernels
+        );
+        let want = reference::attention(
+            &q,
+            &k,
+            &v,
+            &sh,
+            &ReferenceOptions {
+                masking,
+                ..Default::default()
+            },
+        );
+        check_o_lse(&out, &want, &format!("{ctx} ({})", out.kernels));
+        let raw = Tensor::from_buffer(&g, &lse_buf, DType::F32, &[rows + 9], None, 0)
+            .unwrap()
+            .to_vec_blocking()
+            .unwrap();
+        assert!(
+            raw[..5].iter().chain(&raw[5 + rows..]).all(|x| x.is_nan()),
+            "{ctx}: wrote outside the LSE"
+        );
     });
 }
