@@ -8,7 +8,6 @@
 //! cargo run --release --example embed
 //! ```
 
-use wgpu::util::DeviceExt;
 use wgpu_attention::reference::{self, ReferenceOptions};
 use wgpu_attention::verify::{verify, Tolerance};
 use wgpu_attention::{
@@ -18,7 +17,7 @@ use wgpu_attention::{
 
 #[path = "app/scale.rs"]
 mod app;
-use app::{inputs, Scale};
+use app::{inputs, storage, storage_with, Scale};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // --- The app's own wgpu setup. ---
@@ -56,22 +55,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let x = inputs(sh.q_len(), 1);
     let k = inputs(sh.kv_len(), 2);
     let v = inputs(sh.kv_len(), 3);
-    let storage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC;
-    let init = |label, data: &[f32]| {
-        device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(label),
-            contents: bytemuck::cast_slice(data),
-            usage: storage,
-        })
-    };
-    let empty = |label, n: usize| {
-        device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(label),
-            size: (n * 4) as u64,
-            usage: storage,
-            mapped_at_creation: false,
-        })
-    };
+    let init = |label, data: &[f32]| storage_with(&device, label, data);
+    let empty = |label, n: usize| storage(&device, label, n);
     let x_buf = init("x", &x);
     let k_buf = init("k", &k);
     let v_buf = init("v", &v);

@@ -91,7 +91,7 @@ pub fn record_attention_into(
     opts: &AttentionOptions,
     outs: AttentionOutputs<'_>,
 ) -> Result<Attention> {
-    let opts = opts_for_outputs(opts, outs)?;
+    let opts = opts_for_outputs(opts, outs);
     let problem = AttentionProblem::new(q, k, v, &opts)?;
     let plan = plan_for(rec, q, &problem, &opts)?;
     record_plan(
@@ -106,27 +106,20 @@ pub fn record_attention_into(
 }
 
 /// `opts` as the caller's outputs imply: an LSE tensor asks for the LSE, O's
-/// dtype is the output dtype unless the options name another (an error).
+/// dtype is the output dtype unless the options name one (a disagreement is
+/// reported when the outputs are checked, before recording).
 pub(crate) fn opts_for_outputs<'a>(
     opts: &AttentionOptions<'a>,
     outs: AttentionOutputs<'_>,
-) -> Result<AttentionOptions<'a>> {
+) -> AttentionOptions<'a> {
     let mut opts = opts.clone();
     if outs.lse.is_some() {
         opts.return_lse = true;
     }
     if let Some(o) = outs.o {
-        match opts.out_dtype {
-            Some(d) if d != o.dtype() => {
-                return Err(crate::Error::InvalidArgument(format!(
-                    "the output O is {} but AttentionOptions::out_dtype is {d}: make them agree (or leave out_dtype None)",
-                    o.dtype()
-                )));
-            }
-            _ => opts.out_dtype = Some(o.dtype()),
-        }
+        opts.out_dtype = opts.out_dtype.or(Some(o.dtype()));
     }
-    Ok(opts)
+    opts
 }
 
 /// The plan of `problem` on `q`'s device, under `opts.tuning` or the recorder's.

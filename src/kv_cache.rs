@@ -344,7 +344,6 @@ impl KvCache {
         opts: &AttentionOptions,
         outs: AttentionOutputs<'_>,
     ) -> Result<Attention> {
-        let opts = &crate::attention::opts_for_outputs(opts, outs)?;
         if !q.gpu().is_same(&self.gpu) {
             return Err(Error::InvalidArgument(
                 "Q and the KV cache are on different devices".into(),
@@ -357,6 +356,7 @@ impl KvCache {
             return record_attention_into(rec, q, &k, &v, opts, outs);
         }
         // Several pages: the plan runs split-KV over them.
+        let opts = &crate::attention::opts_for_outputs(opts, outs);
         let [b, hq, nq, d] = q.dims4("Q")?;
         if (b, d) != (self.b, self.d) {
             return Err(Error::Shape(format!(

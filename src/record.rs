@@ -108,7 +108,7 @@ fn check_outputs(
         }
         if o.dtype() != problem.dtypes.o {
             return Err(Error::InvalidArgument(format!(
-                "the output O is {} but the options ask for {} (AttentionOptions::out_dtype)",
+                "the output O is {} but the options ask for {} (AttentionOptions::out_dtype): make them agree, or leave out_dtype None",
                 o.dtype(),
                 problem.dtypes.o
             )));

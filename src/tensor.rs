@@ -317,15 +317,7 @@ impl Tensor {
                 "shape {shape:?} with strides {strides:?} and offset {offset} addresses {span} {dtype} elements ({need} bytes) but the buffer is {size} bytes"
             )));
         }
-        let limit = gpu.limits().max_storage_buffer_binding_size;
-        if size > limit {
-            return Err(Error::BufferTooLarge {
-                what: "a caller's buffer (bound whole)".into(),
-                bytes: size,
-                limit_name: "max_storage_buffer_binding_size",
-                limit,
-            });
-        }
+        gpu.check_storage_size("a caller's buffer (bound whole)", size)?;
         Ok(Tensor {
             gpu: gpu.clone(),
             buffer: Arc::new(buffer.clone()),
@@ -343,17 +335,14 @@ impl Tensor {
         shape: &[usize],
         dtype: DType,
     ) -> Result<Tensor> {
-        if let Some(i) = shape.iter().position(|&n| n == 0) {
-            return Err(Error::ZeroSized(format!(
-                "dim {i} of scratch shape {shape:?}"
-            )));
-        }
+        let strides = contiguous_strides(shape);
+        checked_span("scratch", shape, &strides, 0)?;
         Ok(Tensor {
             gpu: gpu.clone(),
             buffer,
             dtype,
             shape: shape.to_vec(),
-            strides: contiguous_strides(shape),
+            strides,
             offset: 0,
         })
     }

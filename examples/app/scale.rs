@@ -1,8 +1,33 @@
 //! The app's own kernel in the embedding examples (`examples/embed.rs`, the
 //! browser's `web/src/embed.rs`, the GPU test `tests/gpu/embed.rs`): plain wgpu,
-//! `y[i] = x[i] · SCALE` over the whole of `y`, and the examples' inputs.
+//! `y[i] = x[i] · SCALE` over the whole of `y`; and the examples' inputs and
+//! storage buffers.
 
-use wgpu_attention::wgpu;
+use wgpu_attention::wgpu::{self, util::DeviceExt};
+
+/// The usage of the examples' storage buffers: bound by kernels, copied out.
+const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_SRC);
+
+/// A storage buffer holding `data`.
+#[allow(dead_code, reason = "the GPU test makes its own NaN-filled buffers")]
+pub fn storage_with(device: &wgpu::Device, label: &str, data: &[f32]) -> wgpu::Buffer {
+    device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: Some(label),
+        contents: bytemuck::cast_slice(data),
+        usage: STORAGE,
+    })
+}
+
+/// A storage buffer of `n` f32 elements.
+#[allow(dead_code, reason = "the GPU test makes its own NaN-filled buffers")]
+pub fn storage(device: &wgpu::Device, label: &str, n: usize) -> wgpu::Buffer {
+    device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size: (n * 4) as u64,
+        usage: STORAGE,
+        mapped_at_creation: false,
+    })
+}
 
 const SCALE_WGSL: &str = "
 override SCALE: f32;

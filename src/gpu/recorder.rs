@@ -45,9 +45,13 @@ impl Gpu {
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("wgpu-attention"),
             });
+        self.recorder_over(Encoder::Own(encoder))
+    }
+
+    fn recorder_over<'a>(&'a self, encoder: Encoder<'a>) -> Recorder<'a> {
         Recorder {
             gpu: self,
-            encoder: Encoder::Own(encoder),
+            encoder,
             workspace: None,
             timer: None,
             passes: 0,
@@ -81,14 +85,7 @@ impl Gpu {
     /// # Ok(()) }
     /// ```
     pub fn recorder_for<'a>(&'a self, encoder: &'a mut wgpu::CommandEncoder) -> Recorder<'a> {
-        Recorder {
-            gpu: self,
-            encoder: Encoder::Caller(encoder),
-            workspace: None,
-            timer: None,
-            passes: 0,
-            tuning: self.tuning(),
-        }
+        self.recorder_over(Encoder::Caller(encoder))
     }
 
     /// Like [`Gpu::recorder`], but every pass is timed with GPU timestamp queries;
@@ -127,6 +124,15 @@ pub struct Recorder<'g> {
 enum Encoder<'g> {
     Own(wgpu::CommandEncoder),
     Caller(&'g mut wgpu::CommandEncoder),
+}
+
+impl Encoder<'_> {
+    fn get(&mut self) -> &mut wgpu::CommandEncoder {
+        match self {
+            Encoder::Own(e) => e,
+            Encoder::Caller(e) => e,
+        }
+    }
 }
 
 impl<'g> Recorder<'g> {
@@ -262,14 +268,13 @@ impl<'g> Recorder<'g> {
             None => None,
         };
         self.passes += 1;
-        let encoder = match &mut self.encoder {
-            Encoder::Own(e) => e,
-            Encoder::Caller(e) => &mut **e,
-        };
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some(what),
-            timestamp_writes,
-        });
+        let mut pass = self
+            .encoder
+            .get()
+            .begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(what),
+                timestamp_writes,
+            });
         pass.set_pipeline(&kernel.pipeline);
         pass.set_bind_group(0, &bind_group, &[]);
         pass.dispatch_workgroups(grid[0], grid[1], grid[2]);
@@ -278,10 +283,7 @@ impl<'g> Recorder<'g> {
 
     /// The encoder, for callers that add their own commands (copies, timestamps).
     pub fn encoder(&mut self) -> &mut wgpu::CommandEncoder {
-        match &mut self.encoder {
-            Encoder::Own(e) => e,
-            Encoder::Caller(e) => e,
-        }
+        self.encoder.get()
     }
 
     /// Submits a recording made by [`Gpu::timed_recorder`] and returns the GPU time

@@ -15,7 +15,7 @@ use serde_json::json;
 use wasm_bindgen::prelude::*;
 use wgpu_attention::reference::{self, ReferenceOptions};
 use wgpu_attention::verify::{verify, Tolerance};
-use wgpu_attention::wgpu::{self, util::DeviceExt};
+use wgpu_attention::wgpu;
 use wgpu_attention::{
     record_attention_into, Attention, AttentionOptions, AttentionOutputs, AttnShape, DType, Gpu,
     GpuOptions, Masking, Tensor, Workspace,
@@ -25,7 +25,7 @@ use crate::err;
 
 #[path = "../../examples/app/scale.rs"]
 mod app;
-use app::{inputs, Scale};
+use app::{inputs, storage, storage_with, Scale};
 
 /// Small enough for SwiftShader: GQA (4 query heads over 2 KV heads), Nq ≠ Nk,
 /// a head size no tile divides, causal.
@@ -181,22 +181,8 @@ fn record_and_submit(
     v: &[f32],
 ) -> Result<(Attention, Gpu), String> {
     let sh = SHAPE;
-    let storage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC;
-    let init = |label, data: &[f32]| {
-        device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(label),
-            contents: bytemuck::cast_slice(data),
-            usage: storage,
-        })
-    };
-    let empty = |label, n: usize| {
-        device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(label),
-            size: (n * 4) as u64,
-            usage: storage,
-            mapped_at_creation: false,
-        })
-    };
+    let init = |label, data: &[f32]| storage_with(device, label, data);
+    let empty = |label, n: usize| storage(device, label, n);
     let x_buf = init("embed x", x);
     let k_buf = init("embed k", k);
     let v_buf = init("embed v", v);
