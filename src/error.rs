@@ -72,8 +72,8 @@ pub enum Error {
     #[error("{0}")]
     DriverLimit(String),
     /// An optional device feature the operation needs was not granted.
-    #[error("the adapter does not provide feature {0}")]
-    MissingFeature(&'static str),
+    #[error("{0}")]
+    MissingFeature(String),
     /// wgpu reported a validation or out-of-memory error.
     #[error("GPU error: {0}")]
     Gpu(String),

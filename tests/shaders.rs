@@ -81,6 +81,31 @@ fn devices() -> Vec<(String, DeviceCaps, Tuning)> {
         let caps = DeviceCaps::new(&gpu, limits, wgpu::Features::SUBGROUP);
         out.push((format!("GPU {kib} KiB"), caps, Tuning::for_adapter(&gpu)));
     }
+    // Cooperative matrices: Mesa 26's lavapipe (8x8x8 f16→f16/f32, subgroups
+    // of 8, unstaged: the coop kernel only when forced) and a GPU listing
+    // 16x16x16 with subgroups of 32, at the WebGPU default workgroup memory.
+    let coop = wgpu::Features::SUBGROUP
+        | wgpu::Features::SHADER_F16
+        | wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+    let shape = |t: u32, cr| wgpu_attention::gpu::CoopShape {
+        m: t,
+        n: t,
+        k: t,
+        ab: wgpu::CooperativeScalarType::F16,
+        cr,
+    };
+    let lp26 = adapter("llvmpipe (LLVM 19.1.7, 256 bits)", cpu, vk, 8);
+    let caps = DeviceCaps::new(&lp26, lavapipe_limits.clone(), coop).with_coop_shapes(vec![
+        shape(8, wgpu::CooperativeScalarType::F16),
+        shape(8, wgpu::CooperativeScalarType::F32),
+    ]);
+    let t = Tuning::for_adapter(&lp26);
+    out.push(("lavapipe 26".into(), caps.clone(), t));
+    out.push(("lavapipe 26 staged".into(), caps, t.with_staged(true)));
+    let gpu = adapter("a GPU", wgpu::DeviceType::DiscreteGpu, vk, 32);
+    let caps = DeviceCaps::new(&gpu, wgpu::Limits::default(), coop)
+        .with_coop_shapes(vec![shape(16, wgpu::CooperativeScalarType::F32)]);
+    out.push(("GPU coop 16".into(), caps, Tuning::for_adapter(&gpu)));
     let web = adapter("SwiftShader", cpu, wgpu::Backend::BrowserWebGpu, 4);
     let caps = DeviceCaps::new(&web, wgpu::Limits::default(), wgpu::Features::empty());
     let t = Tuning::for_adapter(&web);

@@ -25,6 +25,58 @@ pub struct DeviceCaps {
     /// Loop iterations one invocation may run in total, where the driver caps
     /// them silently (Mesa's gallivm: 65535), see [`crate::gpu::Gpu::loop_budget`].
     pub loop_budget: Option<u64>,
+    /// The cooperative-matrix shapes the adapter lists
+    /// (`Adapter::cooperative_matrix_properties`), where the device was granted
+    /// `EXPERIMENTAL_COOPERATIVE_MATRIX`; empty otherwise (also for a caller's
+    /// device given without its adapter: unlisted shapes are never used).
+    pub coop_shapes: Vec<CoopShape>,
+    /// The largest subgroup the device may run (`AdapterInfo::subgroup_max_size`;
+    /// 0 when unknown).
+    pub subgroup_max: u32,
+}
+
+/// One cooperative-matrix configuration a device lists: C (M×N) += A (M×K) ·
+/// B (K×N), A and B of `ab`, C of `cr`. wgpu does not check a shader's shapes
+/// against this list, and a shape not listed is undefined behaviour on real
+/// hardware, so the plan only picks listed ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CoopShape {
+    /// Rows of A and C.
+    pub m: u32,
+    /// Columns of B and C.
+    pub n: u32,
+    /// Columns of A, rows of B.
+    pub k: u32,
+    /// Element type of A and B.
+    pub ab: wgpu::CooperativeScalarType,
+    /// Element type of C and the result.
+    pub cr: wgpu::CooperativeScalarType,
+}
+
+impl CoopShape {
+    /// The shape of one of wgpu's property entries.
+    pub fn of(p: &wgpu::CooperativeMatrixProperties) -> Self {
+        CoopShape {
+            m: p.m_size,
+            n: p.n_size,
+            k: p.k_size,
+            ab: p.ab_type,
+            cr: p.cr_type,
+        }
+    }
+
+    /// `M×N×K A→C` in words, e.g. `8x8x8 f16→f32`.
+    pub fn describe(&self) -> String {
+        let t = |t: wgpu::CooperativeScalarType| format!("{t:?}").to_ascii_lowercase();
+        format!(
+            "{}x{}x{} {}→{}",
+            self.m,
+            self.n,
+            self.k,
+            t(self.ab),
+            t(self.cr)
+        )
+    }
 }
 
 impl DeviceCaps {
@@ -41,7 +93,23 @@ impl DeviceCaps {
             limits,
             features,
             loop_budget: gallivm.then_some(65_535),
+            coop_shapes: Vec::new(),
+            subgroup_max: info.subgroup_max_size,
         }
+    }
+
+    /// `self` listing `shapes` as its cooperative-matrix configurations (kept
+    /// only where `EXPERIMENTAL_COOPERATIVE_MATRIX` is granted).
+    pub fn with_coop_shapes(mut self, shapes: Vec<CoopShape>) -> Self {
+        self.coop_shapes = if self
+            .features
+            .contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
+        {
+            shapes
+        } else {
+            Vec::new()
+        };
+        self
     }
 
     /// Whether a kernel estimated at `iterations` loop iterations per invocation

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::adapter::{self, GpuOptions};
-use super::caps::DeviceCaps;
+use super::caps::{CoopShape, DeviceCaps};
 use super::env;
 use super::pipeline::{self, Kernel, PipelineCache, PipelineKey};
 use super::tune_cache::{CacheKey, TuneCache};
@@ -74,7 +74,8 @@ impl std::fmt::Debug for Gpu {
 /// The optional features requested when the adapter has them.
 const OPTIONAL_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
     .union(wgpu::Features::SUBGROUP)
-    .union(wgpu::Features::TIMESTAMP_QUERY);
+    .union(wgpu::Features::TIMESTAMP_QUERY)
+    .union(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX);
 
 fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -131,7 +132,18 @@ impl Gpu {
                 label: Some("wgpu-attention"),
                 required_features: features,
                 required_limits: limits.clone(),
-                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                experimental_features: if features
+                    .contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
+                {
+                    // SAFETY: the one experimental feature requested is
+                    // cooperative matrices; the kernel using them is validated by
+                    // naga (tests/shaders.rs) and checked against the reference on
+                    // Mesa 26's lavapipe in CI, and only shapes the adapter lists
+                    // are used (plan::coop).
+                    unsafe { wgpu::ExperimentalFeatures::enabled() }
+                } else {
+                    wgpu::ExperimentalFeatures::disabled()
+                },
                 memory_hints: wgpu::MemoryHints::Performance,
                 trace: wgpu::Trace::Off,
             })
@@ -260,13 +272,24 @@ impl Gpu {
             }
             None => TuneCache::new(),
         };
+        let coop_shapes = p
+            .adapter
+            .as_ref()
+            .map(|a| {
+                a.cooperative_matrix_properties()
+                    .iter()
+                    .map(CoopShape::of)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let caps = DeviceCaps::new(&p.info, p.limits, p.features).with_coop_shapes(coop_shapes);
         Ok(Gpu {
             inner: Arc::new(GpuInner {
                 adapter: p.adapter,
                 external: p.external,
                 device: p.device,
                 queue: p.queue,
-                caps: DeviceCaps::new(&p.info, p.limits, p.features),
+                caps,
                 info: p.info,
                 tuning,
                 poison: AtomicBool::new(false),
@@ -297,7 +320,8 @@ impl Gpu {
         &self.inner.info
     }
 
-    /// The optional features granted (subset of SHADER_F16, SUBGROUP, TIMESTAMP_QUERY).
+    /// The optional features granted (subset of SHADER_F16, SUBGROUP,
+    /// TIMESTAMP_QUERY, EXPERIMENTAL_COOPERATIVE_MATRIX).
     pub fn features(&self) -> wgpu::Features {
         self.inner.caps.features
     }

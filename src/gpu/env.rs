@@ -39,7 +39,7 @@ pub(crate) fn instance_flags() -> wgpu::InstanceFlags {
     wgpu::InstanceFlags::from_env_or_default()
 }
 
-/// `WGPU_ATTENTION_DISABLE_FEATURES=f16,subgroup,timestamp`: optional features
+/// `WGPU_ATTENTION_DISABLE_FEATURES=f16,subgroup,timestamp,coop`: optional features
 /// not to request (tests the fallbacks).
 pub(crate) fn disabled_features() -> Result<wgpu::Features> {
     parse_features(&var("WGPU_ATTENTION_DISABLE_FEATURES").unwrap_or_default())
@@ -56,9 +56,10 @@ pub fn parse_features(list: &str) -> std::result::Result<wgpu::Features, String>
             "f16" => wgpu::Features::SHADER_F16,
             "subgroup" | "subgroups" => wgpu::Features::SUBGROUP,
             "timestamp" | "timestamps" => wgpu::Features::TIMESTAMP_QUERY,
+            "coop" | "cooperative_matrix" => wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX,
             other => {
                 return Err(format!(
-                    "unknown feature {other:?}; use f16, subgroup or timestamp"
+                    "unknown feature {other:?}; use f16, subgroup, timestamp or coop"
                 ))
             }
         };
@@ -94,6 +95,8 @@ pub(crate) struct TuningOverrides {
     pub cpu_rows: Option<u32>,
     /// `WGPU_ATTENTION_FUSED_ROWS=1..32`.
     pub fused_rows: Option<u32>,
+    /// `WGPU_ATTENTION_COOP=auto|on|off`.
+    pub coop: Option<super::tuning::Coop>,
 }
 
 pub(crate) fn tuning_overrides() -> Result<TuningOverrides> {
@@ -102,5 +105,6 @@ pub(crate) fn tuning_overrides() -> Result<TuningOverrides> {
         subgroup: parse("WGPU_ATTENTION_SUBGROUP", "a subgroup size (0 = off)")?,
         cpu_rows: parse("WGPU_ATTENTION_CPU_ROWS", "8, 16 or 32")?,
         fused_rows: parse("WGPU_ATTENTION_FUSED_ROWS", "1 to 32")?,
+        coop: parse("WGPU_ATTENTION_COOP", "auto, on or off")?,
     })
 }

@@ -29,9 +29,9 @@ mod tuning;
 mod workspace;
 
 pub use adapter::{parse_backend, GpuOptions};
-pub use caps::{DeviceCaps, LOOP_MARGIN};
+pub use caps::{CoopShape, DeviceCaps, LOOP_MARGIN};
 pub use device::Gpu;
 pub use recorder::{split_grid, Recorder};
 pub use tune_cache::{CacheKey, TuneCache};
-pub use tuning::Tuning;
+pub use tuning::{Coop, Tuning};
 pub use workspace::Workspace;

@@ -93,7 +93,9 @@ impl Gpu {
     /// to the last pass's end. Needs `TIMESTAMP_QUERY`.
     pub fn timed_recorder(&self) -> Result<Recorder<'_>> {
         if !self.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
-            return Err(Error::MissingFeature("TIMESTAMP_QUERY (GPU timing)"));
+            return Err(Error::MissingFeature(
+                "the adapter does not provide feature TIMESTAMP_QUERY (GPU timing)".into(),
+            ));
         }
         let mut rec = self.recorder();
         rec.timer = Some(

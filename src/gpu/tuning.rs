@@ -25,6 +25,47 @@ pub struct Tuning {
     /// granted workgroup memory, up to 64.
     #[serde(default)]
     tile_keys: u32,
+    /// Whether the fused kernel multiplies QKᵀ on cooperative matrices.
+    #[serde(default)]
+    coop: Coop,
+}
+
+/// Whether the fused kernel multiplies Q·Kᵀ on cooperative matrices
+/// (`flash_attention_coop.wgsl`; tensor cores where the device has them).
+/// The device must grant `EXPERIMENTAL_COOPERATIVE_MATRIX`, `SHADER_F16` and
+/// `SUBGROUP` and list an f16 × f16 → f32 shape the kernel has (8×8×8 or
+/// 16×16×16) in `Adapter::cooperative_matrix_properties`.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Coop {
+    /// Where it is listed, on staged tunings (real GPUs), for many queries, when
+    /// Q and K are stored in f16 (so rounding them to the matrices' f16 loses
+    /// nothing); the scalar kernels otherwise.
+    #[default]
+    Auto,
+    /// Never.
+    Off,
+    /// Whenever the fused kernel runs (also decode splits and few queries, any
+    /// dtype: f32 or bf16 Q and K are rounded to f16 for the product, which the
+    /// result's tolerance must allow). A device without a usable shape is an
+    /// error ([`crate::Error::MissingFeature`]) naming what is missing.
+    On,
+}
+
+impl std::str::FromStr for Coop {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Coop::Auto),
+            "off" | "0" => Ok(Coop::Off),
+            "on" | "1" => Ok(Coop::On),
+            other => Err(format!(
+                "unknown cooperative-matrix mode {other:?}; use auto, on or off"
+            )),
+        }
+    }
 }
 
 impl Tuning {
@@ -44,6 +85,7 @@ impl Tuning {
             },
             tile_lanes: 0,
             tile_keys: 0,
+            coop: Coop::Auto,
         }
     }
 
@@ -61,6 +103,9 @@ impl Tuning {
         }
         if let Some(r) = o.fused_rows {
             t = t.with_fused_rows(r)?;
+        }
+        if let Some(c) = o.coop {
+            t = t.with_coop(c);
         }
         Ok(t)
     }
@@ -134,6 +179,17 @@ impl Tuning {
     /// workgroup memory holds fewer); 0 = as many as fit, up to 64.
     pub fn tile_keys(&self) -> u32 {
         self.tile_keys
+    }
+
+    /// Whether the fused kernel uses cooperative matrices (see [`Coop`]).
+    pub fn coop(&self) -> Coop {
+        self.coop
+    }
+
+    /// With cooperative matrices on, off or where they pay ([`Coop`]).
+    pub fn with_coop(mut self, coop: Coop) -> Self {
+        self.coop = coop;
+        self
     }
 
     /// Lanes per tiled workgroup: 0 (the default) or a power of two from 16 to 256.

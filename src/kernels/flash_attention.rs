@@ -39,6 +39,13 @@ pub const SPEC_TILED: KernelSpec = KernelSpec {
     storage_read_only: FUSED_BINDINGS,
 };
 
+/// `flash_attention_coop.wgsl`: Q·Kᵀ on cooperative matrices (f16 × f16 →
+/// f32), online softmax and P·V scalar per row in f32.
+pub const SPEC_COOP: KernelSpec = KernelSpec {
+    name: "flash_attention_coop",
+    storage_read_only: FUSED_BINDINGS,
+};
+
 /// Invocations per workgroup of the generic and straight-line kernels (one SIMD
 /// batch on CPU drivers).
 pub(crate) const WORKGROUP: u32 = 8;
@@ -71,6 +78,9 @@ pub(crate) enum Kind {
     /// `flash_attention_tiled.wgsl`: K/V tiles of `keys` keys in workgroup memory,
     /// one row per lane, `lanes` lanes (real GPUs).
     Tiled { keys: u32, lanes: u32 },
+    /// `flash_attention_coop.wgsl`: one row per lane, `lanes` lanes; each tile
+    /// of `keys` keys is scored on `tile`×`tile` cooperative matrices.
+    Coop { tile: u32, lanes: u32, keys: u32 },
 }
 
 /// One variant of the fused kernel family: which kernel, and its shape.
@@ -110,13 +120,14 @@ impl FusedVariant {
             Kind::StraightLine | Kind::Subgroup { .. } => &SPEC_CPU,
             Kind::Generic => &SPEC,
             Kind::Tiled { .. } => &SPEC_TILED,
+            Kind::Coop { .. } => &SPEC_COOP,
         }
     }
 
     /// Invocations per workgroup.
     pub(crate) fn lanes(&self) -> u32 {
         match self.kind {
-            Kind::Tiled { lanes, .. } => lanes,
+            Kind::Tiled { lanes, .. } | Kind::Coop { lanes, .. } => lanes,
             Kind::Subgroup { size } => size,
             _ => WORKGROUP,
         }
@@ -126,7 +137,10 @@ impl FusedVariant {
     /// queries): not in the tiled kernel, whose key range is per workgroup, nor
     /// where the subgroup shares its loads.
     pub(crate) fn lanes_may_split(&self) -> bool {
-        !matches!(self.kind, Kind::Tiled { .. } | Kind::Subgroup { .. })
+        !matches!(
+            self.kind,
+            Kind::Tiled { .. } | Kind::Subgroup { .. } | Kind::Coop { .. }
+        )
     }
 
     /// Loop iterations per invocation for `keys` keys (see [`crate::gpu::Gpu::loop_budget`]).
@@ -147,6 +161,20 @@ impl FusedVariant {
                 let tiles = (keys as u64).div_ceil(bc as u64) + 1;
                 let load = (bc as u64 * dv).div_ceil(lanes as u64);
                 tiles * (1 + load + bc as u64 * (2 * dv + 1)) + dv + 2 * (d as u64 + 1)
+            }
+            // Per tile: the K/V load loop, the score tiles (every slab on one
+            // subgroup at worst: slabs · key tiles · k-steps), per key the V loop.
+            Kind::Coop {
+                tile,
+                lanes,
+                keys: bc,
+            } => {
+                let tiles = (keys as u64).div_ceil(bc as u64) + 1;
+                let b = self.bucket as u64;
+                let load = (bc as u64 * b).div_ceil(lanes as u64);
+                let mm = (lanes / tile) as u64 * (bc / tile) as u64 * (b / tile as u64 + 1);
+                let q = (lanes as u64 * b).div_ceil(lanes as u64);
+                tiles * (1 + load + mm + bc as u64 * (dv + 1)) + q + dv + 2 * (d as u64 + 1)
             }
         }
     }
@@ -178,6 +206,12 @@ impl FusedVariant {
             Kind::Tiled { keys, lanes } => s
                 .defines(&[("DMAX", self.bucket), ("BC", keys)])
                 .overrides(&[("WG", lanes as f64)]),
+            Kind::Coop { tile, lanes, keys } => s.defines(&[
+                ("DMAX", self.bucket),
+                ("BC", keys),
+                ("BR", lanes),
+                ("T", tile),
+            ]),
         };
         s.overrides(&transform)
     }
@@ -205,6 +239,9 @@ impl FusedVariant {
             ),
             Kind::Tiled { keys, lanes } => format!(
                 "flash_attention_tiled: {lanes} lanes × 1 row, K/V tiles of {keys} keys in workgroup memory, D bucket {b}"
+            ),
+            Kind::Coop { tile, lanes, keys } => format!(
+                "flash_attention_coop: {lanes} lanes × 1 row, Q·Kᵀ on {tile}x{tile}x{tile} f16→f32 cooperative matrices, tiles of {keys} keys, D bucket {b}"
             ),
         }
     }

@@ -58,6 +58,7 @@ pub fn uniform_layouts() -> Vec<(&'static str, (Vec<uniform::Member>, usize))> {
         ("flash_attention", layout::<flash_attention::Params>()),
         ("flash_attention_cpu", layout::<flash_attention::Params>()),
         ("flash_attention_tiled", layout::<flash_attention::Params>()),
+        ("flash_attention_coop", layout::<flash_attention::Params>()),
     ]
 }
 

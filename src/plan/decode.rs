@@ -1,8 +1,10 @@
 //! Key splits of the decode path (flash-decoding) and of a KV cache's pages.
 
-use crate::gpu::{DeviceCaps, Tuning};
+use crate::gpu::DeviceCaps;
 
-use super::fused::{base_variant, Splits};
+use crate::kernels::flash_attention::FusedVariant;
+
+use super::fused::Splits;
 
 /// Default keys per split.
 pub const DEFAULT_SPLIT: usize = 512;
@@ -29,10 +31,10 @@ pub(crate) fn preferred_split(nq: usize, nk: usize) -> usize {
 
 /// The splits of `nk` keys of dim `d`: `explicit` keys each when given
 /// ([`crate::AttentionOptions::kv_split`]), else at most `preferred` and few enough
-/// for the driver's loop budget (halved until the unsplit variant fits).
+/// for the driver's loop budget (halved until `variant` fits).
 pub(crate) fn splits(
     caps: &DeviceCaps,
-    tuning: Tuning,
+    variant: FusedVariant,
     nk: usize,
     d: usize,
     preferred: usize,
@@ -41,7 +43,6 @@ pub(crate) fn splits(
     let len = match explicit {
         Some(s) => s.max(1),
         None => {
-            let variant = base_variant(tuning, d, &caps.limits);
             let mut len = preferred.clamp(1, nk.max(1));
             while len > 1 && !caps.fits_loop_budget(variant.loop_iterations(len, d)) {
                 len /= 2;

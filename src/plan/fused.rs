@@ -87,6 +87,21 @@ pub(crate) fn base_variant(tuning: Tuning, d: usize, limits: &wgpu::Limits) -> F
     }
 }
 
+/// The many-query variant for head dim `d` and `nq` queries over Q and K of
+/// `qk_f16` (both f16): the cooperative-matrix kernel where the tuning's
+/// [`crate::gpu::Coop`] takes it ([`super::coop::coop_variant`]), else
+/// [`base_variant`].
+pub(crate) fn variant_for(
+    caps: &DeviceCaps,
+    tuning: Tuning,
+    d: usize,
+    nq: usize,
+    qk_f16: bool,
+) -> Result<FusedVariant> {
+    Ok(super::coop::coop_variant(caps, tuning, d, nq, qk_f16)?
+        .unwrap_or_else(|| base_variant(tuning, d, &caps.limits)))
+}
+
 /// The variant for split-KV with `nq` queries, at most `v.rows`: on CPU drivers
 /// without subgroup sharing the straight-line kernel with lanes over key splits
 /// (each lane loads its own split's keys, so its gathers are all useful) and
@@ -173,7 +188,7 @@ pub(crate) fn launch(
             sh.d
         )));
     }
-    let base = base_variant(tuning, sh.d, &caps.limits);
+    let base = variant_for(caps, tuning, sh.d, sh.nq, problem.qk_f16())?;
     let splits = split.map_or(1, |s| s.splits);
     // Few queries and several splits, on kernels whose lanes may take different
     // splits (no subgroup sharing): lanes over splits, each lane owning all rows
@@ -240,6 +255,12 @@ pub(crate) fn launch(
 
 /// Whether the unsplit fused kernel's key loop over `nk` keys fits the driver's
 /// loop budget (else the decode path's splits keep each invocation within it).
-pub(crate) fn fits_unsplit(caps: &DeviceCaps, tuning: Tuning, nk: usize, d: usize) -> bool {
-    caps.fits_loop_budget(base_variant(tuning, d, &caps.limits).loop_iterations(nk, d))
+pub(crate) fn fits_unsplit(
+    caps: &DeviceCaps,
+    tuning: Tuning,
+    problem: &crate::AttentionProblem,
+) -> Result<bool> {
+    let sh = &problem.shape;
+    let v = variant_for(caps, tuning, sh.d, sh.nq, problem.qk_f16())?;
+    Ok(caps.fits_loop_budget(v.loop_iterations(sh.nk, sh.d)))
 }

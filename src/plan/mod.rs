@@ -8,6 +8,7 @@
 //! GPU (`plan/tests.rs`); recording a plan is `attention.rs`'s job.
 
 pub mod autotune;
+mod coop;
 mod decode;
 mod fused;
 mod problem;
@@ -252,9 +253,7 @@ fn choose_path(p: &AttentionProblem, caps: &DeviceCaps, tuning: Tuning) -> Resul
     Ok(match p.path {
         AttentionPath::Auto if p.want_weights => AttentionPath::Unfused,
         AttentionPath::Auto if sh.nq <= FEW_QUERIES && sh.nk >= 1024 => AttentionPath::Decode,
-        AttentionPath::Auto if fused::fits_unsplit(caps, tuning, sh.nk, sh.d) => {
-            AttentionPath::Fused
-        }
+        AttentionPath::Auto if fused::fits_unsplit(caps, tuning, p)? => AttentionPath::Fused,
         AttentionPath::Auto => AttentionPath::Decode,
         other => other,
     })
@@ -268,11 +267,12 @@ fn decode_steps(p: &AttentionProblem, caps: &DeviceCaps, tuning: Tuning) -> Resu
         Keys::Tensors => sh.nk,
     };
     let preferred = decode::preferred_split(sh.nq, sh.nk).min(page_len);
+    let variant = fused::variant_for(caps, tuning, sh.d, sh.nq, p.qk_f16())?;
     let mut pages = Vec::new();
     let mut total = 0;
     for p0 in (0..sh.nk).step_by(page_len) {
         let n = page_len.min(sh.nk - p0);
-        let s: Splits = decode::splits(caps, tuning, n, sh.d, preferred, p.kv_split);
+        let s: Splits = decode::splits(caps, variant, n, sh.d, preferred, p.kv_split);
         let page_shape = AttnShape { nk: n, ..sh };
         let t = p.transform.for_page(p0, n);
         pages.push(PageLaunch {
@@ -291,7 +291,23 @@ fn decode_steps(p: &AttentionProblem, caps: &DeviceCaps, tuning: Tuning) -> Resu
 }
 
 /// The fused kernel a device with `caps` runs for head dim `d` under `tuning`
-/// with many queries, in words (for `attn info` and logs).
+/// with many queries over f32 Q and K, in words (for `attn info` and logs).
 pub fn describe_fused_kernel(caps: &DeviceCaps, tuning: Tuning, d: usize) -> String {
-    fused::base_variant(tuning.granted(caps.features), d, &caps.limits).describe()
+    describe_fused_kernel_for(caps, tuning, d, crate::DType::F32)
+}
+
+/// [`describe_fused_kernel`] for Q and K of `dtype` (f16 ones may take the
+/// cooperative-matrix kernel, [`crate::gpu::Coop`]); a forced kernel the device
+/// cannot run is described by its error.
+pub fn describe_fused_kernel_for(
+    caps: &DeviceCaps,
+    tuning: Tuning,
+    d: usize,
+    dtype: crate::DType,
+) -> String {
+    let t = tuning.granted(caps.features);
+    match fused::variant_for(caps, t, d, 1024, dtype == crate::DType::F16) {
+        Ok(v) => v.describe(),
+        Err(e) => format!("none: {e}"),
+    }
 }

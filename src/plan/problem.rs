@@ -300,6 +300,12 @@ impl AttentionProblem {
         ]
     }
 
+    /// Whether Q and K are both stored in f16, so the cooperative-matrix kernel's
+    /// f16 products read them exactly ([`crate::gpu::Coop::Auto`]).
+    pub fn qk_f16(&self) -> bool {
+        self.dtypes.q == DType::F16 && self.dtypes.k == DType::F16
+    }
+
     /// Whether K and V can be loaded as words of two halves: both f16 or bf16,
     /// every row starting at an even element with unit stride along D.
     pub fn kv_pairs(&self) -> bool {

@@ -52,6 +52,13 @@ pub(crate) fn fused_variants(caps: &DeviceCaps, tuning: Tuning, d: usize) -> Vec
             nq *= 2;
         }
     }
+    // The cooperative-matrix kernel, where the device can run it (picked by
+    // Coop::Auto or forced by Coop::On; its shape does not depend on Nq).
+    for t in [tuning, tuning.with_coop(crate::gpu::Coop::On)] {
+        if let Ok(Some(v)) = super::coop::coop_variant(caps, t, d, 1024, true) {
+            shapes.push(v);
+        }
+    }
     let mut out = Vec::new();
     for v in shapes {
         for aligned in [false, true] {

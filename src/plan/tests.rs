@@ -222,7 +222,14 @@ fn decode_splits() {
     assert_eq!(splits(1 << 20, None), 256);
     assert_eq!(splits(32768, Some(1000)), 33);
     assert_eq!(splits(1000, None), 2);
-    let sd = decode::splits(&caps, t, 1 << 22, 256, 1 << 22, None);
+    let sd = decode::splits(
+        &caps,
+        base_variant(t, 256, &caps.limits),
+        1 << 22,
+        256,
+        1 << 22,
+        None,
+    );
     let v = base_variant(t, 256, &caps.limits);
     assert!(caps.fits_loop_budget(v.loop_iterations(sd.len, 256)));
     assert!(!caps.fits_loop_budget(v.loop_iterations(2 * sd.len, 256)));
@@ -401,7 +408,14 @@ fn every_choice_is_enumerated() {
 fn explicit_split_length() {
     let (caps, t) = gl();
     assert_eq!(
-        decode::splits(&caps, t, 100, 64, 512, Some(7)),
+        decode::splits(
+            &caps,
+            base_variant(t, 64, &caps.limits),
+            100,
+            64,
+            512,
+            Some(7)
+        ),
         Splits { splits: 15, len: 7 }
     );
 }

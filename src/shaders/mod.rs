@@ -207,6 +207,10 @@ pub const KERNELS: &[(&str, &str)] = &[
         "flash_attention_tiled",
         include_str!("../../shaders/flash_attention_tiled.wgsl"),
     ),
+    (
+        "flash_attention_coop",
+        include_str!("../../shaders/flash_attention_coop.wgsl"),
+    ),
 ];
 
 const SHARED: &[(&str, &str)] = &[
@@ -252,7 +256,8 @@ pub fn source_with(name: &str, consts: &[(&str, u32)]) -> String {
 pub fn source_full(name: &str, consts: &[(&str, u32)], elems: &[(&str, Elem)]) -> String {
     let src = with_consts(name, consts);
     let mut out = String::new();
-    if elems.iter().any(|(_, e)| *e == Elem::F16) {
+    if elems.iter().any(|(_, e)| *e == Elem::F16) && !src.lines().any(|l| l.trim() == "enable f16;")
+    {
         out.push_str("enable f16;\n");
     }
     for (n, _) in elems {
@@ -302,6 +307,12 @@ fn with_consts(name: &str, consts: &[(&str, u32)]) -> String {
             straight_line::Shape::from_defines(consts),
         ));
         return src;
+    }
+    if name == "flash_attention_coop" {
+        // The matrix types follow the tile (wgpu's WGSL names the size in the type).
+        if let Some((_, t)) = consts.iter().find(|(c, _)| *c == "T") {
+            src = src.replace("coop_mat8x8", &format!("coop_mat{t}x{t}"));
+        }
     }
     for (cname, value) in consts {
         let prefix = format!("const {cname}: u32 = ");

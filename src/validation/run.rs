@@ -69,9 +69,13 @@ async fn run_inner(gpu: &Gpu, case: &Case) -> Result<CaseResult> {
         return_weights: weights,
         return_lse: true,
         path,
-        tuning: case.staged.map_or(TuningMode::Heuristic, |s| {
-            TuningMode::Fixed(gpu.tuning().with_staged(s))
-        }),
+        tuning: if case.staged.is_none() && case.coop.is_none() {
+            TuningMode::Heuristic
+        } else {
+            let t = gpu.tuning();
+            let t = case.staged.map_or(t, |s| t.with_staged(s));
+            TuningMode::Fixed(case.coop.map_or(t, |c| t.with_coop(c)))
+        },
         ..p.attention_options(mask.as_ref())
     };
     let out = attention(&q, &k, &v, &opts)?;

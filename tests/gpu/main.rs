@@ -5,6 +5,7 @@
 //! `WGPU_ATTENTION_REQUIRE_ADAPTER=1` (CI sets it).
 
 mod attention;
+mod coop;
 mod driver_limits;
 mod embed;
 mod errors;

@@ -1,0 +1,126 @@
+// flash_attention_coop: the fused kernel (same semantics and bindings as
+// flash_attention.wgsl, via shared/flash_common.wgsl) with Q·Kᵀ on cooperative
+// matrices (tensor cores where the device has them). A workgroup of BR lanes owns
+// BR consecutive query rows, one per lane, held in workgroup memory as f16. Per
+// tile of BC keys:
+//   1. every lane helps load the tile's K (f16) and V (f32) into workgroup memory;
+//   2. each subgroup takes T-row slabs of the block and multiplies them with the
+//      tile's keys on T×T×T f16 × f16 → f32 matrices (A = Q rows, row-major;
+//      B = Kᵀ, the K rows read column-major), storing the f32 scores tile;
+//   3. each lane runs the online softmax of its row over the tile's scores in
+//      f32 (scale, softcap, masks, ALiBi: flash_score) and accumulates P·V from
+//      the V tile, as flash_attention_tiled does.
+// Barriers sit between the steps, in uniform control flow (the key range is
+// loaded uniformly). The slab loop runs per subgroup (its trip count depends on
+// subgroup_id), which WGSL's uniformity analysis cannot see as uniform; every
+// matrix operation in it is executed by whole subgroups alike (the host makes BR
+// a multiple of the largest subgroup size), so the diagnostic is switched off.
+//
+// The host substitutes DMAX (head-dim bucket, a multiple of T), BC (keys per
+// tile, a multiple of T), BR (lanes, a multiple of T and of the subgroup size)
+// and T (8 or 16, a shape the device lists: plan/coop.rs), and with T = 16 the
+// matrix types coop_mat8x8 → coop_mat16x16. Values are rounded to f16 for the
+// products (clamped to ±65 504, so no inf meets a zero); Q and K stored in f16
+// lose nothing, products and sums are f32.
+
+enable f16;
+enable wgpu_cooperative_matrix;
+diagnostic(off, derivative_uniformity);
+
+#import shared/grid
+#import shared/mask
+#import shared/flash_common
+
+const DMAX: u32 = 64u;
+const BC: u32 = 32u;
+const BR: u32 = 64u;
+const T: u32 = 8u;
+const DV: u32 = DMAX / 4u; // vec4 chunks of a row
+
+var<workgroup> qs: array<f16, BR * DMAX>;
+var<workgroup> ks: array<f16, BC * DMAX>;
+var<workgroup> vt: array<vec4<f32>, BC * DV>;
+var<workgroup> ss: array<f32, BR * BC>;
+var<workgroup> key_range: vec2<i32>;
+
+fn to_half(x: f32) -> f16 {
+    return f16(clamp(x, -65504.0, 65504.0));
+}
+
+@compute @workgroup_size(BR, 1, 1)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32,
+        @builtin(subgroup_id) sg: u32, @builtin(num_subgroups) nsg: u32) {
+    let w = flash_work(linear_workgroup(wg, nwg), lid, BR, 1u);
+    if (lid == 0u) {
+        key_range = select(vec2(0, 0), vec2(w.j_lo, w.j_hi), w.valid);
+    }
+    let range = workgroupUniformLoad(&key_range);
+
+    // The block's Q rows, f16, zero past D (flash_row's rows: r = w.block0 + i).
+    for (var e = lid; e < BR * DMAX; e += BR) {
+        let qf = flash_row(w, w.block0 + e / DMAX);
+        qs[e] = to_half(ld_q(flash_q_row(w, qf), e % DMAX));
+    }
+
+    var acc: array<vec4<f32>, DV>;
+    for (var cv = 0u; cv < DV; cv++) {
+        acc[cv] = vec4(0.0);
+    }
+    var m = NEG_BIG;
+    var l = 0.0;
+    let f = flash_row(w, w.row0);
+    let kbase = p.k_off + w.b * p.k_sb + w.hk * p.k_sh;
+    let vbase = p.v_off + w.b * p.v_sb + w.hk * p.v_sh;
+    for (var j0 = range.x; j0 < range.y; j0 += i32(BC)) {
+        // Keys past Nk load the last key (valid memory); flash_score excludes them.
+        for (var e = lid; e < BC * DMAX; e += BR) {
+            let j = min(u32(j0) + e / DMAX, p.nk - 1u);
+            ks[e] = to_half(ld_k(kbase + j * p.k_sn, e % DMAX));
+        }
+        for (var e = lid; e < BC * DV; e += BR) {
+            let j = min(u32(j0) + e / DV, p.nk - 1u);
+            let c = 4u * (e % DV);
+            let vr = vbase + j * p.v_sn;
+            vt[e] = vec4(ld_v(vr, c), ld_v(vr, c + 1u), ld_v(vr, c + 2u), ld_v(vr, c + 3u));
+        }
+        workgroupBarrier();
+        for (var slab = sg; slab < BR / T; slab += nsg) {
+            let arow = slab * T * DMAX;
+            for (var nt = 0u; nt < BC / T; nt++) {
+                let brow = nt * T * DMAX;
+                var c = coop_mat8x8<f32, C>();
+                for (var kt = 0u; kt < DMAX / T; kt++) {
+                    let ai = arow + kt * T;
+                    let bi = brow + kt * T;
+                    let a = coopLoadT<coop_mat8x8<f16, A>>(&qs[ai], DMAX);
+                    let b = coopLoad<coop_mat8x8<f16, B>>(&ks[bi], DMAX);
+                    c = coopMultiplyAdd(a, b, c);
+                }
+                let si = slab * T * BC + nt * T;
+                let stride = BC;
+                coopStoreT(c, &ss[si], stride);
+            }
+        }
+        workgroupBarrier();
+        for (var t = 0u; t < BC; t++) {
+            let j = u32(j0) + t;
+            let x = flash_score(ss[lid * BC + t] * p.scale, w, f, j, flash_bias(f, j));
+            let m_new = max(m, x);
+            let corr = exp(m - m_new);
+            let pr = select(0.0, exp(x - m_new), x > MASKED);
+            l = l * corr + pr;
+            m = m_new;
+            for (var cv = 0u; cv < DV; cv++) {
+                acc[cv] = acc[cv] * corr + pr * vt[t * DV + cv];
+            }
+        }
+        workgroupBarrier();
+    }
+    if (w.valid) {
+        for (var cv = 0u; cv < (p.d + 3u) / 4u; cv++) {
+            flash_store4(w, f, 4u * cv, acc[cv], l);
+        }
+        flash_store_lse(w, f, m, l);
+    }
+}
