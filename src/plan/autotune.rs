@@ -14,7 +14,7 @@ use crate::kernels::flash_attention::head_dim_bucket;
 use crate::transform::MaskInfo;
 
 use super::decode::FEW_QUERIES;
-use super::fused::base_variant;
+use super::fused::{base_variant, variant_for};
 
 /// One candidate's measurement: the median run and its first (cold) compile.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -185,8 +185,9 @@ fn pick<C>(trials: Vec<Trial<C>>, spent: f64, budget: &Budget) -> Option<Outcome
 /// the fused kernels answer to (subgroup sharing off, 4 and (with subgroup
 /// sharing) 16 rows per lane;
 /// when staged, the tiled kernel's 32 and 128 lanes and 16- and 32-key tiles;
-/// staging toggled), keeping only those that give another fused kernel at head
-/// dim `d`.
+/// staging toggled; the scalar kernel where the heuristic takes the
+/// cooperative-matrix one), keeping only those that give another fused kernel
+/// at head dim `d`.
 pub fn candidates(caps: &DeviceCaps, heuristic: Tuning, d: usize) -> Vec<Tuning> {
     let base = heuristic.granted(caps.features);
     let mut tries = vec![base];
@@ -213,10 +214,17 @@ pub fn candidates(caps: &DeviceCaps, heuristic: Tuning, d: usize) -> Vec<Tuning>
         }
     }
     tries.push(base.with_staged(!base.staged()));
+    // Where the heuristic takes the cooperative-matrix kernel (f16 Q and K on a
+    // GPU listing a shape), the scalar one measured against it: emulated or
+    // narrow matrix units can lose (peers measured coop P·V slower than scalar).
+    if let Ok(Some(_)) = super::coop::coop_variant(caps, base, d, 1024, true) {
+        tries.push(base.with_coop(crate::gpu::Coop::Off));
+    }
     let mut out: Vec<Tuning> = Vec::new();
     let mut seen = Vec::new();
     for t in tries {
-        let v = base_variant(t, d, &caps.limits);
+        // The variant many f16 queries would get (the coop kernel included).
+        let v = variant_for(caps, t, d, 1024, true).unwrap_or_else(|_| base_variant(t, d, &caps.limits));
         if !seen.contains(&v) {
             seen.push(v);
             out.push(t);

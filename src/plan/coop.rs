@@ -140,3 +140,118 @@ pub(crate) fn coop_variant(
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wgpu::CooperativeScalarType::{F16, F32};
+
+    fn shape(t: u32, ab: wgpu::CooperativeScalarType, cr: wgpu::CooperativeScalarType) -> CoopShape {
+        CoopShape { m: t, n: t, k: t, ab, cr }
+    }
+
+    /// A device of `kind` with cooperative matrices, subgroups of `sg`,
+    /// `wg_kib` KiB of workgroup memory, listing `shapes`.
+    fn caps(kind: wgpu::DeviceType, sg: u32, wg_kib: u32, shapes: Vec<CoopShape>) -> DeviceCaps {
+        let info = wgpu::AdapterInfo {
+            name: "test".into(),
+            subgroup_min_size: sg,
+            subgroup_max_size: sg,
+            ..wgpu::AdapterInfo::new(kind, wgpu::Backend::Vulkan)
+        };
+        let limits = wgpu::Limits {
+            max_compute_workgroup_storage_size: wg_kib << 10,
+            ..wgpu::Limits::default()
+        };
+        let f = wgpu::Features::SUBGROUP
+            | wgpu::Features::SHADER_F16
+            | wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+        DeviceCaps::new(&info, limits, f).with_coop_shapes(shapes)
+    }
+
+    fn gpu_tuning() -> Tuning {
+        Tuning::for_adapter(&wgpu::AdapterInfo::new(
+            wgpu::DeviceType::DiscreteGpu,
+            wgpu::Backend::Vulkan,
+        ))
+    }
+
+    #[test]
+    fn the_tile_is_a_listed_f16_to_f32_square_shape_largest_first() {
+        assert_eq!(coop_tile(&[shape(8, F16, F32)]), Some(8));
+        assert_eq!(coop_tile(&[shape(16, F16, F32)]), Some(16));
+        assert_eq!(coop_tile(&[shape(8, F16, F32), shape(16, F16, F32)]), Some(16));
+        // f16 accumulation only, f32 inputs, an unlisted non-square shape: none.
+        assert_eq!(coop_tile(&[shape(8, F16, F16), shape(16, F16, F16)]), None);
+        assert_eq!(coop_tile(&[shape(8, F32, F32)]), None);
+        let odd = CoopShape { m: 16, n: 8, k: 16, ab: F16, cr: F32 };
+        assert_eq!(coop_tile(&[odd]), None);
+        assert_eq!(coop_tile(&[]), None);
+    }
+
+    #[test]
+    fn auto_takes_the_listed_shape_on_gpus_for_many_f16_queries_and_falls_back_otherwise() {
+        let t = gpu_tuning();
+        let gpu = |shapes| caps(wgpu::DeviceType::DiscreteGpu, 32, 48, shapes);
+        let v = |c: &DeviceCaps, t: Tuning, nq, f16| coop_variant(c, t, 128, nq, f16).unwrap();
+        for (shapes, tile) in [
+            (vec![shape(8, F16, F32)], Some(8)),
+            (vec![shape(16, F16, F32)], Some(16)),
+            (vec![shape(16, F16, F16)], None),
+        ] {
+            let c = gpu(shapes);
+            let got = v(&c, t, 1024, true).map(|v| match v.kind {
+                Kind::Coop { tile, lanes, keys } => {
+                    // Whole subgroups, whole tiles, within the memory granted.
+                    assert!(lanes.is_multiple_of(32) && lanes.is_multiple_of(tile));
+                    assert!(keys.is_multiple_of(tile));
+                    assert!(coop_workgroup_bytes(lanes, keys, 128) <= 48 << 10);
+                    tile
+                }
+                k => panic!("{k:?}"),
+            });
+            assert_eq!(got, tile);
+            // Not for f32 data, few queries, CPU tunings, or when off.
+            assert_eq!(v(&c, t, 1024, false), None);
+            assert_eq!(v(&c, t, 1, true), None);
+            assert_eq!(v(&c, t.with_staged(false), 1024, true), None);
+            assert_eq!(v(&c, t.with_coop(Coop::Off), 1024, true), None);
+        }
+    }
+
+    #[test]
+    fn forced_coop_says_what_is_missing() {
+        let t = gpu_tuning().with_coop(Coop::On);
+        let err = |c: &DeviceCaps, d| match coop_variant(c, t, d, 1, false) {
+            Err(Error::MissingFeature(m)) => m,
+            other => panic!("{other:?}"),
+        };
+        let only_f16_acc = caps(wgpu::DeviceType::DiscreteGpu, 32, 48, vec![shape(8, F16, F16)]);
+        assert!(err(&only_f16_acc, 64).contains("8x8x8 f16→f16"), "{}", err(&only_f16_acc, 64));
+        let mut no_feature = only_f16_acc.clone();
+        no_feature.features = wgpu::Features::SUBGROUP | wgpu::Features::SHADER_F16;
+        assert!(err(&no_feature, 64).contains("EXPERIMENTAL_COOPERATIVE_MATRIX"));
+        // 8 KiB cannot hold 32 lanes of D 256 in f16 plus their scores.
+        let tiny = caps(wgpu::DeviceType::DiscreteGpu, 32, 8, vec![shape(8, F16, F32)]);
+        assert!(err(&tiny, 256).contains("workgroup memory"), "{}", err(&tiny, 256));
+        // Forced, it runs where it can: few queries, f32 data, subgroups of 8.
+        let lp = caps(wgpu::DeviceType::Cpu, 8, 32, vec![shape(8, F16, F32)]);
+        let v = coop_variant(&lp, t.with_staged(false), 7, 1, false).unwrap().unwrap();
+        assert!(matches!(v.kind, Kind::Coop { tile: 8, .. }), "{v:?}");
+    }
+
+    #[test]
+    fn tiles_shrink_to_the_granted_workgroup_memory() {
+        let t = gpu_tuning();
+        for (kib, d) in [(16, 64), (16, 128), (16, 256), (32, 128), (48, 256)] {
+            let c = caps(wgpu::DeviceType::DiscreteGpu, 32, kib, vec![shape(16, F16, F32)]);
+            let v = coop_variant(&c, t, d, 1024, true).unwrap();
+            if let Some(FusedVariant { kind: Kind::Coop { lanes, keys, .. }, bucket, .. }) = v {
+                assert!(coop_workgroup_bytes(lanes, keys, bucket) <= kib << 10, "{kib} KiB D{d}: {v:?}");
+            } else {
+                // Only when even 32 lanes × 16 keys do not fit.
+                assert!(coop_workgroup_bytes(32, 16, d as u32) > kib << 10, "{kib} KiB D{d}");
+            }
+        }
+    }
+}
