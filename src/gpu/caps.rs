@@ -33,6 +33,8 @@ pub struct DeviceCaps {
     /// The largest subgroup the device may run (`AdapterInfo::subgroup_max_size`;
     /// 0 when unknown).
     pub subgroup_max: u32,
+    /// The smallest (`AdapterInfo::subgroup_min_size`; 0 when unknown).
+    pub subgroup_min: u32,
 }
 
 /// One cooperative-matrix configuration a device lists: C (M×N) += A (M×K) ·
@@ -95,6 +97,7 @@ impl DeviceCaps {
             loop_budget: gallivm.then_some(65_535),
             coop_shapes: Vec::new(),
             subgroup_max: info.subgroup_max_size,
+            subgroup_min: info.subgroup_min_size,
         }
     }
 

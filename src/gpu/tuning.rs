@@ -6,7 +6,8 @@ use crate::error::{Error, Result};
 /// Kernel variant choices that depend on the adapter: chosen from the adapter
 /// type ([`Tuning::for_adapter`]), forced per call for tests and benchmarks with
 /// the `with_*` methods (each checks its value), or by the environment switches
-/// `WGPU_ATTENTION_STAGED`, `…_SUBGROUP`, `…_CPU_ROWS`, `…_FUSED_ROWS` when a
+/// `WGPU_ATTENTION_STAGED`, `…_SUBGROUP`, `…_CPU_ROWS`, `…_FUSED_ROWS`,
+/// `…_COOP`, `…_TILE_ROWS`, `…_TILE_SPLIT` when a
 /// [`crate::gpu::Gpu`] opens. A tuning travels with a call
 /// ([`crate::gpu::Recorder::with_tuning`], [`crate::AttentionOptions::tuning`]); the
 /// device's own ([`crate::gpu::Gpu::tuning`]) never changes.
@@ -28,6 +29,13 @@ pub struct Tuning {
     /// Whether the fused kernel multiplies QKᵀ on cooperative matrices.
     #[serde(default)]
     coop: Coop,
+    /// Query rows per row group of the tiled kernel; 0 = the plan's choice.
+    #[serde(default)]
+    tile_rows: u32,
+    /// Lanes per row group of the tiled kernel (splitting D, summing with
+    /// subgroup shuffles); 0 = the plan's choice.
+    #[serde(default)]
+    tile_split: u32,
 }
 
 /// Whether the fused kernel multiplies Q·Kᵀ on cooperative matrices
@@ -86,6 +94,8 @@ impl Tuning {
             tile_lanes: 0,
             tile_keys: 0,
             coop: Coop::Auto,
+            tile_rows: 0,
+            tile_split: 0,
         }
     }
 
@@ -107,6 +117,12 @@ impl Tuning {
         if let Some(c) = o.coop {
             t = t.with_coop(c);
         }
+        if let Some(r) = o.tile_rows {
+            t = t.with_tile_rows(r)?;
+        }
+        if let Some(g) = o.tile_split {
+            t = t.with_tile_split(g)?;
+        }
         Ok(t)
     }
 
@@ -118,7 +134,9 @@ impl Tuning {
             .with_fused_rows(self.fused_rows)?
             .with_subgroup(self.subgroup)?
             .with_tile_lanes(self.tile_lanes)?
-            .with_tile_keys(self.tile_keys)
+            .with_tile_keys(self.tile_keys)?
+            .with_tile_rows(self.tile_rows)?
+            .with_tile_split(self.tile_split)
     }
 
     /// `self` without what a device with `features` cannot run (subgroup
@@ -179,6 +197,45 @@ impl Tuning {
     /// workgroup memory holds fewer); 0 = as many as fit, up to 64.
     pub fn tile_keys(&self) -> u32 {
         self.tile_keys
+    }
+
+    /// Query rows per row group of the tiled kernel (register blocking: each
+    /// K/V element read from workgroup memory serves that many rows); 0 = the
+    /// plan's choice (2 on discrete GPUs where the registers allow, else 1).
+    pub fn tile_rows(&self) -> u32 {
+        self.tile_rows
+    }
+
+    /// Lanes per row group of the tiled kernel: each holds every `split`-th
+    /// chunk of D and the group sums its dot products with subgroup shuffles;
+    /// 0 = the plan's choice (from the head dim, at most the device's smallest
+    /// subgroup, 1 without `SUBGROUP` or on CPU drivers).
+    pub fn tile_split(&self) -> u32 {
+        self.tile_split
+    }
+
+    /// Rows per tiled row group: 0 (the plan's choice), 1, 2 or 4.
+    pub fn with_tile_rows(mut self, rows: u32) -> Result<Self> {
+        if ![0, 1, 2, 4].contains(&rows) {
+            return Err(Error::InvalidArgument(format!(
+                "Tuning tile_rows = {rows}: use 0 (the plan's choice), 1, 2 or 4"
+            )));
+        }
+        self.tile_rows = rows;
+        Ok(self)
+    }
+
+    /// Lanes per tiled row group: 0 (the plan's choice), 1, 2, 4 or 8 (more
+    /// than 1 needs `SUBGROUP` and at most the device's smallest subgroup; the
+    /// plan checks).
+    pub fn with_tile_split(mut self, split: u32) -> Result<Self> {
+        if ![0, 1, 2, 4, 8].contains(&split) {
+            return Err(Error::InvalidArgument(format!(
+                "Tuning tile_split = {split}: use 0 (the plan's choice), 1, 2, 4 or 8"
+            )));
+        }
+        self.tile_split = split;
+        Ok(self)
     }
 
     /// Whether the fused kernel uses cooperative matrices (see [`Coop`]).

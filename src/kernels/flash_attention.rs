@@ -76,8 +76,10 @@ pub(crate) enum Kind {
     /// `flash_attention.wgsl`: loops, no workgroup memory; runs anywhere.
     Generic,
     /// `flash_attention_tiled.wgsl`: K/V tiles of `keys` keys in workgroup memory,
-    /// one row per lane, `lanes` lanes (real GPUs).
-    Tiled { keys: u32, lanes: u32 },
+    /// `lanes` lanes in groups of `split` (each group owns `rows` query rows; its
+    /// lanes split D and sum their dot products with subgroup shuffles when
+    /// `split` > 1) (real GPUs).
+    Tiled { keys: u32, lanes: u32, split: u32 },
     /// `flash_attention_coop.wgsl`: one row per lane, `lanes` lanes; each tile
     /// of `keys` keys is scored on `tile`×`tile` cooperative matrices.
     Coop { tile: u32, lanes: u32, keys: u32 },
@@ -133,6 +135,14 @@ impl FusedVariant {
         }
     }
 
+    /// Query rows one workgroup covers (per block).
+    pub(crate) fn block_rows(&self) -> u32 {
+        match self.kind {
+            Kind::Tiled { lanes, split, .. } => lanes / split * self.rows,
+            _ => self.lanes() * self.rows,
+        }
+    }
+
     /// Whether the lanes of a workgroup may take different key splits (few
     /// queries): not in the tiled kernel, whose key range is per workgroup, nor
     /// where the subgroup shares its loads.
@@ -157,10 +167,21 @@ impl FusedVariant {
                     + 16
             }
             Kind::Generic => keys as u64 * (2 * dv + 1) + 2 * self.rows as u64 * (d as u64 + 1),
-            Kind::Tiled { keys: bc, lanes } => {
+            // Per tile its load loop and, per key and row, two loops over the
+            // lane's D/4/split chunks and the shuffle steps.
+            Kind::Tiled {
+                keys: bc,
+                lanes,
+                split,
+            } => {
                 let tiles = (keys as u64).div_ceil(bc as u64) + 1;
                 let load = (bc as u64 * dv).div_ceil(lanes as u64);
-                tiles * (1 + load + bc as u64 * (2 * dv + 1)) + dv + 2 * (d as u64 + 1)
+                let dl = dv / split as u64;
+                let r = self.rows as u64;
+                let shuffle = split.trailing_zeros() as u64;
+                tiles * (1 + load + bc as u64 * (1 + r * (2 * dl + 1 + shuffle)))
+                    + r * (2 * dl + 2)
+                    + 2 * (d as u64 + 1)
             }
             // Per tile: the K/V load loop, the score tiles (every slab on one
             // subgroup at worst: slabs · key tiles · k-steps), per key the V loop.
@@ -203,8 +224,13 @@ impl FusedVariant {
             Kind::Generic => s
                 .defines(&[("DMAX", self.bucket), ("RMAX", self.rows)])
                 .overrides(&[("R", self.rows as f64), ("WG", WORKGROUP as f64)]),
-            Kind::Tiled { keys, lanes } => s
-                .defines(&[("DMAX", self.bucket), ("BC", keys)])
+            Kind::Tiled { keys, lanes, split } => s
+                .defines(&[
+                    ("DMAX", self.bucket),
+                    ("BC", keys),
+                    ("R", self.rows),
+                    ("G", split),
+                ])
                 .overrides(&[("WG", lanes as f64)]),
             Kind::Coop { tile, lanes, keys } => s.defines(&[
                 ("DMAX", self.bucket),
@@ -237,8 +263,15 @@ impl FusedVariant {
                 "flash_attention: {} rows per lane, loops, D bucket {b}",
                 self.rows
             ),
-            Kind::Tiled { keys, lanes } => format!(
-                "flash_attention_tiled: {lanes} lanes × 1 row, K/V tiles of {keys} keys in workgroup memory, D bucket {b}"
+            Kind::Tiled { keys, lanes, split } => format!(
+                "flash_attention_tiled: {lanes} lanes × {} row{} per {}, K/V tiles of {keys} keys in workgroup memory, D bucket {b}",
+                self.rows,
+                if self.rows == 1 { "" } else { "s" },
+                if split > 1 {
+                    format!("group of {split} lanes (D split, subgroup shuffles)")
+                } else {
+                    "lane".to_string()
+                }
             ),
             Kind::Coop { tile, lanes, keys } => format!(
                 "flash_attention_coop: {lanes} lanes × 1 row, Q·Kᵀ on {tile}x{tile}x{tile} f16→f32 cooperative matrices, tiles of {keys} keys, D bucket {b}"

@@ -14,7 +14,9 @@ use crate::kernels::flash_attention::head_dim_bucket;
 use crate::transform::MaskInfo;
 
 use super::decode::FEW_QUERIES;
-use super::fused::{base_variant, variant_for};
+#[cfg(test)]
+use super::fused::base_variant;
+use super::fused::variant_for;
 
 /// One candidate's measurement: the median run and its first (cold) compile.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -184,7 +186,8 @@ fn pick<C>(trials: Vec<Trial<C>>, spent: f64, budget: &Budget) -> Option<Outcome
 /// The candidates for a device: the heuristic's tuning first, then each switch
 /// the fused kernels answer to (subgroup sharing off, 4 and (with subgroup
 /// sharing) 16 rows per lane;
-/// when staged, the tiled kernel's 32 and 128 lanes and 16- and 32-key tiles;
+/// when staged, the tiled kernel's 32 and 128 lanes, 16- and 32-key tiles, 1
+/// and 2 rows per row group and D split over 1, 2 and 4 lanes;
 /// staging toggled; the scalar kernel where the heuristic takes the
 /// cooperative-matrix one), keeping only those that give another fused kernel
 /// at head dim `d`.
@@ -212,6 +215,14 @@ pub fn candidates(caps: &DeviceCaps, heuristic: Tuning, d: usize) -> Vec<Tuning>
         for keys in [16, 32] {
             tries.extend(base.with_tile_keys(keys));
         }
+        // The tiled family: one and two rows per group, D split over 1, 2 and
+        // 4 lanes (where the device's subgroups allow: others are dropped).
+        for rows in [1, 2] {
+            tries.extend(base.with_tile_rows(rows));
+        }
+        for split in [1, 2, 4] {
+            tries.extend(base.with_tile_split(split));
+        }
     }
     tries.push(base.with_staged(!base.staged()));
     // Where the heuristic takes the cooperative-matrix kernel (f16 Q and K on a
@@ -223,8 +234,11 @@ pub fn candidates(caps: &DeviceCaps, heuristic: Tuning, d: usize) -> Vec<Tuning>
     let mut out: Vec<Tuning> = Vec::new();
     let mut seen = Vec::new();
     for t in tries {
-        // The variant many f16 queries would get (the coop kernel included).
-        let v = variant_for(caps, t, d, 1024, true).unwrap_or_else(|_| base_variant(t, d, &caps.limits));
+        // The variant many f16 queries would get (the coop kernel included);
+        // a forced shape the device cannot run is no candidate.
+        let Ok(v) = variant_for(caps, t, d, 1024, true) else {
+            continue;
+        };
         if !seen.contains(&v) {
             seen.push(v);
             out.push(t);
@@ -369,13 +383,14 @@ mod tests {
         let caps = DeviceCaps::new(&info, wgpu::Limits::default(), wgpu::Features::empty());
         let kernels: Vec<String> = candidates(&caps, heuristic, 64)
             .iter()
-            .map(|&t| base_variant(t, 64, &caps.limits).describe())
+            .map(|&t| variant_for(&caps, t, 64, 1024, true).unwrap().describe())
             .collect();
         for want in [
-            "64 lanes × 1 row, K/V tiles of 31 keys",
-            "32 lanes × 1 row, K/V tiles of 31 keys",
-            "128 lanes × 1 row, K/V tiles of 31 keys",
-            "64 lanes × 1 row, K/V tiles of 16 keys",
+            "64 lanes × 1 row per lane, K/V tiles of 31 keys",
+            "32 lanes × 1 row per lane, K/V tiles of 31 keys",
+            "128 lanes × 1 row per lane, K/V tiles of 31 keys",
+            "64 lanes × 1 row per lane, K/V tiles of 16 keys",
+            "64 lanes × 2 rows per lane, K/V tiles of 31 keys",
             // Staging off: the straight-line kernel.
             "flash_attention_cpu: 8 rows",
         ] {
@@ -386,8 +401,8 @@ mod tests {
         }
         // 16 KiB of workgroup memory (WebGPU's default) holds 31 keys at D 64 (16
         // bytes go to the key range): the 32-key candidate is the heuristic's
-        // kernel, so it is not measured twice.
-        assert_eq!(kernels.len(), 5, "{kernels:?}");
+        // kernel, so it is not measured twice; without SUBGROUP no D split.
+        assert_eq!(kernels.len(), 6, "{kernels:?}");
         // A device allowing only 64 invocations per workgroup: no 128-lane kernel.
         let small = DeviceCaps::new(
             &info,
@@ -399,7 +414,7 @@ mod tests {
         );
         let kernels: Vec<String> = candidates(&small, heuristic, 64)
             .iter()
-            .map(|&t| base_variant(t, 64, &small.limits).describe())
+            .map(|&t| variant_for(&small, t, 64, 1024, true).unwrap().describe())
             .collect();
         assert!(
             !kernels.iter().any(|k| k.contains("128 lanes")),

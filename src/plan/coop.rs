@@ -146,8 +146,18 @@ mod tests {
     use super::*;
     use wgpu::CooperativeScalarType::{F16, F32};
 
-    fn shape(t: u32, ab: wgpu::CooperativeScalarType, cr: wgpu::CooperativeScalarType) -> CoopShape {
-        CoopShape { m: t, n: t, k: t, ab, cr }
+    fn shape(
+        t: u32,
+        ab: wgpu::CooperativeScalarType,
+        cr: wgpu::CooperativeScalarType,
+    ) -> CoopShape {
+        CoopShape {
+            m: t,
+            n: t,
+            k: t,
+            ab,
+            cr,
+        }
     }
 
     /// A device of `kind` with cooperative matrices, subgroups of `sg`,
@@ -180,11 +190,20 @@ mod tests {
     fn the_tile_is_a_listed_f16_to_f32_square_shape_largest_first() {
         assert_eq!(coop_tile(&[shape(8, F16, F32)]), Some(8));
         assert_eq!(coop_tile(&[shape(16, F16, F32)]), Some(16));
-        assert_eq!(coop_tile(&[shape(8, F16, F32), shape(16, F16, F32)]), Some(16));
+        assert_eq!(
+            coop_tile(&[shape(8, F16, F32), shape(16, F16, F32)]),
+            Some(16)
+        );
         // f16 accumulation only, f32 inputs, an unlisted non-square shape: none.
         assert_eq!(coop_tile(&[shape(8, F16, F16), shape(16, F16, F16)]), None);
         assert_eq!(coop_tile(&[shape(8, F32, F32)]), None);
-        let odd = CoopShape { m: 16, n: 8, k: 16, ab: F16, cr: F32 };
+        let odd = CoopShape {
+            m: 16,
+            n: 8,
+            k: 16,
+            ab: F16,
+            cr: F32,
+        };
         assert_eq!(coop_tile(&[odd]), None);
         assert_eq!(coop_tile(&[]), None);
     }
@@ -226,17 +245,37 @@ mod tests {
             Err(Error::MissingFeature(m)) => m,
             other => panic!("{other:?}"),
         };
-        let only_f16_acc = caps(wgpu::DeviceType::DiscreteGpu, 32, 48, vec![shape(8, F16, F16)]);
-        assert!(err(&only_f16_acc, 64).contains("8x8x8 f16→f16"), "{}", err(&only_f16_acc, 64));
+        let only_f16_acc = caps(
+            wgpu::DeviceType::DiscreteGpu,
+            32,
+            48,
+            vec![shape(8, F16, F16)],
+        );
+        assert!(
+            err(&only_f16_acc, 64).contains("8x8x8 f16→f16"),
+            "{}",
+            err(&only_f16_acc, 64)
+        );
         let mut no_feature = only_f16_acc.clone();
         no_feature.features = wgpu::Features::SUBGROUP | wgpu::Features::SHADER_F16;
         assert!(err(&no_feature, 64).contains("EXPERIMENTAL_COOPERATIVE_MATRIX"));
         // 8 KiB cannot hold 32 lanes of D 256 in f16 plus their scores.
-        let tiny = caps(wgpu::DeviceType::DiscreteGpu, 32, 8, vec![shape(8, F16, F32)]);
-        assert!(err(&tiny, 256).contains("workgroup memory"), "{}", err(&tiny, 256));
+        let tiny = caps(
+            wgpu::DeviceType::DiscreteGpu,
+            32,
+            8,
+            vec![shape(8, F16, F32)],
+        );
+        assert!(
+            err(&tiny, 256).contains("workgroup memory"),
+            "{}",
+            err(&tiny, 256)
+        );
         // Forced, it runs where it can: few queries, f32 data, subgroups of 8.
         let lp = caps(wgpu::DeviceType::Cpu, 8, 32, vec![shape(8, F16, F32)]);
-        let v = coop_variant(&lp, t.with_staged(false), 7, 1, false).unwrap().unwrap();
+        let v = coop_variant(&lp, t.with_staged(false), 7, 1, false)
+            .unwrap()
+            .unwrap();
         assert!(matches!(v.kind, Kind::Coop { tile: 8, .. }), "{v:?}");
     }
 
@@ -244,13 +283,29 @@ mod tests {
     fn tiles_shrink_to_the_granted_workgroup_memory() {
         let t = gpu_tuning();
         for (kib, d) in [(16, 64), (16, 128), (16, 256), (32, 128), (48, 256)] {
-            let c = caps(wgpu::DeviceType::DiscreteGpu, 32, kib, vec![shape(16, F16, F32)]);
+            let c = caps(
+                wgpu::DeviceType::DiscreteGpu,
+                32,
+                kib,
+                vec![shape(16, F16, F32)],
+            );
             let v = coop_variant(&c, t, d, 1024, true).unwrap();
-            if let Some(FusedVariant { kind: Kind::Coop { lanes, keys, .. }, bucket, .. }) = v {
-                assert!(coop_workgroup_bytes(lanes, keys, bucket) <= kib << 10, "{kib} KiB D{d}: {v:?}");
+            if let Some(FusedVariant {
+                kind: Kind::Coop { lanes, keys, .. },
+                bucket,
+                ..
+            }) = v
+            {
+                assert!(
+                    coop_workgroup_bytes(lanes, keys, bucket) <= kib << 10,
+                    "{kib} KiB D{d}: {v:?}"
+                );
             } else {
                 // Only when even 32 lanes × 16 keys do not fit.
-                assert!(coop_workgroup_bytes(32, 16, d as u32) > kib << 10, "{kib} KiB D{d}");
+                assert!(
+                    coop_workgroup_bytes(32, 16, d as u32) > kib << 10,
+                    "{kib} KiB D{d}"
+                );
             }
         }
     }

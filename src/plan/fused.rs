@@ -53,7 +53,11 @@ pub(crate) fn base_variant(tuning: Tuning, d: usize, limits: &wgpu::Limits) -> F
             return generic;
         }
         return FusedVariant {
-            kind: Kind::Tiled { keys, lanes },
+            kind: Kind::Tiled {
+                keys,
+                lanes,
+                split: 1,
+            },
             rows: 1,
             bucket,
             bias4: false,
@@ -98,8 +102,75 @@ pub(crate) fn variant_for(
     nq: usize,
     qk_f16: bool,
 ) -> Result<FusedVariant> {
-    Ok(super::coop::coop_variant(caps, tuning, d, nq, qk_f16)?
-        .unwrap_or_else(|| base_variant(tuning, d, &caps.limits)))
+    match super::coop::coop_variant(caps, tuning, d, nq, qk_f16)? {
+        Some(v) => Ok(v),
+        None => tiled_family(caps, tuning, base_variant(tuning, d, &caps.limits)),
+    }
+}
+
+/// Vec4 chunks per lane the tiled family aims at: with Q and O in registers
+/// that is 4·2·8 = 64 floats per row, so two rows fit a GPU lane's registers
+/// (255 on NVIDIA) with room for the rest.
+const TILED_LANE_CHUNKS: u32 = 8;
+
+/// The tiled kernel's family member on this device: lanes per row group
+/// (`split`, dividing D's chunks so each lane holds about
+/// [`TILED_LANE_CHUNKS`], at most the device's smallest subgroup and 8, 1
+/// without `SUBGROUP` or on CPU drivers) and rows per group (2 on discrete
+/// GPUs when a lane's chunks fit twice, else 1); either forced by the tuning
+/// ([`Tuning::tile_split`], [`Tuning::tile_rows`]) and then checked against the
+/// device. Other kernels pass through.
+pub(crate) fn tiled_family(
+    caps: &DeviceCaps,
+    tuning: Tuning,
+    v: FusedVariant,
+) -> Result<FusedVariant> {
+    let Kind::Tiled { keys, lanes, .. } = v.kind else {
+        return Ok(v);
+    };
+    let dv = v.bucket / 4;
+    let subgroups = caps.features.contains(wgpu::Features::SUBGROUP)
+        && caps.subgroup_min >= 2
+        && caps.subgroup_max <= lanes
+        && lanes.is_multiple_of(caps.subgroup_max);
+    let split = match tuning.tile_split() {
+        0 if subgroups && caps.device_type != wgpu::DeviceType::Cpu => {
+            let mut s = 1;
+            while dv / s > TILED_LANE_CHUNKS
+                && s * 2 <= caps.subgroup_min.min(8)
+                && dv.is_multiple_of(s * 2)
+            {
+                s *= 2;
+            }
+            s
+        }
+        0 | 1 => 1,
+        s => {
+            if !subgroups || s > caps.subgroup_min || !dv.is_multiple_of(s) {
+                return Err(Error::InvalidArgument(format!(
+                    "Tuning tile_split = {s}: lanes splitting a row sum with subgroup shuffles, so {s} must divide the head-dim bucket's {dv} vec4 chunks and be at most the device's smallest subgroup ({}, SUBGROUP {}granted, {lanes} lanes a multiple of its largest, {}); use 0 (the plan's choice) or 1",
+                    caps.subgroup_min,
+                    if caps.features.contains(wgpu::Features::SUBGROUP) { "" } else { "not " },
+                    caps.subgroup_max
+                )));
+            }
+            s
+        }
+    };
+    let rows = match tuning.tile_rows() {
+        0 if caps.device_type == wgpu::DeviceType::DiscreteGpu
+            && dv / split <= TILED_LANE_CHUNKS =>
+        {
+            2
+        }
+        0 => 1,
+        r => r,
+    };
+    Ok(FusedVariant {
+        kind: Kind::Tiled { keys, lanes, split },
+        rows,
+        ..v
+    })
 }
 
 /// The variant for split-KV with `nq` queries, at most `v.rows`: on CPU drivers
@@ -203,7 +274,7 @@ pub(crate) fn launch(
     let block_cap = if lane_splits {
         FEW_QUERY_ROWS.min(base.rows)
     } else {
-        base.rows * base.lanes()
+        base.block_rows()
     } as usize;
     let group = sh.group();
     let head_rows = (1..=group.min(block_cap / sh.nq.max(1)).max(1))
@@ -218,7 +289,7 @@ pub(crate) fn launch(
     let block_rows = if lane_splits {
         variant.rows
     } else {
-        variant.rows * variant.lanes()
+        variant.block_rows()
     };
     let blocks_q = (head_rows * sh.nq).div_ceil(block_rows as usize) as u32;
     debug_assert!(head_rows == 1 || blocks_q == 1);

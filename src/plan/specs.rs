@@ -8,9 +8,7 @@ use crate::kernels;
 use crate::kernels::flash_attention::{FusedVariant, HEAD_DIM_BUCKETS};
 use crate::shaders::{Elem, Specialization};
 
-use super::fused::{
-    base_variant, fit_rows, for_few_queries, with_bias4, with_pairs, FEW_QUERY_ROWS,
-};
+use super::fused::{fit_rows, for_few_queries, with_bias4, with_pairs, FEW_QUERY_ROWS};
 
 /// The fused kernels' score-transform overrides: every combination of rules,
 /// mask mode, ALiBi and softcap (`USE_RULES, MASK_MODE, USE_ALIBI, USE_SOFTCAP`).
@@ -37,7 +35,10 @@ fn transform_overrides() -> Vec<[(&'static str, f64); 4]> {
 /// with its rows fitted to any Nq (powers of two below its rows, and its rows),
 /// the few-query lane-split variants, each with and without the vec4 bias.
 pub(crate) fn fused_variants(caps: &DeviceCaps, tuning: Tuning, d: usize) -> Vec<FusedVariant> {
-    let base = base_variant(tuning, d, &caps.limits);
+    let Ok(base) = super::fused::variant_for(caps, tuning, d, 1024, false) else {
+        // A forced shape this device cannot run: the plan refuses it.
+        return Vec::new();
+    };
     let lanes = base.lanes() as usize;
     let mut shapes = Vec::new();
     let mut nq = 1;

@@ -4,7 +4,7 @@
 
 use super::fused::{base_variant, fit_rows, for_few_queries, Splits};
 use super::*;
-use crate::kernels::flash_attention::{Kind, HEAD_DIM_BUCKETS};
+use crate::kernels::flash_attention::{FusedVariant, Kind, HEAD_DIM_BUCKETS};
 use crate::kernels::{scores, softmax, weighted_sum};
 use crate::mask::Masking;
 use crate::shaders::Specialization;
@@ -129,7 +129,7 @@ fn tiles_fit_the_granted_workgroup_memory() {
         };
         for d in [1usize, 7, 32, 64, 80, 128, 200, 256] {
             let v = base_variant(staged, d, &limits);
-            let Kind::Tiled { keys, lanes } = v.kind else {
+            let Kind::Tiled { keys, lanes, .. } = v.kind else {
                 panic!("d={d} limit={limit}: not tiled");
             };
             let bytes = 2 * keys * v.bucket * 4 + 16;
@@ -146,7 +146,8 @@ fn tiles_fit_the_granted_workgroup_memory() {
         v.kind,
         Kind::Tiled {
             keys: 31,
-            lanes: 64
+            lanes: 64,
+            split: 1
         }
     );
 }
@@ -482,4 +483,59 @@ fn half_kv_rows_at_even_elements_load_as_words() {
         .iter()
         .any(|s| s.kernel.name == fused_launch(&p).spec.kernel.name
             && s.defines == fused_launch(&p).spec.defines));
+}
+
+/// The tiled family on real GPUs: D split so a lane holds about 8 vec4 chunks
+/// (at most the smallest subgroup and 8, dividing the chunks), 2 rows per group
+/// on discrete GPUs when the chunks fit twice; 1 and 1 on CPU drivers, without
+/// subgroups, or with subgroups too small; forced members checked.
+#[test]
+fn tiled_family_follows_the_device() {
+    use crate::plan::fused::variant_for;
+    let dev = |ty, sg: u32, features| {
+        let info = wgpu::AdapterInfo {
+            name: "dev".into(),
+            subgroup_min_size: sg,
+            subgroup_max_size: sg,
+            ..wgpu::AdapterInfo::new(ty, wgpu::Backend::Vulkan)
+        };
+        (
+            DeviceCaps::new(&info, wgpu::Limits::default(), features),
+            Tuning::for_adapter(&info).with_staged(true),
+        )
+    };
+    let family =
+        |caps: &DeviceCaps, t: Tuning, d| match variant_for(caps, t, d, 1024, false).unwrap() {
+            v @ FusedVariant {
+                kind: Kind::Tiled { split, .. },
+                ..
+            } => (v.rows, split),
+            v => panic!("{v:?}"),
+        };
+    let sgf = wgpu::Features::SUBGROUP;
+    let (nv, t) = dev(wgpu::DeviceType::DiscreteGpu, 32, sgf);
+    assert_eq!(family(&nv, t, 32), (2, 1));
+    assert_eq!(family(&nv, t, 64), (2, 2));
+    assert_eq!(family(&nv, t, 128), (2, 4));
+    assert_eq!(family(&nv, t, 256), (2, 8));
+    // 80 and 96: 20 and 24 chunks, split over 4 (5 and 6 per lane).
+    assert_eq!(family(&nv, t, 80), (2, 4));
+    assert_eq!(family(&nv, t, 96), (2, 4));
+    let (igpu, t) = dev(wgpu::DeviceType::IntegratedGpu, 16, sgf);
+    assert_eq!(family(&igpu, t, 128), (1, 4));
+    let (small, t) = dev(wgpu::DeviceType::DiscreteGpu, 4, sgf);
+    assert_eq!(family(&small, t, 256), (1, 4));
+    let (nosg, t) = dev(wgpu::DeviceType::DiscreteGpu, 32, wgpu::Features::empty());
+    assert_eq!(family(&nosg, t, 128), (1, 1));
+    let (cpu, t) = dev(wgpu::DeviceType::Cpu, 8, sgf);
+    assert_eq!(family(&cpu, t, 128), (1, 1));
+    // Forced: within the device's subgroups it runs, beyond it is refused.
+    let forced = t.with_tile_split(8).unwrap().with_tile_rows(4).unwrap();
+    assert_eq!(family(&cpu, forced, 128), (4, 8));
+    let e = variant_for(&small, forced, 128, 1024, false).unwrap_err();
+    assert!(e.to_string().contains("smallest subgroup (4"), "{e}");
+    let e = variant_for(&nosg, t.with_tile_split(2).unwrap(), 128, 1024, false).unwrap_err();
+    assert!(e.to_string().contains("SUBGROUP not granted"), "{e}");
+    // 80's 20 chunks do not split over 8.
+    assert!(variant_for(&nv, t.with_tile_split(8).unwrap(), 80, 1024, false).is_err());
 }

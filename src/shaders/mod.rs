@@ -308,6 +308,10 @@ fn with_consts(name: &str, consts: &[(&str, u32)]) -> String {
         ));
         return src;
     }
+    if name == "flash_attention_tiled" && consts.iter().any(|&(c, v)| c == "G" && v > 1) {
+        // The lane-group code: subgroup builtins and shuffles.
+        src = src.replace("//sg:", "");
+    }
     if name == "flash_attention_coop" {
         // The matrix types follow the tile (wgpu's WGSL names the size in the type).
         if let Some((_, t)) = consts.iter().find(|(c, _)| *c == "T") {

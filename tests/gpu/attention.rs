@@ -464,3 +464,55 @@ fn every_autotune_candidate_matches_reference() {
         }
     });
 }
+
+/// The tiled kernel's family (`Tuning::tile_rows`, `Tuning::tile_split`), each
+/// member forced on the staged variant where the device allows it (a D split
+/// needs subgroups of at least that size: lavapipe's 8; llvmpipe GL runs only
+/// split 1): rows per group 1/2/4, D split over 1/2/4/8 lanes, on GQA with the
+/// causal rule, BNHD with a bool mask, ALiBi and softcap, and head dim 78 (the
+/// 80 bucket's 20 chunks: splits 2 and 4 only) — block edges no tile divides.
+#[test]
+fn tiled_family_members_match_the_reference() {
+    each_gpu("tiled family", |gpu, t, ctx| {
+        if !t.staged() {
+            super::report_skip(ctx, "the tiled kernel is the staged variant's");
+            return;
+        }
+        let sg = gpu.features().contains(wgpu::Features::SUBGROUP);
+        let sg_min = gpu.caps().subgroup_min;
+        let (bool_mask, _) = masks_for_b2_h4_17x33(ctx);
+        let cases = [
+            Case {
+                masking: Masking {
+                    causal: true,
+                    ..Default::default()
+                },
+                ..Case::plain(shape(2, 4, 2, 17, 33, 64), Layout::Bhnd)
+            },
+            Case {
+                mask: Some(bool_mask),
+                alibi: true,
+                softcap: Some(2.0),
+                ..Case::plain(shape(2, 4, 2, 17, 33, 78), Layout::Bnhd)
+            },
+        ];
+        for (rows, split) in [(1, 1), (2, 1), (4, 1), (1, 2), (2, 2), (1, 4), (2, 8)] {
+            for c in &cases {
+                let bucket = wgpu_attention::kernels::flash_attention::HEAD_DIM_BUCKETS
+                    .into_iter()
+                    .find(|&b| b as usize >= c.sh.d)
+                    .unwrap();
+                let chunks = bucket as usize / 4;
+                if split > 1 && (!sg || split > sg_min || chunks % split as usize != 0) {
+                    continue;
+                }
+                let tf = t
+                    .with_tile_rows(rows)
+                    .unwrap()
+                    .with_tile_split(split)
+                    .unwrap();
+                check(gpu, tf, &format!("{ctx} rows={rows} split={split}"), c);
+            }
+        }
+    });
+}
