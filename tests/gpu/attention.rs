@@ -503,7 +503,7 @@ fn tiled_family_members_match_the_reference() {
                     .find(|&b| b as usize >= c.sh.d)
                     .unwrap();
                 let chunks = bucket as usize / 4;
-                if split > 1 && (!sg || split > sg_min || chunks % split as usize != 0) {
+                if split > 1 && (!sg || split > sg_min || !chunks.is_multiple_of(split as usize)) {
                     continue;
                 }
                 let tf = t
