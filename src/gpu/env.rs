@@ -95,7 +95,7 @@ pub(crate) struct TuningOverrides {
     pub cpu_rows: Option<u32>,
     /// `WGPU_ATTENTION_FUSED_ROWS=1..32`.
     pub fused_rows: Option<u32>,
-    /// `WGPU_ATTENTION_COOP=auto|on|off`.
+    /// `WGPU_ATTENTION_COOP=auto|on|full|off`.
     pub coop: Option<super::tuning::Coop>,
     /// `WGPU_ATTENTION_TILE_ROWS=0|1|2|4`.
     pub tile_rows: Option<u32>,
@@ -109,7 +109,7 @@ pub(crate) fn tuning_overrides() -> Result<TuningOverrides> {
         subgroup: parse("WGPU_ATTENTION_SUBGROUP", "a subgroup size (0 = off)")?,
         cpu_rows: parse("WGPU_ATTENTION_CPU_ROWS", "8, 16 or 32")?,
         fused_rows: parse("WGPU_ATTENTION_FUSED_ROWS", "1 to 32")?,
-        coop: parse("WGPU_ATTENTION_COOP", "auto, on or off")?,
+        coop: parse("WGPU_ATTENTION_COOP", "auto, on, full or off")?,
         tile_rows: parse("WGPU_ATTENTION_TILE_ROWS", "0, 1, 2 or 4")?,
         tile_split: parse("WGPU_ATTENTION_TILE_SPLIT", "0, 1, 2, 4 or 8")?,
     })

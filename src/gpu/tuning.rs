@@ -55,11 +55,16 @@ pub enum Coop {
     Auto,
     /// Never.
     Off,
-    /// Whenever the fused kernel runs (also decode splits and few queries, any
+    /// Q·Kᵀ on the matrices whenever the fused kernel runs (also decode splits and few queries, any
     /// dtype: f32 or bf16 Q and K are rounded to f16 for the product, which the
     /// result's tolerance must allow). A device without a usable shape is an
     /// error ([`crate::Error::MissingFeature`]) naming what is missing.
     On,
+    /// As `On`, and P·V on the matrices too: the weights are rounded to f16
+    /// (2⁻¹¹ relative) and the O tile lives in workgroup memory, so it needs
+    /// more of it. Faster or slower than `On` by device: the autotuner measures
+    /// both where it takes the coop kernel.
+    Full,
 }
 
 impl std::str::FromStr for Coop {

@@ -81,8 +81,14 @@ pub(crate) enum Kind {
     /// `split` > 1) (real GPUs).
     Tiled { keys: u32, lanes: u32, split: u32 },
     /// `flash_attention_coop.wgsl`: one row per lane, `lanes` lanes; each tile
-    /// of `keys` keys is scored on `tile`×`tile` cooperative matrices.
-    Coop { tile: u32, lanes: u32, keys: u32 },
+    /// of `keys` keys is scored on `tile`×`tile` cooperative matrices, and with
+    /// `pv` its P·V summed on them too.
+    Coop {
+        tile: u32,
+        lanes: u32,
+        keys: u32,
+        pv: bool,
+    },
 }
 
 /// One variant of the fused kernel family: which kernel, and its shape.
@@ -184,18 +190,27 @@ impl FusedVariant {
                     + 2 * (d as u64 + 1)
             }
             // Per tile: the K/V load loop, the score tiles (every slab on one
-            // subgroup at worst: slabs · key tiles · k-steps), per key the V loop.
+            // subgroup at worst: slabs · key tiles · k-steps), per key the V loop;
+            // with pv two passes over the row's scores, the O row's rescale and
+            // the P·V tiles instead of the V loop.
             Kind::Coop {
                 tile,
                 lanes,
                 keys: bc,
+                pv,
             } => {
                 let tiles = (keys as u64).div_ceil(bc as u64) + 1;
                 let b = self.bucket as u64;
                 let load = (bc as u64 * b).div_ceil(lanes as u64);
-                let mm = (lanes / tile) as u64 * (bc / tile) as u64 * (b / tile as u64 + 1);
+                let slabs = (lanes / tile) as u64;
+                let mm = slabs * (bc / tile) as u64 * (b / tile as u64 + 1);
                 let q = (lanes as u64 * b).div_ceil(lanes as u64);
-                tiles * (1 + load + mm + bc as u64 * (dv + 1)) + q + dv + 2 * (d as u64 + 1)
+                let rows = if pv {
+                    load + 2 * bc as u64 + b + slabs * (b / tile as u64) * (bc / tile) as u64
+                } else {
+                    load + bc as u64 * (dv + 1)
+                };
+                tiles * (1 + load + mm + rows) + q + b + dv + 2 * (d as u64 + 1)
             }
         }
     }
@@ -232,11 +247,17 @@ impl FusedVariant {
                     ("G", split),
                 ])
                 .overrides(&[("WG", lanes as f64)]),
-            Kind::Coop { tile, lanes, keys } => s.defines(&[
+            Kind::Coop {
+                tile,
+                lanes,
+                keys,
+                pv,
+            } => s.defines(&[
                 ("DMAX", self.bucket),
                 ("BC", keys),
                 ("BR", lanes),
                 ("T", tile),
+                ("PV", pv as u32),
             ]),
         };
         s.overrides(&transform)
@@ -273,8 +294,14 @@ impl FusedVariant {
                     "lane".to_string()
                 }
             ),
-            Kind::Coop { tile, lanes, keys } => format!(
-                "flash_attention_coop: {lanes} lanes × 1 row, Q·Kᵀ on {tile}x{tile}x{tile} f16→f32 cooperative matrices, tiles of {keys} keys, D bucket {b}"
+            Kind::Coop {
+                tile,
+                lanes,
+                keys,
+                pv,
+            } => format!(
+                "flash_attention_coop: {lanes} lanes × 1 row, Q·Kᵀ{} on {tile}x{tile}x{tile} f16→f32 cooperative matrices, tiles of {keys} keys, D bucket {b}",
+                if pv { " and P·V" } else { "" }
             ),
         }
     }

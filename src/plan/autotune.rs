@@ -226,10 +226,12 @@ pub fn candidates(caps: &DeviceCaps, heuristic: Tuning, d: usize) -> Vec<Tuning>
     }
     tries.push(base.with_staged(!base.staged()));
     // Where the heuristic takes the cooperative-matrix kernel (f16 Q and K on a
-    // GPU listing a shape), the scalar one measured against it: emulated or
-    // narrow matrix units can lose (peers measured coop P·V slower than scalar).
+    // GPU listing a shape), the scalar one and the one with P·V on the matrices
+    // measured against it: emulated or narrow matrix units can lose (peers
+    // measured coop P·V slower than scalar).
     if let Ok(Some(_)) = super::coop::coop_variant(caps, base, d, 1024, true) {
         tries.push(base.with_coop(crate::gpu::Coop::Off));
+        tries.push(base.with_coop(crate::gpu::Coop::Full));
     }
     let mut out: Vec<Tuning> = Vec::new();
     let mut seen = Vec::new();

@@ -32,15 +32,26 @@ pub(crate) fn coop_tile(shapes: &[CoopShape]) -> Option<u32> {
     })
 }
 
-/// Workgroup memory of a coop variant: Q rows and the K tile in f16, the V tile
-/// in f32 (exact for every dtype; P·V is scalar), the scores tile in f32, the
-/// 16-byte key range.
-pub(crate) fn coop_workgroup_bytes(lanes: u32, keys: u32, bucket: u32) -> u32 {
-    2 * lanes * bucket + 2 * keys * bucket + 4 * keys * bucket + 4 * lanes * keys + 16
+/// Workgroup memory of a coop variant: Q rows and the K tile in f16, the
+/// scores tile in f32, the 16-byte key range, and the V tile in f32 (exact for
+/// every dtype; P·V scalar) or with `pv` the V tile and weights in f16 and the
+/// O tile in f32.
+pub(crate) fn coop_workgroup_bytes(lanes: u32, keys: u32, bucket: u32, pv: bool) -> u32 {
+    let common = 2 * lanes * bucket + 2 * keys * bucket + 4 * lanes * keys + 16;
+    if pv {
+        common + 2 * keys * bucket + 2 * lanes * keys + 4 * lanes * bucket
+    } else {
+        common + 4 * keys * bucket
+    }
 }
 
 /// Why the device cannot run the coop kernel for head dim `d`, or its variant.
-fn build(caps: &DeviceCaps, tuning: Tuning, d: usize) -> std::result::Result<FusedVariant, String> {
+fn build(
+    caps: &DeviceCaps,
+    tuning: Tuning,
+    d: usize,
+    pv: bool,
+) -> std::result::Result<FusedVariant, String> {
     use wgpu::Features as F;
     for (f, name) in [
         (
@@ -92,11 +103,16 @@ fn build(caps: &DeviceCaps, tuning: Tuning, d: usize) -> std::result::Result<Fus
             if lanes.is_multiple_of(min_lanes) && lanes.is_multiple_of(tile) {
                 let mut keys = (want_keys / tile * tile).max(tile);
                 while keys >= min_keys.max(tile) {
-                    if coop_workgroup_bytes(lanes, keys, bucket)
+                    if coop_workgroup_bytes(lanes, keys, bucket, pv)
                         <= l.max_compute_workgroup_storage_size
                     {
                         return Ok(FusedVariant {
-                            kind: Kind::Coop { tile, lanes, keys },
+                            kind: Kind::Coop {
+                                tile,
+                                lanes,
+                                keys,
+                                pv,
+                            },
                             rows: 1,
                             bucket,
                             bias4: false,
@@ -111,7 +127,7 @@ fn build(caps: &DeviceCaps, tuning: Tuning, d: usize) -> std::result::Result<Fus
     }
     Err(format!(
         "the cooperative-matrix kernel needs {} bytes of workgroup memory at D bucket {bucket} ({min_lanes} lanes, {tile} keys); {} grants {}",
-        coop_workgroup_bytes(min_lanes, tile, bucket),
+        coop_workgroup_bytes(min_lanes, tile, bucket, pv),
         caps.name,
         l.max_compute_workgroup_storage_size
     ))
@@ -119,8 +135,8 @@ fn build(caps: &DeviceCaps, tuning: Tuning, d: usize) -> std::result::Result<Fus
 
 /// The coop variant for head dim `d` and `nq` queries under `tuning`, where the
 /// tuning asks for it ([`Coop`]): `Auto` takes it on staged tunings for many
-/// queries over f16 Q and K when the device can; `On` takes it whenever it can
-/// and otherwise fails with [`Error::MissingFeature`] saying what is missing.
+/// queries over f16 Q and K when the device can (P·V scalar); `On` (and
+/// `Full`, P·V on the matrices too) takes it whenever it can and otherwise fails with [`Error::MissingFeature`] saying what is missing.
 pub(crate) fn coop_variant(
     caps: &DeviceCaps,
     tuning: Tuning,
@@ -131,11 +147,11 @@ pub(crate) fn coop_variant(
     match tuning.coop() {
         Coop::Off => Ok(None),
         Coop::Auto => Ok((tuning.staged() && qk_f16 && nq > FEW_QUERIES)
-            .then(|| build(caps, tuning, d).ok())
+            .then(|| build(caps, tuning, d, false).ok())
             .flatten()),
-        Coop::On => build(caps, tuning, d).map(Some).map_err(|why| {
+        c @ (Coop::On | Coop::Full) => build(caps, tuning, d, c == Coop::Full).map(Some).map_err(|why| {
             Error::MissingFeature(format!(
-                "the cooperative-matrix fused kernel was asked for (Coop::On / --path coop), but {why}; use Coop::Auto or Coop::Off on this device"
+                "the cooperative-matrix fused kernel was asked for (Coop::{c:?} / --path coop), but {why}; use Coop::Auto or Coop::Off on this device"
             ))
         }),
     }
@@ -220,11 +236,13 @@ mod tests {
         ] {
             let c = gpu(shapes);
             let got = v(&c, t, 1024, true).map(|v| match v.kind {
-                Kind::Coop { tile, lanes, keys } => {
+                Kind::Coop {
+                    tile, lanes, keys, ..
+                } => {
                     // Whole subgroups, whole tiles, within the memory granted.
                     assert!(lanes.is_multiple_of(32) && lanes.is_multiple_of(tile));
                     assert!(keys.is_multiple_of(tile));
-                    assert!(coop_workgroup_bytes(lanes, keys, 128) <= 48 << 10);
+                    assert!(coop_workgroup_bytes(lanes, keys, 128, false) <= 48 << 10);
                     tile
                 }
                 k => panic!("{k:?}"),
@@ -276,7 +294,21 @@ mod tests {
         let v = coop_variant(&lp, t.with_staged(false), 7, 1, false)
             .unwrap()
             .unwrap();
-        assert!(matches!(v.kind, Kind::Coop { tile: 8, .. }), "{v:?}");
+        assert!(
+            matches!(
+                v.kind,
+                Kind::Coop {
+                    tile: 8,
+                    pv: false,
+                    ..
+                }
+            ),
+            "{v:?}"
+        );
+        let v = coop_variant(&lp, t.with_coop(Coop::Full), 64, 1, false)
+            .unwrap()
+            .unwrap();
+        assert!(matches!(v.kind, Kind::Coop { pv: true, .. }), "{v:?}");
     }
 
     #[test]
@@ -289,23 +321,28 @@ mod tests {
                 kib,
                 vec![shape(16, F16, F32)],
             );
-            let v = coop_variant(&c, t, d, 1024, true).unwrap();
-            if let Some(FusedVariant {
-                kind: Kind::Coop { lanes, keys, .. },
-                bucket,
-                ..
-            }) = v
-            {
-                assert!(
-                    coop_workgroup_bytes(lanes, keys, bucket) <= kib << 10,
-                    "{kib} KiB D{d}: {v:?}"
-                );
-            } else {
-                // Only when even 32 lanes × 16 keys do not fit.
-                assert!(
-                    coop_workgroup_bytes(32, 16, d as u32) > kib << 10,
-                    "{kib} KiB D{d}"
-                );
+            for (mode, pv) in [(Coop::On, false), (Coop::Full, true)] {
+                match coop_variant(&c, t.with_coop(mode), d, 1024, true) {
+                    Ok(Some(v)) => {
+                        let Kind::Coop {
+                            lanes, keys, pv: p, ..
+                        } = v.kind
+                        else {
+                            panic!("{v:?}")
+                        };
+                        assert_eq!(p, pv);
+                        assert!(
+                            coop_workgroup_bytes(lanes, keys, v.bucket, pv) <= kib << 10,
+                            "{kib} KiB D{d}: {v:?}"
+                        );
+                    }
+                    // Only when even 32 lanes × 16 keys do not fit.
+                    Err(_) => assert!(
+                        coop_workgroup_bytes(32, 16, d as u32, pv) > kib << 10,
+                        "{kib} KiB D{d} pv={pv}"
+                    ),
+                    other => panic!("{other:?}"),
+                }
             }
         }
     }

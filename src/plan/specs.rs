@@ -55,7 +55,11 @@ pub(crate) fn fused_variants(caps: &DeviceCaps, tuning: Tuning, d: usize) -> Vec
     }
     // The cooperative-matrix kernel, where the device can run it (picked by
     // Coop::Auto or forced by Coop::On; its shape does not depend on Nq).
-    for t in [tuning, tuning.with_coop(crate::gpu::Coop::On)] {
+    for t in [
+        tuning,
+        tuning.with_coop(crate::gpu::Coop::On),
+        tuning.with_coop(crate::gpu::Coop::Full),
+    ] {
         if let Ok(Some(v)) = super::coop::coop_variant(caps, t, d, 1024, true) {
             shapes.push(v);
         }

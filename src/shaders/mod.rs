@@ -313,6 +313,9 @@ fn with_consts(name: &str, consts: &[(&str, u32)]) -> String {
         src = src.replace("//sg:", "");
     }
     if name == "flash_attention_coop" {
+        // P·V on the matrices (`//pv:` lines) or scalar (`//sc:` lines).
+        let pv = consts.iter().any(|&(c, v)| c == "PV" && v == 1);
+        src = src.replace(if pv { "//pv:" } else { "//sc:" }, "");
         // The matrix types follow the tile (wgpu's WGSL names the size in the type).
         if let Some((_, t)) = consts.iter().find(|(c, _)| *c == "T") {
             src = src.replace("coop_mat8x8", &format!("coop_mat{t}x{t}"));
