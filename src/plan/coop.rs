@@ -70,7 +70,7 @@ fn build(
             "{} lists no f16×f16→f32 cooperative-matrix shape of 8x8x8 or 16x16x16 (it lists: {})",
             caps.name,
             if caps.coop_shapes.is_empty() {
-                "none".to_string()
+                "none; a device given without its adapter, Gpu::from_device, lists none: use Gpu::from_wgpu".to_string()
             } else {
                 caps.coop_shapes
                     .iter()
