@@ -120,7 +120,7 @@ try {
   }
   const sh = res && res.shaders;
   if (sh) {
-    console.log('SHADERS  ' + sh.map((k) => `${k.kernel}=${k.ok ? 'ok' : 'ERROR'}`).join(' '));
+    console.log('SHADERS  ' + sh.map((k) => `${k.kernel}=${k.skipped ? 'skipped (' + k.skipped + ')' : k.ok ? 'ok' : 'ERROR'}`).join(' '));
     for (const k of sh.filter((k) => !k.ok || k.messages.length))
       for (const m of k.messages) console.log(`         ${k.kernel}: ${m.type} at ${m.line}:${m.column}: ${m.message}`);
   }

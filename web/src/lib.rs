@@ -143,6 +143,17 @@ pub async fn check_shaders() -> Result<String, JsValue> {
     let device = g.device();
     let mut out = Vec::new();
     for (name, _) in wgpu_attention::shaders::KERNELS {
+        if wgpu_attention::shaders::NATIVE_ONLY.contains(name) {
+            // A native-only extension (cooperative matrices): browsers have none.
+            out.push(json!({
+                "kernel": name,
+                "ok": true,
+                "skipped": "native only (enable wgpu_cooperative_matrix)",
+                "messages": [],
+                "scope_error": null,
+            }));
+            continue;
+        }
         let source = wgpu_attention::shaders::source(name);
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {

@@ -101,7 +101,7 @@ function showAdapter(a) {
 // "invalid pipeline").
 function showShaders(list) {
   $('shaders').innerHTML = 'WGSL compiled by this browser: ' + list.map((k) =>
-    `<span class="badge ${k.ok ? 'yes' : 'no FAIL'}">${esc(k.kernel)}: ${k.ok ? 'ok' : 'ERROR'}</span>`).join('') +
+    `<span class="badge ${k.skipped ? '' : k.ok ? 'yes' : 'no FAIL'}">${esc(k.kernel)}: ${k.skipped ? 'skipped, ' + esc(k.skipped) : k.ok ? 'ok' : 'ERROR'}</span>`).join('') +
     list.filter((k) => !k.ok).map((k) => `<div class="FAIL mono">${esc(k.kernel)}: ` +
       esc(k.messages.map((m) => `${m.type} ${m.line}:${m.column} ${m.message}`).join(' | ') || k.scope_error) + '</div>').join('');
 }
