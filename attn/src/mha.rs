@@ -234,7 +234,7 @@ pub fn mha_main(a: MhaArgs) -> Result<()> {
         rope,
         alibi: a.masks.alibi,
         scale: a.masks.scale,
-        tuning: a.tuning.mode(),
+        tuning: a.tuning.mode_on(&gpu, None),
     };
     let mut rec = gpu.recorder();
     let (xq_in, xkv_in) = match a.pe {

@@ -9,7 +9,8 @@ use clap::{Args, ValueEnum};
 use wgpu_attention::reference::{self, ReferenceOptions};
 use wgpu_attention::verify::{verify, Tolerance};
 use wgpu_attention::{
-    alibi_slopes, attention, AttentionOptions, AttentionPath, DType, DTypes, Tensor,
+    alibi_slopes, attention, AttentionOptions, AttentionPath, AttentionProblem, DType, DTypes,
+    Tensor,
 };
 
 use crate::args::{
@@ -68,6 +69,9 @@ that way (tensors \"o\", \"lse\", \"weights\").
 values the GPU read (the rounded halves): relative L2 error <= 1e-5 for f32
 outputs, 1e-5 + 2^-11 for an f16 O and 1e-5 + 2^-8 for a bf16 O (its one
 rounding; --tol overrides all), no NaN, every -inf matched; exit 1 otherwise.
+Where the cooperative-matrix kernel ran (--coop on/full, or auto's choice on a
+GPU) each of its f16 roundings adds 2^-11: Q and K unless stored in f16 (O,
+LSE), the weights with P·V on the matrices (O).
 Outputs are written to a temporary file in the same directory and renamed, so a
 failed run leaves no partial file (they are written when --check fails: they are
 what the GPU computed).")]
@@ -194,7 +198,7 @@ pub fn run_main(a: RunArgs) -> Result<()> {
     let mask = upload_mask(&gpu, host_mask.as_ref())?;
     let want_lse = a.lse.is_some() || a.check;
     let want_weights = a.weights.is_some();
-    let opts = AttentionOptions {
+    let mut opts = AttentionOptions {
         scale: a.masks.scale,
         masking: masking.clone(),
         mask: mask.as_ref(),
@@ -207,6 +211,10 @@ pub fn run_main(a: RunArgs) -> Result<()> {
         tuning: a.tuning.mode(),
         out_dtype: Some(o_dtype),
     };
+    // --coop fixes the variants (a problem the library refuses is reported by
+    // the call itself).
+    let problem = AttentionProblem::new(&q, &k, &v, &opts).ok();
+    opts.tuning = a.tuning.mode_on(&gpu, problem.as_ref());
     let out = attention(&q, &k, &v, &opts)?;
     // O in the file's order (Q's layout) and its dtype: the logical [B, H, N, D]
     // viewed as [B, N, H, D] for bnhd, downloaded in row-major order.
@@ -224,14 +232,14 @@ pub fn run_main(a: RunArgs) -> Result<()> {
     println!(
         "gpu: {:.1} ms (upload, compile on first use{}, run, readback) on the {} path",
         t0.elapsed().as_secs_f64() * 1e3,
-        if a.tuning.mode() == wgpu_attention::TuningMode::Autotune {
+        if opts.tuning == wgpu_attention::TuningMode::Autotune {
             ", autotuning on a class's first use"
         } else {
             ""
         },
         format!("{:?}", out.path).to_lowercase()
     );
-    println!("kernels ({}): {}", value_name(a.tuning.tuning), out.kernels);
+    println!("kernels ({}): {}", a.tuning.describe(), out.kernels);
 
     let q_dims = [sh.b, sh.hq, sh.nq, sh.d];
     let mut writes: Vec<(PathBuf, &str, io::RawArray)> = Vec::new();
@@ -285,8 +293,37 @@ pub fn run_main(a: RunArgs) -> Result<()> {
             "reference: f64 CPU on the values the GPU read, {:.0} ms",
             t.elapsed().as_secs_f64() * 1e3
         );
-        let f32_tol = a.tol.unwrap_or(Tolerance::F32.rel_l2);
-        let o_tol = a.tol.unwrap_or(Tolerance::stored(out.o.dtype()).rel_l2);
+        // The cooperative-matrix kernel rounds Q and K to f16 for Q·Kᵀ (exact
+        // when they are f16) and with P·V on the matrices the weights too: each
+        // rounding adds f16's unit roundoff (as validation::Case::tolerance).
+        let coop = out.kernels.contains("flash_attention_coop");
+        let half = Tolerance::stored(DType::F16).rel_l2 - Tolerance::F32.rel_l2;
+        let qk_round = if coop && (dtypes.q != DType::F16 || dtypes.k != DType::F16) {
+            half
+        } else {
+            0.0
+        };
+        let p_round = if coop && out.kernels.contains("P·V on") {
+            half
+        } else {
+            0.0
+        };
+        if a.tol.is_none() && qk_round + p_round > 0.0 {
+            println!(
+                "tolerance: the cooperative-matrix kernel ran: + {:.1e} for its f16 roundings ({})",
+                qk_round + p_round,
+                [(qk_round > 0.0, "Q and K"), (p_round > 0.0, "the weights")]
+                    .iter()
+                    .filter(|(on, _)| *on)
+                    .map(|(_, w)| *w)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        let f32_tol = a.tol.unwrap_or(Tolerance::F32.rel_l2 + qk_round);
+        let o_tol = a
+            .tol
+            .unwrap_or(Tolerance::stored(out.o.dtype()).rel_l2 + qk_round + p_round);
         let mut reports = vec![("o", verify(&o_bhnd, &want.o), o_tol)];
         if let Some(l) = &lse {
             reports.push(("lse", verify(l, &want.lse), f32_tol));

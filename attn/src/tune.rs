@@ -5,9 +5,9 @@ use anyhow::Result;
 use clap::Args;
 use serde_json::json;
 use wgpu_attention::plan::autotune::Budget;
-use wgpu_attention::{plan, AttentionProblem, AttnShape, Masking};
+use wgpu_attention::{plan, AttentionProblem, AttnShape, DType, DTypes, Masking};
 
-use crate::args::DeviceArgs;
+use crate::args::{dtype_arg, DeviceArgs};
 use crate::error::bad_input;
 
 #[derive(Args)]
@@ -15,6 +15,7 @@ use crate::error::bad_input;
   attn tune --n 1024 --d 64
   attn tune --nq 1 --nk 32768 --d 128 --h 8 --hkv 2
   attn tune --n 512,2048 --d 64,128 --causal --json
+  attn tune --n 1024 --d 128 --dtype f32,f16
 
 For each shape (every combination of the lists), the candidates of its class
 (path, head-dim bucket, mask, query count: the heuristic's variants first, then
@@ -47,6 +48,15 @@ pub struct TuneArgs {
     /// Causal (bottom-right) masking.
     #[arg(long)]
     pub causal: bool,
+    /// Dtypes of Q, K, V and O (comma-separated): each is a class of its own.
+    #[arg(
+        long,
+        value_name = "DTYPES",
+        value_delimiter = ',',
+        value_parser = dtype_arg,
+        default_value = "f32"
+    )]
+    pub dtype: Vec<DType>,
     /// Time spent on one class, at most, in seconds (the heuristic's variant is always measured).
     #[arg(long, default_value_t = 60.0)]
     pub budget_s: f64,
@@ -65,25 +75,28 @@ pub fn main(a: TuneArgs) -> Result<()> {
     let nqs = if a.nq.is_empty() { &a.n } else { &a.nq };
     let nks = if a.nk.is_empty() { &a.n } else { &a.nk };
     let mut shapes = Vec::new();
-    for &d in &a.d {
-        for &nq in nqs {
-            for &nk in nks {
-                let sh = AttnShape {
-                    b: 1,
-                    hq: a.h,
-                    hkv,
-                    nq,
-                    nk,
-                    d,
-                };
-                let mut p = AttentionProblem::of_shape(sh)
-                    .map_err(|e| bad_input!("--h/--hkv/--n/--nq/--nk/--d: {e}"))?;
-                p.transform.masking = Masking {
-                    causal: a.causal,
-                    ..Default::default()
-                };
-                p.transform.diag_off = p.transform.masking.diagonal_offset(nq, nk);
-                shapes.push(p);
+    for &dtype in &a.dtype {
+        for &d in &a.d {
+            for &nq in nqs {
+                for &nk in nks {
+                    let sh = AttnShape {
+                        b: 1,
+                        hq: a.h,
+                        hkv,
+                        nq,
+                        nk,
+                        d,
+                    };
+                    let mut p = AttentionProblem::of_shape(sh)
+                        .map_err(|e| bad_input!("--h/--hkv/--n/--nq/--nk/--d: {e}"))?
+                        .with_dtypes(DTypes::all(dtype));
+                    p.transform.masking = Masking {
+                        causal: a.causal,
+                        ..Default::default()
+                    };
+                    p.transform.diag_off = p.transform.masking.diagonal_offset(nq, nk);
+                    shapes.push(p);
+                }
             }
         }
     }
@@ -113,13 +126,14 @@ pub fn main(a: TuneArgs) -> Result<()> {
         let mut rows = Vec::new();
         if !a.json {
             println!(
-                "\nB1 H{} Hkv{} Nq{} Nk{} D{}{}: class {class} ({:.1} s measured)",
+                "\nB1 H{} Hkv{} Nq{} Nk{} D{}{} {}: class {class} ({:.1} s measured)",
                 sh.hq,
                 sh.hkv,
                 sh.nq,
                 sh.nk,
                 sh.d,
                 if a.causal { " causal" } else { "" },
+                p.dtypes.q,
                 out.spent_ms / 1e3
             );
             println!("  {:<8} {:>10} {:>12}  kernel", "", "run ms", "compile ms");
@@ -150,7 +164,7 @@ pub fn main(a: TuneArgs) -> Result<()> {
         }
         report.push(json!({
             "b": 1, "hq": sh.hq, "hkv": sh.hkv, "nq": sh.nq, "nk": sh.nk, "d": sh.d,
-            "causal": a.causal, "class": class, "spent_ms": out.spent_ms, "candidates": rows,
+            "causal": a.causal, "dtype": p.dtypes.q, "class": class, "spent_ms": out.spent_ms, "candidates": rows,
         }));
     }
     if a.json {

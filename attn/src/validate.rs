@@ -10,11 +10,12 @@ use anyhow::Result;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
+use wgpu_attention::gpu::Coop;
 use wgpu_attention::validation::{self, Case, CaseResult, REL_L2_TOL};
 use wgpu_attention::verify::Tolerance;
-use wgpu_attention::DType;
+use wgpu_attention::{plan, AttentionPath, AttentionProblem, AttnShape, DType, DTypes, Gpu};
 
-use crate::args::{dtype_arg, f16_storage_name, DeviceArgs};
+use crate::args::{coop_forced, coop_name, dtype_arg, f16_storage_name, CoopArg, DeviceArgs};
 use crate::error::{bad_input, CheckFailed};
 use crate::io;
 
@@ -25,6 +26,7 @@ use crate::io;
   attn validate --full --json > report.json
   attn validate --filter mask=bool --filter fused
   attn validate --dtype f16,bf16 --f16-storage packed
+  attn validate --coop on
 
 Every case runs Q, K, V drawn uniformly from [-1, 1) (ChaCha8, the case's seed) on
 the GPU with outputs poisoned (NaN) first, and compares O, LSE and, on the
@@ -42,7 +44,15 @@ Q, K, V and O in that dtype (each path; head dims 7, 1, 64, 80; BNHD; GQA/MQA;
 variants), the reference on the rounded values the GPU read: O passes within
 1e-5 + the dtype's unit roundoff (f16 2^-11, bf16 2^-8: its one rounding on
 store), LSE and weights (f32) within 1e-5.
-Exit 1 when any case fails on any adapter, 2 when no adapter is found.")]
+--coop on runs the cooperative-matrix kernel's cases instead
+(wgpu_attention::validation::coop_cases: the fused and decode cases of the
+matrix with Coop::On and Coop::Full, in f16, f32 and bf16; the tolerance adds
+f16's roundoff for Q and K not stored in f16 and, with full, for the weights)
+on every adapter that can run that kernel; the others are listed as skipped
+with the reason. --coop full runs those cases all with Coop::Full; --coop
+off|auto runs the matrix with that choice forced on every case.
+Exit 1 when any case fails on any adapter, 2 when no adapter is found (or,
+with --coop on, none can run the cooperative-matrix kernel).")]
 pub struct ValidateArgs {
     #[command(flatten)]
     pub device: DeviceArgs,
@@ -70,6 +80,57 @@ pub struct ValidateArgs {
     /// Write the JSON report to FILE, or to stdout without a value (the tables then go to stderr).
     #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
     pub json: Option<String>,
+    /// The cooperative-matrix kernel: on runs its cases (full: all with P·V on
+    /// the matrices too; adapters that cannot run it are skipped), off or auto
+    /// forces that choice on every case of the matrix [default: each case's
+    /// own, the device's tuning].
+    #[arg(long, value_enum, value_name = "MODE", conflicts_with = "cases")]
+    pub coop: Option<CoopArg>,
+}
+
+/// The cases of `--full`/`--dtype` under `--coop`: the coop cases for `on`,
+/// else the matrix with the choice forced (renamed to say so).
+fn matrix_cases(a: &ValidateArgs) -> Vec<Case> {
+    let force = |cases: Vec<Case>, c: Coop| -> Vec<Case> {
+        cases
+            .into_iter()
+            .map(|mut case| {
+                let relabel = case.name == case.label();
+                case.coop = Some(c);
+                if relabel {
+                    case.name = case.label();
+                }
+                case
+            })
+            .collect()
+    };
+    match a.coop.map(CoopArg::coop) {
+        None => validation::matrix_with(a.full, &a.dtype),
+        Some(Coop::On) => validation::coop_cases(a.full),
+        Some(Coop::Full) => force(validation::coop_cases(a.full), Coop::Full),
+        Some(c) => force(validation::matrix_with(a.full, &a.dtype), c),
+    }
+}
+
+/// Why `gpu` cannot run the cooperative-matrix fused kernel under `mode` (on
+/// or full; `None` when it can): the library's plan of a small f16 problem.
+fn coop_unusable(gpu: &Gpu, mode: Coop) -> Option<String> {
+    let shape = AttnShape {
+        b: 1,
+        hq: 1,
+        hkv: 1,
+        nq: 64,
+        nk: 64,
+        d: 64,
+    };
+    let mut p = match AttentionProblem::of_shape(shape) {
+        Ok(p) => p.with_dtypes(DTypes::all(DType::F16)),
+        Err(e) => return Some(e.to_string()),
+    };
+    p.path = AttentionPath::Fused;
+    plan(&p, gpu.caps(), gpu.tuning().with_coop(mode))
+        .err()
+        .map(|e| e.to_string())
 }
 
 fn load_cases(path: &PathBuf) -> Result<Vec<Case>> {
@@ -171,7 +232,7 @@ pub fn main(a: ValidateArgs) -> Result<()> {
     }
     let all = match &a.cases {
         Some(p) => load_cases(p)?,
-        None => validation::matrix_with(a.full, &a.dtype),
+        None => matrix_cases(&a),
     };
     let cases: Vec<Case> = all
         .into_iter()
@@ -204,9 +265,38 @@ pub fn main(a: ValidateArgs) -> Result<()> {
             eprintln!("{s}");
         }
     };
-    let (gpus, open_errors) = a.device.open_all()?;
+    let (mut gpus, open_errors) = a.device.open_all()?;
     for e in &open_errors {
         say(&format!("an adapter failed to open (not validated): {e}"));
+    }
+    // --coop on/full: only adapters that can run the kernel.
+    let mut skipped: Vec<Value> = Vec::new();
+    let coop_flag = a.coop.map(|c| coop_name(c.coop())).unwrap_or("");
+    if a.coop.is_some_and(|c| coop_forced(c.coop())) {
+        let mut why_not = Vec::new();
+        let mode = a.coop.map_or(Coop::On, CoopArg::coop);
+        gpus.retain(|g| match coop_unusable(g, mode) {
+            None => true,
+            Some(why) => {
+                say(&format!(
+                    "skipped {} (--coop {coop_flag}): {why}",
+                    g.describe()
+                ));
+                let line = format!("{}: {why}", g.info().name);
+                if !why_not.contains(&line) {
+                    why_not.push(line);
+                }
+                skipped
+                    .push(json!({"adapter": g.describe(), "name": g.info().name, "reason": why}));
+                false
+            }
+        });
+        if gpus.is_empty() {
+            return Err(bad_input!(
+                "--coop {coop_flag}: no adapter can run the cooperative-matrix kernel ({})",
+                why_not.join("; ")
+            ));
+        }
     }
     let mut dtypes: Vec<DType> = Vec::new();
     for c in &cases {
@@ -230,6 +320,14 @@ pub fn main(a: ValidateArgs) -> Result<()> {
             .filter(|&&d| d != DType::F32)
             .map(|&d| format!("O in {d}: {:.1e}", Tolerance::stored(d).rel_l2))
             .chain(std::iter::once("LSE, weights: f32".to_string()))
+            .chain(
+                cases
+                    .iter()
+                    .any(|c| c.coop.is_some_and(coop_forced))
+                    .then(|| {
+                        "coop=on/full: plus f16's roundoff for Q, K (not f16) and, with full, P".to_string()
+                    }),
+            )
             .collect::<Vec<_>>()
             .join("; ")
     ));
@@ -280,7 +378,10 @@ pub fn main(a: ValidateArgs) -> Result<()> {
                     of.iter().filter(|r| r.pass).count(),
                     of.len(),
                     sci(of.iter().map(|r| r.worst_rel_l2).fold(0.0f64, f64::max)),
-                    Tolerance::stored(d).rel_l2
+                    // The cases' own (coop=on: at least f16's).
+                    of.iter()
+                        .map(|r| r.case.tolerance("o"))
+                        .fold(Tolerance::stored(d).rel_l2, f64::max)
                 ));
             }
         }
@@ -321,6 +422,8 @@ pub fn main(a: ValidateArgs) -> Result<()> {
             "dtypes": dtypes,
             "full": a.full,
             "filter": a.filter,
+            "coop": a.coop.map(|c| coop_name(c.coop())),
+            "skipped": skipped,
             "pass": pass,
             "adapters": reports,
             "open_errors": open_errors,

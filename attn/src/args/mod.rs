@@ -1,5 +1,6 @@
 //! Options shared by several commands: device choice (`device`), Q/K/V inputs
-//! (`inputs`), masks and score options (`masks`), the tuning mode (`tuning`).
+//! (`inputs`), masks and score options (`masks`), the tuning mode and the
+//! cooperative-matrix choice (`tuning`).
 
 mod device;
 mod inputs;
@@ -11,7 +12,7 @@ use clap::ValueEnum;
 pub use device::{f16_storage_name, DeviceArgs};
 pub use inputs::{InputArgs, Inputs, LayoutArg};
 pub use masks::{check_softcap, upload_mask, MaskArgs};
-pub use tuning::TuningArgs;
+pub use tuning::{coop_forced, coop_name, CoopArg, TuningArgs};
 
 /// A dtype flag's value: `f32`, `f16` or `bf16` (clap value parser).
 pub fn dtype_arg(s: &str) -> Result<wgpu_attention::DType, String> {

@@ -53,7 +53,7 @@ pub fn expand(a: &BenchArgs) -> Result<Vec<Config>> {
     }
     if a.path.is_empty() {
         return Err(bad_input!(
-            "--path: name at least one of fused, unfused, decode"
+            "--path: name at least one of fused, unfused, decode, coop, coop-full"
         ));
     }
     let lengths = lengths(a);

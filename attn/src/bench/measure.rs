@@ -71,6 +71,12 @@ impl Inputs {
         })
     }
 
+    /// The library's problem for `opts` on these inputs (`None` where it
+    /// refuses them: the run then reports why).
+    pub fn problem(&self, opts: &AttentionOptions) -> Option<AttentionProblem> {
+        AttentionProblem::new(&self.q, &self.k, &self.v, opts).ok()
+    }
+
     /// The options of one run: `path`, the causal rule, and the score option
     /// `extra` (bias mask, softcap 30, scale 0.1 or ALiBi).
     pub fn options(
@@ -145,10 +151,16 @@ pub fn measure(
 }
 
 /// The library's own plan: what runs and the memory it holds (0 when the
-/// problem has no plan on this device; the run then reports the error).
+/// problem has no plan on this device; the run then reports the error). Fixed
+/// variants (`--coop`, `--path coop`) are planned as they run, others with the
+/// device's heuristic tuning.
 fn peak_bytes(gpu: &Gpu, inputs: &Inputs, opts: &AttentionOptions) -> u64 {
+    let tuning = match opts.tuning {
+        TuningMode::Fixed(t) => t,
+        _ => gpu.tuning(),
+    };
     AttentionProblem::new(&inputs.q, &inputs.k, &inputs.v, opts)
-        .and_then(|p| plan(&p, gpu.caps(), gpu.tuning()))
+        .and_then(|p| plan(&p, gpu.caps(), tuning))
         .map_or(0, |p| p.peak_bytes())
 }
 

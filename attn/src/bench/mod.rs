@@ -20,7 +20,8 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Args, ValueEnum};
 use serde::Serialize;
-use wgpu_attention::{AttentionPath, DType};
+use wgpu_attention::gpu::Coop;
+use wgpu_attention::{AttentionPath, DType, TuningMode};
 
 use crate::args::{dtype_arg, DeviceArgs, TuningArgs};
 use crate::io;
@@ -33,12 +34,18 @@ pub enum BenchPath {
     Fused,
     Unfused,
     Decode,
+    /// The fused path on the cooperative-matrix kernel (`Coop::On`: Q·Kᵀ on
+    /// the matrices).
+    Coop,
+    /// The fused path with Q·Kᵀ and P·V on the matrices (`Coop::Full`).
+    #[serde(rename = "coop-full")]
+    CoopFull,
 }
 
 impl BenchPath {
     fn path(self) -> AttentionPath {
         match self {
-            BenchPath::Fused => AttentionPath::Fused,
+            BenchPath::Fused | BenchPath::Coop | BenchPath::CoopFull => AttentionPath::Fused,
             BenchPath::Unfused => AttentionPath::Unfused,
             BenchPath::Decode => AttentionPath::Decode,
         }
@@ -49,6 +56,17 @@ impl BenchPath {
             BenchPath::Fused => "fused",
             BenchPath::Unfused => "unfused",
             BenchPath::Decode => "decode",
+            BenchPath::Coop => "coop",
+            BenchPath::CoopFull => "coop-full",
+        }
+    }
+
+    /// The cooperative-matrix choice the path forces, if any.
+    fn coop(self) -> Option<Coop> {
+        match self {
+            BenchPath::Coop => Some(Coop::On),
+            BenchPath::CoopFull => Some(Coop::Full),
+            _ => None,
         }
     }
 }
@@ -97,6 +115,7 @@ pub enum Metric {
   attn bench --path fused,decode --nq 1 --nk 32768 --h 8 --d 128 --targets
   attn bench --path fused,decode --nq 1 --nk 8192 --dtype f32,f16,bf16 --targets
   attn bench --path fused --dtype f16 --f16-storage packed
+  attn bench --path fused,coop,coop-full --n 4096 --d 128 --dtype f16 --coop off
 
 Per configuration (every combination of the lists): median of --reps (at least
 10) runs after one warm-up run (pipeline compile, and with --tuning autotune
@@ -114,7 +133,15 @@ with its error instead of a time. Each --dtype runs every row with Q, K, V and O
 in that dtype (the kernels compute in f32), the row naming it; --targets counts
 the K/V bytes in the row's dtype, and the KV cache's tokens per MiB are printed
 per dtype. --f16-storage packed runs f16 as two halves per u32 (as on an
-adapter without SHADER_F16) for comparison with native f16.")]
+adapter without SHADER_F16) for comparison with native f16.
+--path coop runs the fused path on the cooperative-matrix kernel (Coop::On:
+Q·Kᵀ on f16 matrices, f32 accumulation; f32 and bf16 Q/K rounded to f16 for
+the product), coop-full with P·V on the matrices too (Coop::Full: the weights
+rounded to f16), on the class's cached autotuned variants or the heuristic's;
+an adapter without a usable f16×f16→f32 shape gets its rows with the error
+instead of a time. --coop sets the choice of the other paths (with auto, an
+f16 fused row may already run the coop kernel on a GPU: --coop off times the
+scalar kernels); the table ends with fused/coop time ratios.")]
 pub struct BenchArgs {
     /// Paths to time (comma-separated).
     #[arg(
@@ -234,10 +261,21 @@ pub fn main(a: BenchArgs) -> Result<()> {
                     .iter()
                     .flat_map(|p| a.options.iter().map(move |o| (p, o)))
                 {
-                    let opts =
+                    let mut opts =
                         inputs.options(path.path(), extra, causal, a.kv_split, a.tuning.mode());
+                    let problem = inputs.problem(&opts);
+                    opts.tuning = match path.coop() {
+                        Some(c) => {
+                            TuningMode::Fixed(a.tuning.base(&gpu, problem.as_ref()).with_coop(c))
+                        }
+                        None => a.tuning.mode_on(&gpu, problem.as_ref()),
+                    };
+                    let coop = match opts.tuning {
+                        TuningMode::Fixed(t) => t.coop(),
+                        _ => gpu.tuning().coop(),
+                    };
                     let m = measure::measure(&gpu, timed, &inputs, &opts, reps);
-                    let r = Record::new(path, config, dtype, causal, extra, m, &run);
+                    let r = Record::new(path, config, dtype, causal, extra, m, &run, coop);
                     if !a.json {
                         report::print_row(&r);
                     }

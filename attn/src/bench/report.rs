@@ -5,6 +5,7 @@
 
 use anyhow::Result;
 use serde::Serialize;
+use wgpu_attention::gpu::Coop;
 use wgpu_attention::DType;
 
 use super::configs::Config;
@@ -68,6 +69,10 @@ pub struct Record {
     pub of_copy_bandwidth: Option<f64>,
     /// The kernels that ran (`Attention::kernels`).
     pub kernels: Option<String>,
+    /// The cooperative-matrix choice the row ran under (`on` for path `coop`,
+    /// `full` for `coop-full`; `--coop`, else the device's: `auto` unless
+    /// WGPU_ATTENTION_COOP says).
+    pub coop: Coop,
     /// `--targets`: the machine's ceilings this record is compared with.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub machine: Option<super::targets::Machine>,
@@ -91,6 +96,7 @@ impl Record {
         extra: ScoreOption,
         m: Measurement,
         run: &Run,
+        coop: Coop,
     ) -> Record {
         let gflops = m.median_ms.map(|ms| c.flops(causal) / ms / 1e6);
         Record {
@@ -118,6 +124,7 @@ impl Record {
             of_simd_peak: None,
             of_copy_bandwidth: None,
             kernels: m.kernels,
+            coop,
             machine: None,
             reps: run.reps,
             timing: run.timing,
@@ -263,11 +270,23 @@ pub fn print_header(run: &Run) {
     );
 }
 
+/// The table's path column: [`path_label`], marked `:coop` (`:coop-full`)
+/// where `--coop on` (`full`) forced the cooperative-matrix kernel on another path.
+pub fn row_label(r: &Record) -> String {
+    let l = path_label(r.path, r.options);
+    match (r.path, r.coop) {
+        (BenchPath::Coop | BenchPath::CoopFull, _) => l,
+        (_, Coop::On) => format!("{l}:coop"),
+        (_, Coop::Full) => format!("{l}:coop-full"),
+        _ => l,
+    }
+}
+
 /// One table row: the time, or the error instead.
 pub fn print_row(r: &Record) {
     let head = format!(
         "{:<16} {:>2} {:>3} {:>3} {:>6} {:>6} {:>4} {:>6} {:>5}",
-        path_label(r.path, r.options),
+        row_label(r),
         r.b,
         r.hq,
         r.hkv,
@@ -312,8 +331,9 @@ pub fn set_fused_over_unfused(records: &mut [Record]) {
     }
 }
 
-/// After the table: fused/GEMM and fused/unfused per fused record, then the
-/// overhead of each score option over plain (same path and shape).
+/// After the table: fused/GEMM and fused/unfused per fused record, coop/GEMM
+/// and the fused/coop time per coop record, then the overhead of each score
+/// option over plain (same path and shape).
 pub fn print_summary(records: &[Record]) {
     let fused: Vec<&Record> = records
         .iter()
@@ -329,6 +349,37 @@ pub fn print_summary(records: &[Record]) {
                 100.0 * r.of_gemm.unwrap_or(f64::NAN),
                 r.fused_over_unfused
                     .map_or("—".to_string(), |s| format!("{s:.2}× faster"))
+            );
+        }
+    }
+    let coop: Vec<&Record> = records
+        .iter()
+        .filter(|r| matches!(r.path, BenchPath::Coop | BenchPath::CoopFull))
+        .filter(|r| r.median_ms.is_some())
+        .collect();
+    if !coop.is_empty() {
+        println!("\nratios (coop):");
+        for r in coop {
+            let fused = counterpart(records, r, BenchPath::Fused)
+                .and_then(|f| Some((f.median_ms?, f.coop)))
+                .map_or("—".to_string(), |(f, c)| {
+                    let x = f / r.median_ms.unwrap_or(f64::NAN);
+                    format!(
+                        "{} (fused with coop {})",
+                        if x >= 1.0 {
+                            format!("{x:.2}× faster")
+                        } else {
+                            format!("{:.2}× slower", 1.0 / x)
+                        },
+                        crate::args::coop_name(c)
+                    )
+                });
+            println!(
+                "  {:<9} {:<24} {:<8} /GEMM {:>5.0}%   vs fused {fused}",
+                r.path.name(),
+                r.label(),
+                r.options.name(),
+                100.0 * r.of_gemm.unwrap_or(f64::NAN),
             );
         }
     }

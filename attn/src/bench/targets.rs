@@ -141,16 +141,18 @@ pub fn print(records: &[Record], m: &Machine) {
     }
     for r in records.iter().filter(|r| r.median_ms.is_some()) {
         let what = match r.path {
-            BenchPath::Fused | BenchPath::Unfused => r.of_simd_peak.map_or_else(
-                || format!("{:.1} GFLOP/s", r.gflops.unwrap_or(f64::NAN)),
-                |p| {
-                    format!(
-                        "{:.1} GFLOP/s = {:.0}% of the SIMD peak",
-                        r.gflops.unwrap_or(f64::NAN),
-                        100.0 * p
-                    )
-                },
-            ),
+            BenchPath::Fused | BenchPath::Unfused | BenchPath::Coop | BenchPath::CoopFull => {
+                r.of_simd_peak.map_or_else(
+                    || format!("{:.1} GFLOP/s", r.gflops.unwrap_or(f64::NAN)),
+                    |p| {
+                        format!(
+                            "{:.1} GFLOP/s = {:.0}% of the SIMD peak",
+                            r.gflops.unwrap_or(f64::NAN),
+                            100.0 * p
+                        )
+                    },
+                )
+            }
             BenchPath::Decode => {
                 let fused = counterpart(records, r, BenchPath::Fused);
                 format!(
@@ -168,7 +170,7 @@ pub fn print(records: &[Record], m: &Machine) {
         };
         println!(
             "  {:<8} {:<24} {:<8} {what}",
-            r.path.name(),
+            super::report::row_label(r),
             r.label(),
             r.options.name()
         );

@@ -1,6 +1,7 @@
 //! The `attn` binary on generated inputs: every `run` option against the f64
 //! reference, `mha` against the reference layer, `viz` PNGs, error exits, and
-//! the JSON of `info`, `validate` and `bench`.
+//! the JSON of `info`, `validate` and `bench`, and the cooperative-matrix
+//! kernel's flags (`coop`).
 //!
 //! Without an adapter the tests print `SKIPPED …`, or fail when
 //! `WGPU_ATTENTION_REQUIRE_ADAPTER=1`. They run on Vulkan when it is present (one
@@ -11,6 +12,7 @@
 //! The tests are in one module per command or topic.
 
 mod bench;
+mod coop;
 mod dtype;
 mod errors;
 mod info_viz;

@@ -44,6 +44,27 @@ fn tune_measures_candidates_and_keeps_the_choice() {
             .any(|t| t["class"] == "fused d32 f32 mask0 nq-many"),
         "{info}"
     );
+    // --dtype: a class per dtype, named by it.
+    let out = run(&[
+        "tune",
+        "--nq",
+        "1",
+        "--nk",
+        "64",
+        "--d",
+        "8",
+        "--h",
+        "2",
+        "--dtype",
+        "f16",
+        "--budget-s",
+        "5",
+        "--json",
+    ]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["classes"][0]["dtype"], "f16", "{v}");
+    let class = v["classes"][0]["class"].as_str().unwrap();
+    assert!(class.contains(" f16 ") && class.contains("nq-1"), "{v}");
 }
 
 /// `attn run` autotunes by default: the first run measures the class and keeps
