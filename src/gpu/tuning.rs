@@ -74,8 +74,9 @@ impl std::str::FromStr for Coop {
             "auto" => Ok(Coop::Auto),
             "off" | "0" => Ok(Coop::Off),
             "on" | "1" => Ok(Coop::On),
+            "full" => Ok(Coop::Full),
             other => Err(format!(
-                "unknown cooperative-matrix mode {other:?}; use auto, on or off"
+                "unknown cooperative-matrix mode {other:?}; use auto, on, full or off"
             )),
         }
     }
@@ -361,6 +362,12 @@ mod tests {
             );
         }
         assert_eq!(t.granted(wgpu::Features::empty()).subgroup(), 0);
+        assert_eq!("full".parse::<Coop>(), Ok(Coop::Full));
+        assert_eq!(" On ".parse::<Coop>(), Ok(Coop::On));
+        assert!("fast"
+            .parse::<Coop>()
+            .unwrap_err()
+            .contains("auto, on, full or off"));
         let o = TuningOverrides {
             staged: Some(true),
             fused_rows: Some(16),

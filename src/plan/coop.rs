@@ -151,7 +151,7 @@ pub(crate) fn coop_variant(
             .flatten()),
         c @ (Coop::On | Coop::Full) => build(caps, tuning, d, c == Coop::Full).map(Some).map_err(|why| {
             Error::MissingFeature(format!(
-                "the cooperative-matrix fused kernel was asked for (Coop::{c:?} / --path coop), but {why}; use Coop::Auto or Coop::Off on this device"
+                "the cooperative-matrix fused kernel was asked for (Coop::{c:?}, attn's --coop or --path coop / coop-full), but {why}; use Coop::Auto or Coop::Off on this device"
             ))
         }),
     }
