@@ -182,12 +182,12 @@ impl Specialization {
     }
 }
 
-/// Every kernel's WGSL, by kernel name.
 /// Kernels that need a native-only WGSL extension (`enable
 /// wgpu_cooperative_matrix;`): never picked where the device lacks the
 /// feature, and not given to a browser's WGSL compiler.
 pub const NATIVE_ONLY: &[&str] = &["flash_attention_coop"];
 
+/// Every kernel's WGSL, by kernel name.
 pub const KERNELS: &[(&str, &str)] = &[
     ("scores", include_str!("../../shaders/scores.wgsl")),
     ("softmax", include_str!("../../shaders/softmax.wgsl")),
