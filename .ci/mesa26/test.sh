@@ -44,9 +44,10 @@ bash "$here/setup.sh" "$root"
 t_setup=$((SECONDS - t0))
 
 t0=$SECONDS
-# The gpu test binary (built already by `cargo test --workspace`, so this only links
-# at most): its path from cargo's JSON messages.
-bin=$(cargo test -p wgpu-attention --test gpu --no-run --message-format=json \
+# The gpu test binary built by `cargo test --workspace` (the same features, so
+# nothing is rebuilt; `-p wgpu-attention` unifies features differently and
+# rebuilt the whole graph, ~14 min in a clean clone): its path from cargo's JSON.
+bin=$(cargo test --workspace --test gpu --no-run --message-format=json \
     | grep '"reason":"compiler-artifact"' \
     | grep '"kind":\["test"\]' | grep '"name":"gpu"' \
     | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)
