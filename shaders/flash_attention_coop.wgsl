@@ -10,7 +10,7 @@
 //   3. each lane runs the online softmax of its row over the tile's scores in
 //      f32 (scale, softcap, masks, ALiBi: flash_score) and accumulates P·V from
 //      the V tile, as flash_attention_tiled does;
-//   or, with PV = 1 (lines marked //pv: instead of //sc:, src/shaders/mod.rs):
+//   or, with PV = 1 (lines marked //?PV: instead of //?!PV:, src/shaders/mod.rs):
 //   3'. each lane finds its row's new maximum over the tile, writes the tile's
 //      weights P (f16, in [0, 1]) and rescales its row of the O tile (f32, in
 //      workgroup memory) by exp(m_old − m_new);
@@ -44,15 +44,15 @@ const DMAX: u32 = 64u;
 const BC: u32 = 32u;
 const BR: u32 = 64u;
 const T: u32 = 8u;
-const PV: u32 = 0u; // 1: P·V on the matrices too (the //pv: lines)
+const PV: u32 = 0u; // 1: P·V on the matrices too (the //?PV: lines)
 const DV: u32 = DMAX / 4u; // vec4 chunks of a row
 
 var<workgroup> qs: array<f16, BR * DMAX>;
 var<workgroup> ks: array<f16, BC * DMAX>;
-//sc:var<workgroup> vt: array<vec4<f32>, BC * DV>;
-//pv:var<workgroup> vs: array<f16, BC * DMAX>;
-//pv:var<workgroup> ps: array<f16, BR * BC>;
-//pv:var<workgroup> os: array<f32, BR * DMAX>;
+//?!PV:var<workgroup> vt: array<vec4<f32>, BC * DV>;
+//?PV:var<workgroup> vs: array<f16, BC * DMAX>;
+//?PV:var<workgroup> ps: array<f16, BR * BC>;
+//?PV:var<workgroup> os: array<f32, BR * DMAX>;
 var<workgroup> ss: array<f32, BR * BC>;
 var<workgroup> key_range: vec2<i32>;
 
@@ -76,13 +76,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         qs[e] = to_half(ld_q(flash_q_row(w, qf), e % DMAX));
     }
 
-//sc:    var acc: array<vec4<f32>, DV>;
-//sc:    for (var cv = 0u; cv < DV; cv++) {
-//sc:        acc[cv] = vec4(0.0);
-//sc:    }
-//pv:    for (var c = 0u; c < DMAX; c++) {
-//pv:        os[lid * DMAX + c] = 0.0;
-//pv:    }
+//?!PV:    var acc: array<vec4<f32>, DV>;
+//?!PV:    for (var cv = 0u; cv < DV; cv++) {
+//?!PV:        acc[cv] = vec4(0.0);
+//?!PV:    }
+//?PV:    for (var c = 0u; c < DMAX; c++) {
+//?PV:        os[lid * DMAX + c] = 0.0;
+//?PV:    }
     var m = NEG_BIG;
     var l = 0.0;
     let f = flash_row(w, w.row0);
@@ -94,16 +94,16 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             let j = min(u32(j0) + e / DMAX, p.nk - 1u);
             ks[e] = to_half(ld_k(kbase + j * p.k_sn, e % DMAX));
         }
-//sc:        for (var e = lid; e < BC * DV; e += BR) {
-//sc:            let j = min(u32(j0) + e / DV, p.nk - 1u);
-//sc:            let c = 4u * (e % DV);
-//sc:            let vr = vbase + j * p.v_sn;
-//sc:            vt[e] = vec4(ld_v(vr, c), ld_v(vr, c + 1u), ld_v(vr, c + 2u), ld_v(vr, c + 3u));
-//sc:        }
-//pv:        for (var e = lid; e < BC * DMAX; e += BR) {
-//pv:            let j = min(u32(j0) + e / DMAX, p.nk - 1u);
-//pv:            vs[e] = to_half(ld_v(vbase + j * p.v_sn, e % DMAX));
-//pv:        }
+//?!PV:        for (var e = lid; e < BC * DV; e += BR) {
+//?!PV:            let j = min(u32(j0) + e / DV, p.nk - 1u);
+//?!PV:            let c = 4u * (e % DV);
+//?!PV:            let vr = vbase + j * p.v_sn;
+//?!PV:            vt[e] = vec4(ld_v(vr, c), ld_v(vr, c + 1u), ld_v(vr, c + 2u), ld_v(vr, c + 3u));
+//?!PV:        }
+//?PV:        for (var e = lid; e < BC * DMAX; e += BR) {
+//?PV:            let j = min(u32(j0) + e / DMAX, p.nk - 1u);
+//?PV:            vs[e] = to_half(ld_v(vbase + j * p.v_sn, e % DMAX));
+//?PV:        }
         workgroupBarrier();
         for (var slab = sg; slab < BR / T; slab += nsg) {
             let arow = slab * T * DMAX;
@@ -123,64 +123,64 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             }
         }
         workgroupBarrier();
-//sc:        for (var t = 0u; t < BC; t++) {
-//sc:            let j = u32(j0) + t;
-//sc:            let x = flash_score(ss[lid * BC + t] * p.scale, w, f, j, flash_bias(f, j));
-//sc:            let m_new = max(m, x);
-//sc:            let corr = exp(m - m_new);
-//sc:            let pr = select(0.0, exp(x - m_new), x > MASKED);
-//sc:            l = l * corr + pr;
-//sc:            m = m_new;
-//sc:            for (var cv = 0u; cv < DV; cv++) {
-//sc:                acc[cv] = acc[cv] * corr + pr * vt[t * DV + cv];
-//sc:            }
-//sc:        }
-//pv:        // The row's scores after the transform (kept in ss) and their maximum.
-//pv:        var m_new = m;
-//pv:        for (var t = 0u; t < BC; t++) {
-//pv:            let j = u32(j0) + t;
-//pv:            let x = flash_score(ss[lid * BC + t] * p.scale, w, f, j, flash_bias(f, j));
-//pv:            ss[lid * BC + t] = x;
-//pv:            m_new = max(m_new, x);
-//pv:        }
-//pv:        let corr = exp(m - m_new);
-//pv:        l *= corr;
-//pv:        for (var t = 0u; t < BC; t++) {
-//pv:            let x = ss[lid * BC + t];
-//pv:            let ph = f16(select(0.0, exp(x - m_new), x > MASKED));
-//pv:            ps[lid * BC + t] = ph;
-//pv:            l += f32(ph); // the weights as rounded, so they sum to l
-//pv:        }
-//pv:        m = m_new;
-//pv:        for (var c = 0u; c < DMAX; c++) {
-//pv:            os[lid * DMAX + c] *= corr;
-//pv:        }
-//pv:        workgroupBarrier();
-//pv:        for (var slab = sg; slab < BR / T; slab += nsg) {
-//pv:            for (var dt = 0u; dt < DMAX / T; dt++) {
-//pv:                let oi = slab * T * DMAX + dt * T;
-//pv:                var o = coopLoadT<coop_mat8x8<f32, C>>(&os[oi], DMAX);
-//pv:                for (var kt = 0u; kt < BC / T; kt++) {
-//pv:                    let pi = slab * T * BC + kt * T;
-//pv:                    let vi = kt * T * DMAX + dt * T;
-//pv:                    let a = coopLoadT<coop_mat8x8<f16, A>>(&ps[pi], BC);
-//pv:                    let b = coopLoadT<coop_mat8x8<f16, B>>(&vs[vi], DMAX);
-//pv:                    o = coopMultiplyAdd(a, b, o);
-//pv:                }
-//pv:                let stride = DMAX;
-//pv:                coopStoreT(o, &os[oi], stride);
-//pv:            }
-//pv:        }
+//?!PV:        for (var t = 0u; t < BC; t++) {
+//?!PV:            let j = u32(j0) + t;
+//?!PV:            let x = flash_score(ss[lid * BC + t] * p.scale, w, f, j, flash_bias(f, j));
+//?!PV:            let m_new = max(m, x);
+//?!PV:            let corr = exp(m - m_new);
+//?!PV:            let pr = select(0.0, exp(x - m_new), x > MASKED);
+//?!PV:            l = l * corr + pr;
+//?!PV:            m = m_new;
+//?!PV:            for (var cv = 0u; cv < DV; cv++) {
+//?!PV:                acc[cv] = acc[cv] * corr + pr * vt[t * DV + cv];
+//?!PV:            }
+//?!PV:        }
+//?PV:        // The row's scores after the transform (kept in ss) and their maximum.
+//?PV:        var m_new = m;
+//?PV:        for (var t = 0u; t < BC; t++) {
+//?PV:            let j = u32(j0) + t;
+//?PV:            let x = flash_score(ss[lid * BC + t] * p.scale, w, f, j, flash_bias(f, j));
+//?PV:            ss[lid * BC + t] = x;
+//?PV:            m_new = max(m_new, x);
+//?PV:        }
+//?PV:        let corr = exp(m - m_new);
+//?PV:        l *= corr;
+//?PV:        for (var t = 0u; t < BC; t++) {
+//?PV:            let x = ss[lid * BC + t];
+//?PV:            let ph = f16(select(0.0, exp(x - m_new), x > MASKED));
+//?PV:            ps[lid * BC + t] = ph;
+//?PV:            l += f32(ph); // the weights as rounded, so they sum to l
+//?PV:        }
+//?PV:        m = m_new;
+//?PV:        for (var c = 0u; c < DMAX; c++) {
+//?PV:            os[lid * DMAX + c] *= corr;
+//?PV:        }
+//?PV:        workgroupBarrier();
+//?PV:        for (var slab = sg; slab < BR / T; slab += nsg) {
+//?PV:            for (var dt = 0u; dt < DMAX / T; dt++) {
+//?PV:                let oi = slab * T * DMAX + dt * T;
+//?PV:                var o = coopLoadT<coop_mat8x8<f32, C>>(&os[oi], DMAX);
+//?PV:                for (var kt = 0u; kt < BC / T; kt++) {
+//?PV:                    let pi = slab * T * BC + kt * T;
+//?PV:                    let vi = kt * T * DMAX + dt * T;
+//?PV:                    let a = coopLoadT<coop_mat8x8<f16, A>>(&ps[pi], BC);
+//?PV:                    let b = coopLoadT<coop_mat8x8<f16, B>>(&vs[vi], DMAX);
+//?PV:                    o = coopMultiplyAdd(a, b, o);
+//?PV:                }
+//?PV:                let stride = DMAX;
+//?PV:                coopStoreT(o, &os[oi], stride);
+//?PV:            }
+//?PV:        }
         workgroupBarrier();
     }
     if (w.valid) {
-//sc:        for (var cv = 0u; cv < (p.d + 3u) / 4u; cv++) {
-//sc:            flash_store4(w, f, 4u * cv, acc[cv], l);
-//sc:        }
-//pv:        for (var cv = 0u; cv < (p.d + 3u) / 4u; cv++) {
-//pv:            let r = lid * DMAX + 4u * cv;
-//pv:            flash_store4(w, f, 4u * cv, vec4(os[r], os[r + 1u], os[r + 2u], os[r + 3u]), l);
-//pv:        }
+//?!PV:        for (var cv = 0u; cv < (p.d + 3u) / 4u; cv++) {
+//?!PV:            flash_store4(w, f, 4u * cv, acc[cv], l);
+//?!PV:        }
+//?PV:        for (var cv = 0u; cv < (p.d + 3u) / 4u; cv++) {
+//?PV:            let r = lid * DMAX + 4u * cv;
+//?PV:            flash_store4(w, f, 4u * cv, vec4(os[r], os[r + 1u], os[r + 2u], os[r + 3u]), l);
+//?PV:        }
         flash_store_lse(w, f, m, l);
     }
 }

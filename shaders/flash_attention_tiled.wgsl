@@ -15,8 +15,9 @@
 //      groups are formed from subgroup_invocation_id within one subgroup (the
 //      host makes G a divisor of the smallest subgroup size the device reports
 //      and WG a multiple of the largest, never assuming a size), so the shuffles
-//      stay inside a group. Lines marked `//sg:` are compiled in only when G > 1
-//      (src/shaders/mod.rs), so the G = 1 kernel needs no subgroup feature.
+//      stay inside a group. Lines marked `//?SG:` are compiled in only with
+//      SG = 1 (the host sets it when G > 1; src/shaders/mod.rs), so the G = 1
+//      kernel needs no subgroup feature.
 // A workgroup covers (WG / G) · R rows.
 //
 // BC is chosen by the host from the granted workgroup memory (2·BC·DMAX·4 bytes).
@@ -31,11 +32,12 @@
 override WG: u32 = 64u; // lanes per workgroup
 
 // Substituted by the host: head-dim bucket, keys per tile, rows per group,
-// lanes per group (USE_SG = 1 when G > 1: the shuffles need subgroups).
+// lanes per group, SG = 1 when G > 1 (the shuffles need subgroups).
 const DMAX: u32 = 64u;
 const BC: u32 = 32u;
 const R: u32 = 1u;
 const G: u32 = 1u;
+const SG: u32 = 0u;
 const DV: u32 = DMAX / 4u; // vec4 chunks of a row
 const DL: u32 = DV / G;    // chunks per lane
 
@@ -46,24 +48,24 @@ var<workgroup> key_range: vec2<i32>;
 // The sum of x over the G lanes of a group.
 fn group_sum(x: f32) -> f32 {
     var s = x;
-//sg:    for (var o = 1u; o < G; o *= 2u) {
-//sg:        s += subgroupShuffleXor(s, o);
-//sg:    }
+//?SG:    for (var o = 1u; o < G; o *= 2u) {
+//?SG:        s += subgroupShuffleXor(s, o);
+//?SG:    }
     return s;
 }
 
 @compute @workgroup_size(WG, 1, 1)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32,
-//sg:        @builtin(subgroup_id) sg_id: u32, @builtin(subgroup_size) sg_size: u32,
-//sg:        @builtin(subgroup_invocation_id) sg_lane: u32,
+//?SG:        @builtin(subgroup_id) sg_id: u32, @builtin(subgroup_size) sg_size: u32,
+//?SG:        @builtin(subgroup_invocation_id) sg_lane: u32,
         ) {
     // Row group and lane within it: from the subgroup's own numbering when the
     // group spans lanes, so a group never straddles two subgroups.
     var group = lid;
     var g = 0u;
-//sg:    group = (sg_id * sg_size + sg_lane) / G;
-//sg:    g = sg_lane % G;
+//?SG:    group = (sg_id * sg_size + sg_lane) / G;
+//?SG:    g = sg_lane % G;
     let w = flash_work(linear_workgroup(wg, nwg), group, WG / G, R);
     // The same for every lane (the work split is per workgroup); loaded uniformly so
     // the tile loop, and the barriers in it, are in uniform control flow. A surplus

@@ -245,6 +245,7 @@ impl FusedVariant {
                     ("BC", keys),
                     ("R", self.rows),
                     ("G", split),
+                    ("SG", (split > 1) as u32),
                 ])
                 .overrides(&[("WG", lanes as f64)]),
             Kind::Coop {

@@ -305,6 +305,34 @@ pub fn storage_bindings(name: &str) -> Vec<String> {
         .collect()
 }
 
+/// Conditional lines: a line starting `//?NAME:` is compiled in (the marker
+/// removed) when define `NAME` is given and nonzero, one starting `//?!NAME:`
+/// when it is not; the other stays a comment. For code that needs what not
+/// every device has (subgroup builtins) or that replaces a step (P·V).
+fn conditional_lines(src: &str, consts: &[(&str, u32)]) -> String {
+    let on = |n: &str| consts.iter().any(|&(c, v)| c == n && v != 0);
+    let mut out = String::with_capacity(src.len());
+    for line in src.lines() {
+        let kept = match line.strip_prefix("//?") {
+            None => line,
+            Some(rest) => {
+                let (negate, rest) = rest.strip_prefix('!').map_or((false, rest), |r| (true, r));
+                let (define, code) = rest
+                    .split_once(':')
+                    .unwrap_or_else(|| panic!("conditional line without `NAME:`: {line}"));
+                if on(define) != negate {
+                    code
+                } else {
+                    line
+                }
+            }
+        };
+        out.push_str(kept);
+        out.push('\n');
+    }
+    out
+}
+
 fn with_consts(name: &str, consts: &[(&str, u32)]) -> String {
     let mut src = resolved(name);
     if name == "flash_attention_cpu" {
@@ -313,14 +341,8 @@ fn with_consts(name: &str, consts: &[(&str, u32)]) -> String {
         ));
         return src;
     }
-    if name == "flash_attention_tiled" && consts.iter().any(|&(c, v)| c == "G" && v > 1) {
-        // The lane-group code: subgroup builtins and shuffles.
-        src = src.replace("//sg:", "");
-    }
+    let mut src = conditional_lines(&src, consts);
     if name == "flash_attention_coop" {
-        // P·V on the matrices (`//pv:` lines) or scalar (`//sc:` lines).
-        let pv = consts.iter().any(|&(c, v)| c == "PV" && v == 1);
-        src = src.replace(if pv { "//pv:" } else { "//sc:" }, "");
         // The matrix types follow the tile (wgpu's WGSL names the size in the type).
         if let Some((_, t)) = consts.iter().find(|(c, _)| *c == "T") {
             src = src.replace("coop_mat8x8", &format!("coop_mat{t}x{t}"));
