@@ -16,7 +16,7 @@ use crate::transform::MaskInfo;
 use super::decode::FEW_QUERIES;
 #[cfg(test)]
 use super::fused::base_variant;
-use super::fused::variant_for;
+use super::fused::{variant_for, MANY_QUERIES};
 
 /// One candidate's measurement: the median run and its first (cold) compile.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -229,7 +229,7 @@ pub fn candidates(caps: &DeviceCaps, heuristic: Tuning, d: usize) -> Vec<Tuning>
     // GPU listing a shape), the scalar one and the one with P·V on the matrices
     // measured against it: emulated or narrow matrix units can lose (peers
     // measured coop P·V slower than scalar).
-    if let Ok(Some(_)) = super::coop::coop_variant(caps, base, d, 1024, true) {
+    if let Ok(Some(_)) = super::coop::coop_variant(caps, base, d, MANY_QUERIES, true) {
         tries.push(base.with_coop(crate::gpu::Coop::Off));
         tries.push(base.with_coop(crate::gpu::Coop::Full));
     }
@@ -238,7 +238,7 @@ pub fn candidates(caps: &DeviceCaps, heuristic: Tuning, d: usize) -> Vec<Tuning>
     for t in tries {
         // The variant many f16 queries would get (the coop kernel included);
         // a forced shape the device cannot run is no candidate.
-        let Ok(v) = variant_for(caps, t, d, 1024, true) else {
+        let Ok(v) = variant_for(caps, t, d, MANY_QUERIES, true) else {
             continue;
         };
         if !seen.contains(&v) {
@@ -385,7 +385,11 @@ mod tests {
         let caps = DeviceCaps::new(&info, wgpu::Limits::default(), wgpu::Features::empty());
         let kernels: Vec<String> = candidates(&caps, heuristic, 64)
             .iter()
-            .map(|&t| variant_for(&caps, t, 64, 1024, true).unwrap().describe())
+            .map(|&t| {
+                variant_for(&caps, t, 64, MANY_QUERIES, true)
+                    .unwrap()
+                    .describe()
+            })
             .collect();
         for want in [
             "64 lanes × 1 row per lane, K/V tiles of 31 keys",
@@ -416,7 +420,11 @@ mod tests {
         );
         let kernels: Vec<String> = candidates(&small, heuristic, 64)
             .iter()
-            .map(|&t| variant_for(&small, t, 64, 1024, true).unwrap().describe())
+            .map(|&t| {
+                variant_for(&small, t, 64, MANY_QUERIES, true)
+                    .unwrap()
+                    .describe()
+            })
             .collect();
         assert!(
             !kernels.iter().any(|k| k.contains("128 lanes")),

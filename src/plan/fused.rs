@@ -91,6 +91,10 @@ pub(crate) fn base_variant(tuning: Tuning, d: usize, limits: &wgpu::Limits) -> F
     }
 }
 
+/// A query count that stands for "many queries" where a variant is asked for
+/// without a problem (specializations, autotune candidates, `attn info`).
+pub(crate) const MANY_QUERIES: usize = 1024;
+
 /// The many-query variant for head dim `d` and `nq` queries over Q and K of
 /// `qk_f16` (both f16): the cooperative-matrix kernel where the tuning's
 /// [`crate::gpu::Coop`] takes it ([`super::coop::coop_variant`]), else

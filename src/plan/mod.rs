@@ -306,7 +306,7 @@ pub fn describe_fused_kernel_for(
     dtype: crate::DType,
 ) -> String {
     let t = tuning.granted(caps.features);
-    match fused::variant_for(caps, t, d, 1024, dtype == crate::DType::F16) {
+    match fused::variant_for(caps, t, d, fused::MANY_QUERIES, dtype == crate::DType::F16) {
         Ok(v) => v.describe(),
         Err(e) => format!("none: {e}"),
     }

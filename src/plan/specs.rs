@@ -35,7 +35,8 @@ fn transform_overrides() -> Vec<[(&'static str, f64); 4]> {
 /// with its rows fitted to any Nq (powers of two below its rows, and its rows),
 /// the few-query lane-split variants, each with and without the vec4 bias.
 pub(crate) fn fused_variants(caps: &DeviceCaps, tuning: Tuning, d: usize) -> Vec<FusedVariant> {
-    let Ok(base) = super::fused::variant_for(caps, tuning, d, 1024, false) else {
+    let Ok(base) = super::fused::variant_for(caps, tuning, d, super::fused::MANY_QUERIES, false)
+    else {
         // A forced shape this device cannot run: the plan refuses it.
         return Vec::new();
     };
@@ -60,7 +61,8 @@ pub(crate) fn fused_variants(caps: &DeviceCaps, tuning: Tuning, d: usize) -> Vec
         tuning.with_coop(crate::gpu::Coop::On),
         tuning.with_coop(crate::gpu::Coop::Full),
     ] {
-        if let Ok(Some(v)) = super::coop::coop_variant(caps, t, d, 1024, true) {
+        if let Ok(Some(v)) = super::coop::coop_variant(caps, t, d, super::fused::MANY_QUERIES, true)
+        {
             shapes.push(v);
         }
     }
