@@ -47,6 +47,16 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let vbase = p.v_off + w.b * p.v_sb + w.hk * p.v_sh;
     for (var jj = w.j_lo; jj < w.j_hi; jj++) {
         let j = u32(jj);
+        // The caller's block mask (src/mods.rs): at each key block, skip it when
+        // mask_mod excludes it for every row, note when it includes it whole.
+//?MOD_BLOCKS:        if (jj == w.j_lo || (j + p.kv_base) % MOD_BK == 0u) {
+//?MOD_BLOCKS:            let mc = flash_mod_class(w, j, j);
+//?MOD_BLOCKS:            if (mc == MOD_EMPTY) {
+//?MOD_BLOCKS:                jj += i32(flash_mod_skip(j, 1u));
+//?MOD_BLOCKS:                continue;
+//?MOD_BLOCKS:            }
+//?MOD_BLOCKS:            mod_full = mc == MOD_FULL;
+//?MOD_BLOCKS:        }
         let kr = kbase + j * p.k_sn;
         // Zeroed explicitly: WGSL zero-initializes a loop-local `var` on every
         // iteration, but SwiftShader through Chromium's compiler kept the sums of the

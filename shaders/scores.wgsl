@@ -17,6 +17,7 @@ struct Params {
     k_sn: u32, k_sd: u32, scale: f32, bias_kind: u32,
     m_sb: u32, m_sh: u32, m_sq: u32, m_sk: u32,
     alibi: u32, diag_off: i32, softcap: f32, m_off: u32,
+    mod_b0: u32, mod_h0: u32, kv_base: u32, _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -69,6 +70,15 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
                 if (p.alibi != 0u) {
                     v -= slopes[h] * abs(f32(i32(row) + p.diag_off - i32(col)));
                 }
+                // A caller's mods (src/mods.rs), at the problem's (b, h) and key
+                // position; an excluded entry is left for the softmax to drop.
+//?SCORE_MOD:                if (v > MASKED) {
+//?SCORE_MOD:                    let y = score_mod(v, p.mod_b0 + b, p.mod_h0 + h, row, col + p.kv_base);
+//?SCORE_MOD:                    v = select(NEG_BIG, min(y, 1.0e38), y > MASKED);
+//?SCORE_MOD:                }
+//?MASK_MOD:                if (!mask_mod(p.mod_b0 + b, p.mod_h0 + h, row, col + p.kv_base)) {
+//?MASK_MOD:                    v = NEG_BIG;
+//?MASK_MOD:                }
                 s[(bh * p.nq + row) * p.nk + col] = v;
             }
         }

@@ -74,6 +74,10 @@ pub enum Error {
     /// An optional device feature the operation needs was not granted.
     #[error("{0}")]
     MissingFeature(String),
+    /// A score or mask mod (src/mods.rs) that does not parse, type-check or
+    /// fit the kernels; the message names its file and line.
+    #[error("{0}")]
+    InvalidMod(String),
     /// wgpu reported a validation or out-of-memory error.
     #[error("GPU error: {0}")]
     Gpu(String),

@@ -33,6 +33,7 @@ pub mod kv_cache;
 pub mod mask;
 mod mask_tensor;
 pub mod mha;
+pub mod mods;
 pub mod plan;
 pub mod positional;
 mod record;

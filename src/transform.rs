@@ -82,6 +82,9 @@ pub struct ScoreTransform {
     pub diag_off: i64,
     /// The dense mask, if any (its tensor travels with the call).
     pub mask: Option<MaskInfo>,
+    /// A caller's score and mask mods ([`crate::mods`]), applied after ALiBi
+    /// (`score_mod`) and with the rules (`mask_mod`).
+    pub mods: Option<crate::mods::ModRef>,
 }
 
 impl ScoreTransform {
@@ -156,6 +159,11 @@ impl ScoreTransform {
                 offset: m.offset + b as u32 * m.strides[0] + h0 as u32 * m.strides[1],
                 ..m
             }),
+            mods: self.mods.as_ref().map(|m| crate::mods::ModRef {
+                b0: m.b0 + b as u32,
+                h0: m.h0 + h0 as u32,
+                ..m.clone()
+            }),
             ..self.clone()
         }
     }
@@ -173,6 +181,10 @@ impl ScoreTransform {
                 ..self.masking.clone()
             },
             diag_off: self.diag_off - p0 as i64,
+            mods: self.mods.as_ref().map(|m| crate::mods::ModRef {
+                kv0: m.kv0 + p0 as u32,
+                ..m.clone()
+            }),
             ..self.clone()
         }
     }

@@ -284,6 +284,11 @@ fn representative(p: &AttentionProblem, path: AttentionPath) -> Result<Attention
             ..p.transform.masking.clone()
         },
         diag_off: p.transform.masking.diagonal_offset(sh.nq, sh.nk),
+        // The block mask of the representative shape, not the caller's.
+        mods: p.transform.mods.as_ref().map(|m| crate::mods::ModRef {
+            dims: [sh.b, sh.hq, sh.nq, sh.nk],
+            ..m.clone()
+        }),
         ..p.transform.clone()
     };
     Ok(rep)

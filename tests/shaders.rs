@@ -114,7 +114,8 @@ fn devices() -> Vec<(String, DeviceCaps, Tuning)> {
     out
 }
 
-type SourceKey = (&'static str, Vec<(&'static str, u32)>);
+/// Kernel, defines, and whether a caller's mods (the example ones) are spliced in.
+type SourceKey = (&'static str, Vec<(&'static str, u32)>, bool);
 
 #[test]
 fn every_specialization_a_device_can_pick_validates() {
@@ -135,7 +136,7 @@ fn every_specialization_a_device_can_pick_validates() {
             .flat_map(|t| wgpu_attention::plan::specializations(&caps, t))
         {
             let list = sources
-                .entry((s.kernel.name, s.defines.clone()))
+                .entry((s.kernel.name, s.defines.clone(), s.mods.is_some()))
                 .or_default();
             if !list.contains(&s) {
                 list.push(s);
@@ -191,7 +192,7 @@ fn every_source_validates_in_every_storage_mode() {
     for (_, caps, t) in devices() {
         for s in wgpu_attention::plan::specializations(&caps, t) {
             sources
-                .entry((s.kernel.name, s.defines.clone()))
+                .entry((s.kernel.name, s.defines.clone(), s.mods.is_some()))
                 .or_insert(s);
         }
     }
@@ -202,14 +203,18 @@ fn every_source_validates_in_every_storage_mode() {
         &|i| [Elem::F32, Elem::BF16, Elem::F16Packed, Elem::F16][i % 4],
     ];
     let mut work = Vec::new();
-    for ((name, defines), s) in &sources {
+    for ((name, defines, with_mods), s) in &sources {
         let names: Vec<&'static str> = storage_bindings(name)
             .into_iter()
             .map(|n| &*Box::leak(n.into_boxed_str()))
             .collect();
         if names.is_empty() {
-            // softmax: scores in, weights out, both f32 intermediates.
-            assert_eq!(*name, "softmax", "{name} has no #storage binding");
+            // softmax: scores in, weights out, both f32 intermediates;
+            // block_mask: the mods binding alone.
+            assert!(
+                ["softmax", "block_mask"].contains(name),
+                "{name} has no #storage binding"
+            );
             continue;
         }
         // Word loads of K and V (P2) need them packed.
@@ -224,7 +229,7 @@ fn every_source_validates_in_every_storage_mode() {
                 })
                 .collect();
             let spec = s.clone().elems(&elems);
-            work.push(((*name, defines.clone()), spec));
+            work.push(((*name, defines.clone(), *with_mods), spec));
         }
     }
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -250,7 +255,7 @@ fn every_source_validates_in_every_storage_mode() {
 
 /// Parses and validates one source, then applies and translates each override
 /// set of `specs` (all with that source); the number of specializations checked.
-fn validate_source((name, defines): &SourceKey, specs: &[Specialization]) -> usize {
+fn validate_source((name, defines, _): &SourceKey, specs: &[Specialization]) -> usize {
     let src = specs[0].source();
     let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| {
         panic!(
@@ -353,14 +358,14 @@ fn storage_bindings_have_the_declared_access() {
     let mut seen = std::collections::BTreeSet::new();
     for (_, caps, tuning) in devices() {
         for s in wgpu_attention::plan::specializations(&caps, tuning) {
-            if !seen.insert(s.kernel.name) {
+            // With and without a caller's mods (one binding more).
+            if !seen.insert((s.kernel.name, s.mods.is_some())) {
                 continue;
             }
             let module = naga::front::wgsl::parse_str(&s.source()).unwrap();
             let b = bindings(&module);
             let want: Vec<(u32, bool)> = s
-                .kernel
-                .storage_read_only
+                .storage_read_only()
                 .iter()
                 .enumerate()
                 .map(|(i, &ro)| (i as u32 + 1, ro))

@@ -14,7 +14,7 @@ import puppeteer from 'puppeteer-core';
 
 const url = process.argv[2] || 'http://127.0.0.1:8000/index.html';
 const shot = process.argv[3] || 'screenshot.png';
-const timeout = Number(process.env.TEST_TIMEOUT_MS || 300000);
+const timeout = Number(process.env.TEST_TIMEOUT_MS || 600000);
 const DEFAULT_FLAGS = [
   '--no-sandbox',            // root / containers: no setuid or namespace sandbox
   '--enable-unsafe-webgpu',  // exposes WebGPU on Linux (Dawn; SwiftShader when there is no GPU)
@@ -35,6 +35,9 @@ try {
     headless: true,
     args: [...flags],
     timeout,
+    // A waitForSelector is one CDP call: without this, puppeteer's default of
+    // 180 s cuts the in-page validation matrix short (162 cases × 2 variants).
+    protocolTimeout: timeout,
   });
   console.log(`chromium ${await browser.version()} flags: ${flags.join(' ')}`);
   const page = await browser.newPage();

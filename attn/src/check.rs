@@ -15,6 +15,11 @@ pub fn judge(reports: &[(&str, Report)], tol: f64) -> Result<()> {
 /// Prints the reports and fails when one is outside its own relative L2
 /// tolerance (the third element).
 pub fn judge_each(reports: &[(&str, Report, f64)]) -> Result<()> {
+    judge_against(reports, "the f64 reference")
+}
+
+/// [`judge_each`] against `against` (what the outputs were compared with).
+pub fn judge_against(reports: &[(&str, Report, f64)], against: &str) -> Result<()> {
     let mut failed = Vec::new();
     for &(name, r, tol) in reports {
         let ok = r.passes(tol);
@@ -36,11 +41,11 @@ pub fn judge_each(reports: &[(&str, Report, f64)]) -> Result<()> {
         ),
     };
     if failed.is_empty() {
-        println!("check: every output within {what} of the f64 reference");
+        println!("check: every output within {what} of {against}");
         Ok(())
     } else {
         Err(CheckFailed(format!(
-            "--check failed: {} (tolerance: {what}, no NaN, infinities matched)",
+            "--check failed: {} (tolerance: {what} of {against}, no NaN, infinities matched)",
             failed.join(", ")
         ))
         .into())

@@ -36,7 +36,9 @@ macro_rules! bad_input {
 pub(crate) use bad_input;
 
 /// Exit code of a library error: bad input (shapes, masks, options, sizes over
-/// the device's limits, no adapter) is 2; the GPU failing at run time is 1.
+/// the device's limits, no adapter, a mod that does not parse, type-check or
+/// fit the kernels: `InvalidMod` as `InvalidArgument`) is 2; the GPU failing at
+/// run time is 1.
 fn library_code(e: &wgpu_attention::Error) -> i32 {
     use wgpu_attention::Error as E;
     match e {

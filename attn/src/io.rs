@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use npyz::{DType, TypeChar, WriterBuilder};
+use wgpu_attention::mods::ModData;
 use wgpu_attention::DType as WDType;
 
 use crate::error::bad_input;
@@ -48,15 +49,20 @@ pub struct MaskArray {
     pub data: MaskData,
 }
 
-fn open_npy(path: &Path, flag: &str) -> Result<npyz::NpyFile<std::io::BufReader<std::fs::File>>> {
-    let file = std::fs::File::open(path)
-        .map_err(|e| bad_input!("{flag} {}: cannot open: {e}", path.display()))?;
+type Npy = npyz::NpyFile<std::io::BufReader<std::fs::File>>;
+
+fn open_npy(path: &Path, flag: &str) -> Result<Npy> {
+    open_npy_as(path, &format!("{flag} {}", path.display()))
+}
+
+/// Opens a C-order `.npy`; errors start with `what` (the flag and file).
+fn open_npy_as(path: &Path, what: &str) -> Result<Npy> {
+    let file = std::fs::File::open(path).map_err(|e| bad_input!("{what}: cannot open: {e}"))?;
     let npy = npyz::NpyFile::new(std::io::BufReader::new(file))
-        .map_err(|e| bad_input!("{flag} {}: not a readable .npy file: {e}", path.display()))?;
+        .map_err(|e| bad_input!("{what}: not a readable .npy file: {e}"))?;
     if npy.order() != npyz::Order::C {
         return Err(bad_input!(
-            "{flag} {}: array is in Fortran order; save it C-contiguous (np.ascontiguousarray)",
-            path.display()
+            "{what}: array is in Fortran order; save it C-contiguous (np.ascontiguousarray)"
         ));
     }
     Ok(npy)
@@ -209,6 +215,68 @@ pub fn read_ints(path: &Path, flag: &str) -> Result<Vec<u64>> {
                 .map_err(|_| bad_input!("{flag} {}: negative value {v}", path.display()))
         })
         .collect()
+}
+
+/// Reads a `--mod-buffer` `.npy`: 1-D float32, int32 or uint32 as stored;
+/// int64 and uint64 narrowed to i32 and u32 when every value fits (the
+/// kernels read 32-bit words). `what` names the flag and file in errors.
+pub fn read_mod_buffer(path: &Path, what: &str) -> Result<ModData> {
+    let npy = open_npy_as(path, what)?;
+    let dtype = npy.dtype();
+    let shape = shape_of(&npy);
+    const SUPPORTED: &str = "expected float32, int32 or uint32 (int64 and uint64 are narrowed to 32 bits when every value fits)";
+    if shape.len() != 1 {
+        return Err(bad_input!(
+            "{what}: shape {shape:?}; expected a 1-D array (np.ravel it; the mods index it with one u32)"
+        ));
+    }
+    let err = |e: std::io::Error| bad_input!("{what}: cannot read the data: {e}");
+    fn narrow<S: Copy + std::fmt::Display, T: TryFrom<S>>(
+        v: Vec<S>,
+        what: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<Vec<T>> {
+        v.iter()
+            .enumerate()
+            .map(|(i, &x)| {
+                T::try_from(x).map_err(|_| {
+                    bad_input!(
+                        "{what}: {from} value {x} at index {i} does not fit {to}; the mods read 32-bit buffers (store it as float32, int32 or uint32)"
+                    )
+                })
+            })
+            .collect()
+    }
+    let data = match plain(&dtype) {
+        Some((TypeChar::Float, 4)) => ModData::F32(npy.into_vec::<f32>().map_err(err)?),
+        Some((TypeChar::Int, 4)) => ModData::I32(npy.into_vec::<i32>().map_err(err)?),
+        Some((TypeChar::Uint, 4)) => ModData::U32(npy.into_vec::<u32>().map_err(err)?),
+        Some((TypeChar::Int, 8)) => ModData::I32(narrow(
+            npy.into_vec::<i64>().map_err(err)?,
+            what,
+            "int64",
+            "int32",
+        )?),
+        Some((TypeChar::Uint, 8)) => ModData::U32(narrow(
+            npy.into_vec::<u64>().map_err(err)?,
+            what,
+            "uint64",
+            "uint32",
+        )?),
+        _ => {
+            return Err(bad_input!(
+                "{what}: dtype {} is not supported; {SUPPORTED}",
+                dtype_name(&dtype)
+            ))
+        }
+    };
+    if shape[0] == 0 {
+        return Err(bad_input!(
+            "{what}: the array is empty; a mod buffer needs at least one element"
+        ));
+    }
+    Ok(data)
 }
 
 fn conv<T: Into<i64>>(v: std::io::Result<Vec<T>>, flag: &str, path: &Path) -> Result<Vec<i64>> {

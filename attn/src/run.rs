@@ -1,5 +1,6 @@
-//! `attn run`: attention on Q, K, V from files, optionally checked against the
-//! f64 CPU reference.
+//! `attn run`: attention on Q, K, V from files, optionally with WGSL mods from
+//! files, optionally checked against the f64 CPU reference (with mods, which
+//! have no CPU twin: against a second GPU path).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -15,9 +16,9 @@ use wgpu_attention::{
 
 use crate::args::{
     check_softcap, dtype_arg, f16_storage_name, upload_mask, value_name, DeviceArgs, InputArgs,
-    LayoutArg, MaskArgs, TuningArgs,
+    LayoutArg, MaskArgs, ModArgs, TuningArgs,
 };
-use crate::check::judge_each;
+use crate::check::{judge_against, judge_each};
 use crate::error::bad_input;
 use crate::io;
 
@@ -54,6 +55,7 @@ impl PathArg {
   attn run --safetensors qkv_bf16.safetensors --out o.safetensors --check
   attn run --q q.npy --k k.npy --v v.npy --dtype f16 --out o16.npy --check
   attn run --q q.npy --k k.npy --v v.npy --mask keep.npy --kv-lengths 5,7 --weights p.npy
+  attn run --q q.npy --k k.npy --v v.npy --mask-mod doc_mask.wgsl --mod-buffer doc=doc.npy --check
 
 Q is [B, Hq, Nq, D] and K, V are [B, Hkv, Nk, D] (with --layout bnhd: [B, N, H, D]);
 Hq must be a multiple of Hkv. O is written in Q's layout, LSE as [B, Hq, Nq]
@@ -74,12 +76,23 @@ GPU) each of its f16 roundings adds 2^-11: Q and K unless stored in f16 (O,
 LSE), the weights with P·V on the matrices (O).
 Outputs are written to a temporary file in the same directory and renamed, so a
 failed run leaves no partial file (they are written when --check fails: they are
-what the GPU computed).")]
+what the GPU computed).
+--score-mod and --mask-mod splice WGSL functions into every path's kernels
+(programmable attention); --mod-buffer NAME=FILE.npy gives them tables, e.g.
+  fn mask_mod(b: u32, h: u32, q: u32, kv: u32) -> bool { return doc(q) == doc(kv); }
+A mod that does not parse or type-check is bad input naming FILE:LINE:COL.
+Mods from files have no CPU twin, so the f64 reference cannot apply them: with
+mods --check compares the requested path with the unfused path (scores,
+softmax and weighted sum as separate kernels, each applying the mods), or,
+when the unfused path ran, with the fused path, within the same tolerances
+(O's rounding counted for both; no weights to compare on the fused path).")]
 pub struct RunArgs {
     #[command(flatten)]
     pub input: InputArgs,
     #[command(flatten)]
     pub masks: MaskArgs,
+    #[command(flatten)]
+    pub mods: ModArgs,
     /// Soft-capping c·tanh(s/c) of the scaled scores (Gemma-2 style).
     #[arg(long, value_name = "C")]
     pub softcap: Option<f32>,
@@ -105,7 +118,7 @@ pub struct RunArgs {
     /// Attention weights, f32 [B, Hq, Nq, Nk] (unfused path), .npy or .safetensors.
     #[arg(long, value_name = "FILE")]
     pub weights: Option<PathBuf>,
-    /// Compare with the f64 CPU reference; exit 1 when outside the tolerance.
+    /// Compare with the f64 CPU reference (with mods: with a second GPU path); exit 1 when outside the tolerance.
     #[arg(long)]
     pub check: bool,
     /// Relative L2 tolerance of --check for every output [default: 1e-5, plus the unit roundoff of O's dtype for O].
@@ -138,6 +151,8 @@ pub fn run_main(a: RunArgs) -> Result<()> {
             "--kv-split 0: expected at least 1 key per split"
         ));
     }
+    // Mods are read and checked before the inputs and the device.
+    let mods = a.mods.load()?;
     if let (Some(p), Some(d)) = (&a.out, a.dtype) {
         // Before reading the inputs.
         io::check_output_dtype(p, "--out", d, &format!("--dtype {d}"))?;
@@ -170,6 +185,9 @@ pub fn run_main(a: RunArgs) -> Result<()> {
         value_name(inputs.layout),
         value_name(a.path)
     );
+    if let Some(m) = &mods {
+        println!("mods: {}", m.summary);
+    }
     let t0 = Instant::now();
     let [q, k, v] = inputs.upload(&gpu, a.dtype)?;
     let dtypes = DTypes {
@@ -210,6 +228,7 @@ pub fn run_main(a: RunArgs) -> Result<()> {
         kv_split: a.kv_split,
         tuning: a.tuning.mode(),
         out_dtype: Some(o_dtype),
+        mods: mods.as_ref().map(|m| &m.mods),
     };
     // --coop fixes the variants (a problem the library refuses is reported by
     // the call itself).
@@ -269,7 +288,21 @@ pub fn run_main(a: RunArgs) -> Result<()> {
         ));
     }
 
-    let verdict = if a.check {
+    let verdict = if !a.check {
+        Ok(())
+    } else if mods.as_ref().is_some_and(|m| !m.mods.has_cpu_twins()) {
+        // The f64 reference cannot run the mods: a second GPU path, whose
+        // kernels apply the same mods on their own, is the comparison.
+        println!(
+            "check: the mods have no CPU twin: checked against {}, not the f64 reference",
+            if out.path == AttentionPath::Unfused {
+                "the fused path (the unfused path ran)"
+            } else {
+                "the unfused path (scores → softmax → weighted sum, separate kernels)"
+            }
+        );
+        cross_check(&a, &opts, [&q, &k, &v], &out, &lse, &weights)
+    } else {
         // The reference reads exactly what the GPU read: the uploaded tensors,
         // downloaded in logical BHND order and widened (exactly) to f32.
         let [qr, kr, vr] = [&q, &k, &v].map(Tensor::to_vec_blocking);
@@ -287,38 +320,17 @@ pub fn run_main(a: RunArgs) -> Result<()> {
                 mask: host_mask.as_ref(),
                 alibi: slopes.as_deref(),
                 softcap: a.softcap.map(f64::from),
+                // With CPU twins only (checked above).
+                mods: mods.as_ref().map(|m| &m.mods),
             },
         );
         println!(
             "reference: f64 CPU on the values the GPU read, {:.0} ms",
             t.elapsed().as_secs_f64() * 1e3
         );
-        // The cooperative-matrix kernel rounds Q and K to f16 for Q·Kᵀ (exact
-        // when they are f16) and with P·V on the matrices the weights too: each
-        // rounding adds f16's unit roundoff (as validation::Case::tolerance).
-        let coop = out.kernels.contains("flash_attention_coop");
-        let half = Tolerance::stored(DType::F16).rel_l2 - Tolerance::F32.rel_l2;
-        let qk_round = if coop && (dtypes.q != DType::F16 || dtypes.k != DType::F16) {
-            half
-        } else {
-            0.0
-        };
-        let p_round = if coop && out.kernels.contains("P·V on") {
-            half
-        } else {
-            0.0
-        };
+        let (qk_round, p_round) = coop_rounding(&out.kernels, &dtypes);
         if a.tol.is_none() && qk_round + p_round > 0.0 {
-            println!(
-                "tolerance: the cooperative-matrix kernel ran: + {:.1e} for its f16 roundings ({})",
-                qk_round + p_round,
-                [(qk_round > 0.0, "Q and K"), (p_round > 0.0, "the weights")]
-                    .iter()
-                    .filter(|(on, _)| *on)
-                    .map(|(_, w)| *w)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
+            print_coop_tolerance(qk_round, p_round);
         }
         let f32_tol = a.tol.unwrap_or(Tolerance::F32.rel_l2 + qk_round);
         let o_tol = a
@@ -332,8 +344,6 @@ pub fn run_main(a: RunArgs) -> Result<()> {
             reports.push(("weights", verify(w, &want.p), f32_tol));
         }
         judge_each(&reports)
-    } else {
-        Ok(())
     };
     // Results are written even when the check fails (they are what the GPU computed).
     for (path, name, raw) in &writes {
@@ -341,4 +351,137 @@ pub fn run_main(a: RunArgs) -> Result<()> {
         println!("wrote {} {:?} {}", path.display(), raw.shape, raw.dtype);
     }
     verdict
+}
+
+/// The tolerance the cooperative-matrix kernel adds where it ran (as
+/// validation::Case::tolerance): it rounds Q and K to f16 for Q·Kᵀ (exact when
+/// they are f16) and, with P·V on the matrices, the weights too; each rounding
+/// adds f16's unit roundoff. (Q·K rounding, weights rounding.)
+fn coop_rounding(kernels: &str, dtypes: &DTypes) -> (f64, f64) {
+    let coop = kernels.contains("flash_attention_coop");
+    let half = Tolerance::stored(DType::F16).rel_l2 - Tolerance::F32.rel_l2;
+    let qk = if coop && (dtypes.q != DType::F16 || dtypes.k != DType::F16) {
+        half
+    } else {
+        0.0
+    };
+    let p = if coop && kernels.contains("P·V on") {
+        half
+    } else {
+        0.0
+    };
+    (qk, p)
+}
+
+fn print_coop_tolerance(qk_round: f64, p_round: f64) {
+    println!(
+        "tolerance: the cooperative-matrix kernel ran: + {:.1e} for its f16 roundings ({})",
+        qk_round + p_round,
+        [(qk_round > 0.0, "Q and K"), (p_round > 0.0, "the weights")]
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, w)| *w)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+}
+
+/// `--check` with mods that have no CPU twin: the outputs of the path that ran
+/// against a second GPU path with the same options and mods, the unfused path
+/// (its `scores` kernel applies the mods per key, no block mask), or the fused
+/// path when the unfused one ran (the decode path where the fused kernel is
+/// refused). Tolerances as against the reference, with O's rounding to its
+/// dtype and the cooperative-matrix kernel's roundings counted for both runs.
+fn cross_check(
+    a: &RunArgs,
+    opts: &AttentionOptions,
+    [q, k, v]: [&Tensor; 3],
+    out: &wgpu_attention::Attention,
+    lse: &Option<Vec<f32>>,
+    weights: &Option<Vec<f32>>,
+) -> Result<()> {
+    let mut other = AttentionOptions {
+        path: if out.path == AttentionPath::Unfused {
+            AttentionPath::Fused
+        } else {
+            AttentionPath::Unfused
+        },
+        return_weights: false,
+        return_lse: lse.is_some(),
+        // Deterministic variants, nothing measured, for the comparison.
+        tuning: wgpu_attention::TuningMode::Heuristic,
+        ..opts.clone()
+    };
+    let t = Instant::now();
+    let want = match attention(q, k, v, &other) {
+        Err(e) if other.path == AttentionPath::Fused && !gpu_failure(&e) => {
+            println!("check: the fused path refused this problem ({e}): the decode path instead");
+            other.path = AttentionPath::Decode;
+            attention(q, k, v, &other)
+        }
+        r => r,
+    };
+    let want = want.map_err(|e| {
+        anyhow::Error::new(e).context(format!(
+            "--check: the {} path (the comparison for the mods)",
+            format!("{:?}", other.path).to_lowercase()
+        ))
+    })?;
+    let want_o = want.o.to_vec_blocking()?;
+    let want_lse = want.lse.as_ref().map(Tensor::to_vec_blocking).transpose()?;
+    println!(
+        "comparison: the {} path on the same GPU, {:.0} ms; kernels: {}",
+        format!("{:?}", want.path).to_lowercase(),
+        t.elapsed().as_secs_f64() * 1e3,
+        want.kernels
+    );
+    let dtypes = DTypes {
+        q: q.dtype(),
+        k: k.dtype(),
+        v: v.dtype(),
+        o: out.o.dtype(),
+    };
+    let (qk1, p1) = coop_rounding(&out.kernels, &dtypes);
+    let (qk2, p2) = coop_rounding(&want.kernels, &dtypes);
+    let (qk_round, p_round) = (qk1 + qk2, p1 + p2);
+    if a.tol.is_none() && qk_round + p_round > 0.0 {
+        print_coop_tolerance(qk_round, p_round);
+    }
+    let f32_tol = a.tol.unwrap_or(Tolerance::F32.rel_l2 + qk_round);
+    // Both O are rounded to O's dtype: its unit roundoff counts twice.
+    let o_round = Tolerance::stored(out.o.dtype()).rel_l2 - Tolerance::F32.rel_l2;
+    let o_tol = a
+        .tol
+        .unwrap_or(Tolerance::F32.rel_l2 + 2.0 * o_round + qk_round + p_round);
+    let wide = |x: &[f32]| x.iter().map(|&v| f64::from(v)).collect::<Vec<f64>>();
+    let o = out.o.to_vec_blocking()?;
+    let mut reports = vec![("o", verify(&o, &wide(&want_o)), o_tol)];
+    if let (Some(l), Some(w)) = (lse, &want_lse) {
+        reports.push(("lse", verify(l, &wide(w)), f32_tol));
+    }
+    if weights.is_some() {
+        println!(
+            "check weights not checked: the {} path returns no weights",
+            format!("{:?}", want.path).to_lowercase()
+        );
+    }
+    let against = format!(
+        "the {} path (not the f64 reference: the mods have no CPU twin{})",
+        format!("{:?}", want.path).to_lowercase(),
+        if weights.is_some() {
+            "; weights not compared"
+        } else {
+            ""
+        }
+    );
+    judge_against(&reports, &against)
+}
+
+/// Whether a library error is the GPU failing (not a refusal of the problem).
+fn gpu_failure(e: &wgpu_attention::Error) -> bool {
+    use wgpu_attention::Error as E;
+    matches!(
+        e,
+        E::Gpu(_) | E::DeviceLost(_) | E::Readback(_) | E::RequestDevice { .. }
+    )
 }

@@ -31,7 +31,7 @@ struct Params {
     m_sb: u32, m_sh: u32, m_sq: u32, m_sk: u32,
     alibi: u32, neg_inf_bits: u32, softcap: f32, splits: u32,
     split_len: u32, o_ss: u32, lse_ss: u32, lane_splits: u32,
-    head_rows: u32, lse_off: u32, _pad0: u32, _pad1: u32,
+    head_rows: u32, lse_off: u32, kv_base: u32, mod_nkb: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -58,6 +58,7 @@ struct FlashWork {
     j_lo: i32,   // keys any row of the block may see: [j_lo, j_hi)
     j_hi: i32,
     key_len: u32,
+    block_last: u32, // last query row of the block (head_rows > 1: nq - 1)
 }
 
 // Workgroup = (batch·head, key split, query block), `rows` rows per invocation.
@@ -102,6 +103,7 @@ fn flash_work(wid: u32, lid: u32, lanes: u32, rows: u32) -> FlashWork {
         w.key_len = key_lengths[w.b];
     }
     let block_last = min(w.block0 + span, p.nq) - 1u;
+    w.block_last = block_last;
     w.j_lo = i32(w.split * p.split_len);
     w.j_hi = min(i32(w.key_len), i32((w.split + 1u) * p.split_len));
     if (p.causal != 0u) {
@@ -220,8 +222,64 @@ fn flash_score(s: f32, w: FlashWork, f: FlashRow, j: u32, bias: f32) -> f32 {
     if (USE_ALIBI && p.alibi != 0u) {
         x -= f.slope * abs(f32(i32(f.n) + p.diag_off - i32(j)));
     }
+//?SCORE_MOD:    if (x > MASKED) {
+//?SCORE_MOD:        let y = score_mod(x, w.b, f.h, f.n, j + p.kv_base);
+//?SCORE_MOD:        x = select(NEG_BIG, min(y, 1.0e38), y > MASKED);
+//?SCORE_MOD:    }
+//?MASK_MOD:    if (!mod_full) {
+//?MASK_MOD:        visible = visible && mask_mod(w.b, f.h, f.n, j + p.kv_base);
+//?MASK_MOD:    }
     return select(NEG_BIG, x, visible && x > MASKED);
 }
+
+// A caller's mask_mod (src/mods.rs): true while the key loop is in a block the
+// block mask classified full (the predicate is then not evaluated).
+//?MASK_MOD:var<private> mod_full: bool = false;
+
+// The block mask (src/mods.rs): one class per (b, h, query block, key block)
+// after the caller's buffers in the mods binding, mod_nkb key blocks per row
+// (0 = no block mask for this launch).
+//?MOD_BLOCKS:const MOD_EMPTY: u32 = 0u;
+//?MOD_BLOCKS:const MOD_PARTIAL: u32 = 1u;
+//?MOD_BLOCKS:const MOD_FULL: u32 = 2u;
+//?MOD_BLOCKS:const MOD_BQ: u32 = 64u;
+//?MOD_BLOCKS:const MOD_BK: u32 = 64u;
+//?MOD_BLOCKS:
+//?MOD_BLOCKS:// The class of keys [j_first, j_last] for every row the workgroup owns (its
+//?MOD_BLOCKS:// query blocks, and with head_rows > 1 each of its heads): empty when every
+//?MOD_BLOCKS:// block is, full when every block is, else partial.
+//?MOD_BLOCKS:fn flash_mod_class(w: FlashWork, j_first: u32, j_last: u32) -> u32 {
+//?MOD_BLOCKS:    if (p.mod_nkb == 0u) {
+//?MOD_BLOCKS:        return MOD_PARTIAL;
+//?MOD_BLOCKS:    }
+//?MOD_BLOCKS:    let nqb = (p.nq + MOD_BQ - 1u) / MOD_BQ;
+//?MOD_BLOCKS:    let kb0 = min((j_first + p.kv_base) / MOD_BK, p.mod_nkb - 1u);
+//?MOD_BLOCKS:    let kb1 = min((j_last + p.kv_base) / MOD_BK, p.mod_nkb - 1u);
+//?MOD_BLOCKS:    let qb0 = min(w.block0, p.nq - 1u) / MOD_BQ;
+//?MOD_BLOCKS:    let qb1 = w.block_last / MOD_BQ;
+//?MOD_BLOCKS:    var any = false;
+//?MOD_BLOCKS:    var all = true;
+//?MOD_BLOCKS:    for (var hh = 0u; hh < p.head_rows; hh++) {
+//?MOD_BLOCKS:        let h = min(w.h + hh, p.hq - 1u);
+//?MOD_BLOCKS:        for (var qb = qb0; qb <= qb1; qb++) {
+//?MOD_BLOCKS:            let row = MOD_CLASSES + ((w.b * p.hq + h) * nqb + qb) * p.mod_nkb;
+//?MOD_BLOCKS:            for (var kb = kb0; kb <= kb1; kb++) {
+//?MOD_BLOCKS:                let c = mods[row + kb];
+//?MOD_BLOCKS:                any = any || c != MOD_EMPTY;
+//?MOD_BLOCKS:                all = all && c == MOD_FULL;
+//?MOD_BLOCKS:            }
+//?MOD_BLOCKS:        }
+//?MOD_BLOCKS:    }
+//?MOD_BLOCKS:    return select(select(MOD_EMPTY, MOD_PARTIAL, any), MOD_FULL, all);
+//?MOD_BLOCKS:}
+//?MOD_BLOCKS:
+//?MOD_BLOCKS:// Keys to add to j0, besides the loop's own step of `step`, to leave an empty
+//?MOD_BLOCKS:// class of [j0, j0 + step - 1]: whole steps up to the end of the key block
+//?MOD_BLOCKS:// holding its last key (so the keys skipped all lie in empty blocks).
+//?MOD_BLOCKS:fn flash_mod_skip(j0: u32, step: u32) -> u32 {
+//?MOD_BLOCKS:    let end = ((j0 + step - 1u + p.kv_base) / MOD_BK + 1u) * MOD_BK - p.kv_base;
+//?MOD_BLOCKS:    return (max((end - j0) / step, 1u) - 1u) * step;
+//?MOD_BLOCKS:}
 
 // Element c of row `base` of Q / K / V; Q is zero past D (so padded chunks add
 // nothing), K and V clamp to the last element (valid memory, times zero).

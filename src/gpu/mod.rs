@@ -19,6 +19,7 @@
 mod adapter;
 mod caps;
 mod device;
+pub(crate) use device::GpuInner;
 pub(crate) mod env;
 pub use env::parse_features;
 mod memory;

@@ -14,7 +14,7 @@ use crate::shaders::Specialization;
 pub(crate) struct Kernel {
     pub(crate) pipeline: wgpu::ComputePipeline,
     pub(crate) layout: wgpu::BindGroupLayout,
-    pub(crate) read_only: &'static [bool],
+    pub(crate) read_only: Vec<bool>,
     /// In a browser the validation scope around pipeline creation resolves after
     /// `kernel()` returns: it is kept here and checked at every later lookup and
     /// readback ([`crate::gpu::Gpu::settle_kernels`]), so a rejected shader is reported
@@ -47,6 +47,8 @@ pub(crate) struct PipelineKey {
     defines: Vec<(&'static str, u32)>,
     overrides: Vec<(&'static str, u64)>,
     elems: Vec<(&'static str, crate::shaders::Elem)>,
+    /// The mods' source hash and switches.
+    mods: Option<(u64, [(&'static str, u32); 3])>,
 }
 
 impl PipelineKey {
@@ -56,6 +58,7 @@ impl PipelineKey {
             defines: s.defines.clone(),
             overrides: s.overrides.iter().map(|(n, v)| (*n, v.to_bits())).collect(),
             elems: s.elems.clone(),
+            mods: s.mods.as_ref().map(|m| (m.hash, m.flags())),
         }
     }
 }
@@ -120,7 +123,8 @@ pub(crate) fn build(device: &wgpu::Device, s: &Specialization) -> Result<Kernel>
         count: None,
     };
     let mut entries = vec![buffer(0, wgpu::BufferBindingType::Uniform)];
-    for (i, &read_only) in s.kernel.storage_read_only.iter().enumerate() {
+    let read_only = s.storage_read_only();
+    for (i, &read_only) in read_only.iter().enumerate() {
         entries.push(buffer(
             i as u32 + 1,
             wgpu::BufferBindingType::Storage { read_only },
@@ -155,7 +159,7 @@ pub(crate) fn build(device: &wgpu::Device, s: &Specialization) -> Result<Kernel>
     Ok(Kernel {
         pipeline,
         layout,
-        read_only: s.kernel.storage_read_only,
+        read_only,
         #[cfg(target_arch = "wasm32")]
         pending: std::cell::RefCell::new(resolved.is_none().then_some(pop as PendingScope)),
     })

@@ -232,7 +232,7 @@ impl<'g> Recorder<'g> {
             wgpu::BufferUsages::UNIFORM,
         )?;
         let mut scratch: Vec<Option<Arc<wgpu::Buffer>>> = Vec::with_capacity(buffers.len());
-        for (b, &ro) in buffers.iter().zip(kernel.read_only) {
+        for (b, &ro) in buffers.iter().zip(&kernel.read_only) {
             scratch.push(match (b, ro) {
                 (None, false) => Some(self.absent_output()?),
                 _ => None,

@@ -369,7 +369,8 @@ pub(super) struct Params {
     lane_splits: u32,
     head_rows: u32,
     lse_off: u32,
-    _pad: [u32; 2],
+    kv_base: u32,
+    mod_nkb: u32,
 }}
 
 /// Records `launch` over `q` `[B, Hq, Nq, D]`, `k` and `v` `[B, Hkv, Nk, D]`
@@ -421,23 +422,39 @@ pub(crate) fn record_fused(
         lane_splits: launch.lane_splits as u32,
         head_rows: launch.head_rows as u32,
         lse_off: out.lse.map_or(0, |t| t.offset() as u32),
-        _pad: [0; 2],
+        kv_base: t.mods.as_ref().map_or(0, |m| m.kv0),
+        mod_nkb: t
+            .mods
+            .as_ref()
+            .filter(|m| m.mods.block_skipping())
+            .map_or(0, |m| m.dims[3].div_ceil(crate::mods::BLOCK_K) as u32),
+    };
+    let mods = match &t.mods {
+        Some(m) => Some(
+            m.mods
+                .binding(gpu, m.mods.block_skipping().then_some(m.dims))?,
+        ),
+        None => None,
     };
     let kernel = gpu.kernel(&launch.spec)?;
+    let mut buffers = vec![
+        Some(q.buffer()),
+        Some(k.buffer()),
+        Some(v.buffer()),
+        mask.map(|m| &*m.buffer),
+        lengths.as_ref(),
+        slopes.as_ref(),
+        Some(out.o.buffer()),
+        out.lse.map(Tensor::buffer),
+    ];
+    if let Some(m) = &mods {
+        buffers.push(Some(m));
+    }
     rec.dispatch(
         &kernel,
         "flash_attention",
         &params,
-        &[
-            Some(q.buffer()),
-            Some(k.buffer()),
-            Some(v.buffer()),
-            mask.map(|m| &*m.buffer),
-            lengths.as_ref(),
-            slopes.as_ref(),
-            Some(out.o.buffer()),
-            out.lse.map(Tensor::buffer),
-        ],
+        &buffers,
         launch.workgroups,
     )
 }

@@ -4,6 +4,7 @@
 //! [`Recorder`](crate::gpu::Recorder) (so several kernels go out in one submission) and
 //! a convenience function that records and submits.
 
+pub mod block_mask;
 pub mod cast;
 pub mod decode;
 pub mod flash_attention;
@@ -42,6 +43,21 @@ pub(crate) fn specializations(
     out
 }
 
+/// The specializations besides the fused family that splice in a caller's
+/// `mods`: the unfused scores kernel and the block-mask kernel.
+pub(crate) fn mod_specializations(
+    tuning: crate::gpu::Tuning,
+    mods: Option<std::sync::Arc<crate::mods::ModWgsl>>,
+) -> Vec<crate::shaders::Specialization> {
+    use crate::shaders::Specialization;
+    vec![
+        Specialization::new(&scores::SPEC)
+            .overrides(&TileConfig::new(tuning).constants)
+            .mods(mods.clone()),
+        Specialization::new(&block_mask::SPEC).mods(mods),
+    ]
+}
+
 /// Every kernel's uniform block as its Rust mirror lays it out, by kernel name
 /// (for the boundary test in `tests/shaders.rs`).
 pub fn uniform_layouts() -> Vec<(&'static str, (Vec<uniform::Member>, usize))> {
@@ -55,6 +71,7 @@ pub fn uniform_layouts() -> Vec<(&'static str, (Vec<uniform::Member>, usize))> {
         ("rope", layout::<rope::Params>()),
         ("decode", layout::<decode::Params>()),
         ("cast", layout::<cast::Params>()),
+        ("block_mask", layout::<block_mask::Params>()),
         ("flash_attention", layout::<flash_attention::Params>()),
         ("flash_attention_cpu", layout::<flash_attention::Params>()),
         ("flash_attention_tiled", layout::<flash_attention::Params>()),

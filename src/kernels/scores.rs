@@ -36,6 +36,10 @@ pub(super) struct Params {
     diag_off: i32,
     softcap: f32,
     m_off: u32,
+    mod_b0: u32,
+    mod_h0: u32,
+    kv_base: u32,
+    _pad: u32,
 }}
 
 /// ALiBi inside the score path: `− slopes[h] · |i + diag_off − j|`, the distance
@@ -112,6 +116,7 @@ pub fn record_scores(
         masking: Masking::default(),
         diag_off: alibi.map_or(0, |a| a.diag_off),
         mask,
+        mods: None,
     };
     t.validate(sh.hq)?;
     let out = Tensor::output(q.gpu(), "scores", &dims, None)?;
@@ -162,24 +167,31 @@ pub(crate) fn record_scores_into(
         diag_off: t.diag_off as i32,
         softcap: t.softcap.unwrap_or(0.0),
         m_off: additive.map_or(0, |m| m.offset),
+        mod_b0: t.mods.as_ref().map_or(0, |m| m.b0),
+        mod_h0: t.mods.as_ref().map_or(0, |m| m.h0),
+        kv_base: t.mods.as_ref().map_or(0, |m| m.kv0),
+        _pad: 0,
     };
     let kernel = gpu.kernel(
         &Specialization::new(&SPEC)
             .overrides(&tile.constants)
-            .elems(&[("q", elem(q)), ("k", elem(k))]),
+            .elems(&[("q", elem(q)), ("k", elem(k))])
+            .mods(t.mods.as_ref().map(|m| m.mods.wgsl().clone())),
     )?;
+    let mods = match &t.mods {
+        Some(m) => Some(m.mods.binding(gpu, None)?),
+        None => None,
+    };
     let total = (sh.b * sh.hq) as u64 * params.tiles_m as u64 * params.tiles_n as u64;
-    rec.dispatch(
-        &kernel,
-        "scores",
-        &params,
-        &[
-            Some(q.buffer()),
-            Some(k.buffer()),
-            additive.and(bias).map(|m| &*m.buffer),
-            slopes.as_ref(),
-            Some(out.buffer()),
-        ],
-        total,
-    )
+    let mut buffers = vec![
+        Some(q.buffer()),
+        Some(k.buffer()),
+        additive.and(bias).map(|m| &*m.buffer),
+        slopes.as_ref(),
+        Some(out.buffer()),
+    ];
+    if let Some(m) = &mods {
+        buffers.push(Some(m));
+    }
+    rec.dispatch(&kernel, "scores", &params, &buffers, total)
 }

@@ -96,6 +96,7 @@ pub fn record_softmax(
         masking: masking.clone(),
         diag_off: masking.diagonal_offset(nq, nk),
         mask: info,
+        mods: None,
     };
     let p = Tensor::output(gpu, "attention weights", &dims, None)?;
     let lse = if want_lse {

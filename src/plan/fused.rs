@@ -316,7 +316,10 @@ pub(crate) fn launch(
         heads * splits as u64 * blocks_q as u64
     };
     Ok(FusedLaunch {
-        spec: variant.specialization(t.fused_overrides()).elems(&elems),
+        spec: variant
+            .specialization(t.fused_overrides())
+            .elems(&elems)
+            .mods(t.mods.as_ref().map(|m| m.mods.wgsl().clone())),
         variant,
         lane_splits,
         head_rows,

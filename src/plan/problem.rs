@@ -40,6 +40,9 @@ pub struct AttentionOptions<'a> {
     pub tuning: TuningMode,
     /// O's dtype; `None` = Q's. The LSE is always f32.
     pub out_dtype: Option<DType>,
+    /// A caller's WGSL `score_mod` / `mask_mod` with their buffers
+    /// ([`crate::mods`]), on every path, combined with the options above.
+    pub mods: Option<&'a crate::mods::Mods>,
 }
 
 /// How a call's kernel variants are chosen.
@@ -220,6 +223,13 @@ impl AttentionProblem {
             masking: opts.masking.clone(),
             diag_off: opts.masking.diagonal_offset(sh.nq, sh.nk),
             mask,
+            mods: opts.mods.map(|m| crate::mods::ModRef {
+                mods: m.clone(),
+                b0: 0,
+                h0: 0,
+                kv0: 0,
+                dims: [sh.b, sh.hq, sh.nq, sh.nk],
+            }),
         };
         transform.validate(sh.hq)?;
         Ok(AttentionProblem {
@@ -250,6 +260,7 @@ impl AttentionProblem {
                 masking: Masking::default(),
                 diag_off: Masking::default().diagonal_offset(shape.nq, shape.nk),
                 mask: None,
+                mods: None,
             },
             want_lse: false,
             want_weights: false,

@@ -107,5 +107,22 @@ pub fn specializations(caps: &DeviceCaps, tuning: Tuning) -> Vec<Specialization>
     for s in kernels::specializations(caps, tuning) {
         push(s);
     }
+    // A caller's mods ([`crate::mods`], here the example ones) in every fused
+    // variant, the scores kernel and the block-mask kernel.
+    let example = Some(crate::mods::example().wgsl().clone());
+    for d in HEAD_DIM_BUCKETS {
+        for v in fused_variants(caps, tuning, d as usize) {
+            let t = transform_overrides()[0];
+            if v.bias4 {
+                continue;
+            }
+            let packed = [("k", Elem::BF16), ("v", Elem::BF16)];
+            let s = v.specialization(t).mods(example.clone());
+            push(if v.pairs { s.elems(&packed) } else { s });
+        }
+    }
+    for s in kernels::mod_specializations(tuning, example) {
+        push(s);
+    }
     out
 }

@@ -15,6 +15,9 @@ pub struct ReferenceOptions<'a> {
     pub alibi: Option<&'a [f32]>,
     /// `c·tanh(s/c)` on the scaled scores, before masks and biases.
     pub softcap: Option<f64>,
+    /// A caller's mods, through their CPU twins
+    /// ([`crate::mods::Mods::apply_reference`]; panics on a mod without one).
+    pub mods: Option<&'a crate::mods::Mods>,
 }
 
 /// Everything the reference attention computes.
@@ -74,7 +77,7 @@ pub fn attention<T: Copy + Into<f64>>(
         other => (None, other),
     };
     let diag_off = opts.masking.diagonal_offset(shape.nq, shape.nk);
-    let s = scores(
+    let mut s = scores(
         q,
         k,
         shape,
@@ -83,6 +86,9 @@ pub fn attention<T: Copy + Into<f64>>(
         opts.alibi.map(|a| (a, diag_off)),
         opts.softcap,
     );
+    if let Some(m) = opts.mods {
+        m.apply_reference(&mut s, [shape.b, shape.hq, shape.nq, shape.nk], 0);
+    }
     let sm = softmax(
         &s,
         [shape.b, shape.hq, shape.nq, shape.nk],

@@ -88,6 +88,7 @@ pub fn multi_head_attention<T: Copy + Into<f64>>(
         mask: opts.mask,
         alibi: opts.alibi.then_some(&slopes[..]),
         softcap: None,
+        mods: None,
     };
     let o = attention(&q, &k, &v, &shape, &ro).o;
     // Merge heads: [B, H, Nq, D] → [B, Nq, H·D].

@@ -138,6 +138,11 @@ pub struct Specialization {
     /// The element storage of each `#storage` binding, by name; unnamed ones
     /// are f32.
     pub elems: Vec<(&'static str, Elem)>,
+    /// A caller's score and mask mods ([`crate::mods`]): spliced in after the
+    /// kernel, bound as one more storage buffer (`mods`), and switching on the
+    /// kernel's `//?SCORE_MOD:`, `//?MASK_MOD:` and `//?MOD_BLOCKS:`
+    /// lines.
+    pub mods: Option<std::sync::Arc<crate::mods::ModWgsl>>,
 }
 
 impl Specialization {
@@ -148,7 +153,25 @@ impl Specialization {
             defines: Vec::new(),
             overrides: Vec::new(),
             elems: Vec::new(),
+            mods: None,
         }
+    }
+
+    /// With a caller's mods (or none).
+    pub fn mods(mut self, mods: Option<std::sync::Arc<crate::mods::ModWgsl>>) -> Self {
+        self.mods = mods;
+        self
+    }
+
+    /// The storage bindings' access after the uniform block: the kernel's,
+    /// then the mods binding where there are mods (read-write only for the
+    /// block-mask kernel, which writes the classes).
+    pub fn storage_read_only(&self) -> Vec<bool> {
+        let mut v = self.kernel.storage_read_only.to_vec();
+        if self.mods.is_some() {
+            v.push(self.kernel.name != "block_mask");
+        }
+        v
     }
 
     /// With the element storage of `#storage` bindings (F32 entries are
@@ -178,7 +201,23 @@ impl Specialization {
 
     /// The complete WGSL this specialization compiles.
     pub fn source(&self) -> String {
-        source_full(self.kernel.name, &self.defines, &self.elems)
+        let Some(m) = &self.mods else {
+            return source_full(self.kernel.name, &self.defines, &self.elems);
+        };
+        let mut consts = self.defines.clone();
+        consts.extend(m.flags());
+        let mut src = source_full(self.kernel.name, &consts, &self.elems);
+        let binding = self.kernel.storage_read_only.len() + 1;
+        let access = if self.kernel.name == "block_mask" {
+            "read_write"
+        } else {
+            "read"
+        };
+        src.push_str(&format!(
+            "\n@group(0) @binding({binding}) var<storage, {access}> mods: array<u32>;\n{}",
+            m.text
+        ));
+        src
     }
 }
 
@@ -204,6 +243,7 @@ pub const KERNELS: &[(&str, &str)] = &[
     ),
     ("decode", include_str!("../../shaders/decode.wgsl")),
     ("cast", include_str!("../../shaders/cast.wgsl")),
+    ("block_mask", include_str!("../../shaders/block_mask.wgsl")),
     (
         "flash_attention_cpu",
         include_str!("../../shaders/flash_attention_cpu.wgsl"),
@@ -305,6 +345,10 @@ pub fn storage_bindings(name: &str) -> Vec<String> {
         .collect()
 }
 
+/// The mods' switches ([`crate::mods::ModWgsl`]): conditional lines only,
+/// never substituted into a `const`.
+const MOD_FLAGS: &[&str] = &["SCORE_MOD", "MASK_MOD", "MOD_BLOCKS"];
+
 /// Conditional lines: a line starting `//?NAME:` is compiled in (the marker
 /// removed) when define `NAME` is given and nonzero, one starting `//?!NAME:`
 /// when it is not; the other stays a comment. For code that needs what not
@@ -334,21 +378,28 @@ fn conditional_lines(src: &str, consts: &[(&str, u32)]) -> String {
 }
 
 fn with_consts(name: &str, consts: &[(&str, u32)]) -> String {
-    let mut src = resolved(name);
+    let src = resolved(name);
+    let mut src = conditional_lines(&src, consts);
+    let mod_blocks = consts.iter().any(|&(c, v)| c == "MOD_BLOCKS" && v != 0);
+    let consts: Vec<(&str, u32)> = consts
+        .iter()
+        .filter(|(c, _)| !MOD_FLAGS.contains(c))
+        .copied()
+        .collect();
     if name == "flash_attention_cpu" {
         src.push_str(&straight_line::generate(
-            straight_line::Shape::from_defines(consts),
+            straight_line::Shape::from_defines(&consts),
+            mod_blocks,
         ));
         return src;
     }
-    let mut src = conditional_lines(&src, consts);
     if name == "flash_attention_coop" {
         // The matrix types follow the tile (wgpu's WGSL names the size in the type).
         if let Some((_, t)) = consts.iter().find(|(c, _)| *c == "T") {
             src = src.replace("coop_mat8x8", &format!("coop_mat{t}x{t}"));
         }
     }
-    for (cname, value) in consts {
+    for (cname, value) in &consts {
         let prefix = format!("const {cname}: u32 = ");
         let start = src
             .find(&prefix)
@@ -360,12 +411,20 @@ fn with_consts(name: &str, consts: &[(&str, u32)]) -> String {
 }
 
 /// The complete WGSL of kernel `name` with its default constants (for
-/// `flash_attention_cpu`, the body of the default shape; see [`source_with`]).
+/// `flash_attention_cpu`, the body of the default shape; see [`source_with`];
+/// for `block_mask`, which exists only with a caller's `mask_mod`, with
+/// [`crate::mods::example`]'s).
 ///
 /// # Panics
 /// If `name` is not a kernel of this crate or an import is unknown (both are
 /// build-time facts checked by the test suite).
 pub fn source(name: &str) -> String {
+    if name == "block_mask" {
+        // Nothing to classify without a mask_mod: the example mods'.
+        return Specialization::new(&crate::kernels::block_mask::SPEC)
+            .mods(Some(crate::mods::example().wgsl().clone()))
+            .source();
+    }
     source_with(name, &[])
 }
 

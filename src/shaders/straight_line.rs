@@ -140,12 +140,15 @@ impl Shape {
 
 /// The shape constants and `fn main` of `flash_attention_cpu` for `shape`,
 /// after a blank line (to follow the `.wgsl` file's text).
-pub(crate) fn generate(shape: Shape) -> String {
+///
+/// `mod_blocks`: the key loop skips the key blocks a caller's block mask
+/// excludes ([`crate::mods`]).
+pub(crate) fn generate(shape: Shape, mod_blocks: bool) -> String {
     let mut out = String::with_capacity(64 << 10);
     out.push('\n');
     constants(&mut out, shape);
     out.push('\n');
-    main(&mut out, shape);
+    main(&mut out, shape, mod_blocks);
     out
 }
 
@@ -272,7 +275,7 @@ fn load_block(out: &mut String, s: Shape, x: &str) {
 /// `fn main`: set up each row, then per block of KB keys load K, score, update
 /// the online softmax, load V and accumulate; finally store each row.
 #[rustfmt::skip] // one emitted WGSL line per Rust line
-fn main(out: &mut String, s: Shape) {
+fn main(out: &mut String, s: Shape, mod_blocks: bool) {
     let Shape { rows, keys, chunks, .. } = s;
     emit!(out, "@compute @workgroup_size(WG, 1, 1)");
     emit!(out, "fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,");
@@ -324,6 +327,15 @@ fn main(out: &mut String, s: Shape) {
     // The key loop, one block of KB keys per iteration. Key 0's `let j0`
     // shadows the loop variable with the same value as a u32.
     emit!(out, "    for (var j0 = j_start; j0 < w.j_hi; j0 += i32(KB)) {{");
+    if mod_blocks {
+        emit!(out, "        // The caller's block mask: skip blocks mask_mod excludes, do not evaluate it on full ones.");
+        emit!(out, "        let mc = flash_mod_class(w, u32(j0), u32(j0) + KB - 1u);");
+        emit!(out, "        if (mc == MOD_EMPTY) {{");
+        emit!(out, "            j0 += i32(flash_mod_skip(u32(j0), KB));");
+        emit!(out, "            continue;");
+        emit!(out, "        }}");
+        emit!(out, "        mod_full = mc == MOD_FULL;");
+    }
     for t in 0..keys {
         emit!(out, "        let j{t} = u32(j0) + {t}u;");
     }

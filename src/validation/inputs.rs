@@ -8,6 +8,7 @@ use crate::attention::AttentionOptions;
 use crate::error::{Error, Result};
 use crate::mask::{HostMask, Masking, Window};
 use crate::mask_tensor::MaskTensor;
+use crate::mods::{MaskMod, ModData, ModIndex, Mods, ScoreMod};
 use crate::positional::alibi_slopes;
 use crate::reference::ReferenceOptions;
 
@@ -33,6 +34,8 @@ pub struct CaseInputs {
     pub alibi: Option<Vec<f32>>,
     /// The cap of `softcap`.
     pub softcap: Option<f32>,
+    /// The mods of `document` and `score-mod` ([`crate::mods`]).
+    pub mods: Option<crate::mods::Mods>,
 }
 
 impl CaseInputs {
@@ -44,6 +47,7 @@ impl CaseInputs {
             mask,
             alibi: self.alibi.as_deref(),
             softcap: self.softcap,
+            mods: self.mods.as_ref(),
             ..Default::default()
         }
     }
@@ -55,6 +59,7 @@ impl CaseInputs {
             mask: self.mask.as_ref(),
             alibi: self.alibi.as_deref(),
             softcap: self.softcap.map(f64::from),
+            mods: self.mods.as_ref(),
             ..Default::default()
         }
     }
@@ -87,6 +92,7 @@ pub fn inputs(case: &Case) -> Result<CaseInputs> {
         mask: None,
         alibi: None,
         softcap: None,
+        mods: None,
     };
     let (nq, nk) = (sh.nq, sh.nk);
     match case.mask.as_str() {
@@ -135,6 +141,8 @@ pub fn inputs(case: &Case) -> Result<CaseInputs> {
         }
         "alibi" => p.alibi = Some(alibi_slopes(sh.hq)),
         "softcap" => p.softcap = Some(2.0),
+        "document" => p.mods = Some(document_mods(sh.b, nq, nk)?),
+        "score-mod" => p.mods = Some(score_mods(sh.hq)?),
         other => {
             return Err(Error::InvalidArgument(format!(
                 "unknown mask kind {other:?}: use one of {}",
@@ -143,4 +151,57 @@ pub fn inputs(case: &Case) -> Result<CaseInputs> {
         }
     }
     Ok(p)
+}
+
+/// `document`: a mask_mod attending within documents (per batch, lengths 1–12
+/// from a fixed pattern over the key positions, queries aligned to the last
+/// keys), read from two u32 buffers; the block mask on. The documents follow
+/// from the shape alone, so a shape's mods compile once (small buffers are
+/// compiled into the kernels: a seeded layout would build new pipelines per
+/// case).
+fn document_mods(b: usize, nq: usize, nk: usize) -> Result<Mods> {
+    let mut kdoc = Vec::with_capacity(b * nk);
+    let mut qdoc = Vec::with_capacity(b * nq);
+    for bi in 0..b {
+        let (mut doc, mut left) = (0u32, 1 + bi % 12);
+        let row: Vec<u32> = (0..nk)
+            .map(|_| {
+                if left == 0 {
+                    doc += 1;
+                    left = 1 + (doc as usize * 7 + bi * 5) % 12;
+                }
+                left -= 1;
+                doc
+            })
+            .collect();
+        // Query i sits at key position i + nk - nq (before key 0: document 0).
+        qdoc.extend((0..nq).map(|i| row[(i + nk).saturating_sub(nq).min(nk - 1)]));
+        kdoc.extend(row);
+    }
+    let (cq, ck) = (qdoc.clone(), kdoc.clone());
+    let wgsl = format!(
+        "fn mask_mod(b: u32, h: u32, q: u32, kv: u32) -> bool {{\n    return qdoc(b * {nq}u + q) == kdoc(b * {nk}u + kv);\n}}\n"
+    );
+    Mods::builder()
+        .mask_mod(MaskMod::new(wgsl, move |i: ModIndex| {
+            cq[i.b * nq + i.q] == ck[i.b * nk + i.kv]
+        }))
+        .buffer("qdoc", ModData::U32(qdoc))
+        .buffer("kdoc", ModData::U32(kdoc))
+        .build()
+}
+
+/// `score-mod`: a score_mod scaling each head by an f32 table entry (fixed per
+/// head count, see [`document_mods`]) and adding a bias from the indices, with
+/// a helper function of its own.
+fn score_mods(hq: usize) -> Result<Mods> {
+    let table: Vec<f32> = (0..hq).map(|h| 0.5 + (h * 5 % 8) as f32 / 8.0).collect();
+    let t = table.clone();
+    let wgsl = "fn my_bias(b: u32, q: u32, kv: u32) -> f32 {\n    return 0.25 * f32((q + 2u * kv) % 5u) - 0.5 * f32(b);\n}\n\nfn score_mod(score: f32, b: u32, h: u32, q: u32, kv: u32) -> f32 {\n    return score * head_scale(h) + my_bias(b, q, kv);\n}\n";
+    Mods::builder()
+        .score_mod(ScoreMod::new(wgsl, move |s, i: ModIndex| {
+            s * t[i.h] as f64 + 0.25 * ((i.q + 2 * i.kv) % 5) as f64 - 0.5 * i.b as f64
+        }))
+        .buffer("head_scale", ModData::F32(table))
+        .build()
 }

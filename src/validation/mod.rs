@@ -47,7 +47,7 @@ use crate::verify::{Report, Tolerance};
 pub const REL_L2_TOL: f64 = Tolerance::F32.rel_l2;
 
 /// The extra option a case exercises, besides the `causal` flag.
-pub const MASK_KINDS: [&str; 7] = [
+pub const MASK_KINDS: [&str; 9] = [
     "none",
     "additive",
     "key-padding",
@@ -55,6 +55,8 @@ pub const MASK_KINDS: [&str; 7] = [
     "window",
     "alibi",
     "softcap",
+    "document",
+    "score-mod",
 ];
 
 /// One attention problem with its options, path and kernel variant.
@@ -101,7 +103,10 @@ pub struct Case {
     /// diagonal shifted by one, −8 at random, else 0, 0.5 or 1), `key-padding` =
     /// per-batch key lengths (the last batch sees none), `bool` = a random dense
     /// bool mask (3 in 4 visible, per batch, broadcast over heads), `window` = a
-    /// sliding window (3 left, 1 right), `alibi` = the paper's slopes, `softcap` = 2.
+    /// sliding window (3 left, 1 right), `alibi` = the paper's slopes, `softcap` = 2,
+    /// `document` = a WGSL `mask_mod` attending within random documents (two
+    /// u32 buffers, block skipping on), `score-mod` = a WGSL `score_mod` with an
+    /// f32 per-head table ([`crate::mods`]).
     pub mask: String,
     /// `bhnd` or `bnhd`: memory order of Q, K, V (O follows Q).
     pub layout: String,
@@ -276,7 +281,7 @@ pub fn parse_layout(name: &str) -> Result<Layout> {
     }
 }
 
-/// The f32 case matrix ([`matrix_with`] `(full, &[DType::F32])`). The default (`full = false`, 126 cases) runs every mask kind ×
+/// The f32 case matrix ([`matrix_with`] `(full, &[DType::F32])`). The default (`full = false`, 162 cases) runs every mask kind ×
 /// every path on six shapes: head dims 1, 7, 64 and 80 (no tile divides them all),
 /// GQA and MQA, Nq < Nk, Nq > Nk (bottom-right causal masks whole rows), a decode
 /// shape (1 query, 1100 keys: several splits, the last partial), with the causal

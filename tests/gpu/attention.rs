@@ -77,6 +77,7 @@ fn check_splits(gpu: &Gpu, t: Tuning, ctx: &str, c: &Case, splits: &[usize]) {
         kv_split: None,
         tuning: wgpu_attention::TuningMode::Heuristic,
         out_dtype: None,
+        mods: None,
     };
     let out = run(gpu, t, |rec| record_attention(rec, &qt, &kt, &vt, &opts));
     assert_eq!(out.o.layout(), c.layout, "{ctx}: O keeps Q's layout");
@@ -91,6 +92,7 @@ fn check_splits(gpu: &Gpu, t: Tuning, ctx: &str, c: &Case, splits: &[usize]) {
             mask: c.mask.as_ref(),
             alibi,
             softcap: c.softcap.map(f64::from),
+            mods: None,
         },
     );
     check_o_lse(&out, &want, &ctx);

@@ -14,6 +14,7 @@ mod kv_cache;
 mod long;
 mod matmul;
 mod mha;
+mod mods;
 mod posenc;
 mod rope;
 mod scores;

@@ -1,10 +1,12 @@
 //! Options shared by several commands: device choice (`device`), Q/K/V inputs
-//! (`inputs`), masks and score options (`masks`), the tuning mode and the
-//! cooperative-matrix choice (`tuning`).
+//! (`inputs`), masks and score options (`masks`), programmable attention from
+//! WGSL files (`mods`), the tuning mode and the cooperative-matrix choice
+//! (`tuning`).
 
 mod device;
 mod inputs;
 mod masks;
+mod mods;
 mod tuning;
 
 use clap::ValueEnum;
@@ -12,6 +14,7 @@ use clap::ValueEnum;
 pub use device::{f16_storage_name, DeviceArgs};
 pub use inputs::{InputArgs, Inputs, LayoutArg};
 pub use masks::{check_softcap, upload_mask, MaskArgs};
+pub use mods::ModArgs;
 pub use tuning::{coop_forced, coop_name, CoopArg, TuningArgs};
 
 /// A dtype flag's value: `f32`, `f16` or `bf16` (clap value parser).

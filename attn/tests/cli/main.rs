@@ -1,7 +1,7 @@
 //! The `attn` binary on generated inputs: every `run` option against the f64
 //! reference, `mha` against the reference layer, `viz` PNGs, error exits, and
-//! the JSON of `info`, `validate` and `bench`, and the cooperative-matrix
-//! kernel's flags (`coop`).
+//! the JSON of `info`, `validate` and `bench`, the cooperative-matrix
+//! kernel's flags (`coop`), and WGSL mods from files (`mods`).
 //!
 //! Without an adapter the tests print `SKIPPED …`, or fail when
 //! `WGPU_ATTENTION_REQUIRE_ADAPTER=1`. They run on Vulkan when it is present (one
@@ -17,6 +17,7 @@ mod dtype;
 mod errors;
 mod info_viz;
 mod mha;
+mod mods;
 mod quiet;
 mod run;
 mod tune;
