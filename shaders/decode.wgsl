@@ -3,6 +3,8 @@
 //   O = Σ_s w_s·O_s / Σ_s w_s,  LSE = M + log Σ_s w_s.
 // A split that saw no key has LSE_s = −inf (its bits, set by the host) and weight
 // 0; a row no split saw gets O = 0 and LSE = −inf. No arithmetic on infinities.
+// With attention sinks (p.sink) the head's sink joins as one more term with
+// LSE = sink and O = 0: it adds to Σ w_s and to the LSE, and to no value.
 // One invocation per query row.
 
 #import shared/half
@@ -12,7 +14,7 @@ struct Params {
     rows: u32, d: u32, splits: u32, hq: u32,
     nq: u32, o_off: u32, o_sb: u32, o_sh: u32,
     o_sn: u32, o_sd: u32, write_lse: u32, neg_inf_bits: u32,
-    part_ss: u32, lse_ss: u32, lse_off: u32, _pad: u32,
+    part_ss: u32, lse_ss: u32, lse_off: u32, sink: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -20,6 +22,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read> lse_part: array<f32>; // [S, rows]
 #storage 3 o read_write
 @group(0) @binding(4) var<storage, read_write> lse: array<f32>;
+@group(0) @binding(5) var<storage, read> sinks: array<f32>;    // [Hq], when p.sink
 
 const NEG_BIG: f32 = -3.0e38;
 
@@ -34,22 +37,27 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     if (row >= p.rows) {
         return;
     }
+    let n = row % p.nq;
+    let bh = row / p.nq;
     var mx = NEG_BIG;
+    var sink = NEG_BIG;
+    if (p.sink != 0u) {
+        sink = sinks[bh % p.hq];
+        mx = sink;
+    }
     for (var s = 0u; s < p.splits; s++) {
         let x = lse_part[s * p.lse_ss + row];
         if (seen(x)) {
             mx = max(mx, x);
         }
     }
-    var wsum = 0.0;
+    var wsum = select(0.0, exp(sink - mx), p.sink != 0u);
     for (var s = 0u; s < p.splits; s++) {
         let x = lse_part[s * p.lse_ss + row];
         if (seen(x)) {
             wsum += exp(x - mx);
         }
     }
-    let n = row % p.nq;
-    let bh = row / p.nq;
     let obase = p.o_off + (bh / p.hq) * p.o_sb + (bh % p.hq) * p.o_sh + n * p.o_sn;
     let inv = select(0.0, 1.0 / wsum, wsum > 0.0);
     for (var c = 0u; c < p.d; c++) {

@@ -93,7 +93,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     }
     for (var r = 0u; r < R; r++) {
         for (var cv = 0u; cv < (p.d + 3u) / 4u; cv++) {
-            flash_store4(w, fr[r], 4u * cv, acc[r][cv], l[r]);
+            flash_store4(w, fr[r], 4u * cv, acc[r][cv], m[r], l[r]);
         }
         flash_store_lse(w, fr[r], m[r], l[r]);
     }

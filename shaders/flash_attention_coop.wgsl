@@ -186,11 +186,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     }
     if (w.valid) {
 //?!PV:        for (var cv = 0u; cv < (p.d + 3u) / 4u; cv++) {
-//?!PV:            flash_store4(w, f, 4u * cv, acc[cv], l);
+//?!PV:            flash_store4(w, f, 4u * cv, acc[cv], m, l);
 //?!PV:        }
 //?PV:        for (var cv = 0u; cv < (p.d + 3u) / 4u; cv++) {
 //?PV:            let r = lid * DMAX + 4u * cv;
-//?PV:            flash_store4(w, f, 4u * cv, vec4(os[r], os[r + 1u], os[r + 2u], os[r + 3u]), l);
+//?PV:            flash_store4(w, f, 4u * cv, vec4(os[r], os[r + 1u], os[r + 2u], os[r + 3u]), m, l);
 //?PV:        }
         flash_store_lse(w, f, m, l);
     }

@@ -141,7 +141,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             for (var i = 0u; i < DL; i++) {
                 let c = 4u * (g + i * G);
                 if (c < p.d) {
-                    flash_store4(w, f[r], c, acc[r][i], l[r]);
+                    flash_store4(w, f[r], c, acc[r][i], m[r], l[r]);
                 }
             }
             if (g == 0u) {

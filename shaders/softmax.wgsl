@@ -3,7 +3,9 @@
 // an online (max, sum) over its strided share of the row, the pairs are merged in
 // workgroup memory, then a second pass writes the weights.
 // A fully masked row gets all-zero weights and LSE = -inf (written as bits from the
-// host, never computed).
+// host, never computed). With attention sinks (p.sink) the head's sink joins the
+// row's denominator as one more logit that receives no weight: the weights sum
+// to less than 1 and the LSE includes it (finite on every row).
 
 #import shared/grid
 #import shared/mask
@@ -16,7 +18,7 @@ struct Params {
     causal: u32, window: u32, left: u32, right: u32,
     diag_off: i32, has_lengths: u32, mask_kind: u32, write_lse: u32,
     m_sb: u32, m_sh: u32, m_sq: u32, m_sk: u32,
-    neg_inf_bits: u32, m_off: u32, lse_off: u32, _pad: u32,
+    neg_inf_bits: u32, m_off: u32, lse_off: u32, sink: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -25,6 +27,7 @@ struct Params {
 @group(0) @binding(3) var<storage, read> key_lengths: array<u32>;
 @group(0) @binding(4) var<storage, read_write> pw: array<f32>;
 @group(0) @binding(5) var<storage, read_write> lse: array<f32>;
+@group(0) @binding(6) var<storage, read> sinks: array<f32>; // [H], when p.sink
 
 var<workgroup> red_m: array<f32, 256>;
 var<workgroup> red_s: array<f32, 256>;
@@ -91,6 +94,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     }
     m = red_m[0];
     sum = red_s[0];
+    if (p.sink != 0u) {
+        let sk = sinks[h];
+        let mm = max(m, sk);
+        sum = sum * exp(m - mm) + exp(sk - mm);
+        m = mm;
+    }
     let inv = select(0.0, 1.0 / sum, sum > 0.0);
     for (var j = lid; j < p.nk; j += WG) {
         let v = masked_score(base, b, h, i, j, key_len);

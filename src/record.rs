@@ -186,6 +186,7 @@ fn record_plan_steps(
                 lse: lse.as_ref(),
                 o_ss: 0,
                 lse_ss: 0,
+                partial: false,
             };
             record_fused(rec, launch, [q, k, v], t, mask, out)?;
             (o, lse, None)
@@ -287,11 +288,13 @@ fn record_decode(
             lse: Some(&lse_p),
             o_ss: sh.q_len() as u32,
             lse_ss: rows as u32,
+            partial: true,
         };
         let t = problem.transform.for_page(page.p0, page.n);
         record_fused(rec, &page.launch, [q, k, v], &t, mask, out)?;
     }
-    decode::record_combine(rec, &o_part, &lse_part, total, &sh, o, lse)
+    let sinks = problem.transform.sinks.as_deref();
+    decode::record_combine(rec, &o_part, &lse_part, total, &sh, sinks, o, lse)
 }
 
 /// The unfused path in one pass, into `o` and `lse`; the weights when the

@@ -66,7 +66,8 @@ impl MaskInfo {
 ///
 /// `s = scale·q·k → softcap c·tanh(s/c) → + additive mask − slope·|i + diag_off − j|`,
 /// then excluded by the rules (causal, window, key lengths), the bool mask, or
-/// an additive entry at or below [`crate::mask::ADDITIVE_MASKED`].
+/// an additive entry at or below [`crate::mask::ADDITIVE_MASKED`]; the head's
+/// attention sink, if any, joins each row's softmax denominator.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ScoreTransform {
     /// Resolved softmax scale (`1/sqrt(D)` unless given).
@@ -85,6 +86,10 @@ pub struct ScoreTransform {
     /// A caller's score and mask mods ([`crate::mods`]), applied after ALiBi
     /// (`score_mod`) and with the rules (`mask_mod`).
     pub mods: Option<crate::mods::ModRef>,
+    /// One attention-sink logit per query head (gpt-oss, StreamingLLM): a
+    /// term `exp(sink_h)` in every row's softmax denominator that receives no
+    /// value, so the weights sum to less than 1 and the LSE includes it.
+    pub sinks: Option<Vec<f32>>,
 }
 
 impl ScoreTransform {
@@ -115,6 +120,20 @@ impl ScoreTransform {
                 return Err(Error::InvalidArgument("ALiBi slopes must be finite".into()));
             }
         }
+        if let Some(sinks) = &self.sinks {
+            if sinks.len() != hq {
+                return Err(Error::InvalidArgument(format!(
+                    "attention sinks: {} logits for {hq} query heads: give one per query head",
+                    sinks.len()
+                )));
+            }
+            if let Some(i) = sinks.iter().position(|s| !(s.abs() < 1e30)) {
+                return Err(Error::InvalidArgument(format!(
+                    "attention sink {i} is {}: sinks must be finite logits (|s| < 1e30)",
+                    sinks[i]
+                )));
+            }
+        }
         Ok(())
     }
 
@@ -132,6 +151,20 @@ impl ScoreTransform {
     /// The bool part of the dense mask (applied by the softmax).
     pub fn bool_mask(&self) -> Option<MaskInfo> {
         self.mask.filter(|m| m.kind == MaskKind::Bool)
+    }
+
+    /// The per-head table the fused kernels read (their `slopes` binding):
+    /// the ALiBi slopes (zeros without ALiBi) for the `hq` heads, then the
+    /// sinks when there are any; `None` when neither is used.
+    pub(crate) fn head_table(&self, hq: usize) -> Option<Vec<f32>> {
+        match (&self.alibi, &self.sinks) {
+            (a, None) => a.clone(),
+            (a, Some(s)) => {
+                let mut t = a.clone().unwrap_or_else(|| vec![0.0; hq]);
+                t.extend_from_slice(s);
+                Some(t)
+            }
+        }
     }
 
     /// The fused kernels' `override`s: only what this transform uses is compiled
@@ -155,6 +188,7 @@ impl ScoreTransform {
                 ..self.masking.clone()
             },
             alibi: self.alibi.as_ref().map(|s| s[h0..h0 + heads].to_vec()),
+            sinks: self.sinks.as_ref().map(|s| s[h0..h0 + heads].to_vec()),
             mask: self.mask.map(|m| MaskInfo {
                 offset: m.offset + b as u32 * m.strides[0] + h0 as u32 * m.strides[1],
                 ..m

@@ -171,6 +171,7 @@ pub fn run_main(a: RunArgs) -> Result<()> {
     let masking = a.masks.masking(sh.b, sh.nk)?;
     let host_mask = a.masks.host_mask([sh.b, sh.hq, sh.nq, sh.nk])?;
     let slopes = a.masks.alibi.then(|| alibi_slopes(sh.hq));
+    let sinks = a.masks.sinks(sh.hq)?;
 
     let gpu = a.device.open()?;
     println!("adapter: {}", gpu.describe());
@@ -229,6 +230,7 @@ pub fn run_main(a: RunArgs) -> Result<()> {
         tuning: a.tuning.mode(),
         out_dtype: Some(o_dtype),
         mods: mods.as_ref().map(|m| &m.mods),
+        sinks: sinks.as_deref(),
     };
     // --coop fixes the variants (a problem the library refuses is reported by
     // the call itself).
@@ -322,6 +324,7 @@ pub fn run_main(a: RunArgs) -> Result<()> {
                 softcap: a.softcap.map(f64::from),
                 // With CPU twins only (checked above).
                 mods: mods.as_ref().map(|m| &m.mods),
+                sinks: sinks.as_deref(),
             },
         );
         println!(

@@ -139,6 +139,7 @@ pub fn main(a: VizArgs) -> Result<()> {
     let masking = a.masks.masking(sh.b, sh.nk)?;
     let host_mask = a.masks.host_mask([sh.b, sh.hq, sh.nq, sh.nk])?;
     let slopes = a.masks.alibi.then(|| alibi_slopes(sh.hq));
+    let sinks = a.masks.sinks(sh.hq)?;
 
     let gpu = a.device.open()?;
     let [q, k, v] = inputs.upload(&gpu, None)?;
@@ -153,6 +154,7 @@ pub fn main(a: VizArgs) -> Result<()> {
             mask: mask.as_ref(),
             alibi: slopes.as_deref(),
             softcap: a.softcap,
+            sinks: sinks.as_deref(),
             return_weights: true,
             path: AttentionPath::Unfused,
             ..Default::default()

@@ -32,6 +32,7 @@ struct Params {
     alibi: u32, neg_inf_bits: u32, softcap: f32, splits: u32,
     split_len: u32, o_ss: u32, lse_ss: u32, lane_splits: u32,
     head_rows: u32, lse_off: u32, kv_base: u32, mod_nkb: u32,
+    sink: u32, _pad0: u32, _pad1: u32, _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -45,6 +46,7 @@ struct Params {
 // load (flash_bias4); MaskTensor pads its buffer to 16 bytes.
 @group(0) @binding(4) var<storage, read> mask4: array<vec4<u32>>;
 @group(0) @binding(5) var<storage, read> key_lengths: array<u32>;
+// Per query head: the ALiBi slopes [0, hq), then the attention sinks [hq, 2·hq).
 @group(0) @binding(6) var<storage, read> slopes: array<f32>;
 #storage 7 o read_write
 @group(0) @binding(8) var<storage, read_write> lse: array<f32>;
@@ -295,13 +297,28 @@ fn ld_v(base: u32, c: u32) -> f32 {
     return v_at(base + min(c, p.d - 1u) * p.v_sd);
 }
 
-// Writes the finished row: O = acc / l (0 when no key was seen), LSE = m + log l
-// (−inf bits when none).
-fn flash_store4(w: FlashWork, f: FlashRow, c: u32, acc: vec4<f32>, l: f32) {
+// The finished row's normalization: (factor of acc, LSE). Without a sink,
+// 1/l and m + log l (the LSE's −inf case is the caller's); with the head's
+// attention sink (p.sink, never on a split's partial: the merge adds it once)
+// the denominator gains exp(sink), so a row that saw no key gets O = 0 and
+// LSE = sink.
+fn flash_norm(f: FlashRow, m: f32, l: f32) -> vec2<f32> {
+    if (p.sink != 0u) {
+        let s = slopes[p.hq + min(f.h, p.hq - 1u)];
+        let mm = max(m, s);
+        let a = select(0.0, exp(m - mm), l > 0.0);
+        let tot = l * a + exp(s - mm);
+        return vec2(a / tot, mm + log(tot));
+    }
+    return vec2(select(0.0, 1.0 / l, l > 0.0), m + log(max(l, 1.0e-30)));
+}
+
+// Writes the finished row: O = acc · flash_norm (0 when no key was seen).
+fn flash_store4(w: FlashWork, f: FlashRow, c: u32, acc: vec4<f32>, m: f32, l: f32) {
     if (f.n >= p.nq) {
         return;
     }
-    let inv = select(0.0, 1.0 / l, l > 0.0);
+    let inv = flash_norm(f, m, l).x;
     let base = p.o_off + w.split * p.o_ss + w.b * p.o_sb + f.h * p.o_sh + f.n * p.o_sn;
     for (var e = 0u; e < 4u; e++) {
         if (c + e < p.d) {
@@ -310,8 +327,9 @@ fn flash_store4(w: FlashWork, f: FlashRow, c: u32, acc: vec4<f32>, l: f32) {
     }
 }
 
+// The LSE (−inf bits when no key was seen and there is no sink).
 fn flash_store_lse(w: FlashWork, f: FlashRow, m: f32, l: f32) {
     if (f.n < p.nq && p.write_lse != 0u) {
-        lse[p.lse_off + w.split * p.lse_ss + (w.b * p.hq + f.h) * p.nq + f.n] = select(bitcast<f32>(p.neg_inf_bits), m + log(l), l > 0.0);
+        lse[p.lse_off + w.split * p.lse_ss + (w.b * p.hq + f.h) * p.nq + f.n] = select(bitcast<f32>(p.neg_inf_bits), flash_norm(f, m, l).y, l > 0.0 || p.sink != 0u);
     }
 }

@@ -11,7 +11,7 @@ use crate::tensor::Tensor;
 
 pub(crate) const SPEC: KernelSpec = KernelSpec {
     name: "decode",
-    storage_read_only: &[true, true, false, false],
+    storage_read_only: &[true, true, false, false, true],
 };
 
 crate::uniform! {
@@ -28,7 +28,7 @@ pub(super) struct Params {
     part_ss: u32,
     lse_ss: u32,
     lse_off: u32,
-    _pad: u32,
+    sink: u32,
 }}
 
 /// Loop iterations per invocation of the merge of `splits` partials of dim `d`.
@@ -38,13 +38,19 @@ pub(crate) fn combine_loop_iterations(splits: usize, d: usize) -> u64 {
 
 /// Merges `splits` partial results (`o_part` `[splits, B, Hq, Nq, D]`, `lse_part`
 /// `[splits, B·Hq·Nq]`, both f32) by LSE into `out` (`[B, Hq, Nq, D]`, any
-/// strides and dtype) and, if given, `lse` (f32 `[B·Hq·Nq]` contiguous, at its offset).
+/// strides and dtype) and, if given, `lse` (f32 `[B·Hq·Nq]` contiguous, at its
+/// offset). `sinks` (one per query head) join every row's denominator.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the partials, their shape, the sinks and the two outputs"
+)]
 pub(crate) fn record_combine(
     rec: &mut Recorder<'_>,
     o_part: &Tensor,
     lse_part: &Tensor,
     splits: usize,
     sh: &crate::shape::AttnShape,
+    sinks: Option<&[f32]>,
     out: &Tensor,
     lse: Option<&Tensor>,
 ) -> Result<()> {
@@ -66,8 +72,9 @@ pub(crate) fn record_combine(
         part_ss: sh.q_len() as u32,
         lse_ss: rows as u32,
         lse_off: lse.map_or(0, |t| t.offset() as u32),
-        _pad: 0,
+        sink: sinks.is_some() as u32,
     };
+    let sinks = super::upload_slopes(gpu, sinks)?;
     let kernel = gpu.kernel(&Specialization::new(&SPEC).elems(&[("o", super::elem(out))]))?;
     rec.dispatch(
         &kernel,
@@ -78,6 +85,7 @@ pub(crate) fn record_combine(
             Some(lse_part.buffer()),
             Some(out.buffer()),
             lse.map(Tensor::buffer),
+            sinks.as_ref(),
         ],
         (rows as u64).div_ceil(64),
     )

@@ -331,11 +331,14 @@ pub(crate) struct FusedLaunch {
 /// Where a launch writes: O and LSE, or with splits the partials of split 0
 /// (`o` a `[B, Hq, Nq, D]` view, `lse` `[splits, B·Hq·Nq]`, both possibly at an
 /// offset into a larger stack), the splits `o_ss` and `lse_ss` elements apart.
+/// `partial`: split-KV partials, merged later (an attention sink is then
+/// added by the merge, not here).
 pub(crate) struct FusedOut<'a> {
     pub o: &'a Tensor,
     pub lse: Option<&'a Tensor>,
     pub o_ss: u32,
     pub lse_ss: u32,
+    pub partial: bool,
 }
 
 crate::uniform! {
@@ -371,6 +374,8 @@ pub(super) struct Params {
     lse_off: u32,
     kv_base: u32,
     mod_nkb: u32,
+    sink: u32,
+    _pad: [u32; 3],
 }}
 
 /// Records `launch` over `q` `[B, Hq, Nq, D]`, `k` and `v` `[B, Hkv, Nk, D]`
@@ -387,7 +392,7 @@ pub(crate) fn record_fused(
     let [b, hq, nq, d] = q.dims4("Q")?;
     let [_, hkv, nk, _] = k.dims4("K")?;
     let lengths = upload_key_lengths(gpu, &t.masking)?;
-    let slopes = upload_slopes(gpu, t.alibi.as_deref())?;
+    let slopes = upload_slopes(gpu, t.head_table(hq).as_deref())?;
     let (q_off, q_s) = addressing(q);
     let (k_off, k_s) = addressing(k);
     let (v_off, v_s) = addressing(v);
@@ -428,6 +433,8 @@ pub(crate) fn record_fused(
             .as_ref()
             .filter(|m| m.mods.block_skipping())
             .map_or(0, |m| m.dims[3].div_ceil(crate::mods::BLOCK_K) as u32),
+        sink: (t.sinks.is_some() && !out.partial) as u32,
+        _pad: [0; 3],
     };
     let mods = match &t.mods {
         Some(m) => Some(

@@ -117,6 +117,7 @@ pub fn record_scores(
         diag_off: alibi.map_or(0, |a| a.diag_off),
         mask,
         mods: None,
+        sinks: None,
     };
     t.validate(sh.hq)?;
     let out = Tensor::output(q.gpu(), "scores", &dims, None)?;

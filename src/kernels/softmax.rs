@@ -12,7 +12,7 @@ use crate::transform::{MaskInfo, ScoreTransform};
 
 pub(crate) const SPEC: KernelSpec = KernelSpec {
     name: "softmax",
-    storage_read_only: &[true, true, true, false, false],
+    storage_read_only: &[true, true, true, false, false, true],
 };
 
 crate::uniform! {
@@ -27,7 +27,7 @@ pub(super) struct Params {
     neg_inf_bits: u32,
     m_off: u32,
     lse_off: u32,
-    _pad: u32,
+    sink: u32,
 }}
 
 /// Weights (and optionally LSE) of [`softmax`].
@@ -97,6 +97,7 @@ pub fn record_softmax(
         diag_off: masking.diagonal_offset(nq, nk),
         mask: info,
         mods: None,
+        sinks: None,
     };
     let p = Tensor::output(gpu, "attention weights", &dims, None)?;
     let lse = if want_lse {
@@ -109,7 +110,8 @@ pub fn record_softmax(
     Ok(SoftmaxOutput { p, lse })
 }
 
-/// The softmax part of `t` (the rules and, as a bool or additive mask, `mask`;
+/// The softmax part of `t` (the rules, the attention sinks and, as a bool or
+/// additive mask, `mask`;
 /// checked by the caller) over contiguous scores `s`, into `p` (contiguous like
 /// `s`) and `lse` (`[B, H, Nq]` contiguous, when wanted). An additive mask here is
 /// added to the scores (the attention path adds it in the scores kernel instead
@@ -143,8 +145,9 @@ pub(crate) fn record_softmax_into(
         neg_inf_bits: f32::NEG_INFINITY.to_bits(),
         m_off: t.mask.map_or(0, |m| m.offset),
         lse_off: lse.map_or(0, |t| t.offset() as u32),
-        _pad: 0,
+        sink: t.sinks.is_some() as u32,
     };
+    let sinks = super::upload_slopes(gpu, t.sinks.as_deref())?;
     gpu.check_loop_budget("softmax", loop_iterations(nk, wg))?;
     let kernel = gpu.kernel(&specialization(wg))?;
     rec.dispatch(
@@ -157,6 +160,7 @@ pub(crate) fn record_softmax_into(
             lengths.as_ref(),
             Some(p.buffer()),
             lse.map(Tensor::buffer),
+            sinks.as_ref(),
         ],
         (b * h * nq) as u64,
     )

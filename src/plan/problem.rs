@@ -43,6 +43,12 @@ pub struct AttentionOptions<'a> {
     /// A caller's WGSL `score_mod` / `mask_mod` with their buffers
     /// ([`crate::mods`]), on every path, combined with the options above.
     pub mods: Option<&'a crate::mods::Mods>,
+    /// Attention sinks: one logit per query head that joins every row's
+    /// softmax denominator and receives no value (gpt-oss, StreamingLLM), on
+    /// every path. The weights then sum to less than 1, a row with no visible
+    /// key gets O = 0, and the LSE includes the sink (`log(Σ exp(s_j) +
+    /// exp(sink))`, finite on every row).
+    pub sinks: Option<&'a [f32]>,
 }
 
 /// How a call's kernel variants are chosen.
@@ -220,6 +226,7 @@ impl AttentionProblem {
             scale: opts.scale.unwrap_or(sh.default_scale() as f32),
             softcap: opts.softcap,
             alibi: opts.alibi.map(<[f32]>::to_vec),
+            sinks: opts.sinks.map(<[f32]>::to_vec),
             masking: opts.masking.clone(),
             diag_off: opts.masking.diagonal_offset(sh.nq, sh.nk),
             mask,
@@ -257,6 +264,7 @@ impl AttentionProblem {
                 scale: shape.default_scale() as f32,
                 softcap: None,
                 alibi: None,
+                sinks: None,
                 masking: Masking::default(),
                 diag_off: Masking::default().diagonal_offset(shape.nq, shape.nk),
                 mask: None,

@@ -1,4 +1,4 @@
-use super::{scores, softmax, weighted_sum};
+use super::{scores, softmax_with_sinks, weighted_sum};
 use crate::mask::{HostMask, MaskValues, Masking};
 use crate::shape::AttnShape;
 
@@ -18,6 +18,9 @@ pub struct ReferenceOptions<'a> {
     /// A caller's mods, through their CPU twins
     /// ([`crate::mods::Mods::apply_reference`]; panics on a mod without one).
     pub mods: Option<&'a crate::mods::Mods>,
+    /// Attention sinks, one logit per query head, in every row's denominator
+    /// ([`crate::reference::softmax_with_sinks`]).
+    pub sinks: Option<&'a [f32]>,
 }
 
 /// Everything the reference attention computes.
@@ -89,11 +92,12 @@ pub fn attention<T: Copy + Into<f64>>(
     if let Some(m) = opts.mods {
         m.apply_reference(&mut s, [shape.b, shape.hq, shape.nq, shape.nk], 0);
     }
-    let sm = softmax(
+    let sm = softmax_with_sinks(
         &s,
         [shape.b, shape.hq, shape.nq, shape.nk],
         &opts.masking,
         dense,
+        opts.sinks,
     );
     let o = weighted_sum(&sm.p, v, shape);
     AttentionOutput {

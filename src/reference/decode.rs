@@ -1,17 +1,22 @@
 /// Merges split-KV partials (flash-decoding), the twin of `shaders/decode.wgsl`:
 /// `o_part` `[S, rows, D]` (each normalized by its own sum), `lse_part` `[S, rows]`
 /// (`-inf` where a split saw no key). Returns `O` `[rows, D]` and `LSE` `[rows]`.
+/// `sinks`, when given, holds each row's attention sink (its head's): one more
+/// term with that LSE and a zero O.
 pub fn decode_combine(
     o_part: &[f64],
     lse_part: &[f64],
     splits: usize,
     rows: usize,
     d: usize,
+    sinks: Option<&[f64]>,
 ) -> (Vec<f64>, Vec<f64>) {
     let mut o = vec![0.0; rows * d];
     let mut lse = vec![f64::NEG_INFINITY; rows];
     for r in 0..rows {
-        let ls: Vec<f64> = (0..splits).map(|s| lse_part[s * rows + r]).collect();
+        let mut ls: Vec<f64> = (0..splits).map(|s| lse_part[s * rows + r]).collect();
+        // The sink: a split of its own whose O is zero.
+        ls.extend(sinks.map(|s| s[r]));
         let m = ls.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         if m == f64::NEG_INFINITY {
             continue;
@@ -88,11 +93,44 @@ mod tests {
         // A split that saw nothing contributes nothing.
         o_part.extend(vec![0.0; nq * d]);
         lse_part.extend(vec![f64::NEG_INFINITY; nq]);
-        let (o, lse) = decode_combine(&o_part, &lse_part, splits + 1, nq, d);
+        let (o, lse) = decode_combine(&o_part, &lse_part, splits + 1, nq, d, None);
         for (a, b) in o.iter().zip(&full.o).chain(lse.iter().zip(&full.lse)) {
             assert!((a - b).abs() < 1e-12, "{a} vs {b}");
         }
-        let (o, lse) = decode_combine(&[0.0; 4], &[f64::NEG_INFINITY], 1, 1, 4);
+        let (o, lse) = decode_combine(&[0.0; 4], &[f64::NEG_INFINITY], 1, 1, 4, None);
         assert_eq!((o, lse), (vec![0.0; 4], vec![f64::NEG_INFINITY]));
+        // An attention sink joins once, in the merge: the same as the whole
+        // row's softmax with the sink.
+        let sink = [0.7f32];
+        let with_sink = attention(
+            &q,
+            &k,
+            &v,
+            &AttnShape {
+                b: 1,
+                hq: 1,
+                hkv: 1,
+                nq,
+                nk,
+                d,
+            },
+            &ReferenceOptions {
+                scale: Some(0.5),
+                sinks: Some(&sink),
+                ..Default::default()
+            },
+        );
+        let row_sinks = vec![0.7f32 as f64; nq];
+        let (o, lse) = decode_combine(&o_part, &lse_part, splits + 1, nq, d, Some(&row_sinks));
+        for (a, b) in o
+            .iter()
+            .zip(&with_sink.o)
+            .chain(lse.iter().zip(&with_sink.lse))
+        {
+            assert!((a - b).abs() < 1e-12, "{a} vs {b}");
+        }
+        // A row no split saw: all its weight on the sink, O = 0, LSE = sink.
+        let (o, lse) = decode_combine(&[0.0; 4], &[f64::NEG_INFINITY], 1, 1, 4, Some(&[0.7]));
+        assert_eq!((o, lse), (vec![0.0; 4], vec![0.7]));
     }
 }

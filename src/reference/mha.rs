@@ -89,6 +89,7 @@ pub fn multi_head_attention<T: Copy + Into<f64>>(
         alibi: opts.alibi.then_some(&slopes[..]),
         softcap: None,
         mods: None,
+        sinks: None,
     };
     let o = attention(&q, &k, &v, &shape, &ro).o;
     // Merge heads: [B, H, Nq, D] → [B, Nq, H·D].

@@ -24,7 +24,7 @@ pub use mha::{multi_head_attention, MhaReferenceOptions};
 pub use posenc::{posenc, posenc_value};
 pub use rope::rope;
 pub use scores::scores;
-pub use softmax::{softmax, SoftmaxOutput};
+pub use softmax::{softmax, softmax_with_sinks, SoftmaxOutput};
 pub use weighted_sum::weighted_sum;
 
 #[cfg(test)]

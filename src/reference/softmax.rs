@@ -20,6 +20,20 @@ pub fn softmax(
     masking: &Masking,
     mask: Option<&HostMask>,
 ) -> SoftmaxOutput {
+    softmax_with_sinks(scores, dims, masking, mask, None)
+}
+
+/// [`softmax`] with attention sinks: `sinks[h]` joins the denominator of
+/// every row of head `h` and receives no weight, so each row's weights sum to
+/// `Σ exp(s_j) / (Σ exp(s_j) + exp(sink))` and its LSE is
+/// `log(Σ exp(s_j) + exp(sink))` (the sink's value on a fully masked row).
+pub fn softmax_with_sinks(
+    scores: &[f64],
+    dims: [usize; 4],
+    masking: &Masking,
+    mask: Option<&HostMask>,
+    sinks: Option<&[f32]>,
+) -> SoftmaxOutput {
     let [b, h, nq, nk] = dims;
     let mut p = vec![0.0f64; b * h * nq * nk];
     let mut lse = vec![f64::NEG_INFINITY; b * h * nq];
@@ -40,10 +54,16 @@ pub fn softmax(
                     }
                     *slot = (visible && v > ADDITIVE_MASKED as f64).then_some(v);
                 }
-                let Some(max) = row.iter().flatten().copied().reduce(f64::max) else {
+                let sink = sinks.map(|s| s[hi] as f64);
+                let Some(max) = row.iter().flatten().copied().chain(sink).reduce(f64::max) else {
                     continue;
                 };
-                let sum: f64 = row.iter().flatten().map(|v| (v - max).exp()).sum();
+                let sum: f64 = row
+                    .iter()
+                    .flatten()
+                    .chain(sink.as_ref())
+                    .map(|v| (v - max).exp())
+                    .sum();
                 for (j, v) in row.iter().enumerate() {
                     if let Some(v) = v {
                         p[base + j] = (v - max).exp() / sum;

@@ -425,7 +425,7 @@ fn main(out: &mut String, s: Shape, mod_blocks: bool) {
 
     for r in 0..rows {
         for c in 0..chunks {
-            emit!(out, "    flash_store4(w, f{r}, 4u * {c}u, o{r}_{c}, l{r});");
+            emit!(out, "    flash_store4(w, f{r}, 4u * {c}u, o{r}_{c}, m{r}, l{r});");
         }
     }
     for r in 0..rows {

@@ -36,6 +36,8 @@ pub struct CaseInputs {
     pub softcap: Option<f32>,
     /// The mods of `document` and `score-mod` ([`crate::mods`]).
     pub mods: Option<crate::mods::Mods>,
+    /// The attention sinks of `sinks`, one per query head.
+    pub sinks: Option<Vec<f32>>,
 }
 
 impl CaseInputs {
@@ -48,6 +50,7 @@ impl CaseInputs {
             alibi: self.alibi.as_deref(),
             softcap: self.softcap,
             mods: self.mods.as_ref(),
+            sinks: self.sinks.as_deref(),
             ..Default::default()
         }
     }
@@ -60,6 +63,7 @@ impl CaseInputs {
             alibi: self.alibi.as_deref(),
             softcap: self.softcap.map(f64::from),
             mods: self.mods.as_ref(),
+            sinks: self.sinks.as_deref(),
             ..Default::default()
         }
     }
@@ -93,6 +97,7 @@ pub fn inputs(case: &Case) -> Result<CaseInputs> {
         alibi: None,
         softcap: None,
         mods: None,
+        sinks: None,
     };
     let (nq, nk) = (sh.nq, sh.nk);
     match case.mask.as_str() {
@@ -116,7 +121,13 @@ pub fn inputs(case: &Case) -> Result<CaseInputs> {
                 .collect();
             p.mask = Some(HostMask::additive(vals, [1, 1, nq, nk])?);
         }
-        "key-padding" => {
+        "key-padding" | "sinks" => {
+            if case.mask == "sinks" {
+                // Logits around the scores' range, so the sink takes a visible
+                // share; with the key lengths below, the last batch's rows see
+                // only the sink (O = 0, LSE = the sink).
+                p.sinks = Some((0..sh.hq).map(|_| rng.random_range(-1.0f32..2.0)).collect());
+            }
             // Batch 0 sees every key, later ones fewer, the last (for B > 1) none.
             let b = sh.b;
             let lens = (0..b)

@@ -47,7 +47,7 @@ use crate::verify::{Report, Tolerance};
 pub const REL_L2_TOL: f64 = Tolerance::F32.rel_l2;
 
 /// The extra option a case exercises, besides the `causal` flag.
-pub const MASK_KINDS: [&str; 9] = [
+pub const MASK_KINDS: [&str; 10] = [
     "none",
     "additive",
     "key-padding",
@@ -57,6 +57,7 @@ pub const MASK_KINDS: [&str; 9] = [
     "softcap",
     "document",
     "score-mod",
+    "sinks",
 ];
 
 /// One attention problem with its options, path and kernel variant.
@@ -106,7 +107,8 @@ pub struct Case {
     /// sliding window (3 left, 1 right), `alibi` = the paper's slopes, `softcap` = 2,
     /// `document` = a WGSL `mask_mod` attending within random documents (two
     /// u32 buffers, block skipping on), `score-mod` = a WGSL `score_mod` with an
-    /// f32 per-head table ([`crate::mods`]).
+    /// f32 per-head table ([`crate::mods`]), `sinks` = an attention sink per
+    /// query head with the key lengths of `key-padding`.
     pub mask: String,
     /// `bhnd` or `bnhd`: memory order of Q, K, V (O follows Q).
     pub layout: String,
@@ -281,7 +283,7 @@ pub fn parse_layout(name: &str) -> Result<Layout> {
     }
 }
 
-/// The f32 case matrix ([`matrix_with`] `(full, &[DType::F32])`). The default (`full = false`, 162 cases) runs every mask kind ×
+/// The f32 case matrix ([`matrix_with`] `(full, &[DType::F32])`). The default (`full = false`, 180 cases) runs every mask kind ×
 /// every path on six shapes: head dims 1, 7, 64 and 80 (no tile divides them all),
 /// GQA and MQA, Nq < Nk, Nq > Nk (bottom-right causal masks whole rows), a decode
 /// shape (1 query, 1100 keys: several splits, the last partial), with the causal

@@ -23,6 +23,8 @@ struct Case {
     scale: Option<f32>,
     alibi: bool,
     softcap: Option<f32>,
+    /// Attention sinks, one per query head (a fixed ramp around the scores).
+    sinks: bool,
 }
 
 impl Case {
@@ -36,6 +38,7 @@ impl Case {
             scale: None,
             alibi: false,
             softcap: None,
+            sinks: false,
         }
     }
 }
@@ -48,14 +51,17 @@ fn check(gpu: &Gpu, t: Tuning, ctx: &str, c: &Case) {
 fn check_splits(gpu: &Gpu, t: Tuning, ctx: &str, c: &Case, splits: &[usize]) {
     let sh = c.sh;
     let (mut r, ctx) = rng(&format!(
-        "{ctx} {sh:?} {:?} {:?} mask={:?} scale={:?} alibi={} softcap={:?}",
+        "{ctx} {sh:?} {:?} {:?} mask={:?} scale={:?} alibi={} softcap={:?} sinks={}",
         c.layout,
         c.masking,
         c.mask.as_ref().map(|m| m.dims),
         c.scale,
         c.alibi,
-        c.softcap
+        c.softcap,
+        c.sinks
     ));
+    let sinks: Vec<f32> = (0..sh.hq).map(|h| 0.4 * h as f32 - 0.5).collect();
+    let sinks = c.sinks.then_some(&sinks[..]);
     let slopes = wgpu_attention::alibi_slopes(sh.hq);
     let alibi = c.alibi.then_some(&slopes[..]);
     let q = uniform(&mut r, sh.q_len(), 1.0);
@@ -78,6 +84,7 @@ fn check_splits(gpu: &Gpu, t: Tuning, ctx: &str, c: &Case, splits: &[usize]) {
         tuning: wgpu_attention::TuningMode::Heuristic,
         out_dtype: None,
         mods: None,
+        sinks,
     };
     let out = run(gpu, t, |rec| record_attention(rec, &qt, &kt, &vt, &opts));
     assert_eq!(out.o.layout(), c.layout, "{ctx}: O keeps Q's layout");
@@ -93,6 +100,7 @@ fn check_splits(gpu: &Gpu, t: Tuning, ctx: &str, c: &Case, splits: &[usize]) {
             alibi,
             softcap: c.softcap.map(f64::from),
             mods: None,
+            sinks,
         },
     );
     check_o_lse(&out, &want, &ctx);
@@ -471,7 +479,7 @@ fn every_autotune_candidate_matches_reference() {
 /// member forced on the staged variant where the device allows it (a D split
 /// needs subgroups of at least that size: lavapipe's 8; llvmpipe GL runs only
 /// split 1): rows per group 1/2/4, D split over 1/2/4/8 lanes, on GQA with the
-/// causal rule, BNHD with a bool mask, ALiBi and softcap, and head dim 78 (the
+/// causal rule, BNHD with a bool mask, ALiBi, softcap and sinks, and head dim 78 (the
 /// 80 bucket's 20 chunks: splits 2 and 4 only) — block edges no tile divides.
 #[test]
 fn tiled_family_members_match_the_reference() {
@@ -495,6 +503,7 @@ fn tiled_family_members_match_the_reference() {
                 mask: Some(bool_mask),
                 alibi: true,
                 softcap: Some(2.0),
+                sinks: true,
                 ..Case::plain(shape(2, 4, 2, 17, 33, 78), Layout::Bnhd)
             },
         ];

@@ -18,6 +18,7 @@ mod mods;
 mod posenc;
 mod rope;
 mod scores;
+mod sinks;
 mod softmax;
 mod tune;
 mod validation;

@@ -52,6 +52,9 @@ pub struct MaskArgs {
     /// Softmax scale [default: 1/sqrt(D)].
     #[arg(long, value_name = "S")]
     pub scale: Option<f32>,
+    /// Attention sinks (gpt-oss): a float .npy of one logit per query head, [H]; each joins its head's softmax denominator and receives no value.
+    #[arg(long, value_name = "FILE")]
+    pub sinks: Option<PathBuf>,
 }
 
 /// Uploads the `--mask` tensor read by [`MaskArgs::host_mask`], if any.
@@ -135,6 +138,29 @@ impl MaskArgs {
             alignment: self.alignment()?,
             key_lengths,
         })
+    }
+
+    /// The `--sinks` logits, checked to be `[h]` (or `[1, h]`) and finite.
+    pub fn sinks(&self, h: usize) -> Result<Option<Vec<f32>>> {
+        let Some(path) = &self.sinks else {
+            return Ok(None);
+        };
+        let a = io::read_f32(path, "--sinks")?;
+        if a.shape.iter().product::<usize>() != h || a.shape.iter().rev().skip(1).any(|&d| d != 1) {
+            return Err(bad_input!(
+                "--sinks {}: shape {:?}; expected one logit per query head, [H] = [{h}]",
+                path.display(),
+                a.shape
+            ));
+        }
+        if let Some(i) = a.data.iter().position(|x| !x.is_finite()) {
+            return Err(bad_input!(
+                "--sinks {}: element {i} is {}; expected finite logits",
+                path.display(),
+                a.data[i]
+            ));
+        }
+        Ok(Some(a.data))
     }
 
     /// The dense mask, checked to broadcast to `[b, h, nq, nk]`.
