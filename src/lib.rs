@@ -60,10 +60,10 @@ pub use kv_cache::KvCache;
 pub use mask::{Alignment, HostMask, MaskValues, Masking, Window};
 pub use mask_tensor::{MaskKind, MaskTensor};
 pub use mha::{MhaOptions, MultiHeadAttention};
-pub use positional::{alibi_slopes, Pairing, Rope};
+pub use positional::{alibi_slopes, Pairing, Rope, RopeScaling};
 pub use shape::AttnShape;
 pub use tensor::{Layout, Tensor};
-pub use weights::{Linear, MhaConfig, MhaWeights};
+pub use weights::{Biases, Linear, MhaConfig, MhaWeights, QkNorm, RmsNorm, TensorSource};
 pub use wgpu;
 
 /// The README's Rust examples, compiled and run as doctests.

@@ -9,7 +9,7 @@ use clap::{Args, ValueEnum};
 use wgpu_attention::reference::{self, MhaReferenceOptions};
 use wgpu_attention::verify::{verify, Tolerance};
 use wgpu_attention::{
-    MhaConfig, MhaOptions, MhaWeights, MultiHeadAttention, Pairing, Rope, Tensor,
+    Biases, MhaConfig, MhaOptions, MhaWeights, MultiHeadAttention, Pairing, Rope, Tensor,
 };
 
 use crate::args::{upload_mask, DeviceArgs, MaskArgs, TuningArgs};
@@ -134,15 +134,21 @@ fn mha_config(
             k[0]
         ));
     }
-    let cfg = MhaConfig {
-        d_model,
-        num_heads: heads,
-        num_kv_heads: k[0] / head_dim,
-        head_dim,
-        bias: file.shape(&format!("{prefix}q_proj.bias")).is_some(),
-    };
-    cfg.validate()
-        .map_err(|e| bad_input!("--heads {heads} with --weights {src}: {e}"))?;
+    let has = |p: &str| file.shape(&format!("{prefix}{p}.bias")).is_some();
+    let cfg = MhaConfig::new(heads * head_dim, heads)
+        .and_then(|c| c.with_kv_heads(k[0] / head_dim))
+        .map(|c| MhaConfig { d_model, ..c })
+        .and_then(|c| {
+            c.validate()?;
+            Ok(c)
+        })
+        .map_err(|e| bad_input!("--heads {heads} with --weights {src}: {e}"))?
+        .with_bias(Biases {
+            q: has("q_proj"),
+            k: has("k_proj"),
+            v: has("v_proj"),
+            o: has("o_proj"),
+        });
     Ok(cfg)
 }
 
@@ -200,6 +206,7 @@ pub fn mha_main(a: MhaArgs) -> Result<()> {
                 base: a.rope_base,
                 rotary_dims: None,
                 offset: a.pos_offset,
+                ..Default::default()
             };
             rope.rotary(cfg.head_dim)
                 .map_err(|e| bad_input!("--rope: {e}"))?;
@@ -231,10 +238,11 @@ pub fn mha_main(a: MhaArgs) -> Result<()> {
     let opts = MhaOptions {
         masking: masking.clone(),
         mask: mask.as_ref(),
-        rope,
+        rope: rope.clone(),
         alibi: a.masks.alibi,
         scale: a.masks.scale,
         tuning: a.tuning.mode_on(&gpu, None),
+        ..Default::default()
     };
     let mut rec = gpu.recorder();
     let (xq_in, xkv_in) = match a.pe {
@@ -282,6 +290,7 @@ pub fn mha_main(a: MhaArgs) -> Result<()> {
                 rope,
                 alibi: a.masks.alibi,
                 scale: a.masks.scale.map(f64::from),
+                ..Default::default()
             },
         );
         println!(

@@ -10,6 +10,7 @@ pub mod decode;
 pub mod flash_attention;
 pub mod matmul;
 pub mod posenc;
+pub mod rms_norm;
 pub mod rope;
 pub mod scores;
 pub mod softmax;
@@ -40,6 +41,7 @@ pub(crate) fn specializations(
     for spec in [&decode::SPEC, &posenc::SPEC, &rope::SPEC, &cast::SPEC] {
         out.push(Specialization::new(spec));
     }
+    out.push(rms_norm::specialization(rms_norm::workgroup(&caps.limits)));
     out
 }
 
@@ -72,6 +74,7 @@ pub fn uniform_layouts() -> Vec<(&'static str, (Vec<uniform::Member>, usize))> {
         ("decode", layout::<decode::Params>()),
         ("cast", layout::<cast::Params>()),
         ("block_mask", layout::<block_mask::Params>()),
+        ("rms_norm", layout::<rms_norm::Params>()),
         ("flash_attention", layout::<flash_attention::Params>()),
         ("flash_attention_cpu", layout::<flash_attention::Params>()),
         ("flash_attention_tiled", layout::<flash_attention::Params>()),

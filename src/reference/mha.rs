@@ -1,4 +1,4 @@
-use super::{attention, matmul, rope, ReferenceOptions};
+use super::{attention, matmul, rms_norm, rope_at, ReferenceOptions};
 use crate::mask::{HostMask, Masking};
 use crate::positional::{alibi_slopes, Rope};
 use crate::shape::AttnShape;
@@ -12,12 +12,17 @@ pub struct MhaReferenceOptions<'a> {
     pub masking: Masking,
     /// Dense mask broadcastable to `[B, Hq, Nq, Nk]`.
     pub mask: Option<&'a HostMask>,
-    /// Rotary embedding of Q and K after the projections.
+    /// Rotary embedding of Q and K after the projections (and QK-norm).
     pub rope: Option<Rope>,
     /// ALiBi with the paper's slopes for `num_heads` ([`crate::alibi_slopes`]).
     pub alibi: bool,
     /// Softmax scale; `None` = `1/sqrt(head_dim)`.
     pub scale: Option<f64>,
+    /// `c·tanh(s/c)` on the scaled scores.
+    pub softcap: Option<f64>,
+    /// The position of each query token `[B, Nq]` (self-attention: the keys'
+    /// too), instead of `rope.offset + n`.
+    pub position_ids: Option<&'a [u32]>,
 }
 
 fn linear<T: Copy + Into<f64>>(x: &[T], rows: usize, lin: &Linear) -> Vec<f64> {
@@ -54,9 +59,15 @@ fn split_heads(x: &[f64], b: usize, n: usize, h: usize, d: usize) -> Vec<f64> {
     out
 }
 
-/// The whole multi-head layer in f64: projections, heads, RoPE, attention,
-/// merge, output projection. `x_q` `[B, Nq, d_model]`, `x_kv` `[B, Nk, d_model]`
-/// (pass `x_q` again for self-attention), sizes `[B, Nq, Nk]`. Returns `[B, Nq, d_model]`.
+/// The whole multi-head layer in f64: projections (with the biases the
+/// weights have), heads, QK-norm, RoPE (scaling, position ids), attention
+/// (masks, ALiBi, softcap, sinks), merge, output projection. `x_q`
+/// `[B, Nq, d_model]`, `x_kv` `[B, Nk, d_model]` (pass `x_q` again for
+/// self-attention), sizes `[B, Nq, Nk]`. Returns `[B, Nq, d_model]`.
+///
+/// # Panics
+/// On position ids with `Nk != Nq` (they give the keys' positions too) or
+/// weights that do not fit `cfg` (check them with [`MhaWeights::check`]).
 pub fn multi_head_attention<T: Copy + Into<f64>>(
     x_q: &[T],
     x_kv: &[T],
@@ -65,13 +76,47 @@ pub fn multi_head_attention<T: Copy + Into<f64>>(
     w: &MhaWeights,
     opts: &MhaReferenceOptions,
 ) -> Vec<f64> {
-    let (h, hkv, d) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
-    let mut q = split_heads(&linear(x_q, b * nq, &w.q), b, nq, h, d);
-    let mut k = split_heads(&linear(x_kv, b * nk, &w.k), b, nk, hkv, d);
-    let v = split_heads(&linear(x_kv, b * nk, &w.v), b, nk, hkv, d);
+    let (h, hkv, d, dv) = (
+        cfg.num_heads,
+        cfg.num_kv_heads,
+        cfg.head_dim,
+        cfg.v_head_dim,
+    );
+    let mut pq = linear(x_q, b * nq, &w.q);
+    let mut pk = linear(x_kv, b * nk, &w.k);
+    let pv = linear(x_kv, b * nk, &w.v);
+    let norm = cfg.qk_norm.map(|n| {
+        (
+            n,
+            w.q_norm.as_deref().expect("q_norm weights"),
+            w.k_norm.as_deref().expect("k_norm weights"),
+        )
+    });
+    if let Some((n, qw, kw)) = norm {
+        if !n.per_head {
+            // Each token's whole projection row.
+            pq = rms_norm(&pq, [1, 1, b * nq, h * d], h * d, qw, &n.norm);
+            pk = rms_norm(&pk, [1, 1, b * nk, hkv * d], hkv * d, kw, &n.norm);
+        }
+    }
+    let mut q = split_heads(&pq, b, nq, h, d);
+    let mut k = split_heads(&pk, b, nk, hkv, d);
+    let v = split_heads(&pv, b, nk, hkv, dv);
+    if let Some((n, qw, kw)) = norm {
+        if n.per_head {
+            q = rms_norm(&q, [b, h, nq, d], d, qw, &n.norm);
+            k = rms_norm(&k, [b, hkv, nk, d], d, kw, &n.norm);
+        }
+    }
     if let Some(r) = &opts.rope {
-        q = rope(&q, [b, h, nq, d], r);
-        k = rope(&k, [b, hkv, nk, d], r);
+        if opts.position_ids.is_some() {
+            assert_eq!(
+                nq, nk,
+                "position ids give the keys' positions too: self-attention only"
+            );
+        }
+        q = rope_at(&q, [b, h, nq, d], r, opts.position_ids);
+        k = rope_at(&k, [b, hkv, nk, d], r, opts.position_ids);
     }
     let slopes = alibi_slopes(h);
     let shape = AttnShape {
@@ -87,19 +132,25 @@ pub fn multi_head_attention<T: Copy + Into<f64>>(
         masking: opts.masking.clone(),
         mask: opts.mask,
         alibi: opts.alibi.then_some(&slopes[..]),
-        softcap: None,
+        softcap: opts.softcap,
         mods: None,
-        sinks: None,
+        sinks: w.sinks.as_deref(),
     };
-    let o = attention(&q, &k, &v, &shape, &ro).o;
-    // Merge heads: [B, H, Nq, D] → [B, Nq, H·D].
-    let mut merged = vec![0.0; o.len()];
+    // The weights P from Q and K alone (K stands in for V), then P·V with the
+    // value heads' own width.
+    let p = attention(&q, &k, &k, &shape, &ro).p;
+    let group = h / hkv;
+    let mut merged = vec![0.0; b * nq * h * dv];
     for bi in 0..b {
         for hi in 0..h {
+            let vh = &v[(bi * hkv + hi / group) * nk * dv..][..nk * dv];
             for ni in 0..nq {
-                for di in 0..d {
-                    merged[(bi * nq + ni) * h * d + hi * d + di] =
-                        o[((bi * h + hi) * nq + ni) * d + di];
+                let prow = &p[((bi * h + hi) * nq + ni) * nk..][..nk];
+                let out = &mut merged[(bi * nq + ni) * h * dv + hi * dv..][..dv];
+                for (j, &pj) in prow.iter().enumerate() {
+                    for (o, &vv) in out.iter_mut().zip(&vh[j * dv..(j + 1) * dv]) {
+                        *o += pj * vv;
+                    }
                 }
             }
         }

@@ -237,6 +237,7 @@ pub const KERNELS: &[(&str, &str)] = &[
     ("posenc", include_str!("../../shaders/posenc.wgsl")),
     ("matmul", include_str!("../../shaders/matmul.wgsl")),
     ("rope", include_str!("../../shaders/rope.wgsl")),
+    ("rms_norm", include_str!("../../shaders/rms_norm.wgsl")),
     (
         "flash_attention",
         include_str!("../../shaders/flash_attention.wgsl"),

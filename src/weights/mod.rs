@@ -1,5 +1,6 @@
 //! The multi-head layer's configuration and weights on the host: random
-//! initialization from a seed, and loading/saving `.safetensors` by tensor name.
+//! initialization from a seed, and loading/saving `.safetensors` by tensor name
+//! (a file, or one layer of a Hugging Face checkpoint: [`crate::hf`]).
 //! No GPU here: the reference uses these directly.
 
 use rand::{Rng, SeedableRng};
@@ -8,19 +9,134 @@ use crate::error::{Error, Result};
 
 mod safetensors_io;
 
-/// Shape of a multi-head attention layer.
+pub use safetensors_io::TensorSource;
+
+/// Which projections carry a bias (Qwen2: q, k and v; gpt-oss and GPT-NeoX:
+/// all four; Llama, Gemma, Phi-3: none).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Biases {
+    /// The query projection.
+    pub q: bool,
+    /// The key projection.
+    pub k: bool,
+    /// The value projection.
+    pub v: bool,
+    /// The output projection.
+    pub o: bool,
+}
+
+impl Biases {
+    /// Every projection.
+    pub const ALL: Biases = Biases {
+        q: true,
+        k: true,
+        v: true,
+        o: true,
+    };
+    /// None.
+    pub const NONE: Biases = Biases {
+        q: false,
+        k: false,
+        v: false,
+        o: false,
+    };
+    /// q, k and v but not o (Qwen2).
+    pub const QKV: Biases = Biases {
+        q: true,
+        k: true,
+        v: true,
+        o: false,
+    };
+
+    /// All four or none.
+    pub fn all(on: bool) -> Biases {
+        if on {
+            Biases::ALL
+        } else {
+            Biases::NONE
+        }
+    }
+
+    /// `[q, k, v, o]`.
+    pub fn each(&self) -> [bool; 4] {
+        [self.q, self.k, self.v, self.o]
+    }
+
+    /// Whether any projection has one.
+    pub fn any(&self) -> bool {
+        self.each().iter().any(|&b| b)
+    }
+}
+
+impl std::fmt::Display for Biases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let on: Vec<&str> = ["q", "k", "v", "o"]
+            .into_iter()
+            .zip(self.each())
+            .filter_map(|(n, b)| b.then_some(n))
+            .collect();
+        if on.is_empty() {
+            write!(f, "none")
+        } else {
+            write!(f, "{}", on.join(","))
+        }
+    }
+}
+
+/// The parameters of an RMSNorm: `y = x / sqrt(mean(x²) + eps) · (w + weight_offset)`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RmsNorm {
+    /// Added to the mean square (> 0; 1e-6 in most models).
+    pub eps: f32,
+    /// Added to each weight: 0 (Llama, Qwen) or 1 (Gemma's `(1 + w)`).
+    pub weight_offset: f32,
+}
+
+impl RmsNorm {
+    /// Checks `eps` (finite, > 0) and the offset (finite).
+    pub fn validate(&self) -> Result<()> {
+        if !(self.eps.is_finite() && self.eps > 0.0) {
+            return Err(Error::InvalidArgument(format!(
+                "RMSNorm eps = {} must be finite and > 0",
+                self.eps
+            )));
+        }
+        if !self.weight_offset.is_finite() {
+            return Err(Error::InvalidArgument(
+                "RMSNorm weight offset must be finite".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// QK-norm: an RMSNorm of Q and K after the projections and before RoPE.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct QkNorm {
+    /// eps and weight offset.
+    pub norm: RmsNorm,
+    /// `true`: each head vector (Qwen3, Gemma 3; weights `[head_dim]`);
+    /// `false`: each token's whole projection (OLMo 2; weights `[H·head_dim]`).
+    pub per_head: bool,
+}
+
+/// Shape of a multi-head attention layer, and which parts it has (biases,
+/// QK-norm, attention sinks).
 ///
 /// ```
-/// use wgpu_attention::MhaConfig;
+/// use wgpu_attention::{Biases, MhaConfig};
 /// let cfg = MhaConfig::new(512, 8)?; // head_dim 64, 8 K/V heads, biases
 /// assert_eq!((cfg.head_dim, cfg.q_dim(), cfg.kv_dim()), (64, 512, 512));
 /// let gqa = cfg.with_kv_heads(2)?; // grouped-query: 4 query heads per K/V head
 /// assert_eq!(gqa.kv_dim(), 128);
 /// assert!(cfg.with_kv_heads(3).is_err()); // 8 heads cannot be split in 3 groups
 /// assert!(MhaConfig::new(500, 8).is_err());
+/// // Qwen2-style biases on q, k and v only; value heads of 32 channels.
+/// let q2 = cfg.with_bias(Biases::QKV).with_v_head_dim(32)?;
+/// assert_eq!((q2.v_dim(), q2.o_in()), (256, 256));
 /// # Ok::<(), wgpu_attention::Error>(())
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct MhaConfig {
     /// Width of the layer's input and output rows (`[B, N, d_model]`).
     pub d_model: usize,
@@ -28,11 +144,19 @@ pub struct MhaConfig {
     pub num_heads: usize,
     /// Key/value heads (`num_heads` for MHA, fewer for GQA, 1 for MQA).
     pub num_kv_heads: usize,
-    /// Channels per head `D`: `d_model / num_heads` from [`MhaConfig::new`];
-    /// set directly, any size (`num_heads · head_dim` need not be `d_model`).
+    /// Channels per query and key head `D`: `d_model / num_heads` from
+    /// [`MhaConfig::new`]; set directly, any size (`num_heads · head_dim` need
+    /// not be `d_model`).
     pub head_dim: usize,
-    /// Whether the four projections have biases.
-    pub bias: bool,
+    /// Channels per value head (`head_dim` unless set).
+    pub v_head_dim: usize,
+    /// Which projections have biases.
+    pub bias: Biases,
+    /// RMSNorm of Q and K before RoPE (Qwen3, Gemma 3, OLMo 2).
+    pub qk_norm: Option<QkNorm>,
+    /// A learned attention sink per query head (gpt-oss): weights
+    /// [`MhaWeights::sinks`].
+    pub sinks: bool,
 }
 
 impl MhaConfig {
@@ -50,7 +174,10 @@ impl MhaConfig {
             num_heads,
             num_kv_heads: num_heads,
             head_dim: d_model / num_heads,
-            bias: true,
+            v_head_dim: d_model / num_heads,
+            bias: Biases::ALL,
+            qk_norm: None,
+            sinks: false,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -64,14 +191,49 @@ impl MhaConfig {
         Ok(self)
     }
 
-    /// Checks that every size is positive and the head counts divide
-    /// ([`Error::Config`], naming the field).
+    /// Query/key heads of `head_dim` channels and value heads of as many.
+    pub fn with_head_dim(mut self, head_dim: usize) -> Result<Self> {
+        self.head_dim = head_dim;
+        self.v_head_dim = head_dim;
+        self.validate()?;
+        Ok(self)
+    }
+
+    /// Value heads of `v_head_dim` channels (the query/key heads keep theirs).
+    pub fn with_v_head_dim(mut self, v_head_dim: usize) -> Result<Self> {
+        self.v_head_dim = v_head_dim;
+        self.validate()?;
+        Ok(self)
+    }
+
+    /// With biases on these projections.
+    pub fn with_bias(mut self, bias: Biases) -> Self {
+        self.bias = bias;
+        self
+    }
+
+    /// With QK-norm.
+    pub fn with_qk_norm(mut self, qk_norm: Option<QkNorm>) -> Result<Self> {
+        self.qk_norm = qk_norm;
+        self.validate()?;
+        Ok(self)
+    }
+
+    /// With (or without) an attention sink per query head.
+    pub fn with_sinks(mut self, sinks: bool) -> Self {
+        self.sinks = sinks;
+        self
+    }
+
+    /// Checks that every size is positive, the head counts divide and the
+    /// QK-norm is valid ([`Error::Config`], naming the field).
     pub fn validate(&self) -> Result<()> {
         for (name, v) in [
             ("d_model", self.d_model),
             ("num_heads", self.num_heads),
             ("num_kv_heads", self.num_kv_heads),
             ("head_dim", self.head_dim),
+            ("v_head_dim", self.v_head_dim),
         ] {
             if v == 0 {
                 return Err(Error::Config(format!("{name} must be at least 1")));
@@ -83,6 +245,17 @@ impl MhaConfig {
                 self.num_heads, self.num_kv_heads
             )));
         }
+        if let Some(n) = &self.qk_norm {
+            n.norm
+                .validate()
+                .map_err(|e| Error::Config(format!("qk_norm: {e}")))?;
+            if !n.per_head && self.v_head_dim > self.head_dim {
+                return Err(Error::Config(format!(
+                    "a QK-norm over whole projections (per_head = false) with value heads wider than the key heads ({} > {}) is not supported: use per-head QK-norm or equal head dims",
+                    self.v_head_dim, self.head_dim
+                )));
+            }
+        }
         Ok(())
     }
 
@@ -91,9 +264,31 @@ impl MhaConfig {
         self.num_heads * self.head_dim
     }
 
-    /// Width of the key and value projections.
+    /// Width of the key projection (`num_kv_heads · head_dim`).
     pub fn kv_dim(&self) -> usize {
         self.num_kv_heads * self.head_dim
+    }
+
+    /// Width of the value projection (`num_kv_heads · v_head_dim`).
+    pub fn v_dim(&self) -> usize {
+        self.num_kv_heads * self.v_head_dim
+    }
+
+    /// Width of the output projection's input (`num_heads · v_head_dim`).
+    pub fn o_in(&self) -> usize {
+        self.num_heads * self.v_head_dim
+    }
+
+    /// Length of the QK-norm weights of Q and of K (`head_dim` per head, or
+    /// the whole projections).
+    pub fn qk_norm_lens(&self) -> Option<(usize, usize)> {
+        self.qk_norm.map(|n| {
+            if n.per_head {
+                (self.head_dim, self.head_dim)
+            } else {
+                (self.q_dim(), self.kv_dim())
+            }
+        })
     }
 }
 
@@ -160,7 +355,8 @@ impl Linear {
 }
 
 /// Weights of a multi-head layer: projections `q`, `k`, `v` from `d_model` and the
-/// output projection `o` back to `d_model`.
+/// output projection `o` back to `d_model`, and what the config adds (QK-norm
+/// weights, attention sinks).
 ///
 /// ```
 /// use wgpu_attention::{DType, MhaConfig, MhaWeights};
@@ -185,10 +381,16 @@ pub struct MhaWeights {
     pub q: Linear,
     /// Key projection: `[num_kv_heads · head_dim, d_model]`.
     pub k: Linear,
-    /// Value projection: `[num_kv_heads · head_dim, d_model]`.
+    /// Value projection: `[num_kv_heads · v_head_dim, d_model]`.
     pub v: Linear,
-    /// Output projection: `[d_model, num_heads · head_dim]`.
+    /// Output projection: `[d_model, num_heads · v_head_dim]`.
     pub o: Linear,
+    /// QK-norm weight of Q ([`MhaConfig::qk_norm_lens`]), stored as `q_norm.weight`.
+    pub q_norm: Option<Vec<f32>>,
+    /// QK-norm weight of K, stored as `k_norm.weight`.
+    pub k_norm: Option<Vec<f32>>,
+    /// One attention-sink logit per query head, stored as `sinks`.
+    pub sinks: Option<Vec<f32>>,
 }
 
 /// Tensor names in a `.safetensors` file, after a caller-chosen prefix
@@ -196,13 +398,21 @@ pub struct MhaWeights {
 pub const PROJECTIONS: [&str; 4] = ["q_proj", "k_proj", "v_proj", "o_proj"];
 
 impl MhaWeights {
-    /// Every projection stored in `dtype` (values rounded to nearest even).
+    /// Every projection stored in `dtype` (values rounded to nearest even);
+    /// the norm weights and sinks (f32 on the GPU) are rounded the same way.
     pub fn to_dtype(&self, dtype: crate::DType) -> MhaWeights {
+        let r = |v: &Option<Vec<f32>>| {
+            v.as_ref()
+                .map(|v| v.iter().map(|&x| dtype.round(x)).collect())
+        };
         MhaWeights {
             q: self.q.to_dtype(dtype),
             k: self.k.to_dtype(dtype),
             v: self.v.to_dtype(dtype),
             o: self.o.to_dtype(dtype),
+            q_norm: r(&self.q_norm),
+            k_norm: r(&self.k_norm),
+            sinks: r(&self.sinks),
         }
     }
 
@@ -215,17 +425,41 @@ impl MhaWeights {
             .then_some(d)
     }
 
-    /// Random weights (PyTorch's `nn.Linear` init) from `seed`; the same seed gives
-    /// the same weights on every platform (ChaCha8).
+    /// Random weights (PyTorch's `nn.Linear` init; QK-norm weights around
+    /// 1 (around 0 with Gemma's offset of 1), sinks in [-1, 1)) from `seed`;
+    /// the same seed gives the same weights on every platform (ChaCha8).
     pub fn random(cfg: &MhaConfig, seed: u64) -> Result<MhaWeights> {
         cfg.validate()?;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        let (d, qd, kvd) = (cfg.d_model, cfg.q_dim(), cfg.kv_dim());
+        let (d, qd, kvd, vd) = (cfg.d_model, cfg.q_dim(), cfg.kv_dim(), cfg.v_dim());
+        let q = Linear::random(&mut rng, qd, d, cfg.bias.q);
+        let k = Linear::random(&mut rng, kvd, d, cfg.bias.k);
+        let v = Linear::random(&mut rng, vd, d, cfg.bias.v);
+        let o = Linear::random(&mut rng, d, cfg.o_in(), cfg.bias.o);
+        let (q_norm, k_norm) = match (cfg.qk_norm, cfg.qk_norm_lens()) {
+            (Some(n), Some((lq, lk))) => {
+                let mut draw = |len: usize| -> Vec<f32> {
+                    (0..len)
+                        .map(|_| 1.0 - n.norm.weight_offset + rng.random_range(-0.25..0.25))
+                        .collect()
+                };
+                (Some(draw(lq)), Some(draw(lk)))
+            }
+            _ => (None, None),
+        };
+        let sinks = cfg.sinks.then(|| {
+            (0..cfg.num_heads)
+                .map(|_| rng.random_range(-1.0f32..1.0))
+                .collect()
+        });
         Ok(MhaWeights {
-            q: Linear::random(&mut rng, qd, d, cfg.bias),
-            k: Linear::random(&mut rng, kvd, d, cfg.bias),
-            v: Linear::random(&mut rng, kvd, d, cfg.bias),
-            o: Linear::random(&mut rng, d, qd, cfg.bias),
+            q,
+            k,
+            v,
+            o,
+            q_norm,
+            k_norm,
+            sinks,
         })
     }
 
@@ -234,17 +468,23 @@ impl MhaWeights {
     }
 
     /// Checks every weight and bias shape against `cfg`: [`Error::Weights`]
-    /// naming the projection and both shapes ([`Error::Config`] for an invalid
+    /// naming the tensor and both shapes ([`Error::Config`] for an invalid
     /// `cfg`).
     pub fn check(&self, cfg: &MhaConfig) -> Result<()> {
         cfg.validate()?;
         let want = [
             (cfg.q_dim(), cfg.d_model),
             (cfg.kv_dim(), cfg.d_model),
-            (cfg.kv_dim(), cfg.d_model),
-            (cfg.d_model, cfg.q_dim()),
+            (cfg.v_dim(), cfg.d_model),
+            (cfg.d_model, cfg.o_in()),
         ];
-        for ((lin, name), (out, inp)) in self.all().into_iter().zip(PROJECTIONS).zip(want) {
+        for (((lin, name), (out, inp)), has_bias) in self
+            .all()
+            .into_iter()
+            .zip(PROJECTIONS)
+            .zip(want)
+            .zip(cfg.bias.each())
+        {
             if (lin.out_features, lin.in_features) != (out, inp) || lin.weight.len() != out * inp {
                 return Err(Error::Weights(format!(
                     "{name}.weight is [{}, {}] with {} values, the config needs [{out}, {inp}]",
@@ -253,7 +493,7 @@ impl MhaWeights {
                     lin.weight.len()
                 )));
             }
-            match (&lin.bias, cfg.bias) {
+            match (&lin.bias, has_bias) {
                 (Some(b), true) if b.len() == out => {}
                 (None, false) => {}
                 (Some(b), true) => {
@@ -264,12 +504,46 @@ impl MhaWeights {
                 }
                 (None, true) => {
                     return Err(Error::Weights(format!(
-                        "{name}.bias is missing but the config has bias = true"
+                        "{name}.bias is missing but the config has a bias on {name}"
                     )))
                 }
                 (Some(_), false) => {
                     return Err(Error::Weights(format!(
-                        "{name}.bias is present but the config has bias = false"
+                        "{name}.bias is present but the config has no bias on {name}"
+                    )))
+                }
+            }
+        }
+        let lens = cfg.qk_norm_lens();
+        for (name, w, want) in [
+            ("q_norm.weight", &self.q_norm, lens.map(|l| l.0)),
+            ("k_norm.weight", &self.k_norm, lens.map(|l| l.1)),
+            ("sinks", &self.sinks, cfg.sinks.then_some(cfg.num_heads)),
+        ] {
+            match (w, want) {
+                (Some(w), Some(n)) if w.len() == n => {
+                    if let Some(i) = w.iter().position(|x| !x.is_finite()) {
+                        return Err(Error::Weights(format!(
+                            "{name}[{i}] is {}: weights must be finite",
+                            w[i]
+                        )));
+                    }
+                }
+                (None, None) => {}
+                (Some(w), Some(n)) => {
+                    return Err(Error::Weights(format!(
+                        "{name} has {} values, the config needs {n}",
+                        w.len()
+                    )))
+                }
+                (None, Some(n)) => {
+                    return Err(Error::Weights(format!(
+                        "{name} ({n} values) is missing but the config uses it"
+                    )))
+                }
+                (Some(_), None) => {
+                    return Err(Error::Weights(format!(
+                        "{name} is present but the config does not use it"
                     )))
                 }
             }

@@ -6,65 +6,159 @@ use safetensors::{tensor::TensorView, Dtype, SafeTensors};
 use super::{Linear, MhaConfig, MhaWeights, PROJECTIONS};
 use crate::error::{Error, Result};
 
+/// Where a layer's tensors come from: a `.safetensors` file in memory, or one
+/// layer of a (possibly sharded) checkpoint read tensor by tensor
+/// ([`crate::hf::Checkpoint`]).
+pub trait TensorSource {
+    /// The tensor's shape, `None` when there is no such tensor.
+    fn shape(&self, name: &str) -> Option<Vec<usize>>;
+    /// The tensor's values widened to f32 (exactly) and its dtype (F32, F16
+    /// or BF16); [`Error::Weights`] naming it when it is missing or of
+    /// another dtype.
+    fn read(&self, name: &str) -> Result<(Vec<f32>, crate::DType)>;
+    /// Every tensor name, sorted (for error messages).
+    fn names(&self) -> Vec<String>;
+}
+
+impl TensorSource for SafeTensors<'_> {
+    fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        self.tensor(name).ok().map(|t| t.shape().to_vec())
+    }
+
+    fn read(&self, name: &str) -> Result<(Vec<f32>, crate::DType)> {
+        let t = self.tensor(name).map_err(|_| {
+            Error::Weights(format!(
+                "tensor {name:?} not found; the file has {:?}",
+                TensorSource::names(self)
+            ))
+        })?;
+        Ok((to_f32(name, t.dtype(), t.data())?, dtype_of(t.dtype())))
+    }
+
+    fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = SafeTensors::names(self)
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+/// Our dtype of a safetensors dtype (F32 for the ones [`to_f32`] refuses).
+pub(crate) fn dtype_of(d: Dtype) -> crate::DType {
+    match d {
+        Dtype::F16 => crate::DType::F16,
+        Dtype::BF16 => crate::DType::BF16,
+        _ => crate::DType::F32,
+    }
+}
+
+/// Reads tensor `name` of `shape` from `src`.
+pub(crate) fn read_shaped(
+    src: &dyn TensorSource,
+    name: &str,
+    shape: &[usize],
+) -> Result<(Vec<f32>, crate::DType)> {
+    match src.shape(name) {
+        None => {
+            return Err(Error::Weights(format!(
+                "tensor {name:?} not found; the file has {:?}",
+                src.names()
+            )))
+        }
+        Some(s) if s != shape => {
+            return Err(Error::Weights(format!(
+                "{name} has shape {s:?}, expected {shape:?}"
+            )))
+        }
+        _ => {}
+    }
+    src.read(name)
+}
+
+/// The linear map `{base}.weight` `[out, inp]` (and `{base}.bias` `[out]` when
+/// `bias`) from `src`, in the weight's dtype.
+pub(crate) fn read_linear(
+    src: &dyn TensorSource,
+    base: &str,
+    out: usize,
+    inp: usize,
+    bias: bool,
+) -> Result<Linear> {
+    let (weight, dtype) = read_shaped(src, &format!("{base}.weight"), &[out, inp])?;
+    let bias = if bias {
+        let name = format!("{base}.bias");
+        let (b, bdt) = read_shaped(src, &name, &[out])?;
+        if bdt != dtype {
+            return Err(Error::Weights(format!(
+                "{name} is {bdt} but its weight is {dtype}: store a projection's weight and bias in one dtype"
+            )));
+        }
+        Some(b)
+    } else {
+        None
+    };
+    Ok(Linear {
+        out_features: out,
+        in_features: inp,
+        weight,
+        bias,
+        dtype,
+    })
+}
+
 impl MhaWeights {
     /// Reads the weights from `.safetensors` bytes: `{prefix}{q,k,v,o}_proj.weight`
-    /// `[out, in]` and, when `cfg.bias`, `.bias` `[out]`, as f32, f16 or bf16
-    /// (each [`Linear::dtype`] as stored). A missing tensor (the error lists
-    /// the file's names), a wrong shape, another element type, or a bias in
-    /// another dtype than its weight is [`Error::Weights`]. Extra tensors are
-    /// ignored.
+    /// `[out, in]`, `.bias` `[out]` on the projections `cfg.bias` names, and
+    /// with QK-norm `{prefix}q_norm.weight` / `k_norm.weight`, with sinks
+    /// `{prefix}sinks` `[num_heads]`; f32, f16 or bf16 (each [`Linear::dtype`]
+    /// as stored). A missing tensor (the error lists the file's names), a
+    /// wrong shape, another element type, or a bias in another dtype than its
+    /// weight is [`Error::Weights`]. Extra tensors are ignored.
     pub fn from_safetensors(bytes: &[u8], cfg: &MhaConfig, prefix: &str) -> Result<MhaWeights> {
         cfg.validate()?;
         let st = SafeTensors::deserialize(bytes)
             .map_err(|e| Error::Weights(format!("not a safetensors file: {e}")))?;
-        let read = |name: String, shape: &[usize]| -> Result<(Vec<f32>, crate::DType)> {
-            let t = st.tensor(&name).map_err(|_| {
-                let mut names = st.names();
-                names.sort();
-                Error::Weights(format!("tensor {name:?} not found; the file has {names:?}"))
-            })?;
-            if t.shape() != shape {
-                return Err(Error::Weights(format!(
-                    "{name} has shape {:?}, expected {shape:?}",
-                    t.shape()
-                )));
-            }
-            let dtype = match t.dtype() {
-                Dtype::F16 => crate::DType::F16,
-                Dtype::BF16 => crate::DType::BF16,
-                _ => crate::DType::F32,
-            };
-            Ok((to_f32(&name, t.dtype(), t.data())?, dtype))
+        Self::from_source(&st, cfg, prefix)
+    }
+
+    /// [`MhaWeights::from_safetensors`] from any [`TensorSource`].
+    pub fn from_source(
+        src: &dyn TensorSource,
+        cfg: &MhaConfig,
+        prefix: &str,
+    ) -> Result<MhaWeights> {
+        cfg.validate()?;
+        let (d, qd, kvd, vd) = (cfg.d_model, cfg.q_dim(), cfg.kv_dim(), cfg.v_dim());
+        let b = cfg.bias;
+        let lin =
+            |p: &str, out, inp, bias| read_linear(src, &format!("{prefix}{p}"), out, inp, bias);
+        let vec = |name: &str, len: usize| -> Result<Vec<f32>> {
+            Ok(read_shaped(src, &format!("{prefix}{name}"), &[len])?.0)
         };
-        let (d, qd, kvd) = (cfg.d_model, cfg.q_dim(), cfg.kv_dim());
-        let lin = |p: &str, out: usize, inp: usize| -> Result<Linear> {
-            let (weight, dtype) = read(format!("{prefix}{p}.weight"), &[out, inp])?;
-            let bias = if cfg.bias {
-                let name = format!("{prefix}{p}.bias");
-                let (b, bdt) = read(name.clone(), &[out])?;
-                if bdt != dtype {
-                    return Err(Error::Weights(format!(
-                        "{name} is {bdt} but its weight is {dtype}: store a projection's weight and bias in one dtype"
-                    )));
-                }
-                Some(b)
+        let (q_norm, k_norm) = match cfg.qk_norm_lens() {
+            Some((lq, lk)) => (
+                Some(vec("q_norm.weight", lq)?),
+                Some(vec("k_norm.weight", lk)?),
+            ),
+            None => (None, None),
+        };
+        let w = MhaWeights {
+            q: lin("q_proj", qd, d, b.q)?,
+            k: lin("k_proj", kvd, d, b.k)?,
+            v: lin("v_proj", vd, d, b.v)?,
+            o: lin("o_proj", d, cfg.o_in(), b.o)?,
+            q_norm,
+            k_norm,
+            sinks: if cfg.sinks {
+                Some(vec("sinks", cfg.num_heads)?)
             } else {
                 None
-            };
-            Ok(Linear {
-                out_features: out,
-                in_features: inp,
-                weight,
-                bias,
-                dtype,
-            })
+            },
         };
-        Ok(MhaWeights {
-            q: lin("q_proj", qd, d)?,
-            k: lin("k_proj", kvd, d)?,
-            v: lin("v_proj", kvd, d)?,
-            o: lin("o_proj", d, qd)?,
-        })
+        w.check(cfg)?;
+        Ok(w)
     }
 
     /// [`MhaWeights::from_safetensors`] from a file; an unreadable file is
@@ -107,6 +201,20 @@ impl MhaWeights {
                 ));
             }
         }
+        for (name, w) in [
+            ("q_norm.weight", &self.q_norm),
+            ("k_norm.weight", &self.k_norm),
+            ("sinks", &self.sinks),
+        ] {
+            if let Some(w) = w {
+                tensors.push((
+                    format!("{prefix}{name}"),
+                    vec![w.len()],
+                    crate::DType::F32.encode(w),
+                    Dtype::F32,
+                ));
+            }
+        }
         let views = tensors
             .iter()
             .map(|(name, shape, data, st)| {
@@ -132,7 +240,7 @@ impl MhaWeights {
 }
 
 /// Little-endian f32 / f16 / bf16 bytes as f32.
-fn to_f32(name: &str, dtype: Dtype, data: &[u8]) -> Result<Vec<f32>> {
+pub(crate) fn to_f32(name: &str, dtype: Dtype, data: &[u8]) -> Result<Vec<f32>> {
     let words = |n: usize| data.chunks_exact(n);
     Ok(match dtype {
         Dtype::F32 => words(4)

@@ -585,7 +585,7 @@ fn layers_of_the_multi_head_layer_in_the_callers_encoder_allocate_nothing_after_
                     causal: true,
                     ..Default::default()
                 },
-                rope: Some(rope),
+                rope: Some(rope.clone()),
                 ..Default::default()
             };
             let before = g.storage_allocations();
@@ -616,7 +616,7 @@ fn layers_of_the_multi_head_layer_in_the_callers_encoder_allocate_nothing_after_
             for (l, y) in ys.iter().enumerate() {
                 let ropts = MhaReferenceOptions {
                     masking: opts.masking.clone(),
-                    rope: Some(rope),
+                    rope: Some(rope.clone()),
                     ..Default::default()
                 };
                 let want = multi_head_attention(&x, &x, [b, n, n], &cfg, &weights[l], &ropts);

@@ -515,13 +515,7 @@ fn multi_head_layer_keeps_half_weights() {
     use wgpu_attention::{MhaConfig, MhaOptions, MhaWeights, MultiHeadAttention, Rope};
     each_storage_mode("half mha", |gpu, twin, ctx| {
         let (mut r, ctx) = rng(ctx);
-        let cfg = MhaConfig {
-            d_model: 24,
-            num_heads: 4,
-            num_kv_heads: 2,
-            head_dim: 6,
-            bias: true,
-        };
+        let cfg = MhaConfig::new(24, 4).unwrap().with_kv_heads(2).unwrap();
         let (b, n) = (2, 11);
         let f32_layer =
             MultiHeadAttention::new(gpu, cfg, &MhaWeights::random(&cfg, 1).unwrap()).unwrap();
@@ -551,7 +545,7 @@ fn multi_head_layer_keeps_half_weights() {
             };
             let ropts = MhaReferenceOptions {
                 masking: opts.masking.clone(),
-                rope: opts.rope,
+                rope: opts.rope.clone(),
                 ..Default::default()
             };
             // f32 activations.

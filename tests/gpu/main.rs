@@ -16,6 +16,7 @@ mod matmul;
 mod mha;
 mod mods;
 mod posenc;
+mod rms_norm;
 mod rope;
 mod scores;
 mod sinks;
