@@ -28,6 +28,7 @@ pub mod attention;
 pub mod dtype;
 pub mod error;
 pub mod gpu;
+pub mod hf;
 pub mod kernels;
 pub mod kv_cache;
 pub mod mask;

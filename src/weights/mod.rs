@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 mod safetensors_io;
 
 pub use safetensors_io::TensorSource;
+pub(crate) use safetensors_io::{dtype_of, read_linear, read_shaped, to_f32};
 
 /// Which projections carry a bias (Qwen2: q, k and v; gpt-oss and GPT-NeoX:
 /// all four; Llama, Gemma, Phi-3: none).

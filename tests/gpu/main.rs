@@ -10,6 +10,7 @@ mod driver_limits;
 mod embed;
 mod errors;
 mod half;
+mod hf;
 mod kv_cache;
 mod long;
 mod matmul;
