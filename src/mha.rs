@@ -28,7 +28,9 @@
 
 use std::sync::{Arc, Mutex};
 
-use crate::attention::{record_attention_into, AttentionOptions, AttentionOutputs, TuningMode};
+use crate::attention::{
+    record_attention_into, AttentionOptions, AttentionOutputs, AttentionPath, TuningMode,
+};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::gpu::Recorder;
@@ -66,6 +68,12 @@ pub struct MhaOptions<'a> {
     pub scale: Option<f32>,
     /// `c·tanh(s/c)` on the scaled scores (Gemma 2).
     pub softcap: Option<f32>,
+    /// A caller's WGSL `score_mod` / `mask_mod` ([`crate::mods`]): `q` is
+    /// the query's index in the call, `kv` the key's position (in a cache:
+    /// in the whole sequence).
+    pub mods: Option<&'a crate::mods::Mods>,
+    /// Which attention kernels run ([`AttentionPath::Auto`] by default).
+    pub path: AttentionPath,
     /// How the attention's kernel variants are chosen (the projections' GEMM
     /// keeps the recorder's tiles).
     pub tuning: TuningMode,
@@ -536,6 +544,8 @@ impl MultiHeadAttention {
             alibi: opts.alibi.then_some(&self.slopes[..]),
             softcap: opts.softcap,
             sinks: self.sinks.as_deref(),
+            mods: opts.mods,
+            path: opts.path,
             tuning: opts.tuning,
             ..Default::default()
         };

@@ -570,6 +570,40 @@ impl HfConfig {
     }
 }
 
+/// A RoPE from a Hugging Face `rope_scaling` entry given as JSON text (e.g.
+/// `{"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings":
+/// 32768}`) on top of `base` for head dim `head_dim`; the types that need it
+/// take `max_position_embeddings`. Errors name the entry's field.
+///
+/// ```
+/// use wgpu_attention::hf::rope_from_hf;
+/// use wgpu_attention::{Rope, RopeScaling};
+/// let r = rope_from_hf(r#"{"rope_type": "linear", "factor": 4}"#, &Rope::default(), 64, None)?;
+/// assert_eq!(r.scaling, RopeScaling::Linear { factor: 4.0 });
+/// assert!(rope_from_hf(r#"{"rope_type": "dynamic", "factor": 2}"#, &Rope::default(), 64, None).is_err());
+/// # Ok::<(), wgpu_attention::Error>(())
+/// ```
+pub fn rope_from_hf(
+    json: &str,
+    base: &Rope,
+    head_dim: usize,
+    max_position_embeddings: Option<usize>,
+) -> Result<Rope> {
+    let v: Value = serde_json::from_str(json)
+        .map_err(|e| Error::Config(format!("rope_scaling is not JSON: {e}")))?;
+    let p = v
+        .as_object()
+        .ok_or_else(|| Error::Config(format!("rope_scaling must be a JSON object, got {v}")))?;
+    let ctx = RopeCtx {
+        max_pos: max_position_embeddings,
+        top_original: None,
+    };
+    let rope = parse_rope(p, "rope_scaling", base, head_dim, &ctx)?;
+    rope.rotary(head_dim)
+        .map_err(|e| Error::Config(format!("rope_scaling: {e}")))?;
+    Ok(rope)
+}
+
 /// What a RoPE scaling needs from outside its own entry.
 struct RopeCtx {
     max_pos: Option<usize>,

@@ -39,4 +39,4 @@ mod config;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub use checkpoint::Checkpoint;
-pub use config::{Family, HfConfig, LayerKind, FAMILIES};
+pub use config::{rope_from_hf, Family, HfConfig, LayerKind, QkvStorage, FAMILIES};

@@ -23,6 +23,8 @@ pub struct MhaReferenceOptions<'a> {
     /// The position of each query token `[B, Nq]` (self-attention: the keys'
     /// too), instead of `rope.offset + n`.
     pub position_ids: Option<&'a [u32]>,
+    /// A caller's mods, through their CPU twins.
+    pub mods: Option<&'a crate::mods::Mods>,
 }
 
 fn linear<T: Copy + Into<f64>>(x: &[T], rows: usize, lin: &Linear) -> Vec<f64> {
@@ -133,7 +135,7 @@ pub fn multi_head_attention<T: Copy + Into<f64>>(
         mask: opts.mask,
         alibi: opts.alibi.then_some(&slopes[..]),
         softcap: opts.softcap,
-        mods: None,
+        mods: opts.mods,
         sinks: w.sinks.as_deref(),
     };
     // The weights P from Q and K alone (K stands in for V), then P·V with the

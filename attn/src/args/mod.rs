@@ -13,7 +13,7 @@ use clap::ValueEnum;
 
 pub use device::{f16_storage_name, DeviceArgs};
 pub use inputs::{InputArgs, Inputs, LayoutArg};
-pub use masks::{check_softcap, upload_mask, MaskArgs};
+pub use masks::{check_softcap, parse_kv_lengths, upload_mask, MaskArgs};
 pub use mods::ModArgs;
 pub use tuning::{coop_forced, coop_name, CoopArg, TuningArgs};
 
