@@ -208,3 +208,67 @@ fn every_family_loads_and_runs_its_layer() {
         }
     });
 }
+
+/// `examples/generate.rs` on each adapter: greedy decoding with a KV cache
+/// per layer and the decode path, every step's logits against a full f64
+/// recompute (the example prints PASS last); three families (sinks and
+/// YaRN with windows; QK-norm; softcap with a window), two sequences, and
+/// once from a checkpoint directory.
+#[test]
+fn the_generate_example_passes() {
+    let skip = [Skip::NonDefault("runs the example once per adapter")];
+    each_gpu_skipping("examples/generate", &skip, |gpu, _, ctx| {
+        let exe = std::env::current_exe().unwrap();
+        let bin = exe
+            .parent()
+            .and_then(|deps| deps.parent())
+            .unwrap()
+            .join("examples")
+            .join(format!("generate{}", std::env::consts::EXE_SUFFIX));
+        assert!(
+            bin.exists(),
+            "{ctx}: {} is missing: run the tests with `cargo test --workspace` (it builds the examples)",
+            bin.display()
+        );
+        let backend = match gpu.info().backend {
+            wgpu::Backend::Gl => "gl",
+            _ => "vulkan",
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let (_, json, ..) = families()
+            .into_iter()
+            .find(|f| f.0.starts_with("qwen3"))
+            .unwrap();
+        let cfg = HfConfig::from_json(&json).unwrap();
+        let layers: Vec<MhaWeights> = (0..cfg.num_layers)
+            .map(|l| MhaWeights::random(&cfg.mha, l as u64).unwrap())
+            .collect();
+        Checkpoint::save(dir.path(), &json, &cfg, &layers, &[], 2).unwrap();
+        let hf = dir.path().display().to_string();
+        for args in [
+            vec!["--family", "gpt_oss", "--batch", "2", "--tokens", "10"],
+            vec!["--family", "qwen3", "--tokens", "6"],
+            vec!["--family", "gemma2", "--prompt", "9", "--tokens", "4"],
+            vec!["--hf", &hf, "--tokens", "4"],
+        ] {
+            let out = std::process::Command::new(&bin)
+                .args(&args)
+                .env("WGPU_BACKEND", backend)
+                .env("WGPU_ADAPTER_NAME", &gpu.info().name)
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success(),
+                "{ctx} {args:?}: failed:\n{stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(
+                stdout.lines().last(),
+                Some("PASS"),
+                "{ctx} {args:?}:\n{stdout}"
+            );
+            assert!(stdout.contains("tokens/s"), "{ctx}:\n{stdout}");
+        }
+    });
+}
