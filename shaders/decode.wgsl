@@ -15,6 +15,7 @@ struct Params {
     nq: u32, o_off: u32, o_sb: u32, o_sh: u32,
     o_sn: u32, o_sd: u32, write_lse: u32, neg_inf_bits: u32,
     part_ss: u32, lse_ss: u32, lse_off: u32, sink: u32,
+    packed: u32, cuq_off: u32, lse_sb: u32, lse_sh: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -23,6 +24,10 @@ struct Params {
 #storage 3 o read_write
 @group(0) @binding(4) var<storage, read_write> lse: array<f32>;
 @group(0) @binding(5) var<storage, read> sinks: array<f32>;    // [Hq], when p.sink
+// Packed outputs (crate::seqs): cu_seqlens_q [B + 1] at cuq_off; sequence b's
+// rows go to rows cu_q[b].. of O [total_q, Hq, D] and LSE [Hq, total_q], its
+// rows past its length are skipped.
+@group(0) @binding(6) var<storage, read> seq_index: array<u32>;
 
 const NEG_BIG: f32 = -3.0e38;
 
@@ -39,6 +44,15 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     }
     let n = row % p.nq;
     let bh = row / p.nq;
+    var q0 = 0u;
+    if (p.packed != 0u) {
+        let lo = seq_index[p.cuq_off + bh / p.hq];
+        let hi = seq_index[p.cuq_off + bh / p.hq + 1u];
+        if (n >= hi - min(lo, hi)) {
+            return;
+        }
+        q0 = lo;
+    }
     var mx = NEG_BIG;
     var sink = NEG_BIG;
     if (p.sink != 0u) {
@@ -58,7 +72,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             wsum += exp(x - mx);
         }
     }
-    let obase = p.o_off + (bh / p.hq) * p.o_sb + (bh % p.hq) * p.o_sh + n * p.o_sn;
+    let obase = p.o_off + (bh / p.hq) * p.o_sb + (bh % p.hq) * p.o_sh + (q0 + n) * p.o_sn;
     let inv = select(0.0, 1.0 / wsum, wsum > 0.0);
     for (var c = 0u; c < p.d; c++) {
         var acc = 0.0;
@@ -71,6 +85,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         o_put(obase + c * p.o_sd, acc * inv);
     }
     if (p.write_lse != 0u) {
-        lse[p.lse_off + row] = select(bitcast<f32>(p.neg_inf_bits), mx + log(wsum), wsum > 0.0);
+        lse[p.lse_off + (bh / p.hq) * p.lse_sb + (bh % p.hq) * p.lse_sh + q0 + n] = select(bitcast<f32>(p.neg_inf_bits), mx + log(wsum), wsum > 0.0);
     }
 }

@@ -57,7 +57,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
 //?MOD_BLOCKS:            }
 //?MOD_BLOCKS:            mod_full = mc == MOD_FULL;
 //?MOD_BLOCKS:        }
-        let kr = kbase + j * p.k_sn;
+        let kj = flash_key(w, j);
+        let kr = kbase + kj * p.k_sn;
         // Zeroed explicitly: WGSL zero-initializes a loop-local `var` on every
         // iteration, but SwiftShader through Chromium's compiler kept the sums of the
         // previous key (measured: LSE 12.3 instead of 4.8).
@@ -82,7 +83,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             l[r] = l[r] * corr[r] + pr[r];
             m[r] = m_new;
         }
-        let vr = vbase + j * p.v_sn;
+        let vr = vbase + kj * p.v_sn;
         for (var cv = 0u; cv < DV; cv++) {
             let c = 4u * cv;
             let vv = vec4(ld_v(vr, c), ld_v(vr, c + 1u), ld_v(vr, c + 2u), ld_v(vr, c + 3u));

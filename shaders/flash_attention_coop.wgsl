@@ -103,17 +103,17 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         // Keys past Nk load the last key (valid memory); flash_score excludes them.
         for (var e = lid; e < BC * DMAX; e += BR) {
             let j = min(u32(j0) + e / DMAX, p.nk - 1u);
-            ks[e] = to_half(ld_k(kbase + j * p.k_sn, e % DMAX));
+            ks[e] = to_half(ld_k(kbase + flash_key(w, j) * p.k_sn, e % DMAX));
         }
 //?!PV:        for (var e = lid; e < BC * DV; e += BR) {
 //?!PV:            let j = min(u32(j0) + e / DV, p.nk - 1u);
 //?!PV:            let c = 4u * (e % DV);
-//?!PV:            let vr = vbase + j * p.v_sn;
+//?!PV:            let vr = vbase + flash_key(w, j) * p.v_sn;
 //?!PV:            vt[e] = vec4(ld_v(vr, c), ld_v(vr, c + 1u), ld_v(vr, c + 2u), ld_v(vr, c + 3u));
 //?!PV:        }
 //?PV:        for (var e = lid; e < BC * DMAX; e += BR) {
 //?PV:            let j = min(u32(j0) + e / DMAX, p.nk - 1u);
-//?PV:            vs[e] = to_half(ld_v(vbase + j * p.v_sn, e % DMAX));
+//?PV:            vs[e] = to_half(ld_v(vbase + flash_key(w, j) * p.v_sn, e % DMAX));
 //?PV:        }
         workgroupBarrier();
         for (var slab = sg; slab < BR / T; slab += nsg) {

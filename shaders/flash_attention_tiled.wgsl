@@ -109,8 +109,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         for (var e = lid; e < BC * DV; e += WG) {
             let j = min(u32(j0) + e / DV, p.nk - 1u);
             let c = 4u * (e % DV);
-            let kr = kbase + j * p.k_sn;
-            let vr = vbase + j * p.v_sn;
+            let kj = flash_key(w, j);
+            let kr = kbase + kj * p.k_sn;
+            let vr = vbase + kj * p.v_sn;
             kt[e] = vec4(ld_k(kr, c), ld_k(kr, c + 1u), ld_k(kr, c + 2u), ld_k(kr, c + 3u));
             vt[e] = vec4(ld_v(vr, c), ld_v(vr, c + 1u), ld_v(vr, c + 2u), ld_v(vr, c + 3u));
         }

@@ -39,6 +39,7 @@ pub mod plan;
 pub mod positional;
 mod record;
 pub mod reference;
+pub mod seqs;
 pub mod shaders;
 mod shape;
 mod tensor;

@@ -188,7 +188,7 @@ fn record_plan_steps(
                 lse_ss: 0,
                 partial: false,
             };
-            record_fused(rec, launch, [q, k, v], t, mask, out)?;
+            record_fused(rec, launch, [q, k, v], t, mask, out, None)?;
             (o, lse, None)
         }
         (
@@ -291,10 +291,10 @@ fn record_decode(
             partial: true,
         };
         let t = problem.transform.for_page(page.p0, page.n);
-        record_fused(rec, &page.launch, [q, k, v], &t, mask, out)?;
+        record_fused(rec, &page.launch, [q, k, v], &t, mask, out, None)?;
     }
     let sinks = problem.transform.sinks.as_deref();
-    decode::record_combine(rec, &o_part, &lse_part, total, &sh, sinks, o, lse)
+    decode::record_combine(rec, &o_part, &lse_part, total, &sh, sinks, o, lse, None)
 }
 
 /// The unfused path in one pass, into `o` and `lse`; the weights when the

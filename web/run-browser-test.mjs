@@ -36,7 +36,7 @@ try {
     args: [...flags],
     timeout,
     // A waitForSelector is one CDP call: without this, puppeteer's default of
-    // 180 s cuts the in-page validation matrix short (162 cases × 2 variants).
+    // 180 s cuts the in-page validation matrix short (180 cases × 2 variants).
     protocolTimeout: timeout,
   });
   console.log(`chromium ${await browser.version()} flags: ${flags.join(' ')}`);

@@ -17,6 +17,9 @@ override USE_RULES: bool = true;    // causal / window / key lengths
 override MASK_MODE: u32 = 1u;
 override USE_ALIBI: bool = true;
 override USE_SOFTCAP: bool = true;
+// Keys through a block table (a paged KV pool, vLLM's layout): key j of
+// sequence b is row table[b][j / block_size]·block_size + j % block_size.
+override PAGED: bool = false;
 
 struct Params {
     b: u32, hq: u32, group: u32, nq: u32,
@@ -32,7 +35,9 @@ struct Params {
     alibi: u32, neg_inf_bits: u32, softcap: f32, splits: u32,
     split_len: u32, o_ss: u32, lse_ss: u32, lane_splits: u32,
     head_rows: u32, lse_off: u32, kv_base: u32, mod_nkb: u32,
-    sink: u32, _pad0: u32, _pad1: u32, _pad2: u32,
+    sink: u32, packed_out: u32, lse_sb: u32, lse_sh: u32,
+    seqs: u32, cuq_off: u32, cuk_off: u32, seq_diag: u32,
+    bt_off: u32, block_size: u32, max_blocks: u32, num_blocks: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -45,6 +50,10 @@ struct Params {
 // bool masks), as vec4s so that four aligned keys of an additive mask come in one
 // load (flash_bias4); MaskTensor pads its buffer to 16 bytes.
 @group(0) @binding(4) var<storage, read> mask4: array<vec4<u32>>;
+// The sequences' u32 index: key lengths [B] from 0 (has_lengths), and where
+// given the prefix sums of the query rows cu_q [B + 1] (at cuq_off) and of the
+// key rows cu_k [B + 1] (cuk_off) of packed variable-length batches, and the
+// block table [B, max_blocks] of a paged KV pool (bt_off).
 @group(0) @binding(5) var<storage, read> key_lengths: array<u32>;
 // Per query head: the ALiBi slopes [0, hq), then the attention sinks [hq, 2·hq).
 @group(0) @binding(6) var<storage, read> slopes: array<f32>;
@@ -61,6 +70,11 @@ struct FlashWork {
     j_hi: i32,
     key_len: u32,
     block_last: u32, // last query row of the block (head_rows > 1: nq - 1)
+    nq: u32,   // query rows of this sequence (p.nq unless packed)
+    q0: u32,   // first row of this sequence in packed Q (0 unless packed)
+    o0: u32,   // ... in packed O and LSE (q0 for final packed outputs, else 0)
+    k0: u32,   // first row of this sequence in packed K/V (0 unless packed)
+    diag: i32, // query i's diagonal is key i + diag (per sequence when seq_diag)
 }
 
 // Workgroup = (batch·head, key split, query block), `rows` rows per invocation.
@@ -101,19 +115,50 @@ fn flash_work(wid: u32, lid: u32, lanes: u32, rows: u32) -> FlashWork {
     w.h = (w.bh % heads) * p.head_rows;
     w.hk = w.h / p.group;
     w.key_len = p.nk;
-    if (p.has_lengths != 0u && w.valid) {
-        w.key_len = key_lengths[w.b];
+    w.nq = p.nq;
+    w.q0 = 0u;
+    w.k0 = 0u;
+    if (w.valid) {
+        if (p.has_lengths != 0u) {
+            w.key_len = min(key_lengths[w.b], p.nk);
+        }
+        // Packed sequences: rows from the prefix sums (a malformed pair gives
+        // an empty sequence; indices stay clamped by the bindings).
+        if ((p.seqs & 1u) != 0u) {
+            let lo = key_lengths[p.cuq_off + w.b];
+            let hi = key_lengths[p.cuq_off + w.b + 1u];
+            w.q0 = lo;
+            w.nq = min(hi - min(lo, hi), p.nq);
+        }
+        if ((p.seqs & 2u) != 0u) {
+            let lo = key_lengths[p.cuk_off + w.b];
+            let hi = key_lengths[p.cuk_off + w.b + 1u];
+            w.k0 = lo;
+            w.key_len = min(hi - min(lo, hi), p.nk);
+        }
     }
-    let block_last = min(w.block0 + span, p.nq) - 1u;
+    w.o0 = select(0u, w.q0, p.packed_out != 0u);
+    w.diag = p.diag_off;
+    if (p.seq_diag != 0u) {
+        // Bottom-right per sequence: its queries are its newest positions.
+        w.diag = i32(w.key_len) - i32(w.nq);
+    }
+    // The block's rows [block0, rows_end); none (a surplus block, an empty
+    // sequence) leaves an empty key range.
+    let rows_end = min(w.block0 + span, w.nq);
+    let block_last = max(rows_end, w.block0 + 1u) - 1u;
     w.block_last = block_last;
     w.j_lo = i32(w.split * p.split_len);
     w.j_hi = min(i32(w.key_len), i32((w.split + 1u) * p.split_len));
+    if (rows_end <= w.block0) {
+        w.j_hi = w.j_lo;
+    }
     if (p.causal != 0u) {
-        w.j_hi = min(w.j_hi, i32(block_last) + p.diag_off + 1);
+        w.j_hi = min(w.j_hi, i32(block_last) + w.diag + 1);
     }
     if (p.window != 0u) {
-        w.j_hi = min(w.j_hi, i32(block_last) + p.diag_off + i32(p.right) + 1);
-        w.j_lo = max(w.j_lo, i32(w.block0) + p.diag_off - i32(p.left));
+        w.j_hi = min(w.j_hi, i32(block_last) + w.diag + i32(p.right) + 1);
+        w.j_lo = max(w.j_lo, i32(w.block0) + w.diag - i32(p.left));
     }
     return w;
 }
@@ -146,9 +191,9 @@ fn flash_row(w: FlashWork, vr: u32) -> FlashRow {
     // Keys from j_hi on are invisible to the whole block (or belong to the next
     // split), including the tail of a block of keys that runs past it.
     f.lo = 0;
-    f.hi = select(-1, w.j_hi - 1, f.n < p.nq);
+    f.hi = select(-1, w.j_hi - 1, f.n < w.nq);
     if (USE_RULES) {
-        let r = rule_range(f.n, p.causal, p.window, p.left, p.right, p.diag_off, w.key_len);
+        let r = rule_range(f.n, p.causal, p.window, p.left, p.right, w.diag, w.key_len);
         f.lo = r.x;
         f.hi = min(f.hi, r.y);
     }
@@ -165,7 +210,19 @@ fn flash_row(w: FlashWork, vr: u32) -> FlashRow {
 
 // Start of row f's Q vector.
 fn flash_q_row(w: FlashWork, f: FlashRow) -> u32 {
-    return p.q_off + w.b * p.q_sb + f.h * p.q_sh + min(f.n, p.nq - 1u) * p.q_sn;
+    return p.q_off + w.b * p.q_sb + f.h * p.q_sh + (w.q0 + min(f.n, max(w.nq, 1u) - 1u)) * p.q_sn;
+}
+
+// The row of key j of the work's sequence in K and V (times k_sn / v_sn):
+// j itself, after the sequence's first row when packed, or through the block
+// table when paged (the block clamped to the pool).
+fn flash_key(w: FlashWork, j: u32) -> u32 {
+    if (PAGED) {
+        let slot = p.bt_off + w.b * p.max_blocks + min(j / p.block_size, p.max_blocks - 1u);
+        let blk = min(key_lengths[slot], p.num_blocks - 1u);
+        return blk * p.block_size + j % p.block_size;
+    }
+    return w.k0 + j;
 }
 
 // Word `i` of the dense mask.
@@ -222,7 +279,7 @@ fn flash_score(s: f32, w: FlashWork, f: FlashRow, j: u32, bias: f32) -> f32 {
         visible = visible && mask_byte_set(mask_word(idx >> 2u), idx);
     }
     if (USE_ALIBI && p.alibi != 0u) {
-        x -= f.slope * abs(f32(i32(f.n) + p.diag_off - i32(j)));
+        x -= f.slope * abs(f32(i32(f.n) + w.diag - i32(j)));
     }
 //?SCORE_MOD:    if (x > MASKED) {
 //?SCORE_MOD:        let y = score_mod(x, w.b, f.h, f.n, j + p.kv_base);
@@ -315,11 +372,11 @@ fn flash_norm(f: FlashRow, m: f32, l: f32) -> vec2<f32> {
 
 // Writes the finished row: O = acc · flash_norm (0 when no key was seen).
 fn flash_store4(w: FlashWork, f: FlashRow, c: u32, acc: vec4<f32>, m: f32, l: f32) {
-    if (f.n >= p.nq) {
+    if (f.n >= w.nq) {
         return;
     }
     let inv = flash_norm(f, m, l).x;
-    let base = p.o_off + w.split * p.o_ss + w.b * p.o_sb + f.h * p.o_sh + f.n * p.o_sn;
+    let base = p.o_off + w.split * p.o_ss + w.b * p.o_sb + f.h * p.o_sh + (w.o0 + f.n) * p.o_sn;
     for (var e = 0u; e < 4u; e++) {
         if (c + e < p.d) {
             o_put(base + (c + e) * p.o_sd, acc[e] * inv);
@@ -329,7 +386,7 @@ fn flash_store4(w: FlashWork, f: FlashRow, c: u32, acc: vec4<f32>, m: f32, l: f3
 
 // The LSE (−inf bits when no key was seen and there is no sink).
 fn flash_store_lse(w: FlashWork, f: FlashRow, m: f32, l: f32) {
-    if (f.n < p.nq && p.write_lse != 0u) {
-        lse[p.lse_off + w.split * p.lse_ss + (w.b * p.hq + f.h) * p.nq + f.n] = select(bitcast<f32>(p.neg_inf_bits), flash_norm(f, m, l).y, l > 0.0 || p.sink != 0u);
+    if (f.n < w.nq && p.write_lse != 0u) {
+        lse[p.lse_off + w.split * p.lse_ss + w.b * p.lse_sb + f.h * p.lse_sh + w.o0 + f.n] = select(bitcast<f32>(p.neg_inf_bits), flash_norm(f, m, l).y, l > 0.0 || p.sink != 0u);
     }
 }

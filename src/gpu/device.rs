@@ -486,10 +486,24 @@ impl Gpu {
             }
             return Ok(k);
         }
+        let t0 = web_time::Instant::now();
         let k = {
             let _serial = self.exclusive();
             Arc::new(pipeline::build(&self.inner.device, s)?)
         };
+        if super::env::log_compiles() {
+            eprintln!(
+                "compile {:?} {} ms {} {:?} {:?} elems {:?} mods {} [{}]",
+                self.inner.info.backend,
+                t0.elapsed().as_millis(),
+                s.kernel.name,
+                s.defines,
+                s.overrides,
+                s.elems,
+                s.mods.is_some(),
+                std::thread::current().name().unwrap_or("?"),
+            );
+        }
         self.take_error()?;
         self.inner.pipelines.insert(key, k.clone());
         Ok(k)

@@ -39,6 +39,13 @@ pub(crate) fn instance_flags() -> wgpu::InstanceFlags {
     wgpu::InstanceFlags::from_env_or_default()
 }
 
+/// `WGPU_ATTENTION_LOG_COMPILES=1`: print each pipeline compile (backend,
+/// kernel, specialization, milliseconds, the calling thread) to stderr: where
+/// a first call's time goes.
+pub(crate) fn log_compiles() -> bool {
+    var("WGPU_ATTENTION_LOG_COMPILES").is_some_and(|v| v != "0")
+}
+
 /// `WGPU_ATTENTION_DISABLE_FEATURES=f16,subgroup,timestamp,coop`: optional features
 /// not to request (tests the fallbacks).
 pub(crate) fn disabled_features() -> Result<wgpu::Features> {

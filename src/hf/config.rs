@@ -285,6 +285,9 @@ impl HfConfig {
             _ => f64_field(obj, "partial_rotary_factor")?,
         };
         let rotary_dims = match family {
+            // Absent: the config class's 64; null (rotary over the model width
+            // in Hugging Face's code) is not supported.
+            GptJ if !obj.contains_key("rotary_dim") => Some(64.min(head_dim - head_dim % 2)),
             GptJ => Some(usize_field(obj, "rotary_dim")?.ok_or_else(|| {
                 Error::Config(
                     "rotary_dim is null: GPT-J without a rotary_dim is not supported".into(),

@@ -375,11 +375,42 @@ pub(super) struct Params {
     kv_base: u32,
     mod_nkb: u32,
     sink: u32,
-    _pad: [u32; 3],
+    packed_out: u32,
+    lse_sb: u32,
+    lse_sh: u32,
+    seqs: u32,
+    cuq_off: u32,
+    cuk_off: u32,
+    seq_diag: u32,
+    bt_off: u32,
+    block_size: u32,
+    max_blocks: u32,
+    num_blocks: u32,
 }}
+
+/// The sequences' u32 index a launch over packed or paged sequences binds in
+/// place of the key lengths (`shared/flash_common.wgsl`, binding 5): the
+/// sequence lengths from element 0 (paged keys), `cu_seqlens_q` /
+/// `cu_seqlens_k` and the block table at their offsets.
+pub(crate) struct SeqIndex<'a> {
+    pub buffer: &'a wgpu::Buffer,
+    pub layout: crate::plan::SeqLayout,
+    /// Key lengths per sequence from element 0.
+    pub has_lengths: bool,
+    pub cuq_off: Option<u32>,
+    pub cuk_off: Option<u32>,
+    pub bt_off: u32,
+}
 
 /// Records `launch` over `q` `[B, Hq, Nq, D]`, `k` and `v` `[B, Hkv, Nk, D]`
 /// (checked by the problem) under transform `t`, whose dense mask is `mask`.
+/// With `seqs`, the tensors are views over packed or paged rows
+/// (`[1, H, rows, D]`) and `dims` gives the problem's `[B, Hq, max_q, D]` and
+/// `[B, Hkv, max_k, D]`.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the launch, its tensors and transform, the outputs and the sequences' index"
+)]
 pub(crate) fn record_fused(
     rec: &mut Recorder<'_>,
     launch: &FusedLaunch,
@@ -387,16 +418,42 @@ pub(crate) fn record_fused(
     t: &ScoreTransform,
     mask: Option<&MaskTensor>,
     out: FusedOut<'_>,
+    seqs: Option<(&SeqIndex<'_>, [usize; 4], [usize; 4])>,
 ) -> Result<()> {
     let gpu = q.gpu();
-    let [b, hq, nq, d] = q.dims4("Q")?;
-    let [_, hkv, nk, _] = k.dims4("K")?;
-    let lengths = upload_key_lengths(gpu, &t.masking)?;
+    let ([b, hq, nq, d], [_, hkv, nk, _]) = match seqs {
+        Some((_, qd, kd)) => (qd, kd),
+        None => (q.dims4("Q")?, k.dims4("K")?),
+    };
+    let lengths = match seqs {
+        Some(_) => None,
+        None => upload_key_lengths(gpu, &t.masking)?,
+    };
+    let index = seqs.map(|(s, ..)| s);
     let slopes = upload_slopes(gpu, t.head_table(hq).as_deref())?;
-    let (q_off, q_s) = addressing(q);
-    let (k_off, k_s) = addressing(k);
-    let (v_off, v_s) = addressing(v);
-    let (o_off, o_s) = addressing(out.o);
+    let (q_off, mut q_s) = addressing(q);
+    let (k_off, mut k_s) = addressing(k);
+    let (v_off, mut v_s) = addressing(v);
+    let (o_off, mut o_s) = addressing(out.o);
+    let mut mask_fields = MaskFields::of(t)?;
+    let layout = index.map(|s| s.layout);
+    if let Some(l) = layout {
+        // Sequences are found by offsets (packed) or the table (paged), not by
+        // a batch stride.
+        if l.packed_q {
+            q_s[0] = 0;
+            if !out.partial {
+                o_s[0] = 0;
+            }
+        }
+        if l.packed_k || l.paged.is_some() {
+            k_s[0] = 0;
+            v_s[0] = 0;
+        }
+        mask_fields.has_lengths = index.is_some_and(|s| s.has_lengths) as u32;
+    }
+    let packed_out = layout.is_some_and(|l| l.packed_q) && !out.partial;
+    let paged = layout.and_then(|l| l.paged);
     let params = Params {
         b: b as u32,
         hq: hq as u32,
@@ -414,7 +471,7 @@ pub(crate) fn record_fused(
         v_s,
         o_off,
         o_s,
-        mask: MaskFields::of(t)?,
+        mask: mask_fields,
         write_lse: out.lse.is_some() as u32,
         m_s: t.mask.map_or([0; 4], |m| m.strides),
         alibi: t.alibi.is_some() as u32,
@@ -434,7 +491,23 @@ pub(crate) fn record_fused(
             .filter(|m| m.mods.block_skipping())
             .map_or(0, |m| m.dims[3].div_ceil(crate::mods::BLOCK_K) as u32),
         sink: (t.sinks.is_some() && !out.partial) as u32,
-        _pad: [0; 3],
+        packed_out: packed_out as u32,
+        // Packed final LSE: [Hq, total_q]; else [B, Hq, Nq] (partials too).
+        lse_sb: if packed_out { 0 } else { (hq * nq) as u32 },
+        lse_sh: match layout {
+            Some(l) if packed_out => l.total_q as u32,
+            _ => nq as u32,
+        },
+        seqs: index.map_or(0, |s| {
+            s.cuq_off.is_some() as u32 | (s.cuk_off.is_some() as u32) << 1
+        }),
+        cuq_off: index.and_then(|s| s.cuq_off).unwrap_or(0),
+        cuk_off: index.and_then(|s| s.cuk_off).unwrap_or(0),
+        seq_diag: layout.is_some_and(|l| l.per_seq_diag) as u32,
+        bt_off: index.map_or(0, |s| s.bt_off),
+        block_size: paged.map_or(1, |p| p.block_size as u32),
+        max_blocks: paged.map_or(1, |p| p.max_blocks as u32),
+        num_blocks: paged.map_or(1, |p| p.num_blocks as u32),
     };
     let mods = match &t.mods {
         Some(m) => Some(
@@ -449,7 +522,7 @@ pub(crate) fn record_fused(
         Some(k.buffer()),
         Some(v.buffer()),
         mask.map(|m| &*m.buffer),
-        lengths.as_ref(),
+        index.map(|s| s.buffer).or(lengths.as_ref()),
         slopes.as_ref(),
         Some(out.o.buffer()),
         out.lse.map(Tensor::buffer),

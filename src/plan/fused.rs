@@ -316,10 +316,16 @@ pub(crate) fn launch(
         heads * splits as u64 * blocks_q as u64
     };
     Ok(FusedLaunch {
-        spec: variant
-            .specialization(t.fused_overrides())
-            .elems(&elems)
-            .mods(t.mods.as_ref().map(|m| m.mods.wgsl().clone())),
+        spec: {
+            let s = variant.specialization(t.fused_overrides());
+            // Keys through a block table compile in only where a pool is read.
+            let s = match problem.seqs.and_then(|q| q.paged) {
+                Some(_) => s.overrides(&[("PAGED", 1.0)]),
+                None => s,
+            };
+            s.elems(&elems)
+                .mods(t.mods.as_ref().map(|m| m.mods.wgsl().clone()))
+        },
         variant,
         lane_splits,
         head_rows,

@@ -19,7 +19,8 @@ mod unfused;
 
 pub use decode::{DEFAULT_SPLIT, FEW_QUERIES, TARGET_SPLITS};
 pub use problem::{
-    AttentionOptions, AttentionPath, AttentionProblem, DTypes, Keys, TuningMode, MAX_HEAD_DIM,
+    AttentionOptions, AttentionPath, AttentionProblem, DTypes, Keys, PagedLayout, SeqLayout,
+    TuningMode, MAX_HEAD_DIM,
 };
 pub use specs::specializations;
 
@@ -249,6 +250,18 @@ fn choose_path(p: &AttentionProblem, caps: &DeviceCaps, tuning: Tuning) -> Resul
             )));
         }
         return Ok(AttentionPath::Decode);
+    }
+    if p.seqs.is_some() {
+        if p.want_weights || p.path == AttentionPath::Unfused {
+            return Err(Error::InvalidArgument(
+                "packed or paged sequences run on the fused and decode paths: the weights cannot be built; use AttentionPath::Fused, Decode or Auto".into(),
+            ));
+        }
+        if p.transform.mask.is_some() || p.transform.masking.key_lengths.is_some() {
+            return Err(Error::InvalidArgument(
+                "packed or paged sequences take their lengths from cu_seqlens / the sequence lengths: give no dense mask or key_lengths (use causal, window, ALiBi, softcap, sinks or mods)".into(),
+            ));
+        }
     }
     Ok(match p.path {
         AttentionPath::Auto if p.want_weights => AttentionPath::Unfused,

@@ -163,6 +163,39 @@ pub struct AttentionProblem {
     /// Every K and V row starts at an even element and D has unit stride (set
     /// from the tensors; KV-cache pages of an even D are).
     pub kv_aligned: bool,
+    /// Sequences of different lengths ([`crate::seqs`]): packed queries and
+    /// keys, or keys in a paged pool; `None` for rectangular tensors.
+    pub seqs: Option<SeqLayout>,
+}
+
+/// Sequences of different lengths in one problem ([`crate::seqs`]): `shape`
+/// holds the longest (`nq` = `max_seqlen_q`, `nk` = `max_seqlen_k`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SeqLayout {
+    /// Q and O packed `[total_q, Hq, D]`, sequence `b`'s rows from
+    /// `cu_seqlens_q[b]`; the LSE is `[Hq, total_q]`.
+    pub packed_q: bool,
+    /// K and V packed `[total_k, Hkv, D]` from `cu_seqlens_k[b]`.
+    pub packed_k: bool,
+    /// K and V in a pool of blocks through a block table.
+    pub paged: Option<PagedLayout>,
+    /// Rows of packed Q.
+    pub total_q: usize,
+    /// Causal and window rules align bottom-right per sequence (its queries
+    /// are its newest positions); else top-left.
+    pub per_seq_diag: bool,
+}
+
+/// A paged KV pool: `num_blocks` blocks of `block_size` positions,
+/// `max_blocks` block-table entries per sequence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PagedLayout {
+    /// Positions per block.
+    pub block_size: usize,
+    /// Table entries per sequence.
+    pub max_blocks: usize,
+    /// Blocks in the pool.
+    pub num_blocks: usize,
 }
 
 /// Largest head dim of the fused kernels (private row buffers are sized for it).
@@ -250,6 +283,7 @@ impl AttentionProblem {
             keys,
             dtypes,
             kv_aligned: false,
+            seqs: None,
         })
     }
 
@@ -277,6 +311,7 @@ impl AttentionProblem {
             keys: Keys::Tensors,
             dtypes: DTypes::default(),
             kv_aligned: false,
+            seqs: None,
         })
     }
 

@@ -124,5 +124,20 @@ pub fn specializations(caps: &DeviceCaps, tuning: Tuning) -> Vec<Specialization>
     for s in kernels::mod_specializations(tuning, example) {
         push(s);
     }
+    // Keys through a block table ([`crate::seqs`], a paged pool): each fused
+    // variant with PAGED on, under the rules (every paged launch has them or
+    // not; the override is what differs).
+    for d in HEAD_DIM_BUCKETS {
+        for v in fused_variants(caps, tuning, d as usize) {
+            if v.bias4 {
+                continue;
+            }
+            for t in [transform_overrides()[0], transform_overrides()[16]] {
+                let packed = [("k", Elem::BF16), ("v", Elem::BF16)];
+                let s = v.specialization(t).overrides(&[("PAGED", 1.0)]);
+                push(if v.pairs { s.elems(&packed) } else { s });
+            }
+        }
+    }
     out
 }

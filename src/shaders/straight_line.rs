@@ -346,10 +346,13 @@ fn main(out: &mut String, s: Shape, mod_blocks: bool) {
     }
     // Keys past Nk read the last row (valid memory); flash_score excludes them.
     for t in 0..keys {
-        emit!(out, "        let kr{t} = kbase + min(j{t}, p.nk - 1u) * p.k_sn;");
+        emit!(out, "        let kj{t} = flash_key(w, min(j{t}, p.nk - 1u));");
     }
     for t in 0..keys {
-        emit!(out, "        let vr{t} = vbase + min(j{t}, p.nk - 1u) * p.v_sn;");
+        emit!(out, "        let kr{t} = kbase + kj{t} * p.k_sn;");
+    }
+    for t in 0..keys {
+        emit!(out, "        let vr{t} = vbase + kj{t} * p.v_sn;");
     }
     load_block(out, s, "k");
 

@@ -20,6 +20,7 @@ mod posenc;
 mod rms_norm;
 mod rope;
 mod scores;
+mod seqs;
 mod sinks;
 mod softmax;
 mod tune;
@@ -137,8 +138,8 @@ fn each_gpu_with(
         report_skip(test, &format!("SKIPPED {msg}"));
         return;
     }
-    for (gpu, turn) in gpus {
-        let _turn = turn.lock().unwrap_or_else(|p| p.into_inner());
+    let all: Vec<&(Gpu, Mutex<()>)> = gpus.iter().collect();
+    for_each_free(&all, |_, gpu| {
         let base = gpu.tuning();
         let mut variants = vec![base.with_staged(false)];
         if no_subgroup_too && base.subgroup() != 0 {
@@ -158,6 +159,35 @@ fn each_gpu_with(
                 None => f(gpu, t, &ctx),
             }
         }
+    });
+}
+
+/// Runs `f` once on each device of `devices`, holding that device's turn,
+/// taking first a device no other test holds: two tests then run on
+/// different adapters at once instead of queueing for the same one (the CI
+/// machine's two cores both compile, which halves the suite's wall time).
+fn for_each_free<'a>(devices: &[&'a (Gpu, Mutex<()>)], mut f: impl FnMut(usize, &'a Gpu)) {
+    use std::sync::TryLockError;
+    let mut todo: Vec<usize> = (0..devices.len()).collect();
+    while !todo.is_empty() {
+        let free = todo
+            .iter()
+            .enumerate()
+            .find_map(|(p, &i)| match devices[i].1.try_lock() {
+                Ok(g) => Some((p, g)),
+                Err(TryLockError::Poisoned(g)) => Some((p, g.into_inner())),
+                Err(TryLockError::WouldBlock) => None,
+            });
+        let (p, turn) = match free {
+            Some(x) => x,
+            None => (
+                0,
+                devices[todo[0]].1.lock().unwrap_or_else(|p| p.into_inner()),
+            ),
+        };
+        let i = todo.remove(p);
+        f(i, &devices[i].0);
+        drop(turn);
     }
 }
 
@@ -259,12 +289,10 @@ pub fn each_storage_mode(test: &str, f: impl Fn(&Gpu, bool, &str)) {
             })
             .collect()
     });
-    let twins = gpus
-        .iter()
-        .map(|g| (g, false))
-        .chain(packed.iter().map(|g| (g, true)));
-    for ((gpu, turn), twin) in twins {
-        let _turn = turn.lock().unwrap_or_else(|p| p.into_inner());
+    let n = gpus.len();
+    let all: Vec<&(Gpu, Mutex<()>)> = gpus.iter().chain(packed.iter()).collect();
+    for_each_free(&all, |i, gpu| {
+        let twin = i >= n;
         let mode = if gpu.caps().native_f16() {
             "native f16"
         } else {
@@ -276,5 +304,5 @@ pub fn each_storage_mode(test: &str, f: impl Fn(&Gpu, bool, &str)) {
             gpu.info().name
         );
         f(gpu, twin, &ctx);
-    }
+    });
 }
