@@ -46,6 +46,15 @@ pub enum Error {
     /// Invalid option value (NaN in a mask, key length out of range, ...).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// A paged KV pool has too few free blocks for an append
+    /// ([`crate::paged::BlockManager`]); nothing was reserved.
+    #[error("the paged KV pool needs {needed} more blocks but {free} are free: free finished sequences (or preempt one) or make the pool larger")]
+    OutOfBlocks {
+        /// Blocks the append needs.
+        needed: usize,
+        /// Blocks free.
+        free: usize,
+    },
     /// A buffer would exceed a limit of the device.
     #[error("{what} needs {bytes} bytes, over the device's {limit_name} of {limit} bytes; use smaller batches or sequence lengths")]
     BufferTooLarge {

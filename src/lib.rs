@@ -35,6 +35,7 @@ pub mod mask;
 mod mask_tensor;
 pub mod mha;
 pub mod mods;
+pub mod paged;
 pub mod plan;
 pub mod positional;
 mod record;

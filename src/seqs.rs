@@ -198,16 +198,12 @@ pub fn record_varlen_attention(
         nk: varlen.max_seqlen_k.max(1),
         d,
     };
-    record_seqs(
-        rec,
-        q,
-        rows_view(k)?,
-        rows_view(v)?,
-        shape,
-        layout,
-        &parts,
-        opts,
-    )
+    let part = KvPart {
+        k: rows_view(k)?,
+        v: rows_view(v)?,
+        blocks: None,
+    };
+    record_seqs(rec, q, &[part], shape, layout, &parts, opts)
 }
 
 /// Packed queries against a paged KV pool in one submission: `q` `[total_q,
@@ -312,6 +308,7 @@ pub fn record_paged_attention(
             block_size,
             max_blocks: kv.max_blocks,
             num_blocks,
+            split: false,
         }),
         total_q,
         per_seq_diag: opts.masking.alignment == Alignment::BottomRight,
@@ -338,16 +335,12 @@ pub fn record_paged_attention(
             t.offset(),
         )
     };
-    record_seqs(
-        rec,
-        q,
-        rows(kv.k_pool)?,
-        rows(kv.v_pool)?,
-        shape,
-        layout,
-        &parts,
-        opts,
-    )
+    let part = KvPart {
+        k: rows(kv.k_pool)?,
+        v: rows(kv.v_pool)?,
+        blocks: None,
+    };
+    record_seqs(rec, q, &[part], shape, layout, &parts, opts)
 }
 
 fn dims3(t: &Tensor, what: &str) -> Result<[usize; 3]> {
@@ -462,29 +455,42 @@ fn build_index(
     Ok((index, offsets))
 }
 
-/// Plans and records a problem over packed or paged sequences; `k`, `v` are
-/// `[1, Hkv, rows, D]` views of their rows.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "the tensors, the problem's shape and layout, the index parts and the options"
-)]
-fn record_seqs(
+/// K and V rows of one storage binding as `[1, Hkv, rows, D]` views, and for
+/// a pool split over bindings the blocks `[lo, hi)` they hold.
+pub(crate) struct KvPart {
+    pub k: Tensor,
+    pub v: Tensor,
+    pub blocks: Option<(u32, u32)>,
+}
+
+/// Plans and records a problem over packed or paged sequences whose keys and
+/// values are `kv` (one part, or the parts of a pool split over bindings:
+/// then the decode path per part, merged).
+pub(crate) fn record_seqs(
     rec: &mut Recorder<'_>,
     q: &Tensor,
-    k: Tensor,
-    v: Tensor,
+    kv: &[KvPart],
     shape: AttnShape,
     layout: SeqLayout,
     parts: &[(Option<U32s<'_>>, usize)],
     opts: &AttentionOptions,
 ) -> Result<Attention> {
     let gpu = q.gpu();
-    for (t, what) in [(&k, "K"), (&v, "V")] {
-        if !t.gpu().is_same(gpu) {
-            return Err(Error::InvalidArgument(format!(
-                "{what} lives on another device than Q"
-            )));
+    for part in kv {
+        for (t, what) in [(&part.k, "K"), (&part.v, "V")] {
+            if !t.gpu().is_same(gpu) {
+                return Err(Error::InvalidArgument(format!(
+                    "{what} lives on another device than Q"
+                )));
+            }
         }
+    }
+    let (k, v) = (&kv[0].k, &kv[0].v);
+    if kv.len() > 1 && opts.path == crate::AttentionPath::Fused {
+        return Err(Error::InvalidArgument(format!(
+            "the pool spans {} storage bindings: it runs on the decode path (per binding, merged); use AttentionPath::Decode or Auto",
+            kv.len()
+        )));
     }
     let q4 = rows_view(q)?;
     let dtypes = DTypes {
@@ -495,6 +501,9 @@ fn record_seqs(
     };
     let mut problem = AttentionProblem::with_shape(shape, &q4, opts, Keys::Tensors, dtypes)?;
     problem.seqs = Some(layout);
+    if kv.len() > 1 {
+        problem.path = crate::AttentionPath::Decode;
+    }
     // The autotuner measures rectangular problems: packed and paged ones take
     // the recorder's (heuristic) variants.
     let opts = &AttentionOptions {
@@ -513,6 +522,13 @@ fn record_seqs(
         cuq_off: offsets.get(1).copied().flatten(),
         cuk_off: offsets.get(2).copied().flatten(),
         bt_off: offsets.get(3).copied().flatten().unwrap_or(0),
+        part: None,
+    };
+    let part_index = |p: &KvPart| SeqIndex {
+        part: p.blocks,
+        cuq_off: seq_index.cuq_off,
+        cuk_off: seq_index.cuk_off,
+        ..seq_index
     };
     let sh = shape;
     let o = Tensor::output_as(
@@ -541,14 +557,15 @@ fn record_seqs(
                     lse_ss: 0,
                     partial: false,
                 };
+                let idx = part_index(&kv[0]);
                 record_fused(
                     rec,
                     launch,
-                    [&q4, &k, &v],
+                    [&q4, k, v],
                     t,
                     None,
                     out,
-                    Some((&seq_index, dims_q, dims_k)),
+                    Some((&idx, dims_q, dims_k)),
                 )
             }
             Steps::Decode {
@@ -556,39 +573,41 @@ fn record_seqs(
                 total_splits,
             } => {
                 let rows = sh.b * sh.hq * sh.nq;
-                let total = *total_splits;
+                let per_part = *total_splits;
+                let total = per_part * kv.len();
                 let f32 = crate::DType::F32;
                 let o_part =
                     rec.scratch("decode partial O", &[total, sh.b, sh.hq, sh.nq, sh.d], f32)?;
                 let lse_part = rec.scratch("decode partial LSE", &[total, rows], f32)?;
-                for page in pages {
-                    let first_o = o_part.view(
-                        &dims_q,
-                        &[sh.hq * sh.nq * sh.d, sh.nq * sh.d, sh.d, 1],
-                        page.first_split * rows * sh.d,
-                    )?;
-                    let lse_p = lse_part.view(
-                        &[page.launch.splits, rows],
-                        &[rows, 1],
-                        page.first_split * rows,
-                    )?;
-                    let out = FusedOut {
-                        o: &first_o,
-                        lse: Some(&lse_p),
-                        o_ss: (rows * sh.d) as u32,
-                        lse_ss: rows as u32,
-                        partial: true,
-                    };
-                    let tp = t.for_page(page.p0, page.n);
-                    record_fused(
-                        rec,
-                        &page.launch,
-                        [&q4, &k, &v],
-                        &tp,
-                        None,
-                        out,
-                        Some((&seq_index, dims_q, dims_k)),
-                    )?;
+                for (pi, part) in kv.iter().enumerate() {
+                    let idx = part_index(part);
+                    for page in pages {
+                        let first = pi * per_part + page.first_split;
+                        let first_o = o_part.view(
+                            &dims_q,
+                            &[sh.hq * sh.nq * sh.d, sh.nq * sh.d, sh.d, 1],
+                            first * rows * sh.d,
+                        )?;
+                        let lse_p =
+                            lse_part.view(&[page.launch.splits, rows], &[rows, 1], first * rows)?;
+                        let out = FusedOut {
+                            o: &first_o,
+                            lse: Some(&lse_p),
+                            o_ss: (rows * sh.d) as u32,
+                            lse_ss: rows as u32,
+                            partial: true,
+                        };
+                        let tp = t.for_page(page.p0, page.n);
+                        record_fused(
+                            rec,
+                            &page.launch,
+                            [&q4, &part.k, &part.v],
+                            &tp,
+                            None,
+                            out,
+                            Some((&idx, dims_q, dims_k)),
+                        )?;
+                    }
                 }
                 crate::kernels::decode::record_combine(
                     rec,

@@ -20,6 +20,10 @@ override USE_SOFTCAP: bool = true;
 // Keys through a block table (a paged KV pool, vLLM's layout): key j of
 // sequence b is row table[b][j / block_size]·block_size + j % block_size.
 override PAGED: bool = false;
+// A pool split over several bindings: this launch reads blocks [seg_lo,
+// seg_hi) (its binding's), keys in other blocks are excluded (their part's
+// launch has them; the decode merge joins the parts).
+override PAGED_PARTS: bool = false;
 
 struct Params {
     b: u32, hq: u32, group: u32, nq: u32,
@@ -38,6 +42,7 @@ struct Params {
     sink: u32, packed_out: u32, lse_sb: u32, lse_sh: u32,
     seqs: u32, cuq_off: u32, cuk_off: u32, seq_diag: u32,
     bt_off: u32, block_size: u32, max_blocks: u32, num_blocks: u32,
+    seg_lo: u32, seg_hi: u32, _pad0: u32, _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -216,13 +221,23 @@ fn flash_q_row(w: FlashWork, f: FlashRow) -> u32 {
 // The row of key j of the work's sequence in K and V (times k_sn / v_sn):
 // j itself, after the sequence's first row when packed, or through the block
 // table when paged (the block clamped to the pool).
+// A key past the sequence's length (the tail of a block of keys, which no row
+// sees) reads the sequence's last key: never a row it does not own (an
+// unwritten pool row, another sequence's) whose value times a zero weight
+// could still be NaN.
 fn flash_key(w: FlashWork, j: u32) -> u32 {
+    let jj = min(j, max(w.key_len, 1u) - 1u);
     if (PAGED) {
-        let slot = p.bt_off + w.b * p.max_blocks + min(j / p.block_size, p.max_blocks - 1u);
-        let blk = min(key_lengths[slot], p.num_blocks - 1u);
-        return blk * p.block_size + j % p.block_size;
+        let blk = flash_block(w, jj);
+        let local = min(blk - min(blk, p.seg_lo), p.num_blocks - 1u);
+        return local * p.block_size + jj % p.block_size;
     }
-    return w.k0 + j;
+    return w.k0 + jj;
+}
+
+// The pool block holding key j of the work's sequence.
+fn flash_block(w: FlashWork, j: u32) -> u32 {
+    return key_lengths[p.bt_off + w.b * p.max_blocks + min(j / p.block_size, p.max_blocks - 1u)];
 }
 
 // Word `i` of the dense mask.
@@ -280,6 +295,10 @@ fn flash_score(s: f32, w: FlashWork, f: FlashRow, j: u32, bias: f32) -> f32 {
     }
     if (USE_ALIBI && p.alibi != 0u) {
         x -= f.slope * abs(f32(i32(f.n) + w.diag - i32(j)));
+    }
+    if (PAGED_PARTS) {
+        let blk = flash_block(w, min(j, p.nk - 1u));
+        visible = visible && blk >= p.seg_lo && blk < p.seg_hi;
     }
 //?SCORE_MOD:    if (x > MASKED) {
 //?SCORE_MOD:        let y = score_mod(x, w.b, f.h, f.n, j + p.kv_base);

@@ -386,6 +386,9 @@ pub(super) struct Params {
     block_size: u32,
     max_blocks: u32,
     num_blocks: u32,
+    seg_lo: u32,
+    seg_hi: u32,
+    _pad: [u32; 2],
 }}
 
 /// The sequences' u32 index a launch over packed or paged sequences binds in
@@ -400,6 +403,9 @@ pub(crate) struct SeqIndex<'a> {
     pub cuq_off: Option<u32>,
     pub cuk_off: Option<u32>,
     pub bt_off: u32,
+    /// The pool blocks `[lo, hi)` this launch's K/V binding holds (a pool
+    /// split over bindings); `None`: the whole pool.
+    pub part: Option<(u32, u32)>,
 }
 
 /// Records `launch` over `q` `[B, Hq, Nq, D]`, `k` and `v` `[B, Hkv, Nk, D]`
@@ -507,7 +513,14 @@ pub(crate) fn record_fused(
         bt_off: index.map_or(0, |s| s.bt_off),
         block_size: paged.map_or(1, |p| p.block_size as u32),
         max_blocks: paged.map_or(1, |p| p.max_blocks as u32),
-        num_blocks: paged.map_or(1, |p| p.num_blocks as u32),
+        num_blocks: match (paged, index.and_then(|s| s.part)) {
+            (_, Some((lo, hi))) => hi - lo,
+            (Some(p), None) => p.num_blocks as u32,
+            (None, None) => 1,
+        },
+        seg_lo: index.and_then(|s| s.part).map_or(0, |p| p.0),
+        seg_hi: index.and_then(|s| s.part).map_or(u32::MAX, |p| p.1),
+        _pad: [0; 2],
     };
     let mods = match &t.mods {
         Some(m) => Some(

@@ -5,6 +5,7 @@
 //! a convenience function that records and submits.
 
 pub mod block_mask;
+pub mod cache_write;
 pub mod cast;
 pub mod decode;
 pub mod flash_attention;
@@ -42,6 +43,10 @@ pub(crate) fn specializations(
         out.push(Specialization::new(spec));
     }
     out.push(rms_norm::specialization(rms_norm::workgroup(&caps.limits)));
+    out.push(cache_write::specialization(
+        crate::shaders::Elem::F32,
+        crate::shaders::Elem::F32,
+    ));
     out
 }
 
@@ -75,6 +80,7 @@ pub fn uniform_layouts() -> Vec<(&'static str, (Vec<uniform::Member>, usize))> {
         ("cast", layout::<cast::Params>()),
         ("block_mask", layout::<block_mask::Params>()),
         ("rms_norm", layout::<rms_norm::Params>()),
+        ("cache_write", layout::<cache_write::Params>()),
         ("flash_attention", layout::<flash_attention::Params>()),
         ("flash_attention_cpu", layout::<flash_attention::Params>()),
         ("flash_attention_tiled", layout::<flash_attention::Params>()),

@@ -320,6 +320,7 @@ pub(crate) fn launch(
             let s = variant.specialization(t.fused_overrides());
             // Keys through a block table compile in only where a pool is read.
             let s = match problem.seqs.and_then(|q| q.paged) {
+                Some(p) if p.split => s.overrides(&[("PAGED", 1.0), ("PAGED_PARTS", 1.0)]),
                 Some(_) => s.overrides(&[("PAGED", 1.0)]),
                 None => s,
             };

@@ -196,6 +196,9 @@ pub struct PagedLayout {
     pub max_blocks: usize,
     /// Blocks in the pool.
     pub num_blocks: usize,
+    /// The pool spans several storage bindings: each launch reads one and
+    /// excludes the keys of the others' blocks (decode path, merged).
+    pub split: bool,
 }
 
 /// Largest head dim of the fused kernels (private row buffers are sized for it).

@@ -6,6 +6,7 @@
 //! the GPU.
 
 mod attention;
+mod cache_write;
 mod cast;
 mod decode;
 mod matmul;
@@ -18,6 +19,7 @@ mod softmax;
 mod weighted_sum;
 
 pub use attention::{attention, AttentionOutput, ReferenceOptions};
+pub use cache_write::cache_write;
 pub use cast::cast;
 pub use decode::decode_combine;
 pub use matmul::matmul;

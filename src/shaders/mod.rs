@@ -239,6 +239,10 @@ pub const KERNELS: &[(&str, &str)] = &[
     ("rope", include_str!("../../shaders/rope.wgsl")),
     ("rms_norm", include_str!("../../shaders/rms_norm.wgsl")),
     (
+        "cache_write",
+        include_str!("../../shaders/cache_write.wgsl"),
+    ),
+    (
         "flash_attention",
         include_str!("../../shaders/flash_attention.wgsl"),
     ),

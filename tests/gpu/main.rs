@@ -16,6 +16,7 @@ mod long;
 mod matmul;
 mod mha;
 mod mods;
+mod paged;
 mod posenc;
 mod rms_norm;
 mod rope;
