@@ -21,6 +21,7 @@ mod plot;
 mod run;
 mod tune;
 mod validate;
+mod varlen;
 mod viz;
 
 use clap::{Parser, Subcommand};

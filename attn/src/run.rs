@@ -56,6 +56,7 @@ impl PathArg {
   attn run --q q.npy --k k.npy --v v.npy --dtype f16 --out o16.npy --check
   attn run --q q.npy --k k.npy --v v.npy --mask keep.npy --kv-lengths 5,7 --weights p.npy
   attn run --q q.npy --k k.npy --v v.npy --mask-mod doc_mask.wgsl --mod-buffer doc=doc.npy --check
+  attn run --q qp.npy --k kp.npy --v vp.npy --cu-seqlens-q 0,5,12 --cu-seqlens-k 0,7,20 --causal bottom-right --out op.npy --lse lse.npy --check
 
 Q is [B, Hq, Nq, D] and K, V are [B, Hkv, Nk, D] (with --layout bnhd: [B, N, H, D]);
 Hq must be a multiple of Hkv. O is written in Q's layout, LSE as [B, Hq, Nq]
@@ -124,6 +125,12 @@ pub struct RunArgs {
     /// Relative L2 tolerance of --check for every output [default: 1e-5, plus the unit roundoff of O's dtype for O].
     #[arg(long, value_name = "TOL")]
     pub tol: Option<f64>,
+    /// Packed variable-length sequences: prefix sums of the query rows, B + 1 integers ("0,5,12" or a file: an integer .npy or text); --q, --k, --v are then [total, H, D], O is written packed the same way and --lse as [Hq, total_q].
+    #[arg(long, value_name = "LIST|FILE")]
+    pub cu_seqlens_q: Option<String>,
+    /// Prefix sums of the key rows [default: --cu-seqlens-q].
+    #[arg(long, value_name = "LIST|FILE", requires = "cu_seqlens_q")]
+    pub cu_seqlens_k: Option<String>,
 }
 
 pub fn run_main(a: RunArgs) -> Result<()> {
@@ -150,6 +157,9 @@ pub fn run_main(a: RunArgs) -> Result<()> {
         return Err(bad_input!(
             "--kv-split 0: expected at least 1 key per split"
         ));
+    }
+    if let Some(cu) = &a.cu_seqlens_q {
+        return crate::varlen::varlen_main(&a, cu);
     }
     // Mods are read and checked before the inputs and the device.
     let mods = a.mods.load()?;
