@@ -34,6 +34,34 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 use wgpu_attention::{Gpu, GpuOptions, Tuning};
 
 static GPUS: OnceLock<Vec<(Gpu, Mutex<()>)>> = OnceLock::new();
+static SECOND: OnceLock<Vec<Option<(Gpu, Mutex<()>)>>> = OnceLock::new();
+
+/// Per adapter of [`gpus`], a second device on a Vulkan CPU adapter (lavapipe):
+/// its command buffers run on a queue thread of their own, where llvmpipe
+/// compiles each kernel on first dispatch, so two tests compile on the two
+/// cores at once (Mesa's shader cache shares what both compile). The tests
+/// run once per adapter, on whichever of its devices is free.
+fn second_devices() -> &'static [Option<(Gpu, Mutex<()>)>] {
+    SECOND.get_or_init(|| {
+        gpus()
+            .iter()
+            .map(|(g, _)| {
+                let cpu_vulkan = g.info().backend == wgpu::Backend::Vulkan
+                    && g.info().device_type == wgpu::DeviceType::Cpu;
+                if !cpu_vulkan || std::env::var("WGPU_ATTENTION_TEST_ONE_DEVICE").is_ok() {
+                    return None;
+                }
+                let second = pollster::block_on(Gpu::from_adapter_with(
+                    g.adapter().expect("own adapter").clone(),
+                    &GpuOptions::default(),
+                ))
+                .ok()?;
+                second.set_poison_outputs(true);
+                Some((second, Mutex::new(())))
+            })
+            .collect()
+    })
+}
 
 /// Every adapter once, each with a lock: tests take turns on one device (wgpu's GL
 /// backend panics when its context lock waits over 6 s, which a busy 2-core CI
@@ -128,6 +156,9 @@ fn each_gpu_with(
     skips: &[Skip],
     f: impl Fn(&Gpu, Tuning, &str),
 ) {
+    if !in_shard(test) {
+        return;
+    }
     let gpus = gpus();
     if gpus.is_empty() {
         let msg = format!(
@@ -139,7 +170,12 @@ fn each_gpu_with(
         report_skip(test, &format!("SKIPPED {msg}"));
         return;
     }
-    let all: Vec<&(Gpu, Mutex<()>)> = gpus.iter().collect();
+    let second = second_devices();
+    let all: Vec<Vec<&(Gpu, Mutex<()>)>> = gpus
+        .iter()
+        .zip(second)
+        .map(|(g, s)| std::iter::once(g).chain(s.as_ref()).collect())
+        .collect();
     for_each_free(&all, |_, gpu| {
         let base = gpu.tuning();
         let mut variants = vec![base.with_staged(false)];
@@ -163,31 +199,50 @@ fn each_gpu_with(
     });
 }
 
-/// Runs `f` once on each device of `devices`, holding that device's turn,
-/// taking first a device no other test holds: two tests then run on
-/// different adapters at once instead of queueing for the same one (the CI
-/// machine's two cores both compile, which halves the suite's wall time).
-fn for_each_free<'a>(devices: &[&'a (Gpu, Mutex<()>)], mut f: impl FnMut(usize, &'a Gpu)) {
+/// `WGPU_ATTENTION_TEST_SHARD=i/n`: this process runs the tests whose name
+/// hashes to `i` modulo `n` (so `n` processes share the suite and the
+/// machine's cores, llvmpipe compiling in each); all without it.
+fn in_shard(test: &str) -> bool {
+    let Ok(spec) = std::env::var("WGPU_ATTENTION_TEST_SHARD") else {
+        return true;
+    };
+    let (i, n) = spec
+        .split_once('/')
+        .and_then(|(i, n)| Some((i.parse::<u64>().ok()?, n.parse::<u64>().ok()?)))
+        .filter(|(i, n)| i < n)
+        .expect("WGPU_ATTENTION_TEST_SHARD=i/n with i < n");
+    // FNV-1a: the same shard for a name on every run.
+    let h = test
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+    h % n == i
+}
+
+/// Runs `f` once for each adapter of `adapters` (each a list of devices on
+/// it), holding one of its devices' turn, taking first an adapter with a
+/// device no other test holds: two tests then run on different devices at once
+/// instead of queueing for the same one (the CI machine's two cores both
+/// compile).
+fn for_each_free<'a>(adapters: &[Vec<&'a (Gpu, Mutex<()>)>], mut f: impl FnMut(usize, &'a Gpu)) {
     use std::sync::TryLockError;
-    let mut todo: Vec<usize> = (0..devices.len()).collect();
+    let mut todo: Vec<usize> = (0..adapters.len()).collect();
     while !todo.is_empty() {
-        let free = todo
-            .iter()
-            .enumerate()
-            .find_map(|(p, &i)| match devices[i].1.try_lock() {
-                Ok(g) => Some((p, g)),
-                Err(TryLockError::Poisoned(g)) => Some((p, g.into_inner())),
+        let free = todo.iter().enumerate().find_map(|(p, &i)| {
+            adapters[i].iter().find_map(|(g, m)| match m.try_lock() {
+                Ok(t) => Some((p, g, t)),
+                Err(TryLockError::Poisoned(t)) => Some((p, g, t.into_inner())),
                 Err(TryLockError::WouldBlock) => None,
-            });
-        let (p, turn) = match free {
+            })
+        });
+        let (p, gpu, turn) = match free {
             Some(x) => x,
-            None => (
-                0,
-                devices[todo[0]].1.lock().unwrap_or_else(|p| p.into_inner()),
-            ),
+            None => {
+                let (g, m) = adapters[todo[0]][0];
+                (0, g, m.lock().unwrap_or_else(|p| p.into_inner()))
+            }
         };
         let i = todo.remove(p);
-        f(i, &devices[i].0);
+        f(i, gpu);
         drop(turn);
     }
 }
@@ -291,7 +346,7 @@ pub fn each_storage_mode(test: &str, f: impl Fn(&Gpu, bool, &str)) {
             .collect()
     });
     let n = gpus.len();
-    let all: Vec<&(Gpu, Mutex<()>)> = gpus.iter().chain(packed.iter()).collect();
+    let all: Vec<Vec<&(Gpu, Mutex<()>)>> = gpus.iter().chain(packed.iter()).map(|g| vec![g]).collect();
     for_each_free(&all, |i, gpu| {
         let twin = i >= n;
         let mode = if gpu.caps().native_f16() {

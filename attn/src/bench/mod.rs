@@ -13,6 +13,7 @@ mod configs;
 mod measure;
 mod plot;
 mod report;
+mod serving;
 mod targets;
 
 use std::path::PathBuf;
@@ -40,6 +41,11 @@ pub enum BenchPath {
     /// The fused path with Q·Kᵀ and P·V on the matrices (`Coop::Full`).
     #[serde(rename = "coop-full")]
     CoopFull,
+    /// A serving decode step over a paged KV cache of mixed lengths, batched
+    /// and per sequence (`--seqs`, `--lens`, `--block-size`).
+    Paged,
+    /// Causal prefill of the mixed lengths, packed against padded.
+    Varlen,
 }
 
 impl BenchPath {
@@ -47,7 +53,7 @@ impl BenchPath {
         match self {
             BenchPath::Fused | BenchPath::Coop | BenchPath::CoopFull => AttentionPath::Fused,
             BenchPath::Unfused => AttentionPath::Unfused,
-            BenchPath::Decode => AttentionPath::Decode,
+            BenchPath::Decode | BenchPath::Paged | BenchPath::Varlen => AttentionPath::Decode,
         }
     }
 
@@ -58,6 +64,8 @@ impl BenchPath {
             BenchPath::Decode => "decode",
             BenchPath::Coop => "coop",
             BenchPath::CoopFull => "coop-full",
+            BenchPath::Paged => "paged",
+            BenchPath::Varlen => "varlen",
         }
     }
 
@@ -116,6 +124,7 @@ pub enum Metric {
   attn bench --path fused,decode --nq 1 --nk 8192 --dtype f32,f16,bf16 --targets
   attn bench --path fused --dtype f16 --f16-storage packed
   attn bench --path fused,coop,coop-full --n 4096 --d 128 --dtype f16 --coop off
+  attn bench --path paged,varlen --seqs 32 --lens 100,8000 --h 8 --hkv 2 --d 128
 
 Per configuration (every combination of the lists): median of --reps (at least
 10) runs after one warm-up run (pipeline compile, and with --tuning autotune
@@ -215,13 +224,64 @@ pub struct BenchArgs {
     /// bandwidth, and decode against fused at the same shape.
     #[arg(long)]
     pub targets: bool,
+    /// Sequences of the serving batch (--path paged,varlen).
+    #[arg(long, default_value_t = 32)]
+    pub seqs: usize,
+    /// Their lengths: uniform in MIN..=MAX.
+    #[arg(long, value_name = "MIN,MAX", value_parser = parse_range, default_value = "100,8000")]
+    pub lens: (usize, usize),
+    /// Seed of the lengths and the data.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Positions per block of the paged pool.
+    #[arg(long, default_value_t = 16)]
+    pub block_size: usize,
+    /// Query heads of the varlen prefill [default: --h] (K/V heads: at most --hkv).
+    #[arg(long)]
+    pub prefill_h: Option<usize>,
+    /// Head dim of the varlen prefill [default: --d].
+    #[arg(long)]
+    pub prefill_d: Option<usize>,
+    /// Timed runs of the varlen prefill (each side).
+    #[arg(long, default_value_t = 1)]
+    pub prefill_reps: usize,
     #[command(flatten)]
     pub device: DeviceArgs,
     #[command(flatten)]
     pub tuning: TuningArgs,
 }
 
+fn parse_range(s: &str) -> std::result::Result<(usize, usize), String> {
+    let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+    match parts[..] {
+        [a, b] => match (a.parse::<usize>(), b.parse::<usize>()) {
+            (Ok(a), Ok(b)) if 1 <= a && a <= b => Ok((a, b)),
+            _ => Err(format!("expected MIN,MAX with 1 <= MIN <= MAX, got {s:?}")),
+        },
+        _ => Err(format!("expected MIN,MAX, got {s:?}")),
+    }
+}
+
 pub fn main(a: BenchArgs) -> Result<()> {
+    let serving: Vec<BenchPath> = a
+        .path
+        .iter()
+        .copied()
+        .filter(|p| matches!(p, BenchPath::Paged | BenchPath::Varlen))
+        .collect();
+    if !serving.is_empty() {
+        if serving.len() != a.path.len() {
+            return Err(crate::error::bad_input!(
+                "--path paged,varlen run the serving batch and do not combine with the other paths in one run"
+            ));
+        }
+        if a.seqs == 0 {
+            return Err(crate::error::bad_input!("--seqs 0: expected at least 1"));
+        }
+        let gpu = a.device.open()?;
+        println!("adapter: {}", gpu.describe());
+        return serving::main(&a, &gpu, &serving);
+    }
     if let Some(p) = &a.plot {
         io::check_output(p, "--plot")?;
     }

@@ -153,6 +153,8 @@ pub fn print(records: &[Record], m: &Machine) {
                     },
                 )
             }
+            // Run by the serving bench, never a record here.
+            BenchPath::Paged | BenchPath::Varlen => continue,
             BenchPath::Decode => {
                 let fused = counterpart(records, r, BenchPath::Fused);
                 format!(
