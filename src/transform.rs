@@ -127,7 +127,7 @@ impl ScoreTransform {
                     sinks.len()
                 )));
             }
-            if let Some(i) = sinks.iter().position(|s| !(s.abs() < 1e30)) {
+            if let Some(i) = sinks.iter().position(|s| s.is_nan() || s.abs() >= 1e30) {
                 return Err(Error::InvalidArgument(format!(
                     "attention sink {i} is {}: sinks must be finite logits (|s| < 1e30)",
                     sinks[i]

@@ -49,7 +49,7 @@ enum Command {
     /// The library's validation matrix (shapes × options × paths) on every adapter.
     Validate(validate::ValidateArgs),
     /// Time the attention paths over shapes, with the project's GEMM as the ceiling.
-    Bench(bench::BenchArgs),
+    Bench(Box<bench::BenchArgs>),
     Tune(tune::TuneArgs),
     /// The attention weights of one (batch, head) as a heatmap PNG.
     Viz(Box<viz::VizArgs>),
@@ -91,7 +91,7 @@ fn main() {
         Command::Run(a) => run::run_main(*a),
         Command::Mha(a) => mha::mha_main(*a),
         Command::Validate(a) => validate::main(a),
-        Command::Bench(a) => bench::main(a),
+        Command::Bench(a) => bench::main(*a),
         Command::Tune(a) => tune::main(a),
         Command::Viz(a) => viz::main(*a),
     };

@@ -455,7 +455,7 @@ impl HfConfig {
         let scale = match family {
             Gemma2 | Gemma3 => {
                 let s = f64_field(obj, "query_pre_attn_scalar")?.unwrap_or(256.0);
-                if !(s > 0.0) {
+                if s.is_nan() || s <= 0.0 {
                     return Err(Error::Config(format!(
                         "query_pre_attn_scalar = {s} must be > 0"
                     )));

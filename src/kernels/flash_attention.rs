@@ -413,10 +413,6 @@ pub(crate) struct SeqIndex<'a> {
 /// With `seqs`, the tensors are views over packed or paged rows
 /// (`[1, H, rows, D]`) and `dims` gives the problem's `[B, Hq, max_q, D]` and
 /// `[B, Hkv, max_k, D]`.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "the launch, its tensors and transform, the outputs and the sequences' index"
-)]
 pub(crate) fn record_fused(
     rec: &mut Recorder<'_>,
     launch: &FusedLaunch,

@@ -34,35 +34,6 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 use wgpu_attention::{Gpu, GpuOptions, Tuning};
 
 static GPUS: OnceLock<Vec<(Gpu, Mutex<()>)>> = OnceLock::new();
-static SECOND: OnceLock<Vec<Option<(Gpu, Mutex<()>)>>> = OnceLock::new();
-
-/// Per adapter of [`gpus`], a second device on a Vulkan CPU adapter (lavapipe):
-/// its command buffers run on a queue thread of their own, where llvmpipe
-/// compiles each kernel on first dispatch, so two tests compile on the two
-/// cores at once (Mesa's shader cache shares what both compile). The tests
-/// run once per adapter, on whichever of its devices is free.
-fn second_devices() -> &'static [Option<(Gpu, Mutex<()>)>] {
-    SECOND.get_or_init(|| {
-        gpus()
-            .iter()
-            .map(|(g, _)| {
-                let cpu_vulkan = g.info().backend == wgpu::Backend::Vulkan
-                    && g.info().device_type == wgpu::DeviceType::Cpu;
-                if !cpu_vulkan || std::env::var("WGPU_ATTENTION_TEST_ONE_DEVICE").is_ok() {
-                    return None;
-                }
-                let second = pollster::block_on(Gpu::from_adapter_with(
-                    g.adapter().expect("own adapter").clone(),
-                    &GpuOptions::default(),
-                ))
-                .ok()?;
-                second.set_poison_outputs(true);
-                Some((second, Mutex::new(())))
-            })
-            .collect()
-    })
-}
-
 /// Every adapter once, each with a lock: tests take turns on one device (wgpu's GL
 /// backend panics when its context lock waits over 6 s, which a busy 2-core CI
 /// machine can cause), while different adapters run in parallel.
@@ -170,12 +141,7 @@ fn each_gpu_with(
         report_skip(test, &format!("SKIPPED {msg}"));
         return;
     }
-    let second = second_devices();
-    let all: Vec<Vec<&(Gpu, Mutex<()>)>> = gpus
-        .iter()
-        .zip(second)
-        .map(|(g, s)| std::iter::once(g).chain(s.as_ref()).collect())
-        .collect();
+    let all: Vec<Vec<&(Gpu, Mutex<()>)>> = gpus.iter().map(|g| vec![g]).collect();
     for_each_free(&all, |_, gpu| {
         let base = gpu.tuning();
         let mut variants = vec![base.with_staged(false)];
@@ -212,9 +178,9 @@ fn in_shard(test: &str) -> bool {
         .filter(|(i, n)| i < n)
         .expect("WGPU_ATTENTION_TEST_SHARD=i/n with i < n");
     // FNV-1a: the same shard for a name on every run.
-    let h = test
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+    let h = test.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    });
     h % n == i
 }
 
@@ -346,7 +312,8 @@ pub fn each_storage_mode(test: &str, f: impl Fn(&Gpu, bool, &str)) {
             .collect()
     });
     let n = gpus.len();
-    let all: Vec<Vec<&(Gpu, Mutex<()>)>> = gpus.iter().chain(packed.iter()).map(|g| vec![g]).collect();
+    let all: Vec<Vec<&(Gpu, Mutex<()>)>> =
+        gpus.iter().chain(packed.iter()).map(|g| vec![g]).collect();
     for_each_free(&all, |i, gpu| {
         let twin = i >= n;
         let mode = if gpu.caps().native_f16() {

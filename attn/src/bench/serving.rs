@@ -20,7 +20,9 @@ use anyhow::Result;
 use rand::{Rng, SeedableRng};
 use wgpu_attention::paged::PagedKvCache;
 use wgpu_attention::seqs::{record_varlen_attention, U32s, Varlen};
-use wgpu_attention::{record_attention, AttentionOptions, AttentionPath, DType, Gpu, Masking, Tensor};
+use wgpu_attention::{
+    record_attention, AttentionOptions, AttentionPath, DType, Gpu, Masking, Tensor,
+};
 
 use super::{BenchArgs, BenchPath};
 
@@ -64,7 +66,10 @@ fn time(
             }
         }
     }
-    Ok(((!gpu_ms.is_empty()).then(|| median(&mut gpu_ms)), median(&mut wall)))
+    Ok((
+        (!gpu_ms.is_empty()).then(|| median(&mut gpu_ms)),
+        median(&mut wall),
+    ))
 }
 
 fn fmt(ms: Option<f64>) -> String {
@@ -90,8 +95,20 @@ pub fn main(a: &BenchArgs, gpu: &Gpu, paths: &[BenchPath]) -> Result<()> {
     }
     if paths.contains(&BenchPath::Varlen) {
         let ph = a.prefill_h.unwrap_or(h);
-        let phkv = if a.prefill_h.is_some() { ph.min(hkv).max(1) } else { hkv };
-        varlen(gpu, &lens, ph, phkv, a.prefill_d.unwrap_or(d), a.prefill_reps.max(1), &mut rng)?;
+        let phkv = if a.prefill_h.is_some() {
+            ph.min(hkv).max(1)
+        } else {
+            hkv
+        };
+        varlen(
+            gpu,
+            &lens,
+            ph,
+            phkv,
+            a.prefill_d.unwrap_or(d),
+            a.prefill_reps.max(1),
+            &mut rng,
+        )?;
     }
     Ok(())
 }
@@ -112,14 +129,18 @@ fn paged(
     let seqs: Vec<_> = lens.iter().map(|_| cache.add_sequence()).collect();
     // Each sequence's keys and values, appended in its own submission.
     for (&s, &l) in seqs.iter().zip(lens) {
-        let x: Vec<f32> = (0..l * hkv * d).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        let x: Vec<f32> = (0..l * hkv * d)
+            .map(|_| rng.random_range(-1.0f32..1.0))
+            .collect();
         let t = Tensor::from_slice(gpu, &x, &[l, hkv, d])?;
         let mut rec = gpu.recorder();
         cache.record_append(&mut rec, &[s], &[l], &t, &t)?;
         rec.submit()?;
     }
     let b = lens.len();
-    let q: Vec<f32> = (0..b * h * d).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    let q: Vec<f32> = (0..b * h * d)
+        .map(|_| rng.random_range(-1.0f32..1.0))
+        .collect();
     let qt = Tensor::from_slice(gpu, &q, &[b, h, d])?;
     let opts = AttentionOptions {
         masking: Masking {
@@ -130,7 +151,9 @@ fn paged(
         ..Default::default()
     };
     let ones = vec![1usize; b];
-    let batched = time(gpu, reps, |rec| Ok(cache.record_attend(rec, &qt, &seqs, &ones, &opts)?.o))?;
+    let batched = time(gpu, reps, |rec| {
+        Ok(cache.record_attend(rec, &qt, &seqs, &ones, &opts)?.o)
+    })?;
     // One call per sequence, each its own submission.
     let qs: Vec<Tensor> = (0..b)
         .map(|i| qt.view(&[1, h, d], &[h * d, d, 1], i * h * d))
@@ -140,7 +163,9 @@ fn paged(
     for _ in 0..=reps.min(5) {
         let (mut g, mut w) = (0.0, 0.0);
         for (i, &s) in seqs.iter().enumerate() {
-            let (gi, wi) = time(gpu, 1, |rec| Ok(cache.record_attend(rec, &qs[i], &[s], &[1], &opts)?.o))?;
+            let (gi, wi) = time(gpu, 1, |rec| {
+                Ok(cache.record_attend(rec, &qs[i], &[s], &[1], &opts)?.o)
+            })?;
             g += gi.unwrap_or(f64::NAN);
             w += wi;
         }
@@ -157,19 +182,27 @@ fn paged(
         cache.parts()
     );
     println!("  {:<34} {:>10} {:>10}", "", "gpu ms", "wall ms");
-    println!("  {:<34} {:>10} {:>10.2}", "one batched dispatch", fmt(batched.0), batched.1);
+    println!(
+        "  {:<34} {:>10} {:>10.2}",
+        "one batched dispatch",
+        fmt(batched.0),
+        batched.1
+    );
     println!(
         "  {:<34} {:>10} {:>10.2}",
         format!("{b} separate calls (sum)"),
-        if sep_gpu.is_nan() { "-".into() } else { format!("{sep_gpu:.2}") },
+        if sep_gpu.is_nan() {
+            "-".into()
+        } else {
+            format!("{sep_gpu:.2}")
+        },
         sep_wall
     );
     println!(
         "  separate / batched: {} gpu, {:.2}× wall",
-        if sep_gpu.is_nan() || batched.0.is_none() {
-            "-".into()
-        } else {
-            format!("{:.2}×", sep_gpu / batched.0.unwrap())
+        match batched.0 {
+            Some(g) if !sep_gpu.is_nan() => format!("{:.2}×", sep_gpu / g),
+            _ => "-".into(),
         },
         sep_wall / batched.1
     );
@@ -211,8 +244,13 @@ fn varlen(
         alignment: wgpu_attention::Alignment::TopLeft,
         ..Default::default()
     };
-    println!("varlen prefill, Hq {h} Hkv {hkv} D {d} f32, causal, {reps} timed run(s) after a warm-up:");
-    println!("  {:<34} {:>10} {:>10} {:>14}", "", "gpu ms", "wall ms", "buffer MB");
+    println!(
+        "varlen prefill, Hq {h} Hkv {hkv} D {d} f32, causal, {reps} timed run(s) after a warm-up:"
+    );
+    println!(
+        "  {:<34} {:>10} {:>10} {:>14}",
+        "", "gpu ms", "wall ms", "buffer MB"
+    );
     // Packed.
     let bytes_packed = (total * (2 * h + 2 * hkv) * d * 4 + total * h * 4) as f64;
     let packed = (|| -> wgpu_attention::Result<(Option<f64>, f64)> {
@@ -231,7 +269,9 @@ fn varlen(
             path: AttentionPath::Fused,
             ..Default::default()
         };
-        time(gpu, reps, |rec| Ok(record_varlen_attention(rec, &q, &k, &v, &varlen, &opts)?.o))
+        time(gpu, reps, |rec| {
+            Ok(record_varlen_attention(rec, &q, &k, &v, &varlen, &opts)?.o)
+        })
     })();
     let row = |name: &str, r: &wgpu_attention::Result<(Option<f64>, f64)>, mb: f64| match r {
         Ok((g, w)) => println!("  {name:<34} {:>10} {w:>10.1} {mb:>14.1}", fmt(*g)),
@@ -253,7 +293,9 @@ fn varlen(
             path: AttentionPath::Fused,
             ..Default::default()
         };
-        time(gpu, reps, |rec| Ok(record_attention(rec, &q, &k, &v, &opts)?.o))
+        time(gpu, reps, |rec| {
+            Ok(record_attention(rec, &q, &k, &v, &opts)?.o)
+        })
     })();
     row(&format!("padded to {max}"), &padded, bytes_padded / 1e6);
     if let (Ok(p), Ok(q)) = (&packed, &padded) {

@@ -353,7 +353,7 @@ fn mha_bad_checkpoints_and_flags_exit_2() {
     let json = r#"{"model_type": "llama", "hidden_size": 16, "num_attention_heads": 2, "num_hidden_layers": 1}"#;
     let cfg = HfConfig::from_json(json).unwrap();
     let w = MhaWeights::random(&cfg.mha, 1).unwrap();
-    Checkpoint::save(dir.path(), json, &cfg, &[w.clone()], &[], 1).unwrap();
+    Checkpoint::save(dir.path(), json, &cfg, std::slice::from_ref(&w), &[], 1).unwrap();
     let xp = dir.path().join("x.npy");
     write_npy(&xp, &[1, 3, 16], &uniform(48, 1));
     let yp = dir.path().join("y.npy");
@@ -362,7 +362,7 @@ fn mha_bad_checkpoints_and_flags_exit_2() {
         let mut args = vec![
             "mha",
             "--x",
-            &*xp.to_str().unwrap(),
+            xp.to_str().unwrap(),
             "--out",
             yp.to_str().unwrap(),
         ];
