@@ -10,6 +10,8 @@ use crate::error::{Error, Result};
 mod safetensors_io;
 
 pub use safetensors_io::TensorSource;
+// For reading checkpoints (crate::hf, native only).
+#[cfg(not(target_arch = "wasm32"))]
 pub(crate) use safetensors_io::{dtype_of, read_linear, read_shaped, to_f32};
 
 /// Which projections carry a bias (Qwen2: q, k and v; gpt-oss and GPT-NeoX:
