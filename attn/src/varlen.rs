@@ -10,7 +10,7 @@ use anyhow::Result;
 use wgpu_attention::reference::{self, ReferenceOptions};
 use wgpu_attention::seqs::{varlen_attention, U32s, Varlen};
 use wgpu_attention::verify::{verify, Tolerance};
-use wgpu_attention::{alibi_slopes, AttentionOptions, AttnShape, Tensor};
+use wgpu_attention::{alibi_slopes, AttentionOptions, AttnShape, Layout, Tensor};
 
 use crate::args::{check_softcap, parse_kv_lengths};
 use crate::check::judge_each;
@@ -147,15 +147,9 @@ pub fn varlen_main(a: &RunArgs, cu_q: &str) -> Result<()> {
             if nq == 0 {
                 continue;
             }
+            // Rows r0.. of a packed [total, H, D] as BHND [1, H, n, D].
             let bhnd = |x: &[f32], r0: usize, n: usize, h: usize| -> Vec<f32> {
-                let mut out = vec![0.0; n * h * d];
-                for i in 0..n {
-                    for hh in 0..h {
-                        out[(hh * n + i) * d..][..d]
-                            .copy_from_slice(&x[((r0 + i) * h + hh) * d..][..d]);
-                    }
-                }
-                out
+                Layout::Bnhd.to_bhnd(&x[r0 * h * d..(r0 + n) * h * d], [1, h, n, d])
             };
             if nk == 0 {
                 if let Some(sk) = &sinks {

@@ -105,6 +105,32 @@ pub(crate) fn require_f32(t: &Tensor, what: &str) -> Result<()> {
     )))
 }
 
+/// The output of an elementwise kernel over `x` `[B, H, N, D]`: `out` when
+/// given (shaped like `x`, contiguous in `x`'s layout from element 0, `x`'s
+/// dtype; strides of dims of size 1 address nothing), else a new tensor.
+pub(crate) fn output_like(x: &Tensor, out: Option<&Tensor>, what: &str) -> Result<Tensor> {
+    let dims = x.dims4(what)?;
+    let o_s = x.layout().strides(dims);
+    match out {
+        Some(o) => {
+            let same = o
+                .strides()
+                .iter()
+                .zip(&o_s)
+                .zip(dims)
+                .all(|((a, b), n)| n == 1 || a == b);
+            if o.shape() != dims || !same || o.offset() != 0 || o.dtype() != x.dtype() {
+                return Err(Error::Shape(format!(
+                    "{what} output must be {} {dims:?} with strides {o_s:?} from element 0",
+                    x.dtype()
+                )));
+            }
+            Ok(o.clone())
+        }
+        None => Tensor::output_as(x.gpu(), what, &dims, Some(o_s.to_vec()), x.dtype()),
+    }
+}
+
 /// Offset and strides of a tensor, as the u32 the shaders take. Storage bindings
 /// are limited to 4 GiB, so every in-bounds element index fits.
 pub(crate) fn addressing(t: &Tensor) -> (u32, [u32; 4]) {

@@ -83,25 +83,8 @@ pub(crate) fn record_rms_norm_to(
             "RMSNorm of {count} channels of rows of {d} with {w_len} weights: give one weight per normalized channel (1..={d})"
         )));
     }
+    let out = super::output_like(x, out, "RMSNorm")?;
     let o_s = x.layout().strides(dims);
-    let out = match out {
-        Some(o) => {
-            let same = o
-                .strides()
-                .iter()
-                .zip(&o_s)
-                .zip(dims)
-                .all(|((a, b), n)| n == 1 || a == b);
-            if o.shape() != dims || !same || o.offset() != 0 || o.dtype() != x.dtype() {
-                return Err(Error::Shape(format!(
-                    "RMSNorm output must be {} {dims:?} with strides {o_s:?} from element 0",
-                    x.dtype()
-                )));
-            }
-            o.clone()
-        }
-        None => Tensor::output_as(gpu, "rms_norm", &dims, Some(o_s.to_vec()), x.dtype())?,
-    };
     let wg = workgroup(gpu.limits());
     gpu.check_loop_budget("rms_norm", loop_iterations(d, wg))?;
     let (x_off, x_s) = addressing(x);

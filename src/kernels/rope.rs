@@ -199,27 +199,8 @@ pub(crate) fn record_rope_to(
     let gpu = x.gpu();
     let dims @ [b, h, n, d] = x.dims4("RoPE input")?;
     let r = cfg.rotary(d)?;
-    let layout = x.layout();
-    let o_s = layout.strides(dims);
-    let out = match out {
-        Some(o) => {
-            // Strides of dims of size 1 address nothing.
-            let same = o
-                .strides()
-                .iter()
-                .zip(&o_s)
-                .zip(dims)
-                .all(|((a, b), n)| n == 1 || a == b);
-            if o.shape() != dims || !same || o.offset() != 0 || o.dtype() != x.dtype() {
-                return Err(crate::Error::Shape(format!(
-                    "RoPE output must be {} {dims:?} with strides {o_s:?} from element 0",
-                    x.dtype()
-                )));
-            }
-            o.clone()
-        }
-        None => Tensor::output_as(gpu, "rope", &dims, Some(o_s.to_vec()), x.dtype())?,
-    };
+    let out = super::output_like(x, out, "RoPE")?;
+    let o_s = x.layout().strides(dims);
     let (x_off, x_s) = addressing(x);
     let params = Params {
         b: b as u32,

@@ -507,36 +507,7 @@ fn one_gpu_from_four_threads_at_once() {
 fn the_embed_example_passes_and_prints_pass_last() {
     let skip = [Skip::NonDefault("runs the example once per adapter")];
     each_gpu_skipping("examples/embed", &skip, |gpu, _, ctx| {
-        // `cargo test` builds the examples next to the test binaries.
-        let exe = std::env::current_exe().unwrap();
-        let bin = exe
-            .parent()
-            .and_then(|deps| deps.parent())
-            .unwrap()
-            .join("examples")
-            .join(format!("embed{}", std::env::consts::EXE_SUFFIX));
-        assert!(
-            bin.exists(),
-            "{ctx}: {} is missing: run the tests with `cargo test --workspace` (it builds the examples)",
-            bin.display()
-        );
-        let backend = match gpu.info().backend {
-            wgpu::Backend::Gl => "gl",
-            _ => "vulkan",
-        };
-        // The example opens wgpu's default adapter; point it at this one.
-        let out = std::process::Command::new(&bin)
-            .env("WGPU_BACKEND", backend)
-            .env("WGPU_ADAPTER_NAME", &gpu.info().name)
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{ctx}: {} failed:\n{stdout}\n{}",
-            bin.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let stdout = super::run_example(gpu, ctx, "embed", &[]);
         let last = stdout.lines().last().unwrap_or_default();
         assert!(
             last.starts_with("PASS"),

@@ -218,22 +218,6 @@ fn every_family_loads_and_runs_its_layer() {
 fn the_generate_example_passes() {
     let skip = [Skip::NonDefault("runs the example once per adapter")];
     each_gpu_skipping("examples/generate", &skip, |gpu, _, ctx| {
-        let exe = std::env::current_exe().unwrap();
-        let bin = exe
-            .parent()
-            .and_then(|deps| deps.parent())
-            .unwrap()
-            .join("examples")
-            .join(format!("generate{}", std::env::consts::EXE_SUFFIX));
-        assert!(
-            bin.exists(),
-            "{ctx}: {} is missing: run the tests with `cargo test --workspace` (it builds the examples)",
-            bin.display()
-        );
-        let backend = match gpu.info().backend {
-            wgpu::Backend::Gl => "gl",
-            _ => "vulkan",
-        };
         let dir = tempfile::tempdir().unwrap();
         let (_, json, ..) = families()
             .into_iter()
@@ -251,18 +235,7 @@ fn the_generate_example_passes() {
             vec!["--family", "gemma2", "--prompt", "9", "--tokens", "4"],
             vec!["--hf", &hf, "--tokens", "4"],
         ] {
-            let out = std::process::Command::new(&bin)
-                .args(&args)
-                .env("WGPU_BACKEND", backend)
-                .env("WGPU_ADAPTER_NAME", &gpu.info().name)
-                .output()
-                .unwrap();
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            assert!(
-                out.status.success(),
-                "{ctx} {args:?}: failed:\n{stdout}\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let stdout = super::run_example(gpu, ctx, "generate", &args);
             assert_eq!(
                 stdout.lines().last(),
                 Some("PASS"),

@@ -213,6 +213,43 @@ fn for_each_free<'a>(adapters: &[Vec<&'a (Gpu, Mutex<()>)>], mut f: impl FnMut(u
     }
 }
 
+/// Runs `examples/NAME` (built next to the test binaries by `cargo test
+/// --workspace`) with `args` on `gpu`'s adapter (the examples open wgpu's
+/// default one: pointed at this one by backend and name); its stdout, after
+/// checking it exited 0.
+pub fn run_example(gpu: &Gpu, ctx: &str, name: &str, args: &[&str]) -> String {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .unwrap()
+        .join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{ctx}: {} is missing: run the tests with `cargo test --workspace` (it builds the examples)",
+        bin.display()
+    );
+    let backend = match gpu.info().backend {
+        wgpu::Backend::Gl => "gl",
+        _ => "vulkan",
+    };
+    let out = std::process::Command::new(&bin)
+        .args(args)
+        .env("WGPU_BACKEND", backend)
+        .env("WGPU_ADAPTER_NAME", &gpu.info().name)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{ctx}: {} {args:?} failed:\n{stdout}\n{}",
+        bin.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// A fresh seed (or `WGPU_ATTENTION_SEED`), and a context string that names it.
 pub fn rng(ctx: &str) -> (StdRng, String) {
     let seed = std::env::var("WGPU_ATTENTION_SEED")

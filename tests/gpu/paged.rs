@@ -12,7 +12,8 @@ use wgpu_attention::paged::{PagedKvCache, SeqId};
 use wgpu_attention::reference::{self, ReferenceOptions};
 use wgpu_attention::verify::{assert_close, Tolerance};
 use wgpu_attention::{
-    AttentionOptions, AttentionPath, AttnShape, DType, Gpu, GpuOptions, Masking, Tensor, Tuning,
+    AttentionOptions, AttentionPath, AttnShape, DType, Gpu, GpuOptions, Layout, Masking, Tensor,
+    Tuning,
 };
 
 /// Host copies of each sequence's K and V, packed `[len, Hkv, D]`.
@@ -85,16 +86,8 @@ fn step(
         let len = hk.len() / (hkv * d);
         assert_eq!(cache.manager().len(s).unwrap(), len, "{ctx}");
         let nq = queries[i];
-        let bhnd = |x: &[f32], n: usize, h: usize| -> Vec<f32> {
-            let mut out = vec![0.0; n * h * d];
-            for j in 0..n {
-                for hh in 0..h {
-                    out[(hh * n + j) * d..(hh * n + j + 1) * d]
-                        .copy_from_slice(&x[(j * h + hh) * d..(j * h + hh + 1) * d]);
-                }
-            }
-            out
-        };
+        let bhnd =
+            |x: &[f32], n: usize, h: usize| -> Vec<f32> { Layout::Bnhd.to_bhnd(x, [1, h, n, d]) };
         let want = reference::attention(
             &bhnd(&q[q0 * hq * d..(q0 + nq) * hq * d], nq, hq),
             &bhnd(hk, len, hkv),

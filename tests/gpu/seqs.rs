@@ -13,7 +13,8 @@ use wgpu_attention::seqs::{
 };
 use wgpu_attention::verify::{assert_close, Tolerance};
 use wgpu_attention::{
-    Alignment, AttentionOptions, AttentionPath, AttnShape, Error, Gpu, Masking, Tensor, Window,
+    Alignment, AttentionOptions, AttentionPath, AttnShape, Error, Gpu, Layout, Masking, Tensor,
+    Window,
 };
 
 /// The options a case runs with, on GPU and reference alike.
@@ -78,17 +79,8 @@ fn expect_seq(
     sinks: &[f32],
 ) -> (Vec<f64>, Vec<Vec<f64>>) {
     // Packed [n, H, D] → [1, H, n, D].
-    let bhnd = |x: &[f32], n: usize, h: usize| -> Vec<f32> {
-        let mut out = vec![0.0; x.len()];
-        for i in 0..n {
-            for hh in 0..h {
-                for c in 0..d {
-                    out[(hh * n + i) * d + c] = x[(i * h + hh) * d + c];
-                }
-            }
-        }
-        out
-    };
+    let bhnd =
+        |x: &[f32], n: usize, h: usize| -> Vec<f32> { Layout::Bnhd.to_bhnd(x, [1, h, n, d]) };
     if nk == 0 {
         // No key: O = 0, LSE = −inf (the sink with sinks).
         let lse = (0..hq)

@@ -442,14 +442,7 @@ fn run_packed_varlen_sequences() {
             continue;
         }
         let bhnd = |x: &[f32], r0: usize, n: usize, h: usize| -> Vec<f32> {
-            let mut out = vec![0.0; n * h * d];
-            for i in 0..n {
-                for hh in 0..h {
-                    out[(hh * n + i) * d..][..d]
-                        .copy_from_slice(&x[((r0 + i) * h + hh) * d..][..d]);
-                }
-            }
-            out
+            wgpu_attention::Layout::Bnhd.to_bhnd(&x[r0 * h * d..(r0 + n) * h * d], [1, h, n, d])
         };
         let want = wgpu_attention::reference::attention(
             &bhnd(&q, q0, nq, hq),
