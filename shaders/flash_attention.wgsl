@@ -51,12 +51,18 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         // mask_mod excludes it for every row, note when it includes it whole.
 //?MOD_BLOCKS:        if (jj == w.j_lo || (j + p.kv_base) % MOD_BK == 0u) {
 //?MOD_BLOCKS:            let mc = flash_mod_class(w, j, j);
-//?MOD_BLOCKS:            if (mc == MOD_EMPTY) {
+//?MOD_BLOCKS:            if (mc == TILE_EMPTY) {
 //?MOD_BLOCKS:                jj += i32(flash_mod_skip(j, 1u));
 //?MOD_BLOCKS:                continue;
 //?MOD_BLOCKS:            }
-//?MOD_BLOCKS:            mod_full = mc == MOD_FULL;
+//?MOD_BLOCKS:            mod_full = mc == TILE_FULL;
 //?MOD_BLOCKS:        }
+        // A pool split over bindings: at each block of the sequence, skip the
+        // run of blocks that lie in other parts.
+        if (PAGED_PARTS && (jj == w.j_lo || j % p.block_size == 0u) && !flash_in_part(w, j, j)) {
+            jj += i32(flash_part_skip(w, j, 1u));
+            continue;
+        }
         let kj = flash_key(w, j);
         let kr = kbase + kj * p.k_sn;
         // Zeroed explicitly: WGSL zero-initializes a loop-local `var` on every

@@ -43,7 +43,7 @@ const DL: u32 = DV / G;    // chunks per lane
 
 var<workgroup> kt: array<vec4<f32>, BC * DV>;
 var<workgroup> vt: array<vec4<f32>, BC * DV>;
-//?MOD_BLOCKS:var<workgroup> mod_class_wg: u32;
+var<workgroup> tile_class_wg: u32;
 var<workgroup> key_range: vec2<i32>;
 
 // The sum of x over the G lanes of a group.
@@ -95,16 +95,19 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let kbase = p.k_off + w.b * p.k_sb + w.hk * p.k_sh;
     let vbase = p.v_off + w.b * p.v_sb + w.hk * p.v_sh;
     for (var j0 = range.x; j0 < range.y; j0 += i32(BC)) {
-        // The caller's block mask (src/mods.rs), per tile and the same for every
-        // lane (so the barriers stay in uniform control flow).
-//?MOD_BLOCKS:        if (lid == 0u) {
-//?MOD_BLOCKS:            mod_class_wg = flash_mod_class(w, u32(j0), u32(j0) + BC - 1u);
-//?MOD_BLOCKS:        }
-//?MOD_BLOCKS:        let mc = workgroupUniformLoad(&mod_class_wg);
-//?MOD_BLOCKS:        if (mc == MOD_EMPTY) {
-//?MOD_BLOCKS:            continue;
-//?MOD_BLOCKS:        }
-//?MOD_BLOCKS:        mod_full = mc == MOD_FULL;
+        // Tiles no row sees (another pool part's keys, the caller's block
+        // mask), one class for every lane (so the barriers stay in uniform
+        // control flow); compiled out without a pool split or a block mask.
+        if (PAGED_PARTS || TILE_MOD_BLOCKS) {
+            if (lid == 0u) {
+                tile_class_wg = flash_tile_class(w, u32(j0), u32(j0) + BC - 1u);
+            }
+            let tc = workgroupUniformLoad(&tile_class_wg);
+            if (tc == TILE_EMPTY) {
+                continue;
+            }
+//?MASK_MOD:            mod_full = tc == TILE_FULL;
+        }
         // Keys past Nk load the last key (valid memory); flash_score excludes them.
         for (var e = lid; e < BC * DV; e += WG) {
             let j = min(u32(j0) + e / DV, p.nk - 1u);

@@ -240,6 +240,72 @@ fn flash_block(w: FlashWork, j: u32) -> u32 {
     return key_lengths[p.bt_off + w.b * p.max_blocks + min(j / p.block_size, p.max_blocks - 1u)];
 }
 
+// Whether keys [j_first, j_last] of the work's sequence touch a block of this
+// launch's part of a pool split over bindings (always with one part). Key loops
+// skip a tile of keys that does not: flash_score would exclude each of its keys,
+// so without the skip every part's launch walks the whole sequence (measured on
+// lavapipe, 32 sequences over 2 parts: 2× the one-part time).
+fn flash_in_part(w: FlashWork, j_first: u32, j_last: u32) -> bool {
+    if (!PAGED_PARTS) {
+        return true;
+    }
+    let last = min(j_last, max(w.key_len, 1u) - 1u);
+    for (var blk = j_first / p.block_size; blk <= last / p.block_size; blk++) {
+        let b = flash_block(w, blk * p.block_size);
+        if (b >= p.seg_lo && b < p.seg_hi) {
+            return true;
+        }
+    }
+    return false;
+}
+
+// Keys to add to j0, besides the loop's own step of `step`, when the tile
+// [j0, j0 + step - 1] is outside the launch's part: whole steps up to the end of
+// the run of the sequence's pool blocks outside it, from the tile's last key's
+// block on (so every key skipped lies in another part). Advancing the loop
+// variable is what saves the work on CPU drivers, which run the body of a
+// skipped iteration under an all-false mask (a `continue` alone saves nothing:
+// measured on lavapipe, the launch of a part holding one block of 513 still took
+// 49 ms of the 85 ms the other part took).
+fn flash_part_skip(w: FlashWork, j0: u32, step: u32) -> u32 {
+    let last = max(w.key_len, 1u) - 1u;
+    var blk = (j0 + step - 1u) / p.block_size;
+    loop {
+        let next = blk + 1u;
+        if (next * p.block_size > last) {
+            break;
+        }
+        let b = flash_block(w, next * p.block_size);
+        if (b >= p.seg_lo && b < p.seg_hi) {
+            break;
+        }
+        blk = next;
+    }
+    let end = (blk + 1u) * p.block_size;
+    return (max((end - j0) / step, 1u) - 1u) * step;
+}
+
+// The class of a tile of keys [j_first, j_last] for the tiled kernels, the
+// same for every lane: TILE_EMPTY when no row sees any of its keys (outside
+// the launch's pool part, or excluded by the caller's block mask), TILE_FULL
+// when the block mask includes it whole, else TILE_PARTIAL.
+const TILE_EMPTY: u32 = 0u;
+const TILE_PARTIAL: u32 = 1u;
+const TILE_FULL: u32 = 2u;
+// Whether the caller's block mask is compiled in (then tiles are classified
+// even with one pool part).
+//?MOD_BLOCKS:const TILE_MOD_BLOCKS: bool = true;
+//?!MOD_BLOCKS:const TILE_MOD_BLOCKS: bool = false;
+
+fn flash_tile_class(w: FlashWork, j_first: u32, j_last: u32) -> u32 {
+    var c = TILE_PARTIAL;
+//?MOD_BLOCKS:    c = flash_mod_class(w, j_first, j_last);
+    if (c != TILE_EMPTY && !flash_in_part(w, j_first, j_last)) {
+        c = TILE_EMPTY;
+    }
+    return c;
+}
+
 // Word `i` of the dense mask.
 fn mask_word(i: u32) -> u32 {
     return mask4[i >> 2u][i & 3u];
@@ -317,9 +383,6 @@ fn flash_score(s: f32, w: FlashWork, f: FlashRow, j: u32, bias: f32) -> f32 {
 // The block mask (src/mods.rs): one class per (b, h, query block, key block)
 // after the caller's buffers in the mods binding, mod_nkb key blocks per row
 // (0 = no block mask for this launch).
-//?MOD_BLOCKS:const MOD_EMPTY: u32 = 0u;
-//?MOD_BLOCKS:const MOD_PARTIAL: u32 = 1u;
-//?MOD_BLOCKS:const MOD_FULL: u32 = 2u;
 //?MOD_BLOCKS:const MOD_BQ: u32 = 64u;
 //?MOD_BLOCKS:const MOD_BK: u32 = 64u;
 //?MOD_BLOCKS:
@@ -328,7 +391,7 @@ fn flash_score(s: f32, w: FlashWork, f: FlashRow, j: u32, bias: f32) -> f32 {
 //?MOD_BLOCKS:// block is, full when every block is, else partial.
 //?MOD_BLOCKS:fn flash_mod_class(w: FlashWork, j_first: u32, j_last: u32) -> u32 {
 //?MOD_BLOCKS:    if (p.mod_nkb == 0u) {
-//?MOD_BLOCKS:        return MOD_PARTIAL;
+//?MOD_BLOCKS:        return TILE_PARTIAL;
 //?MOD_BLOCKS:    }
 //?MOD_BLOCKS:    let nqb = (p.nq + MOD_BQ - 1u) / MOD_BQ;
 //?MOD_BLOCKS:    let kb0 = min((j_first + p.kv_base) / MOD_BK, p.mod_nkb - 1u);
@@ -343,12 +406,12 @@ fn flash_score(s: f32, w: FlashWork, f: FlashRow, j: u32, bias: f32) -> f32 {
 //?MOD_BLOCKS:            let row = MOD_CLASSES + ((w.b * p.hq + h) * nqb + qb) * p.mod_nkb;
 //?MOD_BLOCKS:            for (var kb = kb0; kb <= kb1; kb++) {
 //?MOD_BLOCKS:                let c = mods[row + kb];
-//?MOD_BLOCKS:                any = any || c != MOD_EMPTY;
-//?MOD_BLOCKS:                all = all && c == MOD_FULL;
+//?MOD_BLOCKS:                any = any || c != TILE_EMPTY;
+//?MOD_BLOCKS:                all = all && c == TILE_FULL;
 //?MOD_BLOCKS:            }
 //?MOD_BLOCKS:        }
 //?MOD_BLOCKS:    }
-//?MOD_BLOCKS:    return select(select(MOD_EMPTY, MOD_PARTIAL, any), MOD_FULL, all);
+//?MOD_BLOCKS:    return select(select(TILE_EMPTY, TILE_PARTIAL, any), TILE_FULL, all);
 //?MOD_BLOCKS:}
 //?MOD_BLOCKS:
 //?MOD_BLOCKS:// Keys to add to j0, besides the loop's own step of `step`, to leave an empty

@@ -330,12 +330,17 @@ fn main(out: &mut String, s: Shape, mod_blocks: bool) {
     if mod_blocks {
         emit!(out, "        // The caller's block mask: skip blocks mask_mod excludes, do not evaluate it on full ones.");
         emit!(out, "        let mc = flash_mod_class(w, u32(j0), u32(j0) + KB - 1u);");
-        emit!(out, "        if (mc == MOD_EMPTY) {{");
+        emit!(out, "        if (mc == TILE_EMPTY) {{");
         emit!(out, "            j0 += i32(flash_mod_skip(u32(j0), KB));");
         emit!(out, "            continue;");
         emit!(out, "        }}");
-        emit!(out, "        mod_full = mc == MOD_FULL;");
+        emit!(out, "        mod_full = mc == TILE_FULL;");
     }
+    emit!(out, "        // Other pool parts' keys (a pool split over bindings): skipped whole.");
+    emit!(out, "        if (PAGED_PARTS && !flash_in_part(w, u32(j0), u32(j0) + KB - 1u)) {{");
+    emit!(out, "            j0 += i32(flash_part_skip(w, u32(j0), KB));");
+    emit!(out, "            continue;");
+    emit!(out, "        }}");
     for t in 0..keys {
         emit!(out, "        let j{t} = u32(j0) + {t}u;");
     }

@@ -255,10 +255,8 @@ fn paged_cache_serves_steps_with_forks_against_the_reference() {
 /// three parts; attention runs per part and merges (the decode path).
 #[test]
 fn paged_pool_over_one_binding_is_split_not_refused() {
-    let skip = [Skip::NonDefault(
-        "about the pool's parts, not the kernel variants",
-    )];
-    each_gpu_skipping("paged pool parts", &skip, |gpu, t, ctx| {
+    // Every kernel variant: each skips the tiles of keys in other parts its own way.
+    each_gpu("paged pool parts", |gpu, t, ctx| {
         let adapter = gpu.adapter().expect("own adapter").clone();
         // A block of 6 positions · 2 heads · 12 channels · 4 bytes = 576 B.
         let opts = GpuOptions {
@@ -275,9 +273,39 @@ fn paged_pool_over_one_binding_is_split_not_refused() {
             }
         };
         g.set_poison_outputs(true);
-        let mut cache = PagedKvCache::new(&g, 96, 6, 2, 12, DType::F32).unwrap();
-        assert_eq!(cache.parts(), 3, "{ctx}");
-        serve(&g, t, &format!("{ctx} 3 parts"), &mut cache);
+        // Every kernel of this variant: unstaged, also the generic kernel (the
+        // straight-line one's fallback), which skips other parts per key.
+        let mut tunings = vec![(t, "")];
+        if !t.staged() {
+            tunings.push((t.with_straight_line(false), " generic"));
+        }
+        let mut last = None;
+        for (tt, name) in tunings {
+            let mut cache = PagedKvCache::new(&g, 96, 6, 2, 12, DType::F32).unwrap();
+            assert_eq!(cache.parts(), 3, "{ctx}");
+            // A first sequence holds blocks 0..37 (blocks go lowest first), so the
+            // served sequences' tables cross from part 0 (blocks 0..40) into part 1.
+            let filler = cache.add_sequence();
+            let n = 37 * 6;
+            let x = Tensor::from_slice(&g, &vec![0.5f32; n * 2 * 12], &[n, 2, 12]).unwrap();
+            let mut rec = g.recorder();
+            cache
+                .record_append(&mut rec, &[filler], &[n], &x, &x)
+                .unwrap();
+            rec.submit().unwrap();
+            serve(&g, tt, &format!("{ctx}{name} 3 parts"), &mut cache);
+            // The served sequences' ids follow the filler's.
+            let used: Vec<u32> = (filler + 1..filler + 8)
+                .filter_map(|s| cache.manager().blocks(s).ok().map(|b| b.to_vec()))
+                .flatten()
+                .collect();
+            assert!(
+                used.iter().any(|&b| b < 40) && used.iter().any(|&b| b >= 40),
+                "{ctx}: the served blocks {used:?} do not span parts 0 and 1"
+            );
+            last = Some(cache);
+        }
+        let mut cache = last.expect("one tuning at least");
         // Fused cannot merge parts: a typed error says what to use.
         let s = cache.add_sequence();
         let x = Tensor::from_slice(&g, &[0.1f32; 2 * 12], &[1, 2, 12]).unwrap();
