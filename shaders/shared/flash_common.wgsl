@@ -42,7 +42,7 @@ struct Params {
     sink: u32, packed_out: u32, lse_sb: u32, lse_sh: u32,
     seqs: u32, cuq_off: u32, cuk_off: u32, seq_diag: u32,
     bt_off: u32, block_size: u32, max_blocks: u32, num_blocks: u32,
-    seg_lo: u32, seg_hi: u32, _pad0: u32, _pad1: u32,
+    seg_lo: u32, seg_hi: u32, spread: u32, spread_cols: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -95,7 +95,33 @@ struct FlashWork {
 // query head of the group. w.h is then the group's first head, and the host
 // makes it a single block (block0 = 0), so the key range below, computed from
 // query positions, is conservative for every head's rows.
-fn flash_work(wid: u32, lid: u32, lanes: u32, rows: u32) -> FlashWork {
+// CPU drivers hand each thread one contiguous range of a dispatch's
+// workgroups (Mesa's gallivm: the grid divided by its threads, in order), so
+// work that is heavy in one region of the grid (the long sequences of a batch,
+// the sequences whose blocks lie in one pool part) runs on one thread while the
+// others idle: measured on lavapipe with 2 threads, a batched decode step over
+// two pool parts took 297 ms where its 32 sequences one call each took 174.
+// With p.spread = N workgroups and p.spread_cols = T threads (the host sets
+// them for gallivm), thread t's range (positions t·q .. t·q + q - 1, q = N / T)
+// runs, round r by round, work item r·T + t, or r·T + T - 1 - t on odd rounds
+// (a snake; the last N % T items keep their place): every thread samples the
+// whole grid (171 ms above). The snake, not plain t + r·T, because a
+// sequence's first splits hold its keys and its last ones are empty: with T =
+// 2, thread 0 took the odd count's extra split of every sequence (+6% on a
+// mixed-length step, none with the snake). A bijection: each item runs once.
+fn spread_workgroup(wid: u32) -> u32 {
+    let cols = max(p.spread_cols, 1u);
+    let q = p.spread / cols;
+    if (q == 0u || wid >= q * cols) {
+        return wid;
+    }
+    let t = wid / q;
+    let r = wid % q;
+    return r * cols + select(cols - 1u - t, t, (r & 1u) == 0u);
+}
+
+fn flash_work(wid_in: u32, lid: u32, lanes: u32, rows: u32) -> FlashWork {
+    let wid = spread_workgroup(wid_in);
     var w: FlashWork;
     var span = lanes * rows;
     if (p.lane_splits != 0u) {

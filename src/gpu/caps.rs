@@ -35,6 +35,11 @@ pub struct DeviceCaps {
     pub subgroup_max: u32,
     /// The smallest (`AdapterInfo::subgroup_min_size`; 0 when unknown).
     pub subgroup_min: u32,
+    /// Threads a CPU driver divides each dispatch over, one contiguous range of
+    /// workgroups per thread: Mesa's gallivm (llvmpipe, lavapipe) takes
+    /// `LP_NUM_THREADS`, else one per CPU. 0 where the scheduling is unknown
+    /// (every other adapter): the fused kernels then keep the grid's order.
+    pub cpu_threads: u32,
 }
 
 /// One cooperative-matrix configuration a device lists: C (M×N) += A (M×K) ·
@@ -81,6 +86,18 @@ impl CoopShape {
     }
 }
 
+/// The threads of Mesa's gallivm compute pool: `LP_NUM_THREADS` when set,
+/// else the CPUs this process may run on (Mesa counts the online CPUs; the two
+/// differ only under an affinity mask or quota, and a wrong count costs balance,
+/// never correctness).
+fn gallivm_threads() -> u32 {
+    std::env::var("LP_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32))
+        .clamp(1, 64)
+}
+
 impl DeviceCaps {
     /// The capabilities of an adapter described by `info` with `limits` and
     /// `features` granted.
@@ -98,6 +115,7 @@ impl DeviceCaps {
             coop_shapes: Vec::new(),
             subgroup_max: info.subgroup_max_size,
             subgroup_min: info.subgroup_min_size,
+            cpu_threads: if gallivm { gallivm_threads() } else { 0 },
         }
     }
 

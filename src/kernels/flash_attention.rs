@@ -388,7 +388,8 @@ pub(super) struct Params {
     num_blocks: u32,
     seg_lo: u32,
     seg_hi: u32,
-    _pad: [u32; 2],
+    spread: u32,
+    spread_cols: u32,
 }}
 
 /// The sequences' u32 index a launch over packed or paged sequences binds in
@@ -516,7 +517,14 @@ pub(crate) fn record_fused(
         },
         seg_lo: index.and_then(|s| s.part).map_or(0, |p| p.0),
         seg_hi: index.and_then(|s| s.part).map_or(u32::MAX, |p| p.1),
-        _pad: [0; 2],
+        // A CPU driver gives each thread a contiguous range of the grid: deal
+        // the work items out over them (shared/flash_common.wgsl,
+        // spread_workgroup).
+        spread: match gpu.caps().cpu_threads {
+            0 | 1 => 0,
+            _ => u32::try_from(launch.workgroups).unwrap_or(0),
+        },
+        spread_cols: gpu.caps().cpu_threads,
     };
     let mods = match &t.mods {
         Some(m) => Some(
