@@ -37,13 +37,11 @@ impl Layout {
         }
         out
     }
-}
 
-impl Layout {
     /// Reorders data in this layout's memory order into logical BHND (the
     /// inverse of [`Layout::from_bhnd`]); e.g. a packed `[N, H, D]` is BNHD of
     /// `[1, H, N, D]`.
-    pub fn to_bhnd<T: Copy + bytemuck::Zeroable>(self, data: &[T], dims: [usize; 4]) -> Vec<T> {
+    pub fn to_bhnd<T: Copy>(self, data: &[T], dims: [usize; 4]) -> Vec<T> {
         let s = self.strides(dims);
         (0..data.len())
             .map(|i| data[physical_index(i, &dims, &s)])

@@ -266,6 +266,11 @@ fn flash_block(w: FlashWork, j: u32) -> u32 {
     return key_lengths[p.bt_off + w.b * p.max_blocks + min(j / p.block_size, p.max_blocks - 1u)];
 }
 
+// Whether pool block `blk` is in this launch's part (every block with one part).
+fn flash_block_in_part(blk: u32) -> bool {
+    return blk >= p.seg_lo && blk < p.seg_hi;
+}
+
 // Whether keys [j_first, j_last] of the work's sequence touch a block of this
 // launch's part of a pool split over bindings (always with one part). Key loops
 // skip a tile of keys that does not: flash_score would exclude each of its keys,
@@ -277,8 +282,7 @@ fn flash_in_part(w: FlashWork, j_first: u32, j_last: u32) -> bool {
     }
     let last = min(j_last, max(w.key_len, 1u) - 1u);
     for (var blk = j_first / p.block_size; blk <= last / p.block_size; blk++) {
-        let b = flash_block(w, blk * p.block_size);
-        if (b >= p.seg_lo && b < p.seg_hi) {
+        if (flash_block_in_part(flash_block(w, blk * p.block_size))) {
             return true;
         }
     }
@@ -301,8 +305,7 @@ fn flash_part_skip(w: FlashWork, j0: u32, step: u32) -> u32 {
         if (next * p.block_size > last) {
             break;
         }
-        let b = flash_block(w, next * p.block_size);
-        if (b >= p.seg_lo && b < p.seg_hi) {
+        if (flash_block_in_part(flash_block(w, next * p.block_size))) {
             break;
         }
         blk = next;
@@ -389,8 +392,7 @@ fn flash_score(s: f32, w: FlashWork, f: FlashRow, j: u32, bias: f32) -> f32 {
         x -= f.slope * abs(f32(i32(f.n) + w.diag - i32(j)));
     }
     if (PAGED_PARTS) {
-        let blk = flash_block(w, min(j, p.nk - 1u));
-        visible = visible && blk >= p.seg_lo && blk < p.seg_hi;
+        visible = visible && flash_block_in_part(flash_block(w, min(j, p.nk - 1u)));
     }
 //?SCORE_MOD:    if (x > MASKED) {
 //?SCORE_MOD:        let y = score_mod(x, w.b, f.h, f.n, j + p.kv_base);

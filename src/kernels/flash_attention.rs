@@ -325,6 +325,11 @@ pub(crate) struct FusedLaunch {
     pub workgroups: u64,
     /// Loop iterations per invocation (checked against the budget by the plan).
     pub loop_iterations: u64,
+    /// The threads of a CPU driver that gives each one a contiguous range of
+    /// the grid (`DeviceCaps::cpu_threads`): the kernel deals its work items
+    /// out over them (`spread_workgroup` in `shared/flash_common.wgsl`); 0 keeps
+    /// the grid's order.
+    pub spread_cols: u32,
     pub spec: Specialization,
 }
 
@@ -517,14 +522,11 @@ pub(crate) fn record_fused(
         },
         seg_lo: index.and_then(|s| s.part).map_or(0, |p| p.0),
         seg_hi: index.and_then(|s| s.part).map_or(u32::MAX, |p| p.1),
-        // A CPU driver gives each thread a contiguous range of the grid: deal
-        // the work items out over them (shared/flash_common.wgsl,
-        // spread_workgroup).
-        spread: match gpu.caps().cpu_threads {
-            0 | 1 => 0,
+        spread: match launch.spread_cols {
+            0 => 0,
             _ => u32::try_from(launch.workgroups).unwrap_or(0),
         },
-        spread_cols: gpu.caps().cpu_threads,
+        spread_cols: launch.spread_cols,
     };
     let mods = match &t.mods {
         Some(m) => Some(

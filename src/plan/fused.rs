@@ -335,6 +335,12 @@ pub(crate) fn launch(
         split_len,
         workgroups,
         loop_iterations,
+        // A CPU driver that hands each thread a contiguous range of the grid:
+        // deal the work items out over its threads.
+        spread_cols: match caps.cpu_threads {
+            0 | 1 => 0,
+            n => n,
+        },
     })
 }
 

@@ -539,3 +539,26 @@ fn tiled_family_follows_the_device() {
     // 80's 20 chunks do not split over 8.
     assert!(variant_for(&nv, t.with_tile_split(8).unwrap(), 80, 1024, false).is_err());
 }
+
+/// The work order is the plan's: dealt over a gallivm driver's threads, the
+/// grid's own elsewhere (a GPU, a browser's CPU adapter, one thread).
+#[test]
+fn fused_work_is_dealt_over_gallivm_threads_only() {
+    let p = problem(shape(2, 8, 2, 64, 300, 64));
+    let cols = |caps: &DeviceCaps, t| fused_launch(&plan(&p, caps, t).unwrap()).spread_cols;
+    let (lava, t) = lavapipe();
+    let four = DeviceCaps {
+        cpu_threads: 4,
+        ..lava.clone()
+    };
+    assert_eq!(cols(&four, t), 4);
+    let one = DeviceCaps {
+        cpu_threads: 1,
+        ..lava
+    };
+    assert_eq!(cols(&one, t), 0);
+    let (g, gt) = gpu();
+    assert_eq!((g.cpu_threads, cols(&g, gt)), (0, 0));
+    let (b, bt) = browser();
+    assert_eq!((b.cpu_threads, cols(&b, bt)), (0, 0));
+}

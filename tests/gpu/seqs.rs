@@ -132,6 +132,32 @@ fn expect_seq(
     (rows, lse)
 }
 
+/// Checks a packed result (O `[total_q, Hq, D]`, LSE `[Hq, total_q]`) against
+/// the sequences' expectations from [`expect_seq`], in order.
+fn assert_packed(
+    out: &wgpu_attention::Attention,
+    hq: usize,
+    seqs: impl IntoIterator<Item = (Vec<f64>, Vec<Vec<f64>>)>,
+    c: &str,
+) {
+    let got_o = out.o.to_vec_blocking().unwrap();
+    let got_lse = out.lse.as_ref().unwrap().to_vec_blocking().unwrap();
+    let (mut want_o, mut want_lse) = (Vec::new(), vec![Vec::new(); hq]);
+    for (e_o, e_lse) in seqs {
+        want_o.extend(e_o);
+        for (h, l) in e_lse.into_iter().enumerate() {
+            want_lse[h].extend(l);
+        }
+    }
+    assert_close(&got_o, &want_o, Tolerance::F32, &format!("{c} O"));
+    assert_close(
+        &got_lse,
+        &want_lse.concat(),
+        Tolerance::F32,
+        &format!("{c} LSE"),
+    );
+}
+
 fn prefix(lens: &[usize]) -> Vec<u32> {
     let mut cu = vec![0u32];
     for &l in lens {
@@ -212,12 +238,9 @@ fn varlen_matches_the_reference_per_sequence() {
                     "{ctx} options {oi} {path:?} gpu-index={on_gpu} ({})",
                     out.kernels
                 );
-                let got_o = out.o.to_vec_blocking().unwrap();
-                let got_lse = out.lse.as_ref().unwrap().to_vec_blocking().unwrap();
-                let (mut want_o, mut want_lse) = (Vec::new(), vec![Vec::new(); hq]);
-                for s in 0..lq.len() {
+                let want = (0..lq.len()).map(|s| {
                     let (q0, k0) = (cq[s] as usize, ck[s] as usize);
-                    let (e_o, e_lse) = expect_seq(
+                    expect_seq(
                         &q[q0 * hq * d..(q0 + lq[s]) * hq * d],
                         &k[k0 * hkv * d..(k0 + lk[s]) * hkv * d],
                         &v[k0 * hkv * d..(k0 + lk[s]) * hkv * d],
@@ -225,19 +248,9 @@ fn varlen_matches_the_reference_per_sequence() {
                         &o,
                         &slopes,
                         &sinks,
-                    );
-                    want_o.extend(e_o);
-                    for (h, l) in e_lse.into_iter().enumerate() {
-                        want_lse[h].extend(l);
-                    }
-                }
-                assert_close(&got_o, &want_o, Tolerance::F32, &format!("{c} O"));
-                assert_close(
-                    &got_lse,
-                    &want_lse.concat(),
-                    Tolerance::F32,
-                    &format!("{c} LSE"),
-                );
+                    )
+                });
+                assert_packed(&out, hq, want, &c);
             }
         }
     });
@@ -338,12 +351,9 @@ fn paged_attention_matches_the_reference_per_sequence() {
                         "{ctx} block {bs} queries {lq:?} {path:?} gpu-index={on_gpu} ({})",
                         out.kernels
                     );
-                    let got_o = out.o.to_vec_blocking().unwrap();
-                    let got_lse = out.lse.as_ref().unwrap().to_vec_blocking().unwrap();
-                    let (mut want_o, mut want_lse) = (Vec::new(), vec![Vec::new(); hq]);
-                    for s in 0..lens.len() {
+                    let want = (0..lens.len()).map(|s| {
                         let q0 = cq[s] as usize;
-                        let (e_o, e_lse) = expect_seq(
+                        expect_seq(
                             &q[q0 * hq * d..(q0 + lq[s]) * hq * d],
                             &gather(&pool_k, s),
                             &gather(&pool_v, s),
@@ -351,19 +361,9 @@ fn paged_attention_matches_the_reference_per_sequence() {
                             o,
                             &slopes,
                             &sinks,
-                        );
-                        want_o.extend(e_o);
-                        for (h, l) in e_lse.into_iter().enumerate() {
-                            want_lse[h].extend(l);
-                        }
-                    }
-                    assert_close(&got_o, &want_o, Tolerance::F32, &format!("{c} O"));
-                    assert_close(
-                        &got_lse,
-                        &want_lse.concat(),
-                        Tolerance::F32,
-                        &format!("{c} LSE"),
-                    );
+                        )
+                    });
+                    assert_packed(&out, hq, want, &c);
                 }
             }
         }
